@@ -1,0 +1,1 @@
+# Active-set kernels (filled in by the sparse-engine issue).

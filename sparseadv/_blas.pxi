@@ -1,0 +1,34 @@
+# Row-major BLAS wrappers over scipy.linalg.cython_blas (Fortran, column-major).
+#
+# A row-major p x q matrix is the column-major q x p matrix of its transpose, so the row-major
+# product C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: swap the
+# operands and the sizes, keep the transpose flags.
+from scipy.linalg.cython_blas cimport dgemm as _f_dgemm
+
+# OpenMP queries that also compile without OpenMP (then one thread, thread number 0).
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int sa_omp_max_threads(void) { return omp_get_max_threads(); }
+    static int sa_omp_thread_num(void) { return omp_get_thread_num(); }
+    #define SA_OPENMP 1
+    #else
+    static int sa_omp_max_threads(void) { return 1; }
+    static int sa_omp_thread_num(void) { return 0; }
+    #define SA_OPENMP 0
+    #endif
+    """
+    int sa_omp_max_threads() noexcept nogil
+    int sa_omp_thread_num() noexcept nogil
+    int SA_OPENMP
+
+
+cdef inline void gemm_rm(char transA, char transB, int M, int N, int K, double alpha,
+                         const double* A, int lda, const double* B, int ldb, double beta,
+                         double* C, int ldc) noexcept nogil:
+    """Row-major C (M x N) = alpha * op(A) (M x K) @ op(B) (K x N) + beta * C."""
+    if M <= 0 or N <= 0:
+        return
+    _f_dgemm(&transB, &transA, &N, &M, &K, &alpha, <double*>B, &ldb, <double*>A, &lda,
+             &beta, C, &ldc)

@@ -1,0 +1,209 @@
+# Blocked dense kernels: every neuron against every point.
+#
+# The (points x neurons) score matrix Z = X W^T is never formed whole. It is produced tile by
+# tile (``tile`` doubles, default 64K = 512 KB, so two tiles fit in L2), each tile by one dgemm,
+# and consumed at once: the shifted ReLU and the firing mask are applied in a tight nogil loop
+# and the mask tile is fed to a second dgemm (input gradient or weight gradient). Cost per pass:
+# 2*m*n*d flops for Z plus 2*m*n*d for the gradient product, all inside BLAS.
+
+cdef inline void _tile_shape(Py_ssize_t n, Py_ssize_t m, Py_ssize_t tile,
+                             Py_ssize_t* nb, Py_ssize_t* mb) noexcept nogil:
+    cdef Py_ssize_t t = tile if tile > 0 else 65536
+    nb[0] = n if n < 256 else 256
+    mb[0] = t // nb[0]
+    if mb[0] < 16:
+        mb[0] = 16
+    if mb[0] > m:
+        mb[0] = m
+
+
+def dense_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
+                  double b, double scale, double[::1] f_out, double[:, ::1] H_out=None,
+                  cnp.int64_t[::1] fired_out=None, Py_ssize_t tile=65536):
+    """f_i = scale * sum_r a_r relu(<w_r, x_i> - b); optionally
+    H_i = scale * sum_r a_r 1[<w_r, x_i> > b] w_r (so that grad_x loss_i = (f_i - y_i) H_i)
+    and fired_i = #{r : <w_r, x_i> > b}. Outputs are overwritten. Returns m*n (inner products)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
+    cdef Py_ssize_t nb, mb, i0, r0, ib, rb, i, r
+    cdef bint want_h = H_out is not None, want_fired = fired_out is not None
+    cdef double z, acc
+    cdef cnp.int64_t cnt
+    cdef double* Z
+    cdef double* M
+    if n == 0 or m == 0:
+        f_out[:] = 0.0
+        if want_h:
+            H_out[:, :] = 0.0
+        if want_fired:
+            fired_out[:] = 0
+        return 0
+    _tile_shape(n, m, tile, &nb, &mb)
+    Z = <double*>malloc(nb * mb * sizeof(double))
+    M = <double*>malloc(nb * mb * sizeof(double))
+    if Z == NULL or M == NULL:
+        free(Z); free(M)
+        raise MemoryError()
+    with nogil:
+        i0 = 0
+        while i0 < n:
+            ib = nb if i0 + nb <= n else n - i0
+            for i in range(ib):
+                f_out[i0 + i] = 0.0
+                if want_fired:
+                    fired_out[i0 + i] = 0
+            if want_h:
+                memset(&H_out[i0, 0], 0, ib * d * sizeof(double))
+            r0 = 0
+            while r0 < m:
+                rb = mb if r0 + mb <= m else m - r0
+                gemm_rm(b'N', b'T', <int>ib, <int>rb, <int>d, 1.0, &X[i0, 0], <int>d,
+                        &W[r0, 0], <int>d, 0.0, Z, <int>rb)
+                for i in prange(ib, schedule='static'):
+                    acc = 0.0
+                    cnt = 0
+                    for r in range(rb):
+                        z = Z[i * rb + r]
+                        if z > b:
+                            acc = acc + a[r0 + r] * (z - b)
+                            cnt = cnt + 1
+                            M[i * rb + r] = scale * a[r0 + r]
+                        else:
+                            M[i * rb + r] = 0.0
+                    f_out[i0 + i] += scale * acc
+                    if want_fired:
+                        fired_out[i0 + i] += cnt
+                if want_h:
+                    gemm_rm(b'N', b'N', <int>ib, <int>d, <int>rb, 1.0, M, <int>rb,
+                            &W[r0, 0], <int>d, 1.0, &H_out[i0, 0], <int>d)
+                r0 = r0 + mb
+            i0 = i0 + nb
+    free(Z)
+    free(M)
+    return n * m
+
+
+def dense_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
+                      double b, const double[::1] coef, double[:, ::1] G_out,
+                      Py_ssize_t tile=65536):
+    """G_r = sum_i coef_i * a_r * 1[<w_r, x_i> > b] * x_i for every neuron r (overwrites G_out).
+
+    With coef_i = (f_i - y_i) / (n sqrt(m)) this is the gradient of the training loss in W.
+    Returns m*n (inner products evaluated)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
+    cdef Py_ssize_t nb, mb, i0, r0, ib, rb, i, r
+    cdef double* Z
+    cdef double* D
+    cdef double c
+    if m == 0:
+        return 0
+    G_out[:, :] = 0.0
+    if n == 0:
+        return 0
+    _tile_shape(n, m, tile, &nb, &mb)
+    Z = <double*>malloc(nb * mb * sizeof(double))
+    D = <double*>malloc(nb * mb * sizeof(double))
+    if Z == NULL or D == NULL:
+        free(Z); free(D)
+        raise MemoryError()
+    with nogil:
+        r0 = 0
+        while r0 < m:
+            rb = mb if r0 + mb <= m else m - r0
+            i0 = 0
+            while i0 < n:
+                ib = nb if i0 + nb <= n else n - i0
+                gemm_rm(b'N', b'T', <int>ib, <int>rb, <int>d, 1.0, &X[i0, 0], <int>d,
+                        &W[r0, 0], <int>d, 0.0, Z, <int>rb)
+                for i in prange(ib, schedule='static'):
+                    c = coef[i0 + i]
+                    for r in range(rb):
+                        if Z[i * rb + r] > b:
+                            D[i * rb + r] = c * a[r0 + r]
+                        else:
+                            D[i * rb + r] = 0.0
+                # G[r0:r0+rb] += D^T (rb x ib) @ X[i0:i0+ib] (ib x d)
+                gemm_rm(b'T', b'N', <int>rb, <int>d, <int>ib, 1.0, D, <int>rb,
+                        &X[i0, 0], <int>d, 1.0, &G_out[r0, 0], <int>d)
+                i0 = i0 + nb
+            r0 = r0 + mb
+    free(Z)
+    free(D)
+    return n * m
+
+
+def dense_fired_pairs(const double[:, ::1] X, const double[:, ::1] W, double b,
+                      Py_ssize_t tile=65536):
+    """All fired pairs as CSR over points: (indptr (n+1,), indices) with indices sorted within
+    each point. One blocked pass; the pair buffer grows geometrically."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
+    cdef Py_ssize_t nb, mb, i0, r0, ib, rb, i, r, k
+    cdef Py_ssize_t cap = 1024, used = 0
+    cdef cnp.int64_t* pi
+    cdef cnp.int64_t* pr
+    cdef void* tmp
+    cdef double* Z
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    cdef cnp.int64_t[::1] ip = indptr
+    if n == 0 or m == 0:
+        return indptr, np.zeros(0, dtype=np.int64)
+    _tile_shape(n, m, tile, &nb, &mb)
+    Z = <double*>malloc(nb * mb * sizeof(double))
+    pi = <cnp.int64_t*>malloc(cap * sizeof(cnp.int64_t))
+    pr = <cnp.int64_t*>malloc(cap * sizeof(cnp.int64_t))
+    if Z == NULL or pi == NULL or pr == NULL:
+        free(Z); free(pi); free(pr)
+        raise MemoryError()
+    cdef bint oom = False
+    with nogil:
+        i0 = 0
+        while i0 < n:
+            if oom:
+                break
+            ib = nb if i0 + nb <= n else n - i0
+            r0 = 0
+            while r0 < m:
+                if oom:
+                    break
+                rb = mb if r0 + mb <= m else m - r0
+                gemm_rm(b'N', b'T', <int>ib, <int>rb, <int>d, 1.0, &X[i0, 0], <int>d,
+                        &W[r0, 0], <int>d, 0.0, Z, <int>rb)
+                for i in range(ib):
+                    for r in range(rb):
+                        if Z[i * rb + r] > b:
+                            if used == cap:
+                                cap = cap * 2
+                                tmp = realloc(pi, cap * sizeof(cnp.int64_t))
+                                if tmp == NULL:
+                                    oom = True
+                                    break
+                                pi = <cnp.int64_t*>tmp
+                                tmp = realloc(pr, cap * sizeof(cnp.int64_t))
+                                if tmp == NULL:
+                                    oom = True
+                                    break
+                                pr = <cnp.int64_t*>tmp
+                            pi[used] = i0 + i
+                            pr[used] = r0 + r
+                            used = used + 1
+                            ip[i0 + i + 1] += 1
+                    if oom:
+                        break
+                r0 = r0 + mb
+            i0 = i0 + nb
+    free(Z)
+    if oom:
+        free(pi); free(pr)
+        raise MemoryError()
+    for i in range(n):
+        ip[i + 1] += ip[i]
+    indices = np.empty(used, dtype=np.int64)
+    cdef cnp.int64_t[::1] ind = indices
+    cdef cnp.int64_t[::1] cursor = indptr[:-1].copy()
+    with nogil:
+        # stable counting sort by point keeps each point's neurons in increasing order
+        for k in range(used):
+            ind[cursor[pi[k]]] = pr[k]
+            cursor[pi[k]] += 1
+    free(pi)
+    free(pr)
+    return indptr, indices
