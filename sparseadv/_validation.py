@@ -1,0 +1,107 @@
+"""Input validation shared by every public entry point.
+
+Every check names the argument and what was expected, and returns a *new* float64 C-contiguous
+array when a conversion is needed, so the caller's arrays are never modified in place (the
+kernels only ever write into arrays sparseadv allocated itself).
+"""
+import numbers
+
+import numpy as np
+
+
+def check_positive_int(name, value):
+    """A positive Python/numpy integer (bool rejected)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def check_real(name, value, *, low=None, low_inclusive=True, allow_none=False):
+    """A finite real scalar, optionally bounded below."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None:
+        if low_inclusive and value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+        if not low_inclusive and value <= low:
+            raise ValueError(f"{name} must be > {low}, got {value}")
+    return value
+
+
+def _as_float_array(name, X, *, allow_int=False):
+    if isinstance(X, np.ndarray):
+        arr = X
+    else:
+        try:
+            arr = np.asarray(X)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} must be an array of real numbers: {exc}") from None
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
+    if kind == "f":
+        pass
+    elif kind in "iu" and allow_int:
+        pass
+    else:
+        expected = "a float or integer dtype" if allow_int else "a floating dtype (float32 or float64)"
+        raise TypeError(f"{name} must have {expected}, got dtype {arr.dtype}")
+    return arr
+
+
+def check_matrix(name, X, *, ncols=None, ncols_name="d"):
+    """A non-empty 2-D finite real float matrix, returned as float64 C-contiguous.
+
+    float32 and non-contiguous inputs are converted (a copy); the input itself is never
+    returned when it could later be written to by sparseadv, because callers copy explicitly
+    where they keep the array (see ``ShiftedReLUNet.from_arrays``)."""
+    arr = _as_float_array(name, X)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
+    if ncols is not None and arr.shape[1] != ncols:
+        raise ValueError(f"{name} must have {ncols} columns ({ncols_name}), got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
+    return arr
+
+
+def check_vector(name, v, *, length=None, length_name="n", allow_int=False):
+    """A non-empty 1-D finite real vector, returned as float64 C-contiguous."""
+    arr = _as_float_array(name, v, allow_int=allow_int)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} must be non-empty")
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"{name} must have length {length} ({length_name}), got {arr.shape[0]}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
+    return arr
+
+
+def check_Xy(X, y, d):
+    """Validate a data set for a network of input dimension d."""
+    X = check_matrix("X", X, ncols=d)
+    y = check_vector("y", y, length=X.shape[0], length_name="the number of rows of X",
+                     allow_int=True)
+    return X, y
+
+
+def check_seed(seed):
+    """None, a non-negative integer, or a numpy Generator."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise TypeError(f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r}")
+    return int(seed)

@@ -1,0 +1,128 @@
+"""Adversarial attacks (the inner maximisation), exactly as DESIGN.md §2 defines them.
+
+Per example, K steps from delta = 0 (or a random point of the ball with ``random_start``):
+
+* l2 PGD: g = grad_x loss at x + delta; if g != 0, delta += step_size * g / ||g||_2; then delta is
+  scaled down onto the l2 ball of radius eps when it is longer; a zero gradient stays put.
+* l-inf PGD: delta += step_size * sign(g); delta is clipped to [-eps, eps] per coordinate.
+* FGSM: l-inf PGD with one step of size eps.
+
+The default step size is 2.5 * eps / steps. Inputs are points on the sphere, not pixels: no
+clipping to [0, 1]. Gradients come from an engine (``sparseadv.engines``), dense by default, so
+the same attack code runs on the dense, tree and certified engines.
+"""
+import numbers
+
+import numpy as np
+
+from ._validation import check_Xy, check_real, check_seed
+
+
+def _check_norm(norm):
+    if isinstance(norm, str):
+        key = norm.lower().lstrip("l")
+        if key in ("2",):
+            return 2
+        if key in ("inf", "infinity"):
+            return np.inf
+    elif isinstance(norm, numbers.Real) and not isinstance(norm, bool):
+        if norm == 2:
+            return 2
+        if norm == np.inf:
+            return np.inf
+    raise ValueError(f"norm must be 2 or numpy.inf (or 'l2' / 'linf'), got {norm!r}")
+
+
+class PGD:
+    """Projected gradient descent attack on each example's loss 0.5 (f(x) - y)^2.
+
+    Parameters
+    ----------
+    eps : float >= 0
+        Radius of the perturbation ball.
+    steps : int >= 1
+        Number of gradient steps K.
+    step_size : float > 0, optional
+        Step length alpha; default 2.5 * eps / steps.
+    norm : 2 or numpy.inf
+        Geometry of the ball and of the step.
+    random_start : bool
+        Start from a uniformly random point of the ball instead of the clean point.
+    seed : int or numpy.random.Generator, optional
+        Randomness of ``random_start``; the same seed gives the same bits.
+    """
+
+    def __init__(self, eps, steps, step_size=None, norm=2, random_start=False, seed=None):
+        self.eps = check_real("eps", eps, low=0.0)
+        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, numbers.Integral):
+            raise TypeError(f"steps must be an integer >= 1, got {steps!r}")
+        if steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps}")
+        self.steps = int(steps)
+        if step_size is None:
+            self.step_size = 2.5 * self.eps / self.steps
+        else:
+            self.step_size = check_real("step_size", step_size, low=0.0, low_inclusive=False)
+        self.norm = _check_norm(norm)
+        if not isinstance(random_start, (bool, np.bool_)):
+            raise TypeError(f"random_start must be a bool, got {random_start!r}")
+        self.random_start = bool(random_start)
+        self.seed = check_seed(seed)
+        self._rng = np.random.default_rng(self.seed)
+
+    def __repr__(self):
+        norm = "inf" if self.norm == np.inf else "2"
+        return (f"{type(self).__name__}(eps={self.eps:g}, steps={self.steps}, "
+                f"step_size={self.step_size:g}, norm={norm}, random_start={self.random_start})")
+
+    def _random_delta(self, n, d):
+        if self.norm == np.inf:
+            return self._rng.uniform(-self.eps, self.eps, size=(n, d))
+        g = self._rng.standard_normal((n, d))
+        g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), np.finfo(float).tiny)
+        radius = self.eps * self._rng.random(n) ** (1.0 / d)
+        return g * radius[:, None]
+
+    def _project(self, delta):
+        if self.norm == np.inf:
+            np.clip(delta, -self.eps, self.eps, out=delta)
+            return delta
+        length = np.linalg.norm(delta, axis=1)
+        over = length > self.eps
+        if over.any():
+            delta[over] *= (self.eps / length[over])[:, None]
+        return delta
+
+    def perturb(self, net, X, y, engine=None):
+        """The adversarial points x_i + delta_i, shape (n, d); X and y are not modified."""
+        X, y = check_Xy(X, y, net.d)
+        return self._perturb(net, X, y, engine)
+
+    def _perturb(self, net, X, y, engine):
+        if engine is None:
+            from .engines.dense import DenseEngine
+            engine = DenseEngine(net)
+        n, d = X.shape
+        delta = self._random_delta(n, d) if self.random_start else np.zeros((n, d))
+        for _ in range(self.steps):
+            G, _f = engine.input_gradient(X + delta, y)
+            if self.norm == np.inf:
+                delta += self.step_size * np.sign(G)
+            else:
+                gnorm = np.linalg.norm(G, axis=1)
+                moving = gnorm > 0
+                delta[moving] += (self.step_size / gnorm[moving])[:, None] * G[moving]
+            self._project(delta)
+        return X + delta
+
+
+class FGSM(PGD):
+    """Fast gradient sign method: l-inf PGD with one step of size eps."""
+
+    def __init__(self, eps, random_start=False, seed=None):
+        super().__init__(eps, steps=1, step_size=None, norm=np.inf,
+                         random_start=random_start, seed=seed)
+        self.step_size = self.eps
+
+    def __repr__(self):
+        return f"FGSM(eps={self.eps:g})"

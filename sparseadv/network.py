@@ -1,0 +1,122 @@
+"""The two-layer shifted-ReLU network of the paper (DESIGN.md §2).
+
+f(W, x) = m^{-1/2} * sum_r a_r * max(<w_r, x> - b, 0), with W trained and a fixed. The
+network's own methods evaluate every neuron (the blocked dense kernels of ``_core``); the
+sparse engines in ``sparseadv.engines`` compute the same quantities over fired neurons only.
+"""
+import numpy as np
+
+from . import _core
+from ._validation import (check_matrix, check_positive_int, check_real, check_seed,
+                          check_vector, check_Xy)
+from .theory import default_threshold
+
+
+class ShiftedReLUNet:
+    """Two-layer network f(W, x) = m^{-1/2} sum_r a_r relu(<w_r, x> - b).
+
+    Parameters
+    ----------
+    m, d : int
+        Width (neurons) and input dimension.
+    b : float, optional
+        Shift of the ReLU; neuron r fires on x iff <w_r, x> > b. Default sqrt(0.4 ln m).
+    seed : int or numpy.random.Generator, optional
+        W ~ N(0, I_d) row-wise, a uniform in {-1, +1}; the same seed gives the same bits.
+
+    Attributes
+    ----------
+    W : ndarray (m, d), float64, C-contiguous (trained)
+    a : ndarray (m,), float64 (fixed)
+    b : float
+    """
+
+    def __init__(self, m, d, b=None, seed=None):
+        m = check_positive_int("m", m)
+        d = check_positive_int("d", d)
+        b = default_threshold(m) if b is None else check_real("b", b)
+        rng = np.random.default_rng(check_seed(seed))
+        self.W = np.ascontiguousarray(rng.standard_normal((m, d)))
+        self.a = np.where(rng.random(m) < 0.5, -1.0, 1.0)
+        self.b = float(b)
+
+    @classmethod
+    def from_arrays(cls, W, a, b):
+        """A network with the given weights (copied: the caller's arrays are never modified)."""
+        W = np.array(check_matrix("W", W, ncols_name="d"), dtype=np.float64, order="C", copy=True)
+        a = np.array(check_vector("a", a, length=W.shape[0], length_name="the rows of W",
+                                  allow_int=True), dtype=np.float64, copy=True)
+        net = cls.__new__(cls)
+        net.W, net.a, net.b = W, a, check_real("b", b)
+        return net
+
+    @property
+    def m(self):
+        return self.W.shape[0]
+
+    @property
+    def d(self):
+        return self.W.shape[1]
+
+    @property
+    def scale(self):
+        """The output scale m^{-1/2}."""
+        return 1.0 / np.sqrt(self.m)
+
+    def copy(self):
+        return ShiftedReLUNet.from_arrays(self.W, self.a, self.b)
+
+    def __repr__(self):
+        return f"ShiftedReLUNet(m={self.m}, d={self.d}, b={self.b:.6g})"
+
+    # -- dense evaluation (every neuron, blocked BLAS) ---------------------------------------
+
+    def _pass(self, X, want_h=False, want_fired=False):
+        n = X.shape[0]
+        f = np.empty(n)
+        H = np.empty((n, self.d)) if want_h else None
+        fired = np.empty(n, dtype=np.int64) if want_fired else None
+        _core.dense_forward(X, self.W, self.a, self.b, self.scale, f, H, fired)
+        return f, H, fired
+
+    def forward(self, X):
+        """f(W, x_i) for each row of X, shape (n,)."""
+        X = check_matrix("X", X, ncols=self.d)
+        return self._pass(X)[0]
+
+    def loss(self, X, y):
+        """(1/(2n)) sum_i (f(W, x_i) - y_i)^2."""
+        X, y = check_Xy(X, y, self.d)
+        r = self._pass(X)[0] - y
+        return 0.5 * float(np.dot(r, r)) / X.shape[0]
+
+    def input_gradient(self, X, y):
+        """Gradient of each example's loss 0.5 (f(W, x_i) - y_i)^2 in x_i, shape (n, d)."""
+        X, y = check_Xy(X, y, self.d)
+        f, H, _ = self._pass(X, want_h=True)
+        H *= (f - y)[:, None]
+        return H
+
+    def weight_gradient(self, X, y):
+        """Gradient of the loss (1/(2n)) sum_i (f_i - y_i)^2 in W, shape (m, d)."""
+        X, y = check_Xy(X, y, self.d)
+        f = self._pass(X)[0]
+        coef = (f - y) * (self.scale / X.shape[0])
+        G = np.empty_like(self.W)
+        _core.dense_weight_grad(X, self.W, self.a, self.b, coef, G)
+        return G
+
+    def fired(self, X):
+        """The fired neurons of each input: a list of sorted int64 index arrays."""
+        indptr, indices = self.fired_csr(X)
+        return [indices[indptr[i]:indptr[i + 1]] for i in range(len(indptr) - 1)]
+
+    def fired_csr(self, X):
+        """The fired neurons of each input as CSR arrays (indptr of length n + 1, indices)."""
+        X = check_matrix("X", X, ncols=self.d)
+        return _core.dense_fired_pairs(X, self.W, self.b)
+
+    def fired_counts(self, X):
+        """Number of fired neurons for each input, shape (n,)."""
+        X = check_matrix("X", X, ncols=self.d)
+        return self._pass(X, want_fired=True)[2]

@@ -1,0 +1,55 @@
+"""Automatic learning rate from the network's NTK Gram matrix (``lr="auto"``).
+
+For the loss L = (1/(2n)) ||f - y||^2, one gradient step W <- W - lr grad L changes the outputs
+to first order by  f <- f - (lr/n) H (f - y),  where H is the (n x n) NTK Gram matrix at the
+current weights:
+
+    H_ij = <d f_i / dW, d f_j / dW> = (1/m) sum_r a_r^2 1[<w_r,x_i> > b] 1[<w_r,x_j> > b] <x_i, x_j>.
+
+The linearised residual contracts in every direction iff lr < 2n / lambda_max(H). ``auto_lr``
+returns n / lambda_max(H): half the stability limit, which removes the top mode in one step
+without overshooting. lambda_max is computed by Lanczos (ARPACK ``eigsh`` with a fixed start
+vector, so it is deterministic) on the matrix-free product
+    H v = (1/m) rowsum(X * (M (M^T (v * X))))
+with M the sparse (n x m) fired mask, so the cost is one dense pass to find the fired pairs
+plus O(d * fired pairs) per Lanczos iteration.
+"""
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator, eigsh
+
+
+def ntk_max_eigenvalue(net, X):
+    """Largest eigenvalue of the NTK Gram matrix of ``net`` at the points X (validated)."""
+    n = X.shape[0]
+    indptr, indices = net.fired_csr(X)
+    if len(indices) == 0:
+        return 0.0
+    M = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n, net.m))
+    MT = M.T.tocsr()
+    a2 = net.a ** 2
+
+    def matvec(v):
+        v = np.asarray(v).reshape(-1)
+        U = MT @ (v[:, None] * X)            # (m, d): sum_j 1[j fires r] v_j x_j
+        U *= a2[:, None]
+        return np.einsum("ij,ij->i", X, M @ U) / net.m
+
+    if n == 1:
+        return float(matvec(np.ones(1))[0])
+    op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    v0 = np.ones(n) / np.sqrt(n)
+    if n <= 3:
+        H = np.column_stack([matvec(e) for e in np.eye(n)])
+        return float(np.linalg.eigvalsh(0.5 * (H + H.T))[-1])
+    val = eigsh(op, k=1, which="LA", v0=v0, tol=1e-8, maxiter=10 * n)[0][0]
+    return float(val)
+
+
+def auto_lr(net, X):
+    """n / lambda_max(H): see the module docstring. Raises if no neuron fires on any point."""
+    lam = ntk_max_eigenvalue(net, X)
+    if not lam > 0:
+        raise ValueError("lr='auto' needs at least one fired neuron on the training points; "
+                         "no neuron fires (lower b or widen the network), or pass a float lr")
+    return X.shape[0] / lam

@@ -1,0 +1,117 @@
+"""The adversarial trainer: attack with the current weights, then one full-batch gradient step.
+
+One iteration (DESIGN.md §2): X~ = attack(W, X, y); W <- W - lr grad_W L(W; X~, y). The trainer
+is engine-agnostic: the engine (dense, tree or certified, see ``sparseadv.engines``) supplies
+the gradients, and every engine yields the same weights to round-off. Each iteration returns a
+record with the robust loss before the step, the fired neurons per input, the engine's work
+counters and the seconds spent per phase; ``fit`` stacks the records into a history.
+"""
+import time
+
+import numpy as np
+
+from ._validation import check_positive_int, check_real, check_Xy
+from .attacks import PGD
+from .engines import make_engine
+from .engines.base import COUNTER_NAMES
+from .network import ShiftedReLUNet
+from .stepsize import auto_lr
+
+RECORD_FIELDS = ("loss", "fired_mean", "fired_max") + COUNTER_NAMES + (
+    "lr", "seconds_attack", "seconds_forward", "seconds_backward", "seconds")
+
+
+class AdversarialTrainer:
+    """Full-batch adversarial training of a ``ShiftedReLUNet``.
+
+    Parameters
+    ----------
+    net : ShiftedReLUNet
+        Trained in place (``net.W`` is updated by every step).
+    attack : PGD or FGSM
+    lr : float > 0 or "auto"
+        Learning rate. ``"auto"`` sets it once, at the first step, to n / lambda_max of the NTK
+        Gram matrix at the current weights and the clean training points (half the step size
+        at which gradient descent on the linearised model diverges; see ``sparseadv.stepsize``).
+        The chosen value is stored in ``self.lr_`` and in every record.
+    engine : {"dense", "tree", "certified"} or an Engine instance
+    **engine_options
+        Passed to the engine (for example ``leaf_size`` for "tree", ``verify`` for "certified").
+    """
+
+    def __init__(self, net, attack, lr, engine="dense", **engine_options):
+        if not isinstance(net, ShiftedReLUNet):
+            raise TypeError(f"net must be a ShiftedReLUNet, got {type(net).__name__}")
+        if not isinstance(attack, PGD):
+            raise TypeError(f"attack must be a sparseadv PGD or FGSM attack, got {type(attack).__name__}")
+        if isinstance(lr, str):
+            if lr != "auto":
+                raise ValueError(f"lr must be a positive float or 'auto', got {lr!r}")
+            self.lr = "auto"
+            self.lr_ = None
+        else:
+            self.lr = self.lr_ = check_real("lr", lr, low=0.0, low_inclusive=False)
+        self.net = net
+        self.attack = attack
+        self.engine = make_engine(engine, net, **engine_options)
+        self.iterations_ = 0
+
+    def step(self, X, y):
+        """One adversarial iteration on (X, y); returns its record (a dict)."""
+        X, y = check_Xy(X, y, self.net.d)
+        return self._step(X, y)
+
+    def _step(self, X, y):
+        net, engine = self.net, self.engine
+        n = X.shape[0]
+        t0 = time.perf_counter()
+        if self.lr_ is None:
+            self.lr_ = auto_lr(net, X)
+        engine.begin_iteration(X, y, self.attack)
+        t1 = time.perf_counter()
+        Xt = self.attack._perturb(net, X, y, engine)
+        t2 = time.perf_counter()
+        f, fired = engine.forward(Xt)
+        resid = f - y
+        loss = 0.5 * float(np.dot(resid, resid)) / n
+        t3 = time.perf_counter()
+        rows, G = engine.weight_gradient(Xt, resid * (net.scale / n))
+        if len(rows) == net.m:
+            net.W -= self.lr_ * G
+        else:
+            net.W[rows] -= self.lr_ * G
+        engine.end_iteration(rows)
+        t4 = time.perf_counter()
+        self.iterations_ += 1
+        record = {"loss": loss, "fired_mean": float(fired.mean()), "fired_max": int(fired.max())}
+        record.update(engine.counters)
+        record.update(lr=self.lr_, seconds_attack=t2 - t1, seconds_forward=t3 - t2,
+                      seconds_backward=t4 - t3, seconds=t4 - t0)
+        return record
+
+    def fit(self, X, y, iterations, progress=True, callback=None):
+        """Run ``iterations`` steps; returns a history: a dict of arrays, one per record field.
+
+        ``progress`` shows a tqdm bar with the robust loss; ``callback(record)`` is called after
+        every step (return True from it to stop early)."""
+        X, y = check_Xy(X, y, self.net.d)
+        iterations = check_positive_int("iterations", iterations)
+        records = []
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=iterations, desc=f"adversarial training ({self.engine.name})",
+                       unit="it", leave=True)
+        try:
+            for _ in range(iterations):
+                rec = self._step(X, y)
+                records.append(rec)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.4g}", fired=f"{rec['fired_mean']:.1f}")
+                    bar.update(1)
+                if callback is not None and callback(rec):
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return {key: np.array([r[key] for r in records]) for key in RECORD_FIELDS}

@@ -1,0 +1,105 @@
+"""The network's dense kernels against plain numpy and against finite differences."""
+import numpy as np
+import pytest
+
+from sparseadv import ShiftedReLUNet, reference
+from sparseadv.theory import default_threshold
+
+
+def test_init_shapes_and_defaults():
+    net = ShiftedReLUNet(300, 7, seed=0)
+    assert net.W.shape == (300, 7) and net.W.flags.c_contiguous and net.W.dtype == np.float64
+    assert set(np.unique(net.a)) <= {-1.0, 1.0}
+    assert net.b == pytest.approx(np.sqrt(0.4 * np.log(300)))
+    assert net.b == default_threshold(300)
+
+
+def test_same_seed_same_bits_and_different_seed_differs():
+    a, b = ShiftedReLUNet(64, 5, seed=3), ShiftedReLUNet(64, 5, seed=3)
+    assert np.array_equal(a.W, b.W) and np.array_equal(a.a, b.a)
+    c = ShiftedReLUNet(64, 5, seed=4)
+    assert not np.array_equal(a.W, c.W)
+
+
+def test_from_arrays_copies(small_problem):
+    W, a, b, X, y = small_problem
+    W0, a0 = W.copy(), a.copy()
+    net = ShiftedReLUNet.from_arrays(W, a, b)
+    net.W += 1.0
+    assert np.array_equal(W, W0) and np.array_equal(a, a0)
+
+
+@pytest.mark.parametrize("m,n,d", [(1, 1, 1), (7, 3, 2), (512, 64, 8), (3000, 700, 5)])
+def test_dense_kernels_match_numpy(m, n, d):
+    rng = np.random.default_rng(m + n + d)
+    W = rng.standard_normal((m, d))
+    a = rng.choice([-1.0, 1.0], m)
+    b = 0.3
+    X = rng.standard_normal((n, d))
+    y = rng.standard_normal(n)
+    net = ShiftedReLUNet.from_arrays(W, a, b)
+    np.testing.assert_allclose(net.forward(X), reference.forward(W, a, b, X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(net.input_gradient(X, y), reference.input_gradient(W, a, b, X, y),
+                               rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(net.weight_gradient(X, y), reference.weight_gradient(W, a, b, X, y),
+                               rtol=1e-11, atol=1e-12)
+    Z = X @ W.T
+    fired = net.fired(X)
+    for i in range(n):
+        np.testing.assert_array_equal(fired[i], np.flatnonzero(Z[i] > b))
+    np.testing.assert_array_equal(net.fired_counts(X), (Z > b).sum(1))
+    r = net.forward(X) - y
+    assert net.loss(X, y) == pytest.approx(0.5 * np.mean(r ** 2), rel=1e-13)
+
+
+def _fd_safe(net, X, h):
+    """Points whose scores are all further than h*||.|| from the kink, so finite differences
+    are valid (the shifted ReLU is not differentiable at b)."""
+    Z = X @ net.W.T
+    return np.abs(Z - net.b).min(axis=1) > 10 * h * np.linalg.norm(net.W, axis=1).max()
+
+
+def test_input_gradient_finite_differences(small_problem):
+    W, a, b, X, y = small_problem
+    net = ShiftedReLUNet.from_arrays(W, a, b)
+    h = 1e-6
+    G = net.input_gradient(X, y)
+    ok = _fd_safe(net, X, h)
+    assert ok.sum() >= 10
+    for i in np.flatnonzero(ok)[:10]:
+        for j in range(X.shape[1]):
+            e = np.zeros_like(X[i]); e[j] = h
+            lp = 0.5 * (net.forward((X[i] + e)[None])[0] - y[i]) ** 2
+            lm = 0.5 * (net.forward((X[i] - e)[None])[0] - y[i]) ** 2
+            assert (lp - lm) / (2 * h) == pytest.approx(G[i, j], rel=1e-5, abs=1e-8)
+
+
+def test_weight_gradient_finite_differences(small_problem):
+    W, a, b, X, y = small_problem
+    net = ShiftedReLUNet.from_arrays(W, a, b)
+    h = 1e-6
+    G = net.weight_gradient(X, y)
+    fires = ((X @ W.T) > b).any(axis=0)
+    rows = np.flatnonzero(fires)[:6]
+    assert len(rows) == 6
+    for r in rows:
+        for j in range(W.shape[1]):
+            Wp, Wm = W.copy(), W.copy()
+            Wp[r, j] += h; Wm[r, j] -= h
+            lp = ShiftedReLUNet.from_arrays(Wp, a, b).loss(X, y)
+            lm = ShiftedReLUNet.from_arrays(Wm, a, b).loss(X, y)
+            assert (lp - lm) / (2 * h) == pytest.approx(G[r, j], rel=1e-4, abs=1e-9)
+    # neurons that fire on no point have exactly zero gradient
+    assert np.all(G[~fires] == 0.0)
+
+
+def test_exactly_at_threshold_does_not_fire():
+    # dyadic values: <w, x> == b exactly
+    W = np.array([[0.5, 0.25], [1.0, 0.0]])
+    net = ShiftedReLUNet.from_arrays(W, [1.0, 1.0], 0.5)
+    X = np.array([[1.0, 0.0]])
+    assert net.fired_counts(X).tolist() == [1]          # only row 1 (score 1.0 > 0.5)
+    assert net.fired(X)[0].tolist() == [1]
+    G = net.input_gradient(X, np.array([0.0]))
+    # f = (1/sqrt 2)(1 - 0.5); grad = f * (1/sqrt 2) * w_1 = 0.25 * [1, 0]
+    np.testing.assert_allclose(G, [[0.25, 0.0]], rtol=1e-15)
