@@ -3,8 +3,15 @@
 Public API: ``ShiftedReLUNet`` (the network), ``PGD`` / ``FGSM`` (attacks),
 ``AdversarialTrainer`` (dense, tree and certified engines), ``datasets`` and ``theory``.
 """
-from . import datasets, theory
-from .attacks import FGSM, PGD
+import os as _os
+
+# OpenMP threads that spin after a parallel region steal the cores OpenBLAS needs for the very
+# next dgemm (measured 10x slower dense passes with the default policy). Must be set before the
+# compiled core loads libgomp; a value the user set explicitly is respected.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import datasets, theory  # noqa: E402
+from .attacks import FGSM, PGD  # noqa: E402
 from .network import ShiftedReLUNet
 from .trainer import AdversarialTrainer
 

@@ -1,0 +1,69 @@
+"""asv: the dense adversarial iteration (the baseline) against plain numpy, and the attack alone.
+
+Sizes are bundled as (m, n, d) tuples; data are seeded in setup. Counts (track_) are exact.
+"""
+import numpy as np
+
+from .common import LARGE, problem
+
+from sparseadv import PGD, AdversarialTrainer, reference
+
+DENSE_SIZES = [(4096, 256, 16), (16384, 256, 16), (16384, 1024, 64)]
+if LARGE:
+    DENSE_SIZES += [(65536, 1024, 64), (262144, 1024, 64)]
+
+
+class DenseIteration:
+    params = [DENSE_SIZES, [3]]
+    param_names = ["m_n_d", "steps"]
+    timeout = 300
+
+    def setup(self, size, steps):
+        m, n, d = size
+        self.net, self.X, self.y = problem(m, n, d)
+        self.trainer = AdversarialTrainer(self.net, PGD(0.05, steps), lr=1.0, engine="dense")
+        self.record = self.trainer.step(self.X, self.y)
+
+    def time_iteration(self, size, steps):
+        self.trainer.step(self.X, self.y)
+
+    def peakmem_iteration(self, size, steps):
+        self.trainer.step(self.X, self.y)
+
+    def track_inner_products(self, size, steps):
+        return self.record["inner_products"]
+
+    track_inner_products.unit = "inner products"
+
+    def track_fired_per_input(self, size, steps):
+        return self.record["fired_mean"]
+
+    track_fired_per_input.unit = "neurons"
+
+
+class NumpyIteration:
+    """The same iteration written as the obvious numpy code (full n x m temporaries)."""
+    params = [[s for s in DENSE_SIZES if s[0] * s[1] <= 2 ** 26], [3]]
+    param_names = ["m_n_d", "steps"]
+    timeout = 300
+
+    def setup(self, size, steps):
+        m, n, d = size
+        self.net, self.X, self.y = problem(m, n, d)
+
+    def time_iteration(self, size, steps):
+        reference.iteration(self.net.W, self.net.a, self.net.b, self.X, self.y, 0.05, steps, 1.0)
+
+
+class Attack:
+    """The PGD attack alone (dense gradients), l2 and l-inf."""
+    params = [[(16384, 256, 16)] + ([(65536, 1024, 64)] if LARGE else []), ["2", "inf"]]
+    param_names = ["m_n_d", "norm"]
+
+    def setup(self, size, norm):
+        m, n, d = size
+        self.net, self.X, self.y = problem(m, n, d)
+        self.attack = PGD(0.05, 3, norm=np.inf if norm == "inf" else 2)
+
+    def time_pgd(self, size, norm):
+        self.attack.perturb(self.net, self.X, self.y)
