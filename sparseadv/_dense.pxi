@@ -58,7 +58,7 @@ def dense_forward(const double[:, ::1] X, const double[:, ::1] W, const double[:
                 rb = mb if r0 + mb <= m else m - r0
                 gemm_rm(b'N', b'T', <int>ib, <int>rb, <int>d, 1.0, &X[i0, 0], <int>d,
                         &W[r0, 0], <int>d, 0.0, Z, <int>rb)
-                for i in prange(ib, schedule='static'):
+                for i in range(ib):
                     acc = 0.0
                     cnt = 0
                     for r in range(rb):
@@ -114,7 +114,7 @@ def dense_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const doub
                 ib = nb if i0 + nb <= n else n - i0
                 gemm_rm(b'N', b'T', <int>ib, <int>rb, <int>d, 1.0, &X[i0, 0], <int>d,
                         &W[r0, 0], <int>d, 0.0, Z, <int>rb)
-                for i in prange(ib, schedule='static'):
+                for i in range(ib):
                     c = coef[i0 + i]
                     for r in range(rb):
                         if Z[i * rb + r] > b:
