@@ -1,0 +1,82 @@
+"""The tree engine: the paper's algorithm, with a partition tree over the weight rows.
+
+Every attack step and the weight step query the ``PartitionTree`` (sparseadv.hsr) with each
+(perturbed) point for its fired neurons, as CSR over points; forward, input gradient and weight
+gradient then run over those pairs only (``_core.pm_forward`` / ``_core.pm_weight_grad``); after
+the weight step the rows that changed are updated in the tree (which rebuilds itself when its
+bounds have grown loose, see ``PartitionTree``).
+
+Work counted per iteration: ``inner_products`` = the tree's evaluated dot products (leaf scans)
+plus one per reported pair in each kernel (the output needs <w_r, x> - b, which a wholesale
+node report does not compute); ``candidate_pairs`` = pairs the tree reported, summed over the
+K + 1 queries of the iteration; ``nodes_visited`` from the tree; ``fired_pairs`` at the final
+points, as every engine counts them.
+
+The engine assumes ``net.W`` changes only through the trainer that owns it; after changing
+``net.W`` by hand call ``engine.resync()``.
+"""
+import numpy as np
+
+from .. import _core
+from ..hsr import PartitionTree
+from .base import Engine
+
+
+class TreeEngine(Engine):
+    """Parameters: ``leaf_size`` and any further ``PartitionTree`` option (rebuild policy)."""
+
+    name = "tree"
+
+    def __init__(self, net, leaf_size=32, **tree_options):
+        super().__init__(net)
+        self.tree_options = dict(leaf_size=leaf_size, **tree_options)
+        self.tree = PartitionTree(net.W, **self.tree_options)
+        self._pairs = None
+
+    def resync(self):
+        """Rebuild the tree from ``net.W`` (after the weights were changed outside training)."""
+        self.tree = PartitionTree(self.net.W, **self.tree_options)
+
+    def _query(self, Xt):
+        before = self.tree.stats
+        indptr, indices = self.tree.query_batch(Xt, self.net.b)
+        after = self.tree.stats
+        self._add("inner_products", after["inner_products"] - before["inner_products"])
+        self._add("nodes_visited", after["nodes_visited"] - before["nodes_visited"])
+        self._add("candidate_pairs", len(indices))
+        return indptr, indices
+
+    def input_gradient(self, Xt, y):
+        net = self.net
+        indptr, indices = self._query(Xt)
+        f = np.empty(Xt.shape[0])
+        H = np.empty_like(Xt)
+        ev, _ = _core.pm_forward(Xt, net.W, net.a, net.b, net.scale, indptr, indices, f, H,
+                                 None, False)
+        self._add("inner_products", ev)
+        H *= (f - y)[:, None]
+        return H, f
+
+    def forward(self, Xt):
+        net = self.net
+        indptr, indices = self._query(Xt)
+        f = np.empty(Xt.shape[0])
+        fired = np.empty(Xt.shape[0], dtype=np.int64)
+        ev, nf = _core.pm_forward(Xt, net.W, net.a, net.b, net.scale, indptr, indices, f, None,
+                                  fired, False)
+        self._add("inner_products", ev)
+        self._add("fired_pairs", nf)
+        self._pairs = (indptr, indices)
+        return f, fired
+
+    def weight_gradient(self, Xt, coef):
+        net = self.net
+        indptr, indices = self._pairs
+        rows, G, ev, _ = _core.pm_weight_grad(Xt, net.W, net.a, net.b, coef, indptr, indices)
+        self._add("inner_products", ev)
+        return rows, G
+
+    def end_iteration(self, rows):
+        if len(rows):
+            self.tree.update(rows, self.net.W[rows])
+        self._pairs = None
