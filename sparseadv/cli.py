@@ -260,7 +260,7 @@ def _history_dict(records, fields):
     return {k: np.array([r[k] for r in records]) for k in fields}
 
 
-def cmd_train(args, out=sys.stdout, err=sys.stderr):
+def cmd_train(args, out=None, err=None):
     import numpy as np
 
     from . import io
@@ -268,6 +268,8 @@ def cmd_train(args, out=sys.stdout, err=sys.stderr):
     from .network import ShiftedReLUNet
     from .trainer import RECORD_FIELDS, AdversarialTrainer
 
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k, None) is not None}
     ckpt = None
     if args.resume:
@@ -406,7 +408,11 @@ def cmd_reproduce(args, argv):
 
 def cmd_bench(args):
     import importlib.util
-    if importlib.util.find_spec("sparseadv.scaling") is None:
+    try:
+        spec = importlib.util.find_spec("sparseadv.scaling")
+    except ImportError:
+        spec = None
+    if spec is None:
         raise UsageError("bench needs the sparseadv.scaling module, which this installation "
                          "does not have")
     from . import scaling
@@ -420,7 +426,12 @@ def main(argv=None):
         argv = sys.argv[1:]
     argv = list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] == "bench":
+        # Everything after "bench" belongs to sparseadv.scaling (argparse's REMAINDER cannot
+        # take a leading option such as "bench --help").
+        args = argparse.Namespace(command="bench", args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
