@@ -24,7 +24,7 @@ TRAIN_DEFAULTS = dict(data="separated", n=256, d=16, m=4096, eps=0.05, steps=3, 
 _FROZEN = ("data", "n", "d", "m", "eps", "steps", "step_size", "norm", "engine", "lr", "seed",
            "random_start", "normalize")
 
-FULL_ESTIMATE = "about 1.5-3 hours on 2 cores (estimate from the dense cost model, not measured)"
+FULL_ESTIMATE = "about 30-90 minutes on 2 cores (estimated from the dense cost model at ~10 GFLOP/s, not measured; longer on a shared machine)"
 
 
 class UsageError(ValueError):
@@ -177,6 +177,9 @@ def build_parser():
                     help="engines to compare (default: every registered one)")
     rp.add_argument("--only", nargs="+", metavar="E", choices=["e1", "e2", "e3", "e4", "e5"],
                     help="run only these experiments (e1 ... e5)")
+    rp.add_argument("--threads", type=_positive_int,
+                    help="limit the BLAS and OpenMP thread pools to N threads (threadpoolctl; "
+                         "default: leave them as they are)")
     rp.add_argument("--no-progress", dest="progress", action="store_false",
                     help="no progress bars")
 
@@ -401,6 +404,7 @@ def cmd_reproduce(args, argv):
                              f"{', '.join(known)})")
     path = reproduce.run(out=args.out, mode=args.mode or "quick", seed=args.seed,
                          engines=engines, only=args.only, progress=args.progress,
+                         threads=args.threads,
                          command=[PROG] + list(argv))
     print(f"wrote {path}")
     return 0
