@@ -1,0 +1,461 @@
+"""The ``sparseadv`` command line: ``train``, ``reproduce``, ``bench`` and ``--version``.
+
+Run ``sparseadv COMMAND --help`` for each command's options. Errors in the input (bad data
+files, impossible options) print one line ``sparseadv: error: ...`` and exit with status 2.
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+
+__all__ = ["main", "build_parser"]
+
+PROG = "sparseadv"
+
+# Defaults of ``train``; the parser itself uses None so that, on --resume, options given
+# explicitly can be told apart from defaults and checked against the checkpoint.
+TRAIN_DEFAULTS = dict(data="separated", n=256, d=16, m=4096, eps=0.05, steps=3, step_size=None,
+                      norm="2", engine="dense", iterations=50, lr="auto", seed=0,
+                      random_start=False, normalize=True, checkpoint_every=10,
+                      out="sparseadv-run")
+# Options that define the run and must not change on resume.
+_FROZEN = ("data", "n", "d", "m", "eps", "steps", "step_size", "norm", "engine", "lr", "seed",
+           "random_start", "normalize")
+
+FULL_ESTIMATE = "about 30-90 minutes on 2 cores (estimated from the dense cost model at ~10 GFLOP/s, not measured; longer on a shared machine)"
+
+
+class UsageError(ValueError):
+    """An option combination that cannot work; reported as one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------- argument types
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _finite_float(text, low=None, strict=False):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if low is not None and (value < low or (strict and value == low)):
+        rel = ">" if strict else ">="
+        raise argparse.ArgumentTypeError(f"expected a number {rel} {low}, got {text!r}")
+    return value
+
+
+def _eps(text):
+    return _finite_float(text, low=0.0)
+
+
+def _positive_float(text):
+    return _finite_float(text, low=0.0, strict=True)
+
+
+def _lr(text):
+    if text == "auto":
+        return "auto"
+    return _positive_float(text)
+
+
+def _norm(text):
+    key = text.lower().lstrip("l")
+    if key == "2":
+        return "2"
+    if key in ("inf", "infinity"):
+        return "inf"
+    raise argparse.ArgumentTypeError(f"expected 2 or inf, got {text!r}")
+
+
+def _registered_engines():
+    from .engines import ENGINES
+    return [e for e in ("dense", "tree", "certified") if e in ENGINES] + \
+        sorted(e for e in ENGINES if e not in ("dense", "tree", "certified"))
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser():
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Sublinear adversarial training of wide two-layer shifted-ReLU networks "
+                    "(Gao, Qin, Song, Wang, ICLR 2024): train, reproduce the paper's claims, "
+                    "benchmark.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # -- train
+    tr = sub.add_parser(
+        "train", help="adversarial training with checkpoints and resume",
+        description="Adversarially train a ShiftedReLUNet. Saves checkpoint.npz (weights, "
+                    "attack and RNG state, data spec, history), weights.npz and history.npz "
+                    "into --out. Ctrl-C / SIGTERM finishes the current iteration, saves and "
+                    "exits (status 130 / 143); --resume DIR continues from the checkpoint and "
+                    "gives bitwise the same weights as an uninterrupted run (dense engine; "
+                    "other engines agree to round-off).",
+        epilog="Data files: .npz with arrays X (n x d) and y (n), or .csv with one example per "
+               "row and the label in the last column (an optional header row is detected). "
+               "Labels: +-1 for classification, or real values (regression). Rows are "
+               "scaled to unit l2 norm unless --no-normalize: the theory (and the default "
+               "threshold b = sqrt(0.4 ln m)) assumes unit-norm inputs.")
+    tr.add_argument("--data", help="sphere, teacher, separated, digits (needs scikit-learn), "
+                                   "or a PATH.npz / PATH.csv file (default: separated)")
+    tr.add_argument("--n", type=_positive_int, help="number of points of a synthetic data set "
+                                                   "(default 256)")
+    tr.add_argument("--d", type=_positive_int, help="dimension of a synthetic data set "
+                                                   "(default 16)")
+    tr.add_argument("--m", type=_positive_int, help="width: number of neurons (default 4096)")
+    tr.add_argument("--eps", type=_eps, help="attack radius, >= 0; 0 is standard training "
+                                             "(default 0.05)")
+    tr.add_argument("--steps", type=_positive_int, help="PGD steps (default 3)")
+    tr.add_argument("--step-size", type=_positive_float,
+                    help="PGD step length (default 2.5 eps / steps)")
+    tr.add_argument("--norm", type=_norm, help="attack norm: 2 or inf (default 2)")
+    tr.add_argument("--random-start", action="store_true", default=None,
+                    help="start the attack at a random point of the ball")
+    tr.add_argument("--engine", help="dense, tree or certified: whichever are installed "
+                                     "(default dense)")
+    tr.add_argument("--iterations", type=_positive_int,
+                    help="total number of iterations; with --resume, the run continues until "
+                         "this total (default 50)")
+    tr.add_argument("--lr", type=_lr, help="learning rate: a positive number, or auto "
+                                           "(n / lambda_max of the NTK Gram matrix; default)")
+    tr.add_argument("--seed", type=_nonneg_int, help="seed of the network, the data and the "
+                                                     "attack (default 0)")
+    tr.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
+                    help="keep the rows of a data file as they are (default: unit norm)")
+    tr.add_argument("--out", help="output directory (default sparseadv-run, or the --resume "
+                                  "directory)")
+    tr.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    tr.add_argument("--checkpoint-every", type=_nonneg_int, metavar="K",
+                    help="save a checkpoint every K iterations (0: only at the end; "
+                         "default 10)")
+    tr.add_argument("--no-progress", dest="progress", action="store_false",
+                    help="no progress bar")
+
+    # -- reproduce
+    rp = sub.add_parser(
+        "reproduce", help="run the experiments E1-E5 and write REPORT.md",
+        description="Run the five experiments (E1 sparsity, E2 convergence, E3 cost, E4 the "
+                    "partition tree, E5 real data) and write CSV files, PNG plots and "
+                    "REPORT.md with a table of the paper's claims and computed verdicts. "
+                    f"--quick takes about 3 minutes on 2 cores; --full (m up to 2^20) takes "
+                    f"{FULL_ESTIMATE}.")
+    mode = rp.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="small grid, about 3 minutes on 2 cores (default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full",
+                      help=f"the paper-scale grid: {FULL_ESTIMATE}")
+    rp.add_argument("--out", default="sparseadv-report",
+                    help="output directory (default sparseadv-report)")
+    rp.add_argument("--seed", type=_nonneg_int, default=0, help="base seed (default 0)")
+    rp.add_argument("--engines", nargs="+", metavar="ENGINE",
+                    help="engines to compare (default: every registered one)")
+    rp.add_argument("--only", nargs="+", metavar="E", choices=["e1", "e2", "e3", "e4", "e5"],
+                    help="run only these experiments (e1 ... e5)")
+    rp.add_argument("--threads", type=_positive_int,
+                    help="limit the BLAS and OpenMP thread pools to N threads (threadpoolctl; "
+                         "default: leave them as they are)")
+    rp.add_argument("--no-progress", dest="progress", action="store_false",
+                    help="no progress bars")
+
+    # -- bench
+    bn = sub.add_parser("bench", help="scaling benchmarks (sparseadv.scaling), if installed",
+                        add_help=False)
+    bn.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+# --------------------------------------------------------------------------- train
+
+def _build_data(cfg):
+    """(X, y, X_test, y_test, spec) for the --data option."""
+    from . import datasets
+    from .io import load_data_file
+
+    source = cfg["data"]
+    if source in datasets.DATASETS:
+        X, y = datasets.make(source, cfg["n"], cfg["d"], seed=cfg["seed"] + 1)
+        return X, y, None, None
+    if source == "digits":
+        try:
+            split = datasets.load_digits(seed=cfg["seed"])
+        except ImportError:
+            raise UsageError("--data digits needs scikit-learn: pip install "
+                             "'sparseadv[digits]'") from None
+        return split.X_train, split.y_train, split.X_test, split.y_test
+    if source.lower().endswith((".npz", ".csv")):
+        X, y = load_data_file(source, normalize=cfg["normalize"])
+        return X, y, None, None
+    raise UsageError(f"--data must be sphere, teacher, separated, digits or a .npz/.csv file, "
+                     f"got {source!r}")
+
+
+def _make_attack(cfg):
+    import numpy as np
+
+    from .attacks import PGD
+    norm = 2 if cfg["norm"] == "2" else np.inf
+    return PGD(cfg["eps"], cfg["steps"], step_size=cfg["step_size"], norm=norm,
+               random_start=bool(cfg["random_start"]), seed=cfg["seed"] + 2)
+
+
+def _accuracy(net, X, y):
+    import numpy as np
+    if not np.all(np.isin(y, (-1.0, 1.0))):
+        return None
+    return float(np.mean(np.where(net.forward(X) >= 0, 1.0, -1.0) == y))
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM: the first one asks the loop to stop after the current iteration; a
+    second one interrupts at once (the last checkpoint on disk stays intact)."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except (ValueError, OSError):  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def _history_dict(records, fields):
+    import numpy as np
+    return {k: np.array([r[k] for r in records]) for k in fields}
+
+
+def cmd_train(args, out=None, err=None):
+    import numpy as np
+
+    from . import io
+    from .engines import ENGINES
+    from .network import ShiftedReLUNet
+    from .trainer import RECORD_FIELDS, AdversarialTrainer
+
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k, None) is not None}
+    ckpt = None
+    if args.resume:
+        ckpt = io.load_checkpoint(args.resume)
+        cfg = dict(ckpt["config"])
+        for key in _FROZEN:
+            if key in given and given[key] != cfg.get(key):
+                raise UsageError(f"--{key.replace('_', '-')}={given[key]} conflicts with the "
+                                 f"checkpoint in {args.resume} ({key}={cfg.get(key)}); "
+                                 f"drop the option to resume")
+        cfg["iterations"] = given.get("iterations", cfg["iterations"])
+        cfg["checkpoint_every"] = given.get("checkpoint_every", cfg["checkpoint_every"])
+        cfg["out"] = given.get("out", args.resume)
+    else:
+        cfg = dict(TRAIN_DEFAULTS)
+        cfg.update(given)
+    if cfg["engine"] not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(_registered_engines())} "
+                         f"(installed engines), got {cfg['engine']!r}")
+    if cfg["data"] == "digits" or cfg["data"].lower().endswith((".npz", ".csv")):
+        for key in ("n", "d"):
+            if key in given and not ckpt:
+                raise UsageError(f"--{key} applies to synthetic data only; {cfg['data']} "
+                                 f"fixes it")
+    X, y, X_test, y_test = _build_data(cfg)
+    cfg["n"], cfg["d"] = int(X.shape[0]), int(X.shape[1])
+
+    attack = _make_attack(cfg)
+    if ckpt is not None:
+        if ckpt["W"].shape[1] != X.shape[1]:
+            raise UsageError(f"the checkpoint's weights have d={ckpt['W'].shape[1]} but the "
+                             f"data has d={X.shape[1]}")
+        net = ShiftedReLUNet.from_arrays(ckpt["W"], ckpt["a"], ckpt["b"])
+        if ckpt["rng_state"] is not None:
+            attack._rng.bit_generator.state = ckpt["rng_state"]
+        lr = ckpt["lr"] if ckpt["lr"] is not None else cfg["lr"]
+        start = ckpt["iteration"]
+        history = ckpt["history"]
+        records = [{k: history[k][i].item() for k in RECORD_FIELDS if k in history}
+                   for i in range(start)] if all(k in history for k in RECORD_FIELDS) else []
+    else:
+        net = ShiftedReLUNet(cfg["m"], cfg["d"], seed=cfg["seed"])
+        lr = cfg["lr"]
+        start = 0
+        records = []
+    trainer = AdversarialTrainer(net, attack, lr=lr, engine=cfg["engine"])
+    trainer.iterations_ = start
+    outdir = cfg["out"]
+    os.makedirs(outdir, exist_ok=True)
+    attack_spec = dict(eps=attack.eps, steps=attack.steps, step_size=attack.step_size,
+                       norm=cfg["norm"], random_start=attack.random_start,
+                       seed=cfg["seed"] + 2, kind=type(attack).__name__)
+    data_spec = dict(source=cfg["data"], n=cfg["n"], d=cfg["d"], seed=cfg["seed"] + 1,
+                     normalize=cfg["normalize"])
+
+    def save(iteration):
+        io.save_checkpoint(
+            outdir, W=net.W, a=net.a, b=net.b, iteration=iteration, lr=trainer.lr_,
+            attack=attack_spec,
+            rng_state=attack._rng.bit_generator.state if attack.random_start else None,
+            data=data_spec, config=cfg, history=_history_dict(records, RECORD_FIELDS))
+
+    target = cfg["iterations"]
+    every = cfg["checkpoint_every"]
+    it = start
+    bar = None
+    if args.progress and it < target:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=target, initial=it, desc=f"adversarial training ({cfg['engine']})",
+                   unit="it", file=err)
+    stopped = None
+    try:
+        with _StopFlag() as flag:
+            try:
+                while it < target and flag.signum is None:
+                    rec = trainer.step(X, y)
+                    records.append(rec)
+                    it += 1
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{rec['loss']:.4g}",
+                                        fired=f"{rec['fired_mean']:.1f}")
+                        bar.update(1)
+                    if every and it % every == 0 and it < target:
+                        save(it)
+                stopped = flag.signum
+                save(it)
+            except KeyboardInterrupt:
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                print(f"{PROG}: interrupted twice; the last checkpoint in {outdir} is intact",
+                      file=err)
+                return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    hist = _history_dict(records, RECORD_FIELDS)
+    io.atomic_save_npz(os.path.join(outdir, "weights.npz"),
+                       {"W": net.W, "a": net.a, "b": np.array(net.b)})
+    io.atomic_save_npz(os.path.join(outdir, "history.npz"),
+                       dict(hist, iteration=np.arange(1, len(records) + 1)))
+    if stopped is not None:
+        name = signal.Signals(stopped).name
+        print(f"{PROG}: {name} received: stopped after iteration {it} of {target}; checkpoint "
+              f"saved, continue with: {PROG} train --resume {outdir} --iterations {target}",
+              file=err)
+        return 128 + int(stopped)
+    summary = {"iterations": it, "lr": trainer.lr_,
+               "robust_loss": float(hist["loss"][-1]) if len(records) else None,
+               "train_accuracy": _accuracy(net, X, y)}
+    if X_test is not None:
+        summary["test_accuracy"] = _accuracy(net, X_test, y_test)
+    print(json.dumps(summary), file=out)
+    print(f"saved {os.path.join(outdir, io.CHECKPOINT_NAME)}, weights.npz, history.npz",
+          file=err)
+    return 0
+
+
+# --------------------------------------------------------------------------- other commands
+
+def cmd_reproduce(args, argv):
+    from . import reproduce
+    engines = args.engines
+    if engines is not None:
+        known = _registered_engines()
+        bad = [e for e in engines if e not in known]
+        if bad:
+            raise UsageError(f"--engines: {', '.join(bad)} not installed (installed: "
+                             f"{', '.join(known)})")
+    path = reproduce.run(out=args.out, mode=args.mode or "quick", seed=args.seed,
+                         engines=engines, only=args.only, progress=args.progress,
+                         threads=args.threads,
+                         command=[PROG] + list(argv))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args):
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("sparseadv.scaling")
+    except ImportError:
+        spec = None
+    if spec is None:
+        raise UsageError("bench needs the sparseadv.scaling module, which this installation "
+                         "does not have")
+    from . import scaling
+    result = scaling.main(list(args.args))
+    return int(result or 0)
+
+
+def main(argv=None):
+    """Entry point of the ``sparseadv`` console script; returns the exit status."""
+    if argv is None:
+        argv = sys.argv[1:]
+    argv = list(argv)
+    parser = build_parser()
+    if argv and argv[0] == "bench":
+        # Everything after "bench" belongs to sparseadv.scaling (argparse's REMAINDER cannot
+        # take a leading option such as "bench --help").
+        args = argparse.Namespace(command="bench", args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .io import DataError
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "reproduce":
+            return cmd_reproduce(args, argv)
+        if args.command == "bench":
+            return cmd_bench(args)
+    except (DataError, UsageError, ValueError, TypeError, OSError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, OSError) and not isinstance(exc, DataError):
+            message = f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}".strip(": ") \
+                if exc.strerror else message
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    raise AssertionError(args.command)  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

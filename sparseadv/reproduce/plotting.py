@@ -1,0 +1,166 @@
+"""PNG plots of the experiments (matplotlib, Agg backend, imported lazily).
+
+Every function returns the list of files written, empty when matplotlib is not installed (the
+report then says so). Axes are labelled with units, sizes that double are on log2 axes, and
+reference slopes are drawn as dashed grey lines.
+"""
+import os
+
+import numpy as np
+
+MISSING_NOTE = "matplotlib is not installed (pip install 'sparseadv[plot]'): no plots"
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def available():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _save(fig, out, name):
+    path = os.path.join(out, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return path
+
+
+def _ref_slope(ax, x, y0, slope, label):
+    x = np.asarray(x, dtype=float)
+    ax.plot(x, y0 * (x / x[0]) ** slope, ls="--", color="0.6", lw=1, label=label)
+
+
+def plot_e1(out, rows, series, labels):
+    plt = _plt()
+    if plt is None or not rows:
+        return []
+    m = np.array([r["m"] for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for s, mk in zip(series, "osD^"):
+        ax.plot(m, [r[s] for r in rows], marker=mk, label=labels[s])
+    ax.plot(m, [r["expected_mQb"] for r in rows], color="k", lw=1.5, label="m·Q(b) (theory)")
+    ax.plot(m, [r["bound_m45"] for r in rows], color="k", ls=":", label="m^{4/5} (bound)")
+    _ref_slope(ax, m, rows[0]["clean_init"], 1.0, "slope 1 (∝ m) reference")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("width m (neurons)")
+    ax.set_ylabel("fired neurons per input (count)")
+    ax.set_title("E1: neurons fired per input vs width")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return [_save(fig, out, "e1_sparsity.png")]
+
+
+def plot_e2(out, curves, ms, engines):
+    plt = _plt()
+    if plt is None or not curves:
+        return []
+    fig, axes = plt.subplots(1, len(ms), figsize=(5 * len(ms), 4), squeeze=False)
+    styles = {"dense": dict(lw=2.5, alpha=0.5), "tree": dict(ls="--", marker="x", ms=4),
+              "certified": dict(ls=":", marker="+", ms=6), "standard": dict(color="0.4", lw=1)}
+    for ax, m in zip(axes[0], ms):
+        for e in engines:
+            pts = [c for c in curves if c["m"] == m and c["engine"] == e]
+            if not pts:
+                continue
+            label = "standard training (eps=0, dense)" if e == "standard" else f"{e} (adversarial)"
+            ax.plot([c["iteration"] for c in pts], [c["loss"] for c in pts], label=label,
+                    **styles.get(e, {}))
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("training loss at the attacked points (½ mean squared error)")
+        ax.set_title(f"E2: m = {m}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    return [_save(fig, out, "e2_convergence.png")]
+
+
+def plot_e3(out, rows, engines):
+    plt = _plt()
+    if plt is None or not rows:
+        return []
+    paths = []
+    for q, ylabel, name in (("seconds_median", "median time per iteration (s)", "e3_time.png"),
+                            ("inner_products", "inner products per iteration (count)",
+                             "e3_inner_products.png")):
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+        for ax, axis in zip(axes, ("m", "n", "d")):
+            for e in engines:
+                sel = [r for r in rows if r["engine"] == e and r["axis"] == axis]
+                if sel:
+                    ax.plot([r[axis] for r in sel], [r[q] for r in sel], marker="o", label=e)
+            sel = [r for r in rows if r["axis"] == axis and r["engine"] == engines[0]]
+            if sel:
+                _ref_slope(ax, [r[axis] for r in sel], sel[0][q], 1.0, "slope 1 reference")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            unit = {"m": "width m (neurons)", "n": "points n", "d": "dimension d"}[axis]
+            ax.set_xlabel(unit)
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"E3: cost vs {axis}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        paths.append(_save(fig, out, name))
+    return paths
+
+
+def plot_e4(out, gauss, sub, sweep, fit_m):
+    plt = _plt()
+    if plt is None or not gauss:
+        return []
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    ax.plot([r["d"] for r in gauss], [r["fraction_evaluated"] for r in gauss], marker="o",
+            label="Gaussian weights")
+    for r in sub:
+        ax.scatter([r["d"]], [r["fraction_evaluated"]], marker="*", s=120, color="C3",
+                   label="near a low-dim subspace", zorder=3)
+    ax.axhline(1.0, ls="--", color="0.6", lw=1, label="brute force (all m)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel("fraction of the m inner products evaluated")
+    ax.set_title(f"E4: tree work vs d (m = {gauss[0]['m']})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot([r["d"] for r in gauss], [r["tree_seconds"] * 1e3 for r in gauss], marker="o",
+            label="tree query_batch")
+    ax.plot([r["d"] for r in gauss], [r["brute_seconds"] * 1e3 for r in gauss], marker="s",
+            label="brute force query_batch")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel("time per query batch (ms)")
+    ax.set_title("E4: query time vs d")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    if sweep:
+        m = np.array([r["m"] for r in sweep], dtype=float)
+        ip = np.array([r["tree_inner_products"] / r["queries"] for r in sweep])
+        ax.plot(m, ip, marker="o", label=f"tree (d = {sweep[0]['d']})")
+        ax.plot(m, m, color="k", ls=":", label="brute force (m per query)")
+        if fit_m:
+            ax.plot(m, np.exp(fit_m["intercept"]) * m ** fit_m["exponent"], ls="--",
+                    color="C1", label=f"fit: m^{fit_m['exponent']:.2f}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+    ax.set_xlabel("number of weight vectors m")
+    ax.set_ylabel("inner products per query (count)")
+    ax.set_title("E4: tree work vs m at low d")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return [_save(fig, out, "e4_hsr.png")]

@@ -1,0 +1,181 @@
+"""``sparseadv reproduce`` on a tiny config, the E4/E5 fallbacks, and the verdict logic."""
+import math
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from sparseadv import reproduce
+from sparseadv.reproduce import e4_hsr, e5_real_data, report
+from sparseadv.reproduce.report import (FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, PARTLY,
+                                        verdict_cost, verdict_exactness, verdict_robust,
+                                        verdict_sparsity, verdict_tree)
+
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    path = reproduce.run(out=str(out), mode="tiny", progress=False,
+                         command=["sparseadv", "reproduce", "--tiny"])
+    return out, path
+
+
+def test_tiny_report_has_everything(tiny_report):
+    out, path = tiny_report
+    text = open(path, encoding="utf-8").read()
+    for title in ("## Claims and verdicts", "## E1 sparsity", "## E2 convergence", "## E3 cost",
+                  "## E4 the data structure", "## E5 real data", "## Machine"):
+        assert title in text
+    assert "`sparseadv reproduce --tiny`" in text
+    assert "threads" in text.lower() and "numpy" in text
+    for name in ("e1_sparsity.csv", "e2_loss_curves.csv", "e2_engines.csv",
+                 "e2_robust_accuracy.csv", "e3_cost.csv", "e1_sparsity.png",
+                 "e2_convergence.png", "e3_time.png", "e3_inner_products.png", "results.json"):
+        assert os.path.getsize(out / name) > 0, name
+    for claim in (report.CLAIM_SPARSITY, report.CLAIM_COST, report.CLAIM_EXACT,
+                  report.CLAIM_ROBUST, report.CLAIM_TREE):
+        assert claim in text
+    assert "Failed" not in text
+    try:
+        import sparseadv.hsr  # noqa: F401
+        assert (out / "e4_hsr.csv").exists()
+    except ImportError:
+        assert "Not available: the module `sparseadv.hsr`" in text
+
+
+class _FakeTree:
+    """A brute-force stand-in with the hsr interface, so E4's code path runs without hsr."""
+
+    def __init__(self, W, leaf_size=32):
+        self.W = np.asarray(W)
+        self.stats = {"inner_products": 0}
+
+    def query_batch(self, X, b):
+        S = X @ self.W.T
+        self.stats["inner_products"] += S.size
+        rows = [np.flatnonzero(s > b) for s in S]
+        indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+        indices = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        return indptr, indices
+
+
+def test_e4_with_a_fake_hsr(tmp_path, monkeypatch):
+    fake = types.ModuleType("sparseadv.hsr")
+    fake.PartitionTree = _FakeTree
+    fake.BruteForceHSR = lambda W: _FakeTree(W)
+    monkeypatch.setitem(sys.modules, "sparseadv.hsr", fake)
+    cfg = report.make_configs("tiny")["e4"]
+    res = e4_hsr.run(cfg, str(tmp_path), progress=False)
+    assert res["status"] == "ok"
+    m4 = res["metrics"]
+    assert m4["all_exact"]
+    assert all(abs(v - 1.0) < 1e-12 for v in m4["fraction_by_d"].values())
+    assert abs(m4["fit_m"]["exponent"] - 1.0) < 1e-9       # brute force: linear in m
+    assert verdict_tree(m4)["verdict"] == FAILS
+    assert (tmp_path / "e4_hsr.csv").exists() and (tmp_path / "e4_hsr.png").exists()
+
+
+def test_e4_without_hsr(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sparseadv.hsr", None)   # import raises ImportError
+    res = e4_hsr.run(report.make_configs("tiny")["e4"], str(tmp_path), progress=False)
+    assert res["status"] == "not available" and "not available" in res["markdown"].lower()
+    v = report.claims_table({"e4": res})[-1]
+    assert v["verdict"] == NOT_MEASURED and "not available" in v["measured"]
+
+
+def test_e5_without_sklearn(tmp_path, monkeypatch):
+    def no_sklearn(*a, **k):
+        raise ImportError("no sklearn")
+    monkeypatch.setattr(e5_real_data.datasets, "load_digits", no_sklearn)
+    res = e5_real_data.run(report.make_configs("tiny")["e5"], str(tmp_path), progress=False)
+    assert res["status"] == "not available"
+    assert "pip install 'sparseadv[digits]'" in res["markdown"]
+
+
+# --------------------------------------------------------------------------- verdicts
+
+def _fit(e, lo, hi, n=5):
+    return {"exponent": e, "intercept": 0.0, "stderr": 0.01, "ci_low": lo, "ci_high": hi, "n": n}
+
+
+def _m1(fits, ratios):
+    return {"ms": [1024, 2048, 4096], "d": 16, "n": 64, "train_iterations": 3, "eps": 0.05,
+            "fits": fits, "ratio_to_bound": ratios}
+
+
+def test_verdict_sparsity():
+    S = ("clean_init", "adv_init", "clean_train", "adv_train")
+    good = _m1({s: _fit(0.74, 0.70, 0.78) for s in S}, {s: 0.3 for s in S})
+    v = verdict_sparsity(good)
+    assert v["verdict"] == HOLDS and "0.740 [0.700, 0.780]" in v["measured"]
+    wide = _m1({s: _fit(0.74, 0.2, 1.3) for s in S}, {s: 0.3 for s in S})
+    assert verdict_sparsity(wide)["verdict"] == INCONCLUSIVE
+    above = _m1({s: _fit(0.74, 0.70, 0.78) for s in S}, dict.fromkeys(S, 0.3) | {"adv_train": 1.4})
+    assert verdict_sparsity(above)["verdict"] == PARTLY
+    linear = _m1({s: _fit(1.0, 0.98, 1.02) for s in S}, {s: 3.0 for s in S})
+    assert verdict_sparsity(linear)["verdict"] == FAILS
+    assert verdict_sparsity(None)["verdict"] == NOT_MEASURED
+
+
+def _m3(engines, fits, speed, frac):
+    return {"engines": engines, "fits": fits, "ms": [1024, 4096], "ns": [32, 64], "ds": [4, 8],
+            "m0": 4096, "n0": 64, "d0": 8, "speedup_at_max_m": speed, "ip_fraction_at_max_m": frac}
+
+
+def test_verdict_cost():
+    dense = {ax: {"seconds_median": _fit(1.0, 0.9, 1.1), "inner_products": _fit(1, 1, 1)}
+             for ax in "mnd"}
+    v = verdict_cost(_m3(["dense"], {"dense": dense}, {"dense": 1.0}, {"dense": 1.0}))
+    assert len(v) == 1 and v[0]["verdict"] == NOT_MEASURED and "no sparse engine" in v[0]["measured"]
+    sub = {ax: {"seconds_median": _fit(0.6, 0.5, 0.7), "inner_products": _fit(0.7, 0.65, 0.75)}
+           for ax in "mnd"}
+    v = verdict_cost(_m3(["dense", "tree"], {"dense": dense, "tree": sub},
+                         {"dense": 1.0, "tree": 4.0}, {"dense": 1.0, "tree": 0.1}))
+    assert v[0]["verdict"] == HOLDS and "[engine tree]" in v[0]["claim"]
+    v = verdict_cost(_m3(["dense", "tree"], {"dense": dense, "tree": sub},
+                         {"dense": 1.0, "tree": 0.5}, {"dense": 1.0, "tree": 0.1}))
+    assert v[0]["verdict"] == PARTLY and "not faster" in v[0]["measured"]
+    v = verdict_cost(_m3(["dense", "certified"], {"dense": dense, "certified": dense},
+                         {"dense": 1.0, "certified": 0.9}, {"dense": 1.0, "certified": 1.0}))
+    assert v[0]["verdict"] == FAILS
+
+
+def _m2(diffs, robust):
+    return {"ms": list(robust), "engines": ["dense"] + list(diffs), "n": 64, "d": 8,
+            "eps": 0.05, "eps_eval": 0.1, "diffs": diffs, "robust": robust}
+
+
+def test_verdict_exactness_and_robust():
+    rob = {1024: {"adversarial": 0.9, "standard": 0.6}}
+    assert verdict_exactness(_m2({}, rob))["verdict"] == NOT_MEASURED
+    ok = _m2({"tree": {"loss_rel": 1e-14, "w_rel": 1e-15}}, rob)
+    assert verdict_exactness(ok)["verdict"] == HOLDS
+    bad = _m2({"tree": {"loss_rel": 1e-3, "w_rel": 1e-15}}, rob)
+    assert verdict_exactness(bad)["verdict"] == FAILS
+    assert verdict_robust(ok)["verdict"] == HOLDS
+    mixed = _m2({}, {1024: {"adversarial": 0.9, "standard": 0.6},
+                     8192: {"adversarial": 0.5, "standard": 0.5}})
+    assert verdict_robust(mixed)["verdict"] == PARTLY
+    worse = _m2({}, {1024: {"adversarial": 0.4, "standard": 0.6}})
+    m5 = {"robust_adversarial": 0.3, "robust_standard": 0.5, "eps_eval": 0.1}
+    assert verdict_robust(worse, m5)["verdict"] == FAILS
+    assert verdict_robust(None, None)["verdict"] == NOT_MEASURED
+
+
+def test_verdict_tree():
+    base = {"m": 4096, "low_d": 3, "ms": [1024, 2048, 4096], "fraction_by_d": {2: 0.03, 64: 1.0},
+            "speedup_by_d": {2: 5.0, 64: 0.5}, "subspace_fraction": 0.1, "all_exact": True}
+    v = verdict_tree(dict(base, fit_m=_fit(0.5, 0.45, 0.55)))
+    assert v["verdict"] == HOLDS and "faster than brute force at d ∈ [2]" in v["measured"]
+    assert verdict_tree(dict(base, fit_m=_fit(0.9, 0.7, 1.1)))["verdict"] == INCONCLUSIVE
+    assert verdict_tree(dict(base, fit_m=_fit(0.5, 0.4, 0.6), all_exact=False))["verdict"] == FAILS
+    assert verdict_tree(None)["verdict"] == NOT_MEASURED
+
+
+def test_fmt_fit():
+    assert report.fmt_fit(_fit(0.5, math.nan, math.nan, n=2)) == "0.500 (no CI: 2 points)"
+    assert report.fmt_fit(None) == "n/a"
