@@ -28,7 +28,7 @@ if LARGE:
     SCALING_SIZES = _slices((65536, 1024, 32), [2 ** k for k in range(10, 21)],
                             [256, 512, 1024, 2048, 4096], [8, 16, 32, 64, 128])
 else:
-    SCALING_SIZES = _slices((4096, 256, 16), [2 ** k for k in range(10, 15)],
+    SCALING_SIZES = _slices((16384, 256, 16), [2 ** k for k in range(12, 17)],
                             [128, 256, 512], [8, 16, 32])
 
 # Every engine the suite knows by name; those not in this commit's registry are skipped

@@ -52,14 +52,16 @@ __all__ = ["GRIDS", "grid_points", "estimate_dense_seconds", "problem", "measure
 #: One-factor-at-a-time grids: an m-slice, an n-slice and a d-slice through a centre point.
 #: Together they identify all three exponents in a single multivariate fit.
 GRIDS = {
-    # < 1 minute for the dense engine on 2 cores (9 points, 1 warm-up + 3 timed iterations).
-    "default": {"center": (4096, 256, 16),
-                "m": [2 ** k for k in range(10, 15)],      # 1024 .. 16384 at n=256, d=16
-                "n": [128, 256, 512],                       # at m=4096, d=16
-                "d": [8, 16, 32]},                          # at m=4096, n=256
-    # Paper scale, opt-in: m up to 2^20. About 1.2e12 flop per timed repetition for the dense
-    # engine over the whole grid, i.e. about 4 to 8 minutes on 2 cores with the default 3
-    # repeats (see estimate_dense_seconds); the sparse engines add their own time.
+    # About 20 s for the dense engine on 2 cores (9 points, 1 warm-up + 3 timed iterations).
+    # m starts at 2^12: below that a dense iteration takes a few ms and its time is per-call
+    # overhead, not m n d work, which would make even the dense time look sublinear in m.
+    "default": {"center": (16384, 256, 16),
+                "m": [2 ** k for k in range(12, 17)],      # 4096 .. 65536 at n=256, d=16
+                "n": [128, 256, 512],                       # at m=16384, d=16
+                "d": [8, 16, 32]},                          # at m=16384, n=256
+    # Paper scale, opt-in: m up to 2^20. About 1.6e12 flop per iteration of the dense engine
+    # over the whole grid, 6e12 with the warm-up and 3 repeats: roughly 5 to 15 minutes on 2
+    # cores (estimate_dense_seconds); the sparse engines add their own time.
     "large": {"center": (65536, 1024, 32),
               "m": [2 ** k for k in range(10, 21)],        # 1024 .. 1048576 at n=1024, d=32
               "n": [256, 512, 1024, 2048, 4096],            # at m=65536, d=32
@@ -98,9 +100,11 @@ def grid_points(grid):
     return sorted(pts)
 
 
-def estimate_dense_seconds(points, repeats=3, steps=3, gflops=20.0):
+def estimate_dense_seconds(points, repeats=3, steps=3, gflops=10.0):
     """Rough run time of the dense engine over ``points``: (repeats + 1 warm-up) iterations of
-    ``theory.dense_flops`` each at ``gflops`` GFLOP/s (20 is typical for 2 busy cores)."""
+    ``theory.dense_flops`` each at an effective ``gflops`` GFLOP/s. 10 is typical of the large
+    grid on 2 shared cores; the small default grid runs at about 3 (per-call overheads and the
+    automatic step size), so it takes about 3x the estimate."""
     from .theory import dense_flops
     flops = sum(dense_flops(m, n, d, steps) for m, n, d in points)
     return flops * (repeats + 1) / (gflops * 1e9)
@@ -124,12 +128,15 @@ def _mean_counter(values):
     return int(mean) if mean == int(mean) else mean
 
 
-def measure(engines, points, repeats=3, seed=0, steps=3, eps=0.05, lr=1.0, progress=True):
+def measure(engines, points, repeats=3, seed=0, steps=3, eps=0.05, lr="auto", progress=True):
     """Time one adversarial iteration of every engine at every (m, n, d); list of row dicts.
 
     Each (point, engine): fresh seeded problem, one warm-up iteration, then ``repeats`` timed
     iterations (wall clock around ``AdversarialTrainer.step``): ``seconds`` is their median,
-    the counters their mean (the sparse engines' counts vary from step to step)."""
+    the counters their mean (the sparse engines' counts vary from step to step). ``lr="auto"``
+    (the NTK step size of ``sparseadv.stepsize``, chosen in the warm-up, as in training) makes
+    the weights move as they do in real training, which is what decides how often a sparse
+    engine must re-anchor; a small fixed lr would flatter the sparse engines."""
     from .attacks import PGD
     from .theory import dense_inner_products
     from .trainer import AdversarialTrainer
@@ -157,7 +164,7 @@ def measure(engines, points, repeats=3, seed=0, steps=3, eps=0.05, lr=1.0, progr
                     secs.append(time.perf_counter() - t0)
                     recs.append(rec)
                 row = {"engine": engine, "m": m, "n": n, "d": d, "steps": steps, "eps": eps,
-                       "lr": lr, "seed": seed, "repeats": repeats,
+                       "lr": trainer.lr_, "seed": seed, "repeats": repeats,
                        "seconds": statistics.median(secs), "seconds_min": min(secs),
                        "seconds_max": max(secs),
                        "seconds_attack": statistics.median(r["seconds_attack"] for r in recs),
@@ -618,7 +625,7 @@ def plot(rows, out_dir, quantities=PLOTTED):
                     label=f"slope 1 (∝ m·n·d: dense cost in {axis})")
             if axis == "m":
                 ax.plot(xr, ys[0] * (xr / xs[0]) ** 0.8, "k:", lw=1.5,
-                        label="slope 4/5 (∝ m^{4/5}: fired neurons)")
+                        label=r"slope 4/5 ($\propto m^{4/5}$: fired neurons)")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel(axis_labels[axis])
@@ -702,11 +709,21 @@ def _positive_float(name):
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a positive number{' or auto' if name == '--lr' else ''}, "
+                f"got {text!r}")
         if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a positive number{' or auto' if name == '--lr' else ''}, "
+                f"got {text!r}")
         return value
     return parse
+
+
+def _lr(text):
+    if text == "auto":
+        return "auto"
+    return _positive_float("--lr")(text)
 
 
 def build_parser(prog=None):
@@ -716,8 +733,8 @@ def build_parser(prog=None):
                     "engine over an (m, n, d) grid, fit power-law exponents with 95%% "
                     "confidence intervals, and write scaling.md, scaling.csv and PNG plots.",
         epilog="Without --run or --from-asv: reads ./.asv/results if it holds asv results, "
-               "otherwise runs the grid. Default grid: under a minute for dense on 2 cores; "
-               "--grid large (m up to 2^20): about 4-8 minutes for dense, plus the sparse "
+               "otherwise runs the grid. Default grid: about 20 s for dense on 2 cores; "
+               "--grid large (m up to 2^20): roughly 5-15 minutes for dense, plus the sparse "
                "engines.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--run", action="store_true", help="run the grid here (default when no "
@@ -737,8 +754,9 @@ def build_parser(prog=None):
                    help="PGD attack steps (default 3)")
     p.add_argument("--eps", type=_positive_float("--eps"), default=0.05,
                    help="l2 attack radius (default 0.05)")
-    p.add_argument("--lr", type=_positive_float("--lr"), default=1.0,
-                   help="learning rate (default 1.0)")
+    p.add_argument("--lr", type=_lr, default="auto",
+                   help="learning rate: a positive number or auto (default: auto, the NTK "
+                        "step size the trainer uses, chosen in the warm-up iteration)")
     p.add_argument("--threads", type=_positive_int("--threads"), default=None,
                    help="with --run: limit BLAS and OpenMP threads to this many while measuring "
                         "(threadpoolctl); default: as the environment sets them. On a busy "
@@ -831,7 +849,7 @@ def main(argv=None, prog=None):
         est = estimate_dense_seconds(points, args.repeats, args.steps)
         print(f"running grid {args.grid!r}: {len(points)} points x {len(engines)} engine(s) "
               f"({', '.join(engines)}), {args.repeats} timed iterations after 1 warm-up; "
-              f"dense alone about {est:.0f} s", file=sys.stderr)
+              f"dense alone roughly {est:.0f} s of arithmetic", file=sys.stderr)
         limiter = None
         if args.threads is not None:
             try:
@@ -853,7 +871,8 @@ def main(argv=None, prog=None):
                 limiter.restore_original_limits()
         source_note = (f"measured here, grid {args.grid!r}: {len(points)} points "
                        f"(m-, n-, d-slices through {GRIDS[args.grid]['center']}), "
-                       f"PGD l2 eps={args.eps:g}, steps={args.steps}, lr={args.lr:g}, "
+                       f"PGD l2 eps={args.eps:g}, steps={args.steps}, lr={args.lr} "
+                       f"(value per point in scaling.csv), "
                        f"1 warm-up + {args.repeats} timed iterations per point "
                        f"(time: median; counters: mean)")
         seed = args.seed

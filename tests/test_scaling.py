@@ -224,7 +224,7 @@ def test_asv_errors(tmp_path, capsys):
     (["--run", "--machine", "ci"], "--machine and --commit only apply with --from-asv"),
     (["--from-asv", "x", "--threads", "1"], "--threads only applies"),
     (["--eps", "-1"], "--eps must be a positive number"),
-    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--lr", "nan"], "--lr must be a positive number or auto"),
 ])
 def test_argument_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -10,7 +10,7 @@ class FakeEngines:
     """Engine as a parameter: "exact" counts 5 m n, "sqrt" counts 5 sqrt(m) n d^0.5;
     "missing" is skipped like an engine absent from a commit."""
     params = [["exact", "sqrt", "missing"], SIZES]
-    param_names = ["engine", "m_n_d"]
+    param_names = ["engine", "size (m, n, d)"]   # as in bench_engines.EngineIteration
 
     def setup(self, engine, size):
         if engine == "missing":
