@@ -73,11 +73,11 @@ COUNTERS = ("inner_products", "candidate_pairs", "fired_pairs", "reanchored", "n
 # Quantities fitted (when positive at every point of an engine), in table order.
 QUANTITIES = ("seconds",) + COUNTERS
 QUANTITY_LABELS = {"seconds": "time per iteration (s)",
-                   "inner_products": "inner products per iteration",
-                   "candidate_pairs": "candidate pairs per iteration",
-                   "fired_pairs": "fired pairs per iteration",
-                   "reanchored": "neurons re-anchored per iteration",
-                   "nodes_visited": "tree nodes visited per iteration"}
+                   "inner_products": "inner products per iteration (count)",
+                   "candidate_pairs": "candidate pairs per iteration (count)",
+                   "fired_pairs": "fired pairs per iteration (count)",
+                   "reanchored": "neurons re-anchored per iteration (count)",
+                   "nodes_visited": "tree nodes visited per iteration (count)"}
 CSV_FIELDS = (("engine", "m", "n", "d", "steps", "eps", "lr", "seed", "repeats",
                "seconds", "seconds_min", "seconds_max", "seconds_attack", "seconds_forward",
                "seconds_backward", "loss", "fired_mean")
@@ -487,11 +487,12 @@ def format_verdicts(fitted):
                 parts.append((quantity, yes, why))
         if not parts:
             continue
+        short = {"inner_products": "inner products", "seconds": "time"}
         head = parts[0]
         line = (f"- **{engine}**: m-exponent below 1 with 95% confidence: **{head[1]}** "
-                f"({QUANTITY_LABELS[head[0]]}: {head[2]})")
+                f"({short[head[0]]}: {head[2]})")
         for quantity, yes, why in parts[1:]:
-            line += f"; {QUANTITY_LABELS[quantity]}: {yes} ({why})"
+            line += f"; {short[quantity]}: {yes} ({why})"
         lines.append(line)
     return "\n".join(lines)
 
