@@ -4,7 +4,7 @@ Sizes are bundled as (m, n, d) tuples; data are seeded in setup. Counts (track_)
 """
 import numpy as np
 
-from .common import LARGE, problem
+from .common import LARGE, SCALING_SIZES, problem
 
 from sparseadv import PGD, AdversarialTrainer, reference
 
@@ -39,6 +39,36 @@ class DenseIteration:
         return self.record["fired_mean"]
 
     track_fired_per_input.unit = "neurons"
+
+
+class DenseScaling:
+    """The dense iteration over the scaling grid (m-, n- and d-slices; ``SCALING_SIZES``), with
+    its work counters: what ``python -m sparseadv.scaling --from-asv`` fits exponents to."""
+    params = [SCALING_SIZES, [3]]
+    param_names = ["m_n_d", "steps"]
+    timeout = 600 if LARGE else 120
+    number = 1
+    repeat = (3, 7, 15.0)
+    warmup_time = 0.0  # setup already ran one iteration
+
+    def setup(self, size, steps):
+        m, n, d = size
+        self.net, self.X, self.y = problem(m, n, d)
+        self.trainer = AdversarialTrainer(self.net, PGD(0.05, steps), lr=1.0, engine="dense")
+        self.record = self.trainer.step(self.X, self.y)
+
+    def time_iteration(self, size, steps):
+        self.trainer.step(self.X, self.y)
+
+    def track_inner_products(self, size, steps):
+        return self.record["inner_products"]
+
+    track_inner_products.unit = "inner products"
+
+    def track_fired_pairs(self, size, steps):
+        return self.record["fired_pairs"]
+
+    track_fired_pairs.unit = "pairs"
 
 
 class NumpyIteration:

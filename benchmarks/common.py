@@ -11,6 +11,41 @@ GRID = os.environ.get("SPARSEADV_BENCH_GRID", "default").lower()
 LARGE = GRID == "large"
 
 
+def _slices(center, ms, ns, ds):
+    m0, n0, d0 = center
+    pts = {(m0, n0, d0)}
+    pts.update((m, n0, d0) for m in ms)
+    pts.update((m0, n, d0) for n in ns)
+    pts.update((m0, n0, d) for d in ds)
+    return sorted(pts)
+
+
+# The (m, n, d) grid of the scaling report (``python -m sparseadv.scaling``, same numbers as
+# ``sparseadv.scaling.GRIDS``, repeated here so that the suite also runs on older commits):
+# an m-slice, an n-slice and a d-slice through a centre point, which identify all three
+# exponents. ``--from-asv`` reads every benchmark with an ``m_n_d`` parameter.
+if LARGE:
+    SCALING_SIZES = _slices((65536, 1024, 32), [2 ** k for k in range(10, 21)],
+                            [256, 512, 1024, 2048, 4096], [8, 16, 32, 64, 128])
+else:
+    SCALING_SIZES = _slices((16384, 256, 16), [2 ** k for k in range(12, 17)],
+                            [128, 256, 512], [8, 16, 32])
+
+# Every engine the suite knows by name; those not in this commit's registry are skipped
+# (setup raises NotImplementedError, which asv records as n/a, not as a failure).
+ENGINE_NAMES = ["dense", "tree", "certified"]
+
+
+def require_engine(name):
+    """Skip the current asv benchmark (NotImplementedError) when ``name`` is not registered."""
+    try:
+        from sparseadv.engines import ENGINES
+    except ImportError:
+        ENGINES = {"dense": None}
+    if name not in ENGINES:
+        raise NotImplementedError(f"engine {name!r} is not in this commit")
+
+
 def unit_sphere(n, d, seed):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d))

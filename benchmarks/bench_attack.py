@@ -1,0 +1,38 @@
+"""asv: the PGD attack alone, per engine (the attack is K of the K + 2 passes of an iteration).
+
+``bench_dense.Attack`` times the public ``PGD.perturb`` (dense gradients only); this times the
+attack through each engine in the registry, after ``begin_iteration`` (where a sparse engine
+builds its candidate sets or tree, which is not part of the attack). Engines missing from a
+commit are skipped (n/a).
+"""
+from .common import ENGINE_NAMES, LARGE, problem, require_engine
+
+from sparseadv import PGD
+
+SIZES = [(4096, 256, 16), (16384, 256, 16)] + ([(65536, 1024, 64)] if LARGE else [])
+
+
+class AttackEngines:
+    params = [ENGINE_NAMES, SIZES, [3]]
+    param_names = ["engine", "m_n_d", "steps"]
+    timeout = 300
+
+    def setup(self, engine, size, steps):
+        require_engine(engine)
+        from sparseadv.engines import make_engine
+        m, n, d = size
+        self.net, self.X, self.y = problem(m, n, d)
+        self.attack = PGD(0.05, steps)
+        self.engine = make_engine(engine, self.net)
+        self.engine.begin_iteration(self.X, self.y, self.attack)
+
+    def time_attack(self, engine, size, steps):
+        self.attack.perturb(self.net, self.X, self.y, self.engine)
+
+    def track_attack_inner_products(self, engine, size, steps):
+        self.engine.begin_iteration(self.X, self.y, self.attack)
+        before = self.engine.counters["inner_products"]
+        self.attack.perturb(self.net, self.X, self.y, self.engine)
+        return self.engine.counters["inner_products"] - before
+
+    track_attack_inner_products.unit = "inner products"
