@@ -36,17 +36,21 @@
 #                                       fires, exactly and as computed by the scan kernel);
 #   otherwise a leaf is scanned (blocked dot products over its contiguous rows) and an inner
 #   node is descended. Ambiguous cases always fall to exact evaluation: exactness is never
-#   traded. The result of one query is sorted by an LSD radix sort (8-bit digits).
+#   traded. The result of one query is then sorted by original index (``_sort_idx``: insertion
+#   sort when short, a per-thread bitmap of m bits when dense, LSD radix sort otherwise).
 #
 # Batched query: nogil, OpenMP prange over points (dynamic schedule). Each thread appends its
 # points' results to its own growable buffer and records (thread, offset, count) per point;
 # afterwards indptr is a prefix sum and the segments are copied into ``indices`` in parallel.
 # No atomics; work counters are per thread (padded) and summed, so they are deterministic.
 #
-# Blocked brute force (``hsr_brute_csr``): tiles of queries x rows through ``gemm_rm``, each
-# tile thresholded at once (prange over the queries of the tile), hits appended to per-query
-# buffers, merged into CSR. It is BruteForceHSR's kernel and the tree's high-d fallback (the
-# fallback policy, a pilot of a few queries through the tree, lives in sparseadv/hsr.py).
+# Blocked brute force (``hsr_brute_csr``): prange over tiles of queries; each thread takes a
+# tile of queries through all rows, one ``gemm_rm`` per (queries x rows) tile into its own
+# buffer, thresholded at once, hits appended to the per-query buffers of its own queries, then
+# merged into CSR. Tiles stay below OpenBLAS's multithreading threshold so every dgemm runs on
+# the calling thread (see _GEMM_SERIAL_MAX). It is BruteForceHSR's kernel and the tree's high-d
+# fallback; the fallback policy (a pilot of a few queries through the tree, then a cost model
+# on their exact work counts) lives in sparseadv/hsr.py, PartitionTree.query_batch.
 #
 # Update (rows, values): the row is overwritten in place in ``data`` (position pos[r]) and in
 # ``W``; then the path from the root to the leaf holding that position is walked (child chosen
@@ -100,16 +104,36 @@ cdef inline int _buf_reserve(_IdxBuf* buf, Py_ssize_t extra) noexcept nogil:
     return 0
 
 
-cdef int _sort_idx(cnp.int64_t* a, Py_ssize_t n, _IdxBuf* tmp, int key_bits) noexcept nogil:
-    """Sort n non-negative int64 keys < 2**key_bits ascending (insertion sort when short,
-    LSD radix sort with 8-bit digits otherwise). 0 on success, -1 when out of memory."""
-    cdef Py_ssize_t i, j, total
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    static inline int sa_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
+    #else
+    static inline int sa_ctz64(unsigned long long x) {
+        int k = 0; while (!(x & 1ULL)) { x >>= 1; ++k; } return k;
+    }
+    #endif
+    """
+    int sa_ctz64(unsigned long long x) noexcept nogil
+
+
+cdef int _sort_idx(cnp.int64_t* a, Py_ssize_t n, _IdxBuf* tmp, int key_bits,
+                   cnp.uint64_t* bitmap, Py_ssize_t nwords) noexcept nogil:
+    """Sort n distinct non-negative int64 keys < 2**key_bits ascending, in place.
+
+    Short runs: insertion sort. Runs with n >= nwords / 4 (nwords = ceil(m / 64), the caller's
+    all-zero scratch bitmap): set one bit per key, then read the words in order with
+    count-trailing-zeros, zeroing them again (O(n + m/64)). Otherwise LSD radix sort in
+    ceil(key_bits / 11) passes of equal digit width (<= 11 bits). 0 on success, -1 when out of
+    memory."""
+    cdef Py_ssize_t i, j, total, k
     cdef cnp.int64_t v, c
-    cdef cnp.int64_t cnt[256]
+    cdef cnp.int64_t cnt[2048]
     cdef cnp.int64_t* src
     cdef cnp.int64_t* dst
     cdef cnp.int64_t* sw
-    cdef int shift
+    cdef cnp.uint64_t w
+    cdef int shift, passes, digit, mask, nbins
     if n <= _INSERTION_MAX:
         for i in range(1, n):
             v = a[i]
@@ -119,29 +143,47 @@ cdef int _sort_idx(cnp.int64_t* a, Py_ssize_t n, _IdxBuf* tmp, int key_bits) noe
                 j = j - 1
             a[j + 1] = v
         return 0
+    if bitmap != NULL and n * 4 >= nwords:
+        for i in range(n):
+            v = a[i]
+            bitmap[v >> 6] |= (<cnp.uint64_t>1) << (v & 63)
+        k = 0
+        for i in range(nwords):
+            w = bitmap[i]
+            if w:
+                bitmap[i] = 0
+                while w:
+                    a[k] = (i << 6) + sa_ctz64(w)
+                    k = k + 1
+                    w = w & (w - 1)
+        return 0
     tmp.n = 0
     if _buf_reserve(tmp, n) != 0:
         return -1
+    passes = (key_bits + 10) // 11
+    digit = (key_bits + passes - 1) // passes
+    nbins = 1 << digit
+    mask = nbins - 1
     src = a
     dst = tmp.a
     shift = 0
     while shift < key_bits:
-        memset(cnt, 0, 256 * sizeof(cnp.int64_t))
+        memset(cnt, 0, nbins * sizeof(cnp.int64_t))
         for i in range(n):
-            cnt[(src[i] >> shift) & 255] += 1
+            cnt[(src[i] >> shift) & mask] += 1
         total = 0
-        for i in range(256):
+        for i in range(nbins):
             c = cnt[i]
             cnt[i] = total
             total = total + c
         for i in range(n):
-            j = (src[i] >> shift) & 255
+            j = (src[i] >> shift) & mask
             dst[cnt[j]] = src[i]
             cnt[j] += 1
         sw = src
         src = dst
         dst = sw
-        shift = shift + 8
+        shift = shift + digit
     if src != a:
         memcpy(a, src, n * sizeof(cnp.int64_t))
     return 0
@@ -218,7 +260,8 @@ cdef inline void _scan_rows(const double* data, const cnp.int64_t* idx, Py_ssize
 
 
 cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf* out,
-                         _IdxBuf* tmp, cnp.int64_t* stack, cnp.int64_t* cnt) noexcept nogil:
+                         _IdxBuf* tmp, cnp.uint64_t* bitmap, cnp.int64_t* stack,
+                         cnp.int64_t* cnt) noexcept nogil:
     """Append the sorted original indices of {r : <w_r, x> > b} to ``out``.
     cnt[0] += nodes visited, cnt[1] += inner products with rows, cnt[2] += rows reported
     without evaluation. 0 on success, -1 when out of memory."""
@@ -262,7 +305,8 @@ cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf*
         stack[top] = 2 * node + 2
         stack[top + 1] = 2 * node + 1
         top = top + 2
-    return _sort_idx(out.a + start, out.n - start, tmp, t.key_bits)
+    return _sort_idx(out.a + start, out.n - start, tmp, t.key_bits, bitmap,
+                     (t.m + 63) // 64)
 
 
 cdef void _select(double* key, cnp.int64_t* idx, Py_ssize_t n, Py_ssize_t kth) noexcept nogil:
@@ -531,16 +575,19 @@ cdef class _BallTree:
         cdef _IdxBuf out, tmp
         cdef cnp.int64_t cnt[3]
         cdef cnp.int64_t* stack = <cnp.int64_t*>malloc((self.n_levels + 2) * sizeof(cnp.int64_t))
+        cdef cnp.uint64_t* bitmap = <cnp.uint64_t*>calloc((self.m + 63) // 64, sizeof(cnp.uint64_t))
         cdef int rc
-        if stack == NULL:
+        if stack == NULL or bitmap == NULL:
+            free(stack); free(bitmap)
             raise MemoryError()
         self._view(&t)
         out.a = NULL; out.n = 0; out.cap = 0
         tmp.a = NULL; tmp.n = 0; tmp.cap = 0
         cnt[0] = 0; cnt[1] = 0; cnt[2] = 0
         with nogil:
-            rc = _tree_query_one(&t, &x[0], b, &out, &tmp, stack, cnt)
+            rc = _tree_query_one(&t, &x[0], b, &out, &tmp, bitmap, stack, cnt)
         free(stack)
+        free(bitmap)
         free(tmp.a)
         if rc != 0:
             free(out.a)
@@ -563,6 +610,8 @@ cdef class _BallTree:
         cdef cnp.int64_t* stacks = <cnp.int64_t*>malloc(T * sl * sizeof(cnp.int64_t))
         cdef cnp.int64_t* cnts = <cnp.int64_t*>calloc(T * 8, sizeof(cnp.int64_t))
         cdef int* fail = <int*>calloc(T, sizeof(int))
+        cdef Py_ssize_t nw = (self.m + 63) // 64
+        cdef cnp.uint64_t* bitmaps = <cnp.uint64_t*>calloc(T * nw, sizeof(cnp.uint64_t))
         cdef cnp.int64_t c0 = 0, c1 = 0, c2 = 0
         cdef bint oom = False
         indptr = np.zeros(n + 1, dtype=np.int64)
@@ -572,8 +621,9 @@ cdef class _BallTree:
         cdef cnp.int64_t[::1] stid = seg_tid
         cdef cnp.int64_t[::1] soff = seg_off
         cdef cnp.int64_t[::1] ind
-        if bufs == NULL or tmps == NULL or stacks == NULL or cnts == NULL or fail == NULL:
-            free(bufs); free(tmps); free(stacks); free(cnts); free(fail)
+        if (bufs == NULL or tmps == NULL or stacks == NULL or cnts == NULL or fail == NULL
+                or bitmaps == NULL):
+            free(bufs); free(tmps); free(stacks); free(cnts); free(fail); free(bitmaps)
             raise MemoryError()
         self._view(&t)
         with nogil:
@@ -582,7 +632,8 @@ cdef class _BallTree:
                 off = bufs[tid].n
                 if fail[tid] == 0:
                     if _tree_query_one(&t, &X[i, 0], b, &bufs[tid], &tmps[tid],
-                                       stacks + tid * sl, cnts + tid * 8) != 0:
+                                       bitmaps + tid * nw, stacks + tid * sl,
+                                       cnts + tid * 8) != 0:
                         fail[tid] = 1
                 stid[i] = tid
                 soff[i] = off
@@ -606,7 +657,7 @@ cdef class _BallTree:
         for i in range(T):
             free(bufs[i].a)
             free(tmps[i].a)
-        free(bufs); free(tmps); free(stacks); free(cnts); free(fail)
+        free(bufs); free(tmps); free(stacks); free(cnts); free(fail); free(bitmaps)
         if oom:
             raise MemoryError()
         return indptr, indices, (int(c0), int(c1), int(c2))
@@ -648,9 +699,9 @@ cdef enum:
     _BRUTE_TILE_DOUBLES = 65536
 
 
-cdef void _brute_tile_shape(Py_ssize_t n, Py_ssize_t m, Py_ssize_t d, Py_ssize_t* nb,
-                            Py_ssize_t* mb) noexcept nogil:
-    """Queries x rows per tile: nb*mb <= 64K doubles (512 KB per thread) and
+cdef void _brute_tile_shape(Py_ssize_t n, Py_ssize_t m, Py_ssize_t d, Py_ssize_t tile,
+                            Py_ssize_t* nb, Py_ssize_t* mb) noexcept nogil:
+    """Queries x rows per tile: nb*mb <= tile doubles (default 64K = 512 KB per thread) and
     nb*mb*d <= _GEMM_SERIAL_MAX when that allows at least 8 x 8."""
     cdef Py_ssize_t q = 64, r
     while q > 8 and q * q * d > _GEMM_SERIAL_MAX:
@@ -658,8 +709,10 @@ cdef void _brute_tile_shape(Py_ssize_t n, Py_ssize_t m, Py_ssize_t d, Py_ssize_t
     if q > n:
         q = n
     r = _GEMM_SERIAL_MAX // (q * d)
-    if r > _BRUTE_TILE_DOUBLES // q:
-        r = _BRUTE_TILE_DOUBLES // q
+    if tile <= 0:
+        tile = _BRUTE_TILE_DOUBLES
+    if r > tile // q:
+        r = tile // q
     if r < 8:
         r = 8
     if r > m:
@@ -668,7 +721,8 @@ cdef void _brute_tile_shape(Py_ssize_t n, Py_ssize_t m, Py_ssize_t d, Py_ssize_t
     mb[0] = r
 
 
-def hsr_brute_csr(const double[:, ::1] W, const double[:, ::1] X, double b):
+def hsr_brute_csr(const double[:, ::1] W, const double[:, ::1] X, double b,
+                  Py_ssize_t tile=0):
     """Blocked brute-force half-space reporting: CSR (indptr, indices) of
     {r : <w_r, x_i> > b} for every row x_i of X, indices ascending.
 
@@ -688,7 +742,7 @@ def hsr_brute_csr(const double[:, ::1] W, const double[:, ::1] X, double b):
     cdef cnp.int64_t[::1] ip = indptr
     if n == 0 or m == 0:
         return indptr, np.zeros(0, dtype=np.int64)
-    _brute_tile_shape(n, m, d, &nb, &mb)
+    _brute_tile_shape(n, m, d, tile, &nb, &mb)
     nblk = (n + nb - 1) // nb
     q = <_IdxBuf*>calloc(n, sizeof(_IdxBuf))
     cdef char* fail = <char*>calloc(n + 1, sizeof(char))

@@ -474,3 +474,19 @@ def test_caller_arrays_never_modified():
         vals[0, 0] = copies[3][0, 0]
     for a, c in zip((W, X, rows, vals), copies):
         np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("hits", [1, 30, 49, 200, 1500, 20000, 70001])
+def test_large_m_all_result_sizes(hits):
+    """Large m so that every way of sorting a query's result (insertion, radix, bitmap) runs."""
+    rng = np.random.default_rng(hits)
+    m, d = 70001, 2
+    W = rng.standard_normal((m, d))
+    X = rng.standard_normal((3, d))
+    z = np.sort(W @ X[0])
+    b = float(0.5 * (z[m - hits - 1] + z[m - hits])) if hits < m else float(z[0] - 1.0)
+    tree = PartitionTree(W, leaf_size=int(rng.integers(1, 64)))
+    got = tree.query(X[0], b)
+    assert got.size == hits
+    two_sided(W, X[0], b, got)
+    check_batch(tree, W, X, b)
