@@ -9,11 +9,13 @@ and their ratio. Usage: ``PYTHONPATH=. python benchmarks/hsr_table.py [--m 13107
 """
 import argparse
 import math
+import os
 import statistics
 import time
 
 import numpy as np
 
+from sparseadv import _core
 from sparseadv.hsr import BruteForceHSR, PartitionTree
 
 
@@ -50,10 +52,13 @@ def main():
     args = ap.parse_args()
     m, n = args.m, args.n
     b = math.sqrt(0.4 * math.log(m))
-    print(f"m = {m}, n = {n}, b = sqrt(0.4 ln m) = {b:.4f}, leaf_size = {args.leaf_size}\n")
-    print("| d | tree inner products / (m n) | tree evaluated w/o fallback | tree query_batch (s) "
-          "| brute query_batch (s) | tree / brute |")
-    print("|---|---|---|---|---|---|")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"m = {m}, n = {n}, b = sqrt(0.4 ln m) = {b:.4f}, leaf_size = {args.leaf_size}, "
+          f"OpenMP threads = {_core.omp_max_threads()}, load average at start = {load:.1f}, "
+          f"median of {args.repeat} runs\n")
+    print("| d | path taken | tree inner products / (m n) | pure-tree fraction (64 queries) "
+          "| tree query_batch (s) | brute query_batch (s) | tree / brute |")
+    print("|---|---|---|---|---|---|---|")
     for name in args.cases.split(","):
         W, X = make_case(name, m, n)
         tree = PartitionTree(W, leaf_size=args.leaf_size)
@@ -65,11 +70,13 @@ def main():
         tree.reset_stats()
         tree.query_batch(X, b)
         frac = tree.stats["inner_products"] / (m * n)
+        nbf = tree.stats["brute_force_queries"]
+        path = "tree" if nbf == 0 else f"tree pilot ({n - nbf}) + GEMM ({nbf})"
         pure.query_batch(X[:64], b)
         frac_pure = pure.stats["inner_products"] / (m * 64)
         tt = median_time(lambda: tree.query_batch(X, b), args.repeat)
         tb = median_time(lambda: brute.query_batch(X, b), args.repeat)
-        print(f"| {name} | {frac:.4f} | {frac_pure:.4f} | {tt:.4f} | {tb:.4f} | {tt / tb:.2f} |",
+        print(f"| {name} | {path} | {frac:.4f} | {frac_pure:.4f} | {tt:.4f} | {tb:.4f} | {tt / tb:.2f} |",
               flush=True)
 
 
