@@ -33,13 +33,16 @@ def make_case(name, m, n, seed=0):
     return W, X
 
 
-def median_time(fn, repeat):
-    ts = []
+def median_times(fns, repeat):
+    """Median wall time of each function, the runs interleaved (f, g, f, g, ...) so that both
+    see the same machine load."""
+    ts = [[] for _ in fns]
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in ts]
 
 
 def main():
@@ -55,7 +58,7 @@ def main():
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"m = {m}, n = {n}, b = sqrt(0.4 ln m) = {b:.4f}, leaf_size = {args.leaf_size}, "
           f"OpenMP threads = {_core.omp_max_threads()}, load average at start = {load:.1f}, "
-          f"median of {args.repeat} runs\n")
+          f"median of {args.repeat} interleaved runs\n")
     print("| d | path taken | tree inner products / (m n) | pure-tree fraction (64 queries) "
           "| tree query_batch (s) | brute query_batch (s) | tree / brute |")
     print("|---|---|---|---|---|---|---|")
@@ -74,8 +77,8 @@ def main():
         path = "tree" if nbf == 0 else f"tree pilot ({n - nbf}) + GEMM ({nbf})"
         pure.query_batch(X[:64], b)
         frac_pure = pure.stats["inner_products"] / (m * 64)
-        tt = median_time(lambda: tree.query_batch(X, b), args.repeat)
-        tb = median_time(lambda: brute.query_batch(X, b), args.repeat)
+        tt, tb = median_times([lambda: tree.query_batch(X, b),
+                               lambda: brute.query_batch(X, b)], args.repeat)
         print(f"| {name} | {path} | {frac:.4f} | {frac_pure:.4f} | {tt:.4f} | {tb:.4f} | {tt / tb:.2f} |",
               flush=True)
 
