@@ -1,1 +1,796 @@
-# Partition tree for half-space reporting (filled in by the partition-tree issue).
+# Partition (ball) tree for exact half-space reporting over the weight rows.
+#
+# Problem. Given W (m x d) and a query (x, b), report R(x, b) = {r : <w_r, x> > b} (strict),
+# sorted by original row index; for a batch X (n x d), report all n sets as CSR
+# (indptr (n+1,), indices), int64.
+#
+# Layout (after scikit-learn's sklearn/neighbors/_binary_tree.pxi.tp; no code shared).
+#   * A complete binary tree in heap order: node i has children 2i+1, 2i+2, parent (i-1)//2.
+#     n_levels = 1 + floor(log2(max(1, (m-1) // leaf_size))), n_nodes = 2**n_levels - 1, nodes
+#     first_leaf = (n_nodes - 1) // 2 and up are leaves. Every leaf holds between about
+#     leaf_size/2 and leaf_size rows and is never empty.
+#   * ``idx`` (m,) is a permutation: tree position p holds original row idx[p]; ``pos`` is its
+#     inverse. ``data`` (m, d) stores the rows in tree order, so the rows of every node are
+#     the contiguous slice data[node_start[i]:node_end[i]] (leaf scans read memory
+#     sequentially). ``W`` (m, d) keeps the rows in ORIGINAL order as well (the wrapper's
+#     read-only ``W``, the GEMM fallback, and rebuilds read it); the memory cost is m*d*8 bytes.
+#   * Per node: ``centers`` (n_nodes, d) the mean of its rows at build time, ``radius``
+#     (n_nodes,) an upper bound on ||w - c|| over its rows, ``radius0`` the build-time radius,
+#     ``cnorm`` = ||c||, ``node_start``/``node_end`` its position range.
+#   All state is these flat arrays, so a tree pickles and restores without a rebuild.
+#
+# Build, O(m d log m). Nodes are filled in heap order (parents before children). For each
+# node: centre = mean, radius = max distance (the farthest row a is noted), then, for an
+# inner node, the split direction u = w_b - w_a with b the row farthest from a (the classic
+# ball-tree "farthest pair" heuristic, rotation invariant, so weights near a low-dimensional
+# subspace in any orientation split well), and a 3-way quickselect of the projections <w, u>
+# puts the lower half in the left child. Duplicate rows are fine (3-way partition).
+#
+# Query (x, b), depth-first with an explicit stack. For a node with centre c, radius R and
+# every row w in it, <c,x> - R||x|| <= <w,x> <= <c,x> + R||x||. Floating point: all
+# computed quantities are within (d+4) eps (||c|| + R) ||x|| of the exact ones, so the tests
+# use a slack s = SLACK_REL * ((||c|| + R) ||x|| + |b|), SLACK_REL = 1e-10 (valid for d up to
+# ~1e5):
+#   upper = <c,x> + R||x|| <= b - s  -> prune (no row can fire, even as computed);
+#   lower = <c,x> - R||x|| >  b + s  -> report the whole node without a dot product (every row
+#                                       fires, exactly and as computed by the scan kernel);
+#   otherwise a leaf is scanned (blocked dot products over its contiguous rows) and an inner
+#   node is descended. Ambiguous cases always fall to exact evaluation: exactness is never
+#   traded. The result of one query is then sorted by original index (``_sort_idx``: insertion
+#   sort when short, a per-thread bitmap of m bits when dense, LSD radix sort otherwise).
+#
+# Batched query: nogil, OpenMP prange over points (dynamic schedule). Each thread appends its
+# points' results to its own growable buffer and records (thread, offset, count) per point;
+# afterwards indptr is a prefix sum and the segments are copied into ``indices`` in parallel.
+# No atomics; work counters are per thread (padded) and summed, so they are deterministic.
+#
+# Blocked brute force (``hsr_brute_csr``): prange over tiles of queries; each thread takes a
+# tile of queries through all rows, one ``gemm_rm`` per (queries x rows) tile into its own
+# buffer, thresholded at once, hits appended to the per-query buffers of its own queries, then
+# merged into CSR. Tiles stay below OpenBLAS's multithreading threshold so every dgemm runs on
+# the calling thread (see _GEMM_SERIAL_MAX). It is BruteForceHSR's kernel and the tree's high-d
+# fallback; the fallback policy (a pilot of a few queries through the tree, then a cost model
+# on their exact work counts) lives in sparseadv/hsr.py, PartitionTree.query_batch.
+#
+# Update (rows, values): the row is overwritten in place in ``data`` (position pos[r]) and in
+# ``W``; then the path from the root to the leaf holding that position is walked (child chosen
+# by comparing the position with the left child's end) and every node whose radius is smaller
+# than ||v - c|| is widened to it: O(depth * d) per row. Centres never move. The widening is
+# accumulated as ``loose_sum`` = sum over nodes of size * (radius - radius0), which the wrapper
+# compares with ``base_sum`` = sum over nodes of size * radius0 to decide when to rebuild.
+
+from libc.stdlib cimport calloc
+
+cdef double _SLACK_REL = 1e-10
+cdef enum:
+    _INSERTION_MAX = 48
+
+ctypedef struct _IdxBuf:
+    cnp.int64_t* a
+    Py_ssize_t n
+    Py_ssize_t cap
+
+
+ctypedef struct _TreeView:
+    const double* data
+    const cnp.int64_t* idx
+    const double* centers
+    const double* radius
+    const double* cnorm
+    const cnp.int64_t* nstart
+    const cnp.int64_t* nend
+    Py_ssize_t m
+    Py_ssize_t d
+    Py_ssize_t n_nodes
+    Py_ssize_t first_leaf
+    int key_bits
+
+
+cdef inline int _buf_reserve(_IdxBuf* buf, Py_ssize_t extra) noexcept nogil:
+    """Make room for ``extra`` more entries; 0 on success, -1 when out of memory."""
+    cdef Py_ssize_t need = buf.n + extra
+    cdef Py_ssize_t cap
+    cdef void* tmp
+    if need <= buf.cap:
+        return 0
+    cap = buf.cap * 2 if buf.cap > 0 else 256
+    while cap < need:
+        cap = cap * 2
+    tmp = realloc(buf.a, cap * sizeof(cnp.int64_t))
+    if tmp == NULL:
+        return -1
+    buf.a = <cnp.int64_t*>tmp
+    buf.cap = cap
+    return 0
+
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    static inline int sa_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
+    #else
+    static inline int sa_ctz64(unsigned long long x) {
+        int k = 0; while (!(x & 1ULL)) { x >>= 1; ++k; } return k;
+    }
+    #endif
+    """
+    int sa_ctz64(unsigned long long x) noexcept nogil
+
+
+cdef int _sort_idx(cnp.int64_t* a, Py_ssize_t n, _IdxBuf* tmp, int key_bits,
+                   cnp.uint64_t* bitmap, Py_ssize_t nwords) noexcept nogil:
+    """Sort n distinct non-negative int64 keys < 2**key_bits ascending, in place.
+
+    Short runs: insertion sort. Runs with n >= nwords / 4 (nwords = ceil(m / 64), the caller's
+    all-zero scratch bitmap): set one bit per key, then read the words in order with
+    count-trailing-zeros, zeroing them again (O(n + m/64)). Otherwise LSD radix sort in
+    ceil(key_bits / 11) passes of equal digit width (<= 11 bits). 0 on success, -1 when out of
+    memory."""
+    cdef Py_ssize_t i, j, total, k
+    cdef cnp.int64_t v, c
+    cdef cnp.int64_t cnt[2048]
+    cdef cnp.int64_t* src
+    cdef cnp.int64_t* dst
+    cdef cnp.int64_t* sw
+    cdef cnp.uint64_t w
+    cdef int shift, passes, digit, mask, nbins
+    if n <= _INSERTION_MAX:
+        for i in range(1, n):
+            v = a[i]
+            j = i - 1
+            while j >= 0 and a[j] > v:
+                a[j + 1] = a[j]
+                j = j - 1
+            a[j + 1] = v
+        return 0
+    if bitmap != NULL and n * 4 >= nwords:
+        for i in range(n):
+            v = a[i]
+            bitmap[v >> 6] |= (<cnp.uint64_t>1) << (v & 63)
+        k = 0
+        for i in range(nwords):
+            w = bitmap[i]
+            if w:
+                bitmap[i] = 0
+                while w:
+                    a[k] = (i << 6) + sa_ctz64(w)
+                    k = k + 1
+                    w = w & (w - 1)
+        return 0
+    tmp.n = 0
+    if _buf_reserve(tmp, n) != 0:
+        return -1
+    passes = (key_bits + 10) // 11
+    digit = (key_bits + passes - 1) // passes
+    nbins = 1 << digit
+    mask = nbins - 1
+    src = a
+    dst = tmp.a
+    shift = 0
+    while shift < key_bits:
+        memset(cnt, 0, nbins * sizeof(cnp.int64_t))
+        for i in range(n):
+            cnt[(src[i] >> shift) & mask] += 1
+        total = 0
+        for i in range(nbins):
+            c = cnt[i]
+            cnt[i] = total
+            total = total + c
+        for i in range(n):
+            j = (src[i] >> shift) & mask
+            dst[cnt[j]] = src[i]
+            cnt[j] += 1
+        sw = src
+        src = dst
+        dst = sw
+        shift = shift + digit
+    if src != a:
+        memcpy(a, src, n * sizeof(cnp.int64_t))
+    return 0
+
+
+cdef inline void _scan_rows(const double* data, const cnp.int64_t* idx, Py_ssize_t s,
+                            Py_ssize_t e, Py_ssize_t d, const double* x, double b,
+                            _IdxBuf* out) noexcept nogil:
+    """Append idx[p] for every p in [s, e) with <data[p], x> > b (capacity reserved by the
+    caller). The dot product always sums k = 0..d-1 in order, four rows at a time."""
+    cdef Py_ssize_t p, k
+    cdef double a0, a1, a2, a3, xk
+    cdef const double* r0
+    cdef const double* r1
+    cdef const double* r2
+    cdef const double* r3
+    cdef cnp.int64_t* o = out.a
+    cdef Py_ssize_t n = out.n
+    if d == 2:
+        for p in range(s, e):
+            r0 = data + p * 2
+            if r0[0] * x[0] + r0[1] * x[1] > b:
+                o[n] = idx[p]
+                n = n + 1
+        out.n = n
+        return
+    if d == 3:
+        for p in range(s, e):
+            r0 = data + p * 3
+            if r0[0] * x[0] + r0[1] * x[1] + r0[2] * x[2] > b:
+                o[n] = idx[p]
+                n = n + 1
+        out.n = n
+        return
+    p = s
+    while p + 4 <= e:
+        r0 = data + p * d
+        r1 = r0 + d
+        r2 = r1 + d
+        r3 = r2 + d
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        for k in range(d):
+            xk = x[k]
+            a0 = a0 + r0[k] * xk
+            a1 = a1 + r1[k] * xk
+            a2 = a2 + r2[k] * xk
+            a3 = a3 + r3[k] * xk
+        if a0 > b:
+            o[n] = idx[p]
+            n = n + 1
+        if a1 > b:
+            o[n] = idx[p + 1]
+            n = n + 1
+        if a2 > b:
+            o[n] = idx[p + 2]
+            n = n + 1
+        if a3 > b:
+            o[n] = idx[p + 3]
+            n = n + 1
+        p = p + 4
+    while p < e:
+        r0 = data + p * d
+        a0 = 0.0
+        for k in range(d):
+            a0 = a0 + r0[k] * x[k]
+        if a0 > b:
+            o[n] = idx[p]
+            n = n + 1
+        p = p + 1
+    out.n = n
+
+
+cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf* out,
+                         _IdxBuf* tmp, cnp.uint64_t* bitmap, cnp.int64_t* stack,
+                         cnp.int64_t* cnt) noexcept nogil:
+    """Append the sorted original indices of {r : <w_r, x> > b} to ``out``.
+    cnt[0] += nodes visited, cnt[1] += inner products with rows, cnt[2] += rows reported
+    without evaluation. 0 on success, -1 when out of memory."""
+    cdef Py_ssize_t d = t.d
+    cdef Py_ssize_t k, p, s, e, node, top
+    cdef Py_ssize_t start = out.n
+    cdef double xn = 0.0, cx, rx, slack, babs = fabs(b)
+    cdef const double* c
+    for k in range(d):
+        xn = xn + x[k] * x[k]
+    xn = sqrt(xn)
+    stack[0] = 0
+    top = 1
+    while top > 0:
+        top = top - 1
+        node = stack[top]
+        cnt[0] += 1
+        c = t.centers + node * d
+        cx = 0.0
+        for k in range(d):
+            cx = cx + c[k] * x[k]
+        rx = t.radius[node] * xn
+        slack = _SLACK_REL * ((t.cnorm[node] + t.radius[node]) * xn + babs)
+        if cx + rx <= b - slack:
+            continue
+        s = t.nstart[node]
+        e = t.nend[node]
+        if cx - rx > b + slack:
+            if _buf_reserve(out, e - s) != 0:
+                return -1
+            memcpy(out.a + out.n, t.idx + s, (e - s) * sizeof(cnp.int64_t))
+            out.n = out.n + (e - s)
+            cnt[2] += e - s
+            continue
+        if node >= t.first_leaf:
+            if _buf_reserve(out, e - s) != 0:
+                return -1
+            _scan_rows(t.data, t.idx, s, e, d, x, b, out)
+            cnt[1] += e - s
+            continue
+        stack[top] = 2 * node + 2
+        stack[top + 1] = 2 * node + 1
+        top = top + 2
+    return _sort_idx(out.a + start, out.n - start, tmp, t.key_bits, bitmap,
+                     (t.m + 63) // 64)
+
+
+cdef void _select(double* key, cnp.int64_t* idx, Py_ssize_t n, Py_ssize_t kth) noexcept nogil:
+    """Reorder key/idx (in parallel) so that key[kth] is the kth smallest, smaller keys before
+    it and larger after (3-way quickselect, median-of-three pivot)."""
+    cdef Py_ssize_t lo = 0, hi = n - 1, mid, lt, i, gt
+    cdef double pivot, ka, kb, kc, tk
+    cdef cnp.int64_t ti
+    while hi > lo:
+        mid = lo + (hi - lo) // 2
+        ka = key[lo]
+        kb = key[mid]
+        kc = key[hi]
+        if ka < kb:
+            if kb < kc:
+                pivot = kb
+            elif ka < kc:
+                pivot = kc
+            else:
+                pivot = ka
+        else:
+            if ka < kc:
+                pivot = ka
+            elif kb < kc:
+                pivot = kc
+            else:
+                pivot = kb
+        lt = lo
+        i = lo
+        gt = hi
+        while i <= gt:
+            if key[i] < pivot:
+                tk = key[i]; key[i] = key[lt]; key[lt] = tk
+                ti = idx[i]; idx[i] = idx[lt]; idx[lt] = ti
+                lt = lt + 1
+                i = i + 1
+            elif key[i] > pivot:
+                tk = key[i]; key[i] = key[gt]; key[gt] = tk
+                ti = idx[i]; idx[i] = idx[gt]; idx[gt] = ti
+                gt = gt - 1
+            else:
+                i = i + 1
+        if kth < lt:
+            hi = lt - 1
+        elif kth > gt:
+            lo = gt + 1
+        else:
+            return
+
+
+cdef void _build_nodes(const double* W, Py_ssize_t m, Py_ssize_t d, cnp.int64_t* idx,
+                       Py_ssize_t n_nodes, Py_ssize_t first_leaf, cnp.int64_t* nstart,
+                       cnp.int64_t* nend, double* centers, double* radius,
+                       double* key) noexcept nogil:
+    cdef Py_ssize_t node, s, e, n, p, k, far_a, far_b, mid
+    cdef double dist, best, v, un
+    cdef double* c
+    cdef const double* w
+    cdef const double* wa
+    cdef const double* wb
+    nstart[0] = 0
+    nend[0] = m
+    for node in range(n_nodes):
+        s = nstart[node]
+        e = nend[node]
+        n = e - s
+        c = centers + node * d
+        for k in range(d):
+            c[k] = 0.0
+        for p in range(s, e):
+            w = W + idx[p] * d
+            for k in range(d):
+                c[k] = c[k] + w[k]
+        for k in range(d):
+            c[k] = c[k] / n
+        best = -1.0
+        far_a = s
+        for p in range(s, e):
+            w = W + idx[p] * d
+            dist = 0.0
+            for k in range(d):
+                v = w[k] - c[k]
+                dist = dist + v * v
+            if dist > best:
+                best = dist
+                far_a = p
+        radius[node] = sqrt(best)
+        if node >= first_leaf:
+            continue
+        mid = s + n // 2
+        nstart[2 * node + 1] = s
+        nend[2 * node + 1] = mid
+        nstart[2 * node + 2] = mid
+        nend[2 * node + 2] = e
+        # farthest row from a
+        wa = W + idx[far_a] * d
+        best = -1.0
+        far_b = far_a
+        for p in range(s, e):
+            w = W + idx[p] * d
+            dist = 0.0
+            for k in range(d):
+                v = w[k] - wa[k]
+                dist = dist + v * v
+            if dist > best:
+                best = dist
+                far_b = p
+        if best <= 0.0:
+            continue        # all rows identical: any split will do
+        wb = W + idx[far_b] * d
+        for p in range(s, e):
+            w = W + idx[p] * d
+            v = 0.0
+            for k in range(d):
+                v = v + w[k] * (wb[k] - wa[k])
+            key[p] = v
+        _select(key + s, idx + s, n, mid - s)
+
+
+cdef class _BallTree:
+    """Flat-array ball tree (see the header of _tree.pxi). Inputs are trusted: C-contiguous
+    float64, finite, validated by sparseadv.hsr.PartitionTree."""
+    cdef readonly object W_arr, data_arr, idx_arr, pos_arr, nstart_arr, nend_arr
+    cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr
+    cdef double[:, ::1] W
+    cdef double[:, ::1] data
+    cdef cnp.int64_t[::1] idx
+    cdef cnp.int64_t[::1] pos
+    cdef cnp.int64_t[::1] nstart
+    cdef cnp.int64_t[::1] nend
+    cdef double[:, ::1] centers
+    cdef double[::1] radius
+    cdef double[::1] radius0
+    cdef double[::1] cnorm
+    cdef readonly Py_ssize_t m, d, leaf_size, n_levels, n_nodes, first_leaf
+    cdef readonly double loose_sum, base_sum
+    cdef int key_bits
+
+    def __init__(self, W, Py_ssize_t leaf_size, state=None):
+        """Build from W (copied), or restore from ``state`` (the dict of ``get_state``)."""
+        cdef Py_ssize_t m = W.shape[0], d = W.shape[1], q
+        self.m = m
+        self.d = d
+        self.leaf_size = leaf_size
+        q = (m - 1) // leaf_size
+        self.n_levels = 1
+        while q >= 2:
+            q = q // 2
+            self.n_levels += 1
+        # n_levels = 1 + floor(log2(max(1, (m - 1) // leaf_size)))
+        self.n_nodes = (1 << self.n_levels) - 1
+        self.first_leaf = (self.n_nodes - 1) // 2
+        self.key_bits = 1
+        while (<cnp.int64_t>1 << self.key_bits) < m:
+            self.key_bits += 1
+        if state is None:
+            self._set_arrays(np.array(W, dtype=np.float64, order='C', copy=True),
+                             np.arange(m, dtype=np.int64),
+                             np.zeros(self.n_nodes, dtype=np.int64),
+                             np.zeros(self.n_nodes, dtype=np.int64),
+                             np.zeros((self.n_nodes, d), dtype=np.float64),
+                             np.zeros(self.n_nodes, dtype=np.float64), None)
+            self.rebuild()
+        else:
+            self._set_arrays(np.array(W, dtype=np.float64, order='C', copy=True),
+                             np.array(state['idx'], dtype=np.int64, copy=True),
+                             np.array(state['node_start'], dtype=np.int64, copy=True),
+                             np.array(state['node_end'], dtype=np.int64, copy=True),
+                             np.array(state['centers'], dtype=np.float64, order='C', copy=True),
+                             np.array(state['radius'], dtype=np.float64, copy=True),
+                             np.array(state['radius0'], dtype=np.float64, copy=True))
+            self._derive()
+            self.loose_sum = float(state['loose_sum'])
+
+    def _set_arrays(self, W, idx, nstart, nend, centers, radius, radius0):
+        self.W_arr = W
+        self.W = W
+        self.idx_arr = idx
+        self.idx = idx
+        self.nstart_arr = nstart
+        self.nstart = nstart
+        self.nend_arr = nend
+        self.nend = nend
+        self.centers_arr = centers
+        self.centers = centers
+        self.radius_arr = radius
+        self.radius = radius
+        if radius0 is None:
+            radius0 = np.zeros_like(radius)
+        self.radius0_arr = radius0
+        self.radius0 = radius0
+        self.data_arr = np.empty_like(W)
+        self.data = self.data_arr
+        self.pos_arr = np.empty(self.m, dtype=np.int64)
+        self.pos = self.pos_arr
+        self.cnorm_arr = np.empty(self.n_nodes, dtype=np.float64)
+        self.cnorm = self.cnorm_arr
+
+    cdef void _derive(self) noexcept:
+        """data, pos, cnorm and base_sum from W, idx, centers, radius0."""
+        cdef Py_ssize_t p, k, i
+        cdef double s, tot = 0.0
+        with nogil:
+            for p in range(self.m):
+                memcpy(&self.data[p, 0], &self.W[self.idx[p], 0], self.d * sizeof(double))
+                self.pos[self.idx[p]] = p
+            for i in range(self.n_nodes):
+                s = 0.0
+                for k in range(self.d):
+                    s = s + self.centers[i, k] * self.centers[i, k]
+                self.cnorm[i] = sqrt(s)
+                tot = tot + (self.nend[i] - self.nstart[i]) * self.radius0[i]
+        self.base_sum = tot
+
+    def rebuild(self):
+        """Rebuild every node from the current W (original order)."""
+        cdef double* key = <double*>malloc(self.m * sizeof(double))
+        cdef Py_ssize_t p
+        if key == NULL:
+            raise MemoryError()
+        with nogil:
+            for p in range(self.m):
+                self.idx[p] = p
+            _build_nodes(&self.W[0, 0], self.m, self.d, &self.idx[0], self.n_nodes,
+                         self.first_leaf, &self.nstart[0], &self.nend[0],
+                         &self.centers[0, 0], &self.radius[0], key)
+            for p in range(self.n_nodes):
+                self.radius0[p] = self.radius[p]
+        free(key)
+        self._derive()
+        self.loose_sum = 0.0
+
+    def get_state(self):
+        """The flat arrays that define the tree (copies)."""
+        return {
+            'idx': self.idx_arr.copy(), 'node_start': self.nstart_arr.copy(),
+            'node_end': self.nend_arr.copy(), 'centers': self.centers_arr.copy(),
+            'radius': self.radius_arr.copy(), 'radius0': self.radius0_arr.copy(),
+            'loose_sum': self.loose_sum,
+        }
+
+    @property
+    def nbytes(self):
+        return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.idx_arr,
+                                           self.pos_arr, self.nstart_arr, self.nend_arr,
+                                           self.centers_arr, self.radius_arr,
+                                           self.radius0_arr, self.cnorm_arr)))
+
+    cdef void _view(self, _TreeView* t) noexcept:
+        t.data = &self.data[0, 0]
+        t.idx = &self.idx[0]
+        t.centers = &self.centers[0, 0]
+        t.radius = &self.radius[0]
+        t.cnorm = &self.cnorm[0]
+        t.nstart = &self.nstart[0]
+        t.nend = &self.nend[0]
+        t.m = self.m
+        t.d = self.d
+        t.n_nodes = self.n_nodes
+        t.first_leaf = self.first_leaf
+        t.key_bits = self.key_bits
+
+    def query(self, const double[::1] x, double b):
+        """(sorted int64 indices, counters (nodes, inner products, reported w/o eval))."""
+        cdef _TreeView t
+        cdef _IdxBuf out, tmp
+        cdef cnp.int64_t cnt[3]
+        cdef cnp.int64_t* stack = <cnp.int64_t*>malloc((self.n_levels + 2) * sizeof(cnp.int64_t))
+        cdef cnp.uint64_t* bitmap = <cnp.uint64_t*>calloc((self.m + 63) // 64, sizeof(cnp.uint64_t))
+        cdef int rc
+        if stack == NULL or bitmap == NULL:
+            free(stack); free(bitmap)
+            raise MemoryError()
+        self._view(&t)
+        out.a = NULL; out.n = 0; out.cap = 0
+        tmp.a = NULL; tmp.n = 0; tmp.cap = 0
+        cnt[0] = 0; cnt[1] = 0; cnt[2] = 0
+        with nogil:
+            rc = _tree_query_one(&t, &x[0], b, &out, &tmp, bitmap, stack, cnt)
+        free(stack)
+        free(bitmap)
+        free(tmp.a)
+        if rc != 0:
+            free(out.a)
+            raise MemoryError()
+        res = np.empty(out.n, dtype=np.int64)
+        cdef cnp.int64_t[::1] rv = res
+        if out.n > 0:
+            memcpy(&rv[0], out.a, out.n * sizeof(cnp.int64_t))
+        free(out.a)
+        return res, (int(cnt[0]), int(cnt[1]), int(cnt[2]))
+
+    def query_batch(self, const double[:, ::1] X, double b):
+        """CSR (indptr, indices) of the tree query for every row of X, nogil, prange over
+        points with per-thread output buffers. Returns (indptr, indices, counters)."""
+        cdef Py_ssize_t n = X.shape[0], i, T = sa_omp_max_threads(), sl = self.n_levels + 2
+        cdef Py_ssize_t tid, off
+        cdef _TreeView t
+        cdef _IdxBuf* bufs = <_IdxBuf*>calloc(T, sizeof(_IdxBuf))
+        cdef _IdxBuf* tmps = <_IdxBuf*>calloc(T, sizeof(_IdxBuf))
+        cdef cnp.int64_t* stacks = <cnp.int64_t*>malloc(T * sl * sizeof(cnp.int64_t))
+        cdef cnp.int64_t* cnts = <cnp.int64_t*>calloc(T * 8, sizeof(cnp.int64_t))
+        cdef int* fail = <int*>calloc(T, sizeof(int))
+        cdef Py_ssize_t nw = (self.m + 63) // 64
+        cdef cnp.uint64_t* bitmaps = <cnp.uint64_t*>calloc(T * nw, sizeof(cnp.uint64_t))
+        cdef cnp.int64_t c0 = 0, c1 = 0, c2 = 0
+        cdef bint oom = False
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        seg_tid = np.zeros(n, dtype=np.int64)
+        seg_off = np.zeros(n, dtype=np.int64)
+        cdef cnp.int64_t[::1] ip = indptr
+        cdef cnp.int64_t[::1] stid = seg_tid
+        cdef cnp.int64_t[::1] soff = seg_off
+        cdef cnp.int64_t[::1] ind
+        if (bufs == NULL or tmps == NULL or stacks == NULL or cnts == NULL or fail == NULL
+                or bitmaps == NULL):
+            free(bufs); free(tmps); free(stacks); free(cnts); free(fail); free(bitmaps)
+            raise MemoryError()
+        self._view(&t)
+        with nogil:
+            for i in prange(n, schedule='dynamic', chunksize=4):
+                tid = sa_omp_thread_num()
+                off = bufs[tid].n
+                if fail[tid] == 0:
+                    if _tree_query_one(&t, &X[i, 0], b, &bufs[tid], &tmps[tid],
+                                       bitmaps + tid * nw, stacks + tid * sl,
+                                       cnts + tid * 8) != 0:
+                        fail[tid] = 1
+                stid[i] = tid
+                soff[i] = off
+                ip[i + 1] = bufs[tid].n - off
+            for i in range(T):
+                if fail[i]:
+                    oom = True
+                c0 = c0 + cnts[i * 8]
+                c1 = c1 + cnts[i * 8 + 1]
+                c2 = c2 + cnts[i * 8 + 2]
+            for i in range(n):
+                ip[i + 1] += ip[i]
+        if not oom:
+            indices = np.empty(ip[n], dtype=np.int64)
+            ind = indices
+            with nogil:
+                for i in prange(n, schedule='static'):
+                    if ip[i + 1] > ip[i]:
+                        memcpy(&ind[ip[i]], bufs[stid[i]].a + soff[i],
+                               (ip[i + 1] - ip[i]) * sizeof(cnp.int64_t))
+        for i in range(T):
+            free(bufs[i].a)
+            free(tmps[i].a)
+        free(bufs); free(tmps); free(stacks); free(cnts); free(fail); free(bitmaps)
+        if oom:
+            raise MemoryError()
+        return indptr, indices, (int(c0), int(c1), int(c2))
+
+    def update(self, const cnp.int64_t[::1] rows, const double[:, ::1] values):
+        """Overwrite rows (original indices) with values and widen radii on their paths."""
+        cdef Py_ssize_t j, r, p, node, left, k, d = self.d
+        cdef double dist, v, grow = 0.0
+        with nogil:
+            for j in range(rows.shape[0]):
+                r = rows[j]
+                p = self.pos[r]
+                memcpy(&self.W[r, 0], &values[j, 0], d * sizeof(double))
+                memcpy(&self.data[p, 0], &values[j, 0], d * sizeof(double))
+                node = 0
+                while True:
+                    dist = 0.0
+                    for k in range(d):
+                        v = values[j, k] - self.centers[node, k]
+                        dist = dist + v * v
+                    dist = sqrt(dist)
+                    if dist > self.radius[node]:
+                        grow = grow + (self.nend[node] - self.nstart[node]) * (dist - self.radius[node])
+                        self.radius[node] = dist
+                    if node >= self.first_leaf:
+                        break
+                    left = 2 * node + 1
+                    node = left if p < self.nend[left] else left + 1
+        self.loose_sum += grow
+
+
+cdef enum:
+    # OpenBLAS (pthreads build, as shipped in the NumPy/SciPy wheels) runs a dgemm on its own
+    # thread pool once M*N*K >= 4 * 65536; its spinning workers then fight our OpenMP threads
+    # for the cores (measured here: 100x slowdowns on a loaded 2-core machine). Brute-force
+    # tiles are kept below that size, so each dgemm runs on the calling thread and the
+    # parallelism is ours alone (one tile of queries per OpenMP thread).
+    _GEMM_SERIAL_MAX = 262143
+    _BRUTE_TILE_DOUBLES = 65536
+
+
+cdef void _brute_tile_shape(Py_ssize_t n, Py_ssize_t m, Py_ssize_t d, Py_ssize_t tile,
+                            Py_ssize_t* nb, Py_ssize_t* mb) noexcept nogil:
+    """Queries x rows per tile: nb*mb <= tile doubles (default 64K = 512 KB per thread) and
+    nb*mb*d <= _GEMM_SERIAL_MAX when that allows at least 8 x 8."""
+    cdef Py_ssize_t q = 64, r
+    while q > 8 and q * q * d > _GEMM_SERIAL_MAX:
+        q = q // 2
+    if q > n:
+        q = n
+    r = _GEMM_SERIAL_MAX // (q * d)
+    if tile <= 0:
+        tile = _BRUTE_TILE_DOUBLES
+    if r > tile // q:
+        r = tile // q
+    if r < 8:
+        r = 8
+    if r > m:
+        r = m
+    nb[0] = q
+    mb[0] = r
+
+
+def hsr_brute_csr(const double[:, ::1] W, const double[:, ::1] X, double b,
+                  Py_ssize_t tile=0):
+    """Blocked brute-force half-space reporting: CSR (indptr, indices) of
+    {r : <w_r, x_i> > b} for every row x_i of X, indices ascending.
+
+    prange over tiles of queries; each thread runs through all rows in tiles, one dgemm per
+    (queries x rows) tile into its own buffer, thresholds the tile at once and appends hits to
+    the per-query buffers of its queries (no other thread touches them); then the buffers are
+    merged into CSR."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
+    cdef Py_ssize_t nb, mb, nblk, blk, i0, r0, ib, rb, i, r
+    cdef _IdxBuf* q
+    cdef _IdxBuf* qi
+    cdef double* Z
+    cdef double* zrow
+    cdef bint oom = False
+    cdef cnp.int64_t[::1] ind
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    cdef cnp.int64_t[::1] ip = indptr
+    if n == 0 or m == 0:
+        return indptr, np.zeros(0, dtype=np.int64)
+    _brute_tile_shape(n, m, d, tile, &nb, &mb)
+    nblk = (n + nb - 1) // nb
+    q = <_IdxBuf*>calloc(n, sizeof(_IdxBuf))
+    cdef char* fail = <char*>calloc(n + 1, sizeof(char))
+    if q == NULL or fail == NULL:
+        free(q); free(fail)
+        raise MemoryError()
+    with nogil, parallel():
+        Z = <double*>malloc(nb * mb * sizeof(double))
+        for blk in prange(nblk, schedule='dynamic'):
+            if Z == NULL:
+                fail[n] = 1
+                continue
+            i0 = blk * nb
+            ib = nb if i0 + nb <= n else n - i0
+            r0 = 0
+            while r0 < m:
+                rb = mb if r0 + mb <= m else m - r0
+                gemm_rm(b'N', b'T', <int>ib, <int>rb, <int>d, 1.0, &X[i0, 0], <int>d,
+                        &W[r0, 0], <int>d, 0.0, Z, <int>rb)
+                for i in range(ib):
+                    qi = q + i0 + i
+                    zrow = Z + i * rb
+                    for r in range(rb):
+                        if zrow[r] > b:
+                            if qi.n == qi.cap:
+                                if _buf_reserve(qi, 1) != 0:
+                                    fail[i0 + i] = 1
+                                    break
+                            qi.a[qi.n] = r0 + r
+                            qi.n = qi.n + 1
+                r0 = r0 + mb
+        free(Z)
+    for i in range(n + 1):
+        if fail[i]:
+            oom = True
+    for i in range(n):
+        ip[i + 1] = ip[i] + q[i].n
+    free(fail)
+    if not oom:
+        indices = np.empty(ip[n], dtype=np.int64)
+        ind = indices
+        with nogil:
+            for i in prange(n, schedule='static'):
+                if q[i].n > 0:
+                    memcpy(&ind[ip[i]], q[i].a, q[i].n * sizeof(cnp.int64_t))
+    for i in range(n):
+        free(q[i].a)
+    free(q)
+    if oom:
+        raise MemoryError()
+    return indptr, indices

@@ -1,0 +1,132 @@
+"""asv benchmarks: the partition tree against blocked brute force (half-space reporting).
+
+Weights: m Gaussian rows N(0, I_d), d in {2, 3, 4, 8, 16, 64}, plus "sub4": weights near a
+4-dimensional subspace of R^64 (W = G @ B + 0.01 noise, B a random orthonormal 4 x 64 basis).
+Queries: 1024 unit-norm points uniform on the sphere, threshold b = sqrt(0.4 ln m).
+Sizes are bundled as (m, d) tuples. The default grid keeps m <= 2**15 so the suite is fast;
+``SPARSEADV_BENCH_GRID=large`` adds m up to 2**18.
+"""
+import math
+import os
+
+import numpy as np
+
+try:
+    from sparseadv.hsr import BruteForceHSR, PartitionTree
+except ImportError:  # pragma: no cover - asv discovers benchmarks before the build
+    PartitionTree = BruteForceHSR = None
+
+N_QUERIES = 1024
+_DIMS = (2, 3, 4, 8, 16, 64, "sub4")
+
+
+def _grid():
+    ms = [2 ** 12, 2 ** 15]
+    if os.environ.get("SPARSEADV_BENCH_GRID", "").lower() == "large":
+        ms += [2 ** 17, 2 ** 18]
+    return [(m, d) for m in ms for d in _DIMS]
+
+
+SIZES = _grid()
+
+
+def make_data(m, d, n=N_QUERIES, seed=0):
+    """(W, X, b) for size (m, d); d == "sub4" is the 4-dim subspace case in R^64."""
+    rng = np.random.default_rng(seed)
+    if d == "sub4":
+        B = np.linalg.qr(rng.standard_normal((64, 4)))[0].T
+        W = rng.standard_normal((m, 4)) @ B + 0.01 * rng.standard_normal((m, 64))
+        dd = 64
+    else:
+        W = rng.standard_normal((m, d))
+        dd = d
+    X = rng.standard_normal((n, dd))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return W, X, math.sqrt(0.4 * math.log(m))
+
+
+def _make(kind, W):
+    return PartitionTree(W) if kind == "tree" else BruteForceHSR(W)
+
+
+class Build:
+    """Construction time (the tree sorts; brute force only copies W)."""
+    params = (SIZES, ["tree", "brute"])
+    param_names = ["m_d", "structure"]
+
+    def setup(self, m_d, kind):
+        if PartitionTree is None:
+            raise NotImplementedError("sparseadv is not built")
+        self.W = make_data(*m_d, n=1)[0]
+
+    def time_build(self, m_d, kind):
+        _make(kind, self.W)
+
+    def peakmem_build(self, m_d, kind):
+        _make(kind, self.W)
+
+
+class QueryBatch:
+    """1024 queries at b = sqrt(0.4 ln m); track_ is the fraction of the m*n inner
+    products evaluated (1.0 for brute force)."""
+    params = (SIZES, ["tree", "brute"])
+    param_names = ["m_d", "structure"]
+    timeout = 300
+
+    def setup(self, m_d, kind):
+        if PartitionTree is None:
+            raise NotImplementedError("sparseadv is not built")
+        W, self.X, self.b = make_data(*m_d)
+        self.s = _make(kind, W)
+        self.m = W.shape[0]
+
+    def time_query_batch(self, m_d, kind):
+        self.s.query_batch(self.X, self.b)
+
+    def track_inner_product_fraction(self, m_d, kind):
+        self.s.reset_stats()
+        self.s.query_batch(self.X, self.b)
+        return self.s.stats["inner_products"] / (self.m * self.X.shape[0])
+    track_inner_product_fraction.unit = "fraction"
+
+    def track_nodes_per_query(self, m_d, kind):
+        self.s.reset_stats()
+        self.s.query_batch(self.X, self.b)
+        return self.s.stats["nodes_visited"] / self.X.shape[0]
+    track_nodes_per_query.unit = "nodes"
+
+
+class Update:
+    """Move 1% of the rows by small noise (the tree widens radii on their paths)."""
+    params = (SIZES, ["tree", "brute"])
+    param_names = ["m_d", "structure"]
+
+    def setup(self, m_d, kind):
+        if PartitionTree is None:
+            raise NotImplementedError("sparseadv is not built")
+        W = make_data(*m_d, n=1)[0]
+        rng = np.random.default_rng(1)
+        self.s = _make(kind, W)
+        k = max(1, W.shape[0] // 100)
+        self.rows = rng.choice(W.shape[0], size=k, replace=False)
+        self.vals = W[self.rows] + 0.01 * rng.standard_normal((k, W.shape[1]))
+
+    def time_update(self, m_d, kind):
+        self.s.update(self.rows, self.vals)
+
+
+class SingleQuery:
+    """One query at a time (the tree path, no fallback)."""
+    params = ([s for s in SIZES if s[1] in (2, 3, 16, "sub4")], ["tree", "brute"])
+    param_names = ["m_d", "structure"]
+
+    def setup(self, m_d, kind):
+        if PartitionTree is None:
+            raise NotImplementedError("sparseadv is not built")
+        W, X, self.b = make_data(*m_d, n=16)
+        self.X = X
+        self.s = _make(kind, W)
+
+    def time_query(self, m_d, kind):
+        for x in self.X:
+            self.s.query(x, self.b)

@@ -1,0 +1,87 @@
+"""Print the Markdown table of the partition tree against blocked brute force.
+
+m Gaussian rows N(0, I_d) (default m = 2**17), n = 1024 unit-norm queries uniform on the
+sphere, b = sqrt(0.4 ln m), d in {2, 3, 4, 8, 16, 64} plus weights near a 4-dimensional
+subspace of R^64 (W = G @ B + 0.01 noise, B a random orthonormal 4 x 64 basis). For each
+case: fraction of the m*n inner products the tree evaluated, median wall time of
+``PartitionTree.query_batch`` and of ``BruteForceHSR.query_batch`` over ``--repeat`` runs,
+and their ratio. Usage: ``PYTHONPATH=. python benchmarks/hsr_table.py [--m 131072]``.
+"""
+import argparse
+import math
+import os
+import statistics
+import time
+
+import numpy as np
+
+from sparseadv import _core
+from sparseadv.hsr import BruteForceHSR, PartitionTree
+
+
+def make_case(name, m, n, seed=0):
+    rng = np.random.default_rng(seed)
+    if name == "64 (4-dim subspace)":
+        d = 64
+        B = np.linalg.qr(rng.standard_normal((d, 4)))[0].T
+        W = rng.standard_normal((m, 4)) @ B + 0.01 * rng.standard_normal((m, d))
+    else:
+        d = int(name)
+        W = rng.standard_normal((m, d))
+    X = rng.standard_normal((n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return W, X
+
+
+def median_times(fns, repeat):
+    """Median wall time of each function, the runs interleaved (f, g, f, g, ...) so that both
+    see the same machine load."""
+    ts = [[] for _ in fns]
+    for _ in range(repeat):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in ts]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--m", type=int, default=2 ** 17)
+    ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--leaf-size", type=int, default=32)
+    ap.add_argument("--cases", default="2,3,4,8,16,64,64 (4-dim subspace)")
+    args = ap.parse_args()
+    m, n = args.m, args.n
+    b = math.sqrt(0.4 * math.log(m))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"m = {m}, n = {n}, b = sqrt(0.4 ln m) = {b:.4f}, leaf_size = {args.leaf_size}, "
+          f"OpenMP threads = {_core.omp_max_threads()}, load average at start = {load:.1f}, "
+          f"median of {args.repeat} interleaved runs\n")
+    print("| d | path taken | tree inner products / (m n) | pure-tree fraction (64 queries) "
+          "| tree query_batch (s) | brute query_batch (s) | tree / brute |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.cases.split(","):
+        W, X = make_case(name, m, n)
+        tree = PartitionTree(W, leaf_size=args.leaf_size)
+        pure = PartitionTree(W, leaf_size=args.leaf_size, fallback="tree")
+        brute = BruteForceHSR(W)
+        ref = brute.query_batch(X, b)
+        got = tree.query_batch(X, b)
+        assert np.array_equal(ref[0], got[0]) and np.array_equal(ref[1], got[1])
+        tree.reset_stats()
+        tree.query_batch(X, b)
+        frac = tree.stats["inner_products"] / (m * n)
+        nbf = tree.stats["brute_force_queries"]
+        path = "tree" if nbf == 0 else f"tree pilot ({n - nbf}) + GEMM ({nbf})"
+        pure.query_batch(X[:64], b)
+        frac_pure = pure.stats["inner_products"] / (m * 64)
+        tt, tb = median_times([lambda: tree.query_batch(X, b),
+                               lambda: brute.query_batch(X, b)], args.repeat)
+        print(f"| {name} | {path} | {frac:.4f} | {frac_pure:.4f} | {tt:.4f} | {tb:.4f} | {tt / tb:.2f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
