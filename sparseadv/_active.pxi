@@ -33,46 +33,108 @@ cdef extern from *:
     """
     #include <stdint.h>
     #include <string.h>
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(SA_NO_CLONES)
-    #define SA_CLONES __attribute__((target_clones("arch=haswell", "default")))
+    /* Runtime dispatch: each kernel body is an always-inline function, instantiated twice,
+       once compiled for AVX2+FMA and once for the baseline ISA; sa_cpu_init() (called at
+       import) picks one by CPU features (not by CPU model, which is what target_clones'
+       arch= clones test). */
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(SA_NO_DISPATCH)
+    #define SA_DISPATCH 1
+    #define SA_AVX2 __attribute__((target("avx2,fma")))
     #else
-    #define SA_CLONES
+    #define SA_DISPATCH 0
+    #endif
+    #define SA_BODY static inline __attribute__((always_inline))
+    static int sa_use_avx2 = 0;
+    static int sa_cpu_init(void)
+    {
+    #if SA_DISPATCH
+        __builtin_cpu_init();
+        sa_use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    #endif
+        return sa_use_avx2;
+    }
+    #if SA_DISPATCH
+    #define SA_KERNEL(name, params, args) \
+        SA_AVX2 static void name##_avx2 params { name##_body args; } \
+        static void name##_base params { name##_body args; } \
+        static void name params { if (sa_use_avx2) name##_avx2 args; else name##_base args; }
+    #else
+    #define SA_KERNEL(name, params, args) \
+        static void name params { name##_body args; }
     #endif
 
+    /* The canonical dot product: two 4-wide accumulators (lanes j mod 8 < 4 and >= 4) over
+       blocks of 8, a last block of 4 into the first, then a fixed-order horizontal sum and
+       the scalar tail. sa_dot4 computes four of them with exactly the same operations, so a
+       pair's score does not depend on how the candidates are grouped. */
     #if defined(__GNUC__)
     typedef double sa_v4d __attribute__((vector_size(32), aligned(8)));
-    static inline __attribute__((always_inline)) double
-    sa_dot(const double* x, const double* y, Py_ssize_t d)
+    #define SA_LD(p) (*(const sa_v4d*)(p))
+    static inline __attribute__((always_inline)) double sa_hsum(sa_v4d a, sa_v4d b)
     {
-        sa_v4d a0 = {0.0, 0.0, 0.0, 0.0}, a1 = a0, a2 = a0, a3 = a0;
+        a = a + b;
+        return (a[0] + a[1]) + (a[2] + a[3]);
+    }
+    static inline __attribute__((always_inline)) double
+    sa_dot(const double* w, const double* x, Py_ssize_t d)
+    {
+        sa_v4d a = {0.0, 0.0, 0.0, 0.0}, b = a;
         Py_ssize_t j = 0;
         double s;
-        for (; j + 16 <= d; j += 16) {
-            a0 += *(const sa_v4d*)(x + j) * *(const sa_v4d*)(y + j);
-            a1 += *(const sa_v4d*)(x + j + 4) * *(const sa_v4d*)(y + j + 4);
-            a2 += *(const sa_v4d*)(x + j + 8) * *(const sa_v4d*)(y + j + 8);
-            a3 += *(const sa_v4d*)(x + j + 12) * *(const sa_v4d*)(y + j + 12);
+        for (; j + 8 <= d; j += 8) {
+            a += SA_LD(w + j) * SA_LD(x + j);
+            b += SA_LD(w + j + 4) * SA_LD(x + j + 4);
         }
-        for (; j + 4 <= d; j += 4)
-            a0 += *(const sa_v4d*)(x + j) * *(const sa_v4d*)(y + j);
-        a0 = (a0 + a1) + (a2 + a3);
-        s = (a0[0] + a0[1]) + (a0[2] + a0[3]);
-        for (; j < d; ++j)
-            s += x[j] * y[j];
+        if (j + 4 <= d) { a += SA_LD(w + j) * SA_LD(x + j); j += 4; }
+        s = sa_hsum(a, b);
+        for (; j < d; ++j) s += w[j] * x[j];
         return s;
     }
-    #else
-    static inline double sa_dot(const double* x, const double* y, Py_ssize_t d)
+    static inline __attribute__((always_inline)) void
+    sa_dot4(const double* w, const double* x0, const double* x1, const double* x2,
+            const double* x3, Py_ssize_t d, double* z)
     {
-        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-        Py_ssize_t j = 0;
-        for (; j + 4 <= d; j += 4) {
-            s0 += x[j] * y[j]; s1 += x[j + 1] * y[j + 1];
-            s2 += x[j + 2] * y[j + 2]; s3 += x[j + 3] * y[j + 3];
+        sa_v4d a0 = {0.0, 0.0, 0.0, 0.0}, a1 = a0, a2 = a0, a3 = a0;
+        sa_v4d b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        Py_ssize_t j = 0, t;
+        for (; j + 8 <= d; j += 8) {
+            const sa_v4d u = SA_LD(w + j), v = SA_LD(w + j + 4);
+            a0 += u * SA_LD(x0 + j); b0 += v * SA_LD(x0 + j + 4);
+            a1 += u * SA_LD(x1 + j); b1 += v * SA_LD(x1 + j + 4);
+            a2 += u * SA_LD(x2 + j); b2 += v * SA_LD(x2 + j + 4);
+            a3 += u * SA_LD(x3 + j); b3 += v * SA_LD(x3 + j + 4);
         }
-        s0 = (s0 + s1) + (s2 + s3);
-        for (; j < d; ++j) s0 += x[j] * y[j];
-        return s0;
+        if (j + 4 <= d) {
+            const sa_v4d u = SA_LD(w + j);
+            a0 += u * SA_LD(x0 + j); a1 += u * SA_LD(x1 + j);
+            a2 += u * SA_LD(x2 + j); a3 += u * SA_LD(x3 + j);
+            j += 4;
+        }
+        z[0] = sa_hsum(a0, b0); z[1] = sa_hsum(a1, b1);
+        z[2] = sa_hsum(a2, b2); z[3] = sa_hsum(a3, b3);
+        for (t = j; t < d; ++t) z[0] += w[t] * x0[t];
+        for (t = j; t < d; ++t) z[1] += w[t] * x1[t];
+        for (t = j; t < d; ++t) z[2] += w[t] * x2[t];
+        for (t = j; t < d; ++t) z[3] += w[t] * x3[t];
+    }
+    #else
+    static inline double sa_dot(const double* w, const double* x, Py_ssize_t d)
+    {
+        double a[4] = {0.0, 0.0, 0.0, 0.0}, b[4] = {0.0, 0.0, 0.0, 0.0}, s;
+        Py_ssize_t j = 0, l;
+        for (; j + 8 <= d; j += 8)
+            for (l = 0; l < 4; ++l) { a[l] += w[j + l] * x[j + l]; b[l] += w[j + 4 + l] * x[j + 4 + l]; }
+        if (j + 4 <= d) { for (l = 0; l < 4; ++l) a[l] += w[j + l] * x[j + l]; j += 4; }
+        for (l = 0; l < 4; ++l) a[l] += b[l];
+        s = (a[0] + a[1]) + (a[2] + a[3]);
+        for (; j < d; ++j) s += w[j] * x[j];
+        return s;
+    }
+    static inline void sa_dot4(const double* w, const double* x0, const double* x1,
+                               const double* x2, const double* x3, Py_ssize_t d, double* z)
+    {
+        z[0] = sa_dot(w, x0, d); z[1] = sa_dot(w, x1, d);
+        z[2] = sa_dot(w, x2, d); z[3] = sa_dot(w, x3, d);
     }
     #endif
 
@@ -93,8 +155,8 @@ cdef extern from *:
 
     /* Neuron-major forward (+ input-gradient helper H) for neurons [r0, r1) restricted to the
        points [lo, hi). Writes only rows lo..hi-1 of f, H, fired. */
-    SA_CLONES static void
-    sa_nm_fwd(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
+    SA_BODY void
+    sa_nm_fwd_body(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
               double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1,
               int32_t lo, int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask,
               int64_t* n_eval, int64_t* n_fired)
@@ -110,17 +172,28 @@ cdef extern from *:
                 const double* w = W + r * d;
                 const double c = scale * a[r];
                 ev += q - p;
-                for (k = p; k < q; ++k) {
-                    const int64_t i = cidx[k];
-                    const double z = sa_dot(w, X + i * d, d);
-                    if (z > b) {
-                        f[i] += c * (z - b);
-                        if (H) sa_axpy(c, w, H + i * d, d);
-                        if (fired) fired[i] += 1;
-                        if (mask) mask[k] = 1;
-                        ++nf;
-                    } else if (mask) {
-                        mask[k] = 0;
+                for (k = p; k < q; k += 4) {
+                    double zz[4];
+                    int t, cnt = (q - k) < 4 ? (int)(q - k) : 4;
+                    if (cnt == 4) {
+                        sa_dot4(w, X + (int64_t)cidx[k] * d, X + (int64_t)cidx[k + 1] * d,
+                                X + (int64_t)cidx[k + 2] * d, X + (int64_t)cidx[k + 3] * d,
+                                d, zz);
+                    } else {
+                        for (t = 0; t < cnt; ++t) zz[t] = sa_dot(w, X + (int64_t)cidx[k + t] * d, d);
+                    }
+                    for (t = 0; t < cnt; ++t) {
+                        const int64_t i = cidx[k + t];
+                        const double z = zz[t];
+                        if (z > b) {
+                            f[i] += c * (z - b);
+                            if (H) sa_axpy(c, w, H + i * d, d);
+                            if (fired) fired[i] += 1;
+                            if (mask) mask[k + t] = 1;
+                            ++nf;
+                        } else if (mask) {
+                            mask[k + t] = 0;
+                        }
                     }
                 }
             }
@@ -131,8 +204,8 @@ cdef extern from *:
 
     /* Neuron-major weight gradient: G[k] = sum_{i listed for rows[k], fired} coef_i a_r x_i
        for k in [k0, k1). Fired = mask[p] when mask is given, else <w_r, x_i> > b. */
-    SA_CLONES static void
-    sa_nm_wgrad(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
+    SA_BODY void
+    sa_nm_wgrad_body(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
                 const double* coef, const int64_t* cptr, const int32_t* cidx,
                 const uint8_t* mask, const int64_t* rows, int64_t k0, int64_t k1, double* G,
                 int64_t* n_eval, int64_t* n_fired)
@@ -164,8 +237,8 @@ cdef extern from *:
     }
 
     /* Point-major forward (+ H) for points [i0, i1). */
-    SA_CLONES static void
-    sa_pm_fwd(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
+    SA_BODY void
+    sa_pm_fwd_body(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
               double scale, const int64_t* indptr, const int64_t* indices, int64_t i0,
               int64_t i1, double* f, double* H, int64_t* fired, int64_t* n_eval,
               int64_t* n_fired)
@@ -199,8 +272,8 @@ cdef extern from *:
     /* Candidate test of rows [k0, k1) of a score block S (kb x n): keep point i of row k iff
        S[k, i] + budget[k] * xnorm[i] > thr[k]. Mode 0 counts (cnt[k], band[k] = kept pairs
        within h of the threshold), mode 1 writes the kept point ids at out + off[k]. */
-    SA_CLONES static void
-    sa_anchor_rows(const double* S, int64_t n, const double* thr, const double* budget,
+    SA_BODY void
+    sa_anchor_rows_body(const double* S, int64_t n, const double* thr, const double* budget,
                    const double* xnorm, double h, int64_t k0, int64_t k1, int mode,
                    int64_t* cnt, int64_t* band, const int64_t* off, int32_t* out)
     {
@@ -226,7 +299,31 @@ cdef extern from *:
             }
         }
     }
+
+    SA_KERNEL(sa_nm_fwd,
+        (const double* X, Py_ssize_t d, const double* W, const double* a, double b, double scale,
+         const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
+         int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask, int64_t* n_eval,
+         int64_t* n_fired),
+        (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, n_eval, n_fired))
+    SA_KERNEL(sa_nm_wgrad,
+        (const double* X, Py_ssize_t d, const double* W, const double* a, double b,
+         const double* coef, const int64_t* cptr, const int32_t* cidx, const uint8_t* mask,
+         const int64_t* rows, int64_t k0, int64_t k1, double* G, int64_t* n_eval,
+         int64_t* n_fired),
+        (X, d, W, a, b, coef, cptr, cidx, mask, rows, k0, k1, G, n_eval, n_fired))
+    SA_KERNEL(sa_pm_fwd,
+        (const double* X, Py_ssize_t d, const double* W, const double* a, double b, double scale,
+         const int64_t* indptr, const int64_t* indices, int64_t i0, int64_t i1, double* f,
+         double* H, int64_t* fired, int64_t* n_eval, int64_t* n_fired),
+        (X, d, W, a, b, scale, indptr, indices, i0, i1, f, H, fired, n_eval, n_fired))
+    SA_KERNEL(sa_anchor_rows,
+        (const double* S, int64_t n, const double* thr, const double* budget,
+         const double* xnorm, double h, int64_t k0, int64_t k1, int mode, int64_t* cnt,
+         int64_t* band, const int64_t* off, int32_t* out),
+        (S, n, thr, budget, xnorm, h, k0, k1, mode, cnt, band, off, out))
     """
+    int sa_cpu_init() noexcept nogil
     void sa_nm_fwd(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
                    double scale, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
                    cnp.int64_t r0, cnp.int64_t r1, cnp.int32_t lo, cnp.int32_t hi, double* f,
@@ -246,6 +343,14 @@ cdef extern from *:
                         cnp.int64_t* cnt, cnp.int64_t* band, const cnp.int64_t* off,
                         cnp.int32_t* out) noexcept nogil
     double sa_dot(const double* x, const double* y, Py_ssize_t d) noexcept nogil
+
+
+cdef int _SA_AVX2 = sa_cpu_init()
+
+
+def active_kernels_simd():
+    """'avx2+fma' when the active-set kernels run their AVX2+FMA build, else 'baseline'."""
+    return "avx2+fma" if _SA_AVX2 else "baseline"
 
 
 # ------------------------------------------------------------------------------------------
