@@ -338,7 +338,9 @@ class CertifiedEngine(Engine):
         self._mask_X = None
         if self._X is None:
             return
-        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if len(rows) > 1 and not np.all(rows[1:] > rows[:-1]):
+            rows = np.unique(rows)
         if len(rows) == 0:
             return
         drift = np.empty(len(rows))
