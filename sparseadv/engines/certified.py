@@ -1,0 +1,385 @@
+"""The certified engine: lazily anchored candidate sets that provably contain every fired pair.
+
+DESIGN.md §3. For each neuron r the engine keeps an anchor w_r° (its weights when last
+anchored), a drift budget B_r and the candidate points of r, stored neuron-major (CSR over
+neurons, point ids sorted). With Δ_r = w_r − w_r° and x̃ = x_i + δ, ‖δ‖_p ≤ ε:
+
+    ⟨w_r, x̃⟩ = ⟨w_r°, x_i⟩ + ⟨w_r°, δ⟩ + ⟨Δ_r, x̃⟩
+             ≤ s_ri + ε ‖w_r°‖_p* + ‖Δ_r‖₂ (‖x_i‖₂ + ‖δ‖₂),
+
+with s_ri = ⟨w_r°, x_i⟩, p* = 2 and ‖δ‖₂ ≤ ε for the l2 ball, p* = 1 and ‖δ‖₂ ≤ ε√d for the
+l∞ ball. While ‖Δ_r‖₂ ≤ B_r, the pair (i, r) can fire only if
+
+    s_ri + B_r ‖x_i‖₂ > b − ε ‖w_r°‖_p* − B_r ε₂ − slack_r        (ε₂ = ε or ε√d)
+
+so these pairs are the candidates. ‖x_i‖₂ is the actual norm of each clean point (no unit-norm
+assumption), and slack_r = 1e-9 (|b| + ε‖w_r°‖_p* + (‖w_r°‖₂ + B_r)(max_i ‖x_i‖₂ + ε₂)) absorbs
+floating-point round-off (a relative 1e-9 where the errors are ~1e-15), so the set is a proof,
+not a heuristic, and the results equal the dense engine's to round-off.
+
+Every attack step and the forward pass evaluate the candidates exactly (``nm_forward``), and
+the weight gradient reuses the fired mask of the forward pass (no inner products). After the
+update, ``end_iteration(rows)`` measures ‖Δ_r‖ for the updated rows; the neurons past their
+budget are re-anchored together: one blocked GEMM of those rows against all n clean points
+(``anchor_candidates``) and a splice of their new lists into the CSR.
+
+Budgets (``budget="auto"``, the default). The first build uses ``initial_budget`` (0.1) for
+every neuron. A neuron's drift rate v_r (‖Δ_r‖ per update since its anchoring) is measured at
+its first update and whenever it is re-anchored, and its budget is then set to the minimiser
+of the modelled cost per iteration
+
+    P · n · φ · c · B   +   ρ · n · v_r / B     →     B_r = sqrt(ρ v_r / (P φ c)),
+
+clipped to [1.1 v_r, 4 · initial_budget]: the first term is the extra candidate pairs a budget
+B adds (P = steps + 1 candidate passes per iteration, φ = density of the anchored scores at the
+candidate threshold per unit of score, measured from the anchoring GEMMs as the fraction of
+(point, neuron) pairs within 0.1 σ of the threshold, c = mean ‖x_i‖ + ε₂), the second the
+amortised re-anchoring (n inner products every B / v_r iterations, ρ = ``reanchor_cost``, the
+cost of a GEMM inner product relative to a candidate inner product). When the first measured
+rate calls for a smaller budget than ``initial_budget`` and the neuron has used at most half
+of it, its list is shrunk in place (only its current candidates are re-tested; no GEMM).
+``budget=<float >= 0>`` fixes B_r for every neuron (0: re-anchor whenever a neuron moves).
+
+Candidate sets depend on the clean points, the attack's ε and norm and the network's a and b:
+``begin_iteration`` compares them (X with ``np.array_equal`` against a private copy) and
+rebuilds everything when any changed, or when ``net.W`` was replaced by another array. Weights
+must only change through the trainer's update followed by ``end_iteration`` (the engine
+contract); ``verify=True`` checks every evaluated point set against brute force and raises
+RuntimeError on any fired pair that is not a candidate. Points outside the certified region
+(not within ε of the clean points, or another number of points) are evaluated densely.
+
+Counters per iteration: ``inner_products`` = candidate inner products of every pass (attack
+steps and forward) + n per re-anchored neuron (the GEMM) + the re-tests of shrunk lists;
+``candidate_pairs`` = the candidate set size summed over the passes that evaluate it (K attack
+steps + the forward pass; the weight-gradient pass reuses the forward mask and is not
+counted); ``fired_pairs`` = fired pairs at the final points; ``reanchored`` = neurons anchored
+this iteration (all m on a (re)build); ``nodes_visited`` = 0. ``verify`` work is not counted.
+
+Results do not depend on the number of OpenMP threads (every point sums its neurons in
+increasing order, every neuron its points in increasing order).
+"""
+import numbers
+
+import numpy as np
+
+from .. import _core
+from .base import Engine, all_rows
+
+_SLACK = 1e-9
+
+
+def _check_nonneg(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+class CertifiedEngine(Engine):
+    """Exact sparse engine over certified candidate sets (see the module docstring).
+
+    Parameters
+    ----------
+    net : ShiftedReLUNet
+    budget : "auto", None or float >= 0
+        Drift budget ‖w_r − w_r°‖₂ allowed before neuron r is re-anchored. "auto" (or None)
+        chooses it per neuron from its measured drift rate; a float fixes it for all neurons.
+    verify : bool
+        Check every evaluated point set against brute force; RuntimeError on a missed pair.
+    initial_budget : float > 0
+        Budget of every neuron before its drift rate is known ("auto" only).
+    reanchor_cost : float > 0
+        Cost of one re-anchoring inner product relative to one candidate inner product, in the
+        "auto" budget rule.
+    """
+
+    name = "certified"
+
+    def __init__(self, net, budget="auto", verify=False, initial_budget=0.1,
+                 reanchor_cost=0.3):
+        super().__init__(net)
+        if budget is None or (isinstance(budget, str) and budget == "auto"):
+            self.budget = "auto"
+        elif isinstance(budget, str):
+            raise ValueError(f"budget must be 'auto', None or a float >= 0, got {budget!r}")
+        else:
+            self.budget = _check_nonneg("budget", budget)
+        if not isinstance(verify, (bool, np.bool_)):
+            raise TypeError(f"verify must be a bool, got {verify!r}")
+        self.verify = bool(verify)
+        self.initial_budget = _check_nonneg("initial_budget", initial_budget)
+        if self.initial_budget == 0:
+            raise ValueError("initial_budget must be > 0, got 0.0")
+        self.reanchor_cost = _check_nonneg("reanchor_cost", reanchor_cost)
+        if self.reanchor_cost == 0:
+            raise ValueError("reanchor_cost must be > 0, got 0.0")
+        self._X = None          # private copy of the clean points of the current sets
+        self._cptr = None
+        self.iterations_ = 0
+        self.rebuilds_ = 0
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def candidates(self):
+        """The current candidate sets as neuron-major CSR (cptr, cidx); None before use."""
+        if self._cptr is None:
+            return None
+        return self._cptr, self._cidx
+
+    @property
+    def budgets(self):
+        """The current per-neuron drift budgets (copy); None before use."""
+        return None if self._cptr is None else self._budget.copy()
+
+    def _needs_rebuild(self, X, attack):
+        net = self.net
+        if self._X is None:
+            return True
+        if self._W_obj is not net.W or net.W.shape != self._Wa.shape:
+            return True
+        if attack.eps != self._eps or attack.norm != self._norm:
+            return True
+        if net.b != self._b or not np.array_equal(net.a, self._a):
+            return True
+        return X.shape != self._X.shape or not np.array_equal(X, self._X)
+
+    def _build(self, X, attack):
+        net = self.net
+        m, d = net.W.shape
+        n = X.shape[0]
+        if n >= 2 ** 31 - 1:
+            raise ValueError("the certified engine needs fewer than 2**31 points")
+        self._X = np.array(X, dtype=np.float64, order="C", copy=True)
+        self._xnorm = np.sqrt(np.einsum("ij,ij->i", self._X, self._X))
+        self._xmax = float(self._xnorm.max())
+        self._eps = float(attack.eps)
+        self._norm = attack.norm
+        self._eps2 = self._eps * (np.sqrt(d) if self._norm == np.inf else 1.0)
+        self._b = float(net.b)
+        self._a = net.a.copy()
+        self._W_obj = net.W
+        self._Wa = np.empty((m, d))
+        self._n2 = np.empty(m)
+        self._n1 = np.empty(m)
+        B0 = self.initial_budget if self.budget == "auto" else self.budget
+        self._budget = np.full(m, B0)
+        self._age = np.zeros(m, dtype=np.int64)
+        self._rate_known = np.zeros(m, dtype=bool)
+        self._band = 0
+        self._band_rows = 0
+        self._cptr = np.zeros(m + 1, dtype=np.int64)
+        self._cidx = np.zeros(0, dtype=np.int32)
+        self._band_h = 0.0
+        self.rebuilds_ += 1
+        rows = all_rows(m)
+        _core.copy_rows_norms(net.W, self._Wa, rows, self._n2, self._n1)
+        sigma = float(np.median(self._n2)) * float(np.sqrt(np.mean(self._xnorm ** 2))) / np.sqrt(d)
+        self._band_h = 0.1 * sigma if sigma > 0 else 0.1
+        ptr, idx, band, ip = _core.anchor_candidates(
+            self._X, self._Wa, rows, self._thresholds(rows), self._budget, self._xnorm,
+            self._band_h)
+        self._band += band
+        self._band_rows += m
+        self._add("inner_products", ip)
+        self._add("reanchored", m)
+        self._set_csr(ptr, idx)
+
+    def _set_csr(self, cptr, cidx):
+        self._cptr, self._cidx = cptr, cidx
+        self._rows = np.flatnonzero(np.diff(cptr)).astype(np.int64)
+        self._mask = None
+        self._mask_X = None
+
+    def _dual(self, rows):
+        return self._n1[rows] if self._norm == np.inf else self._n2[rows]
+
+    def _thresholds(self, rows):
+        """Per-row candidate threshold (the right-hand side of the module docstring's test)."""
+        B = self._budget[rows]
+        ed = self._eps * self._dual(rows)
+        slack = _SLACK * (abs(self._b) + ed + (self._n2[rows] + B) * (self._xmax + self._eps2))
+        return np.ascontiguousarray(self._b - ed - B * self._eps2 - slack)
+
+    def _anchor(self, rows):
+        """Re-anchor the sorted neuron ids ``rows``: one blocked GEMM against all n points."""
+        if len(rows) == 0:
+            return
+        _core.copy_rows_norms(self.net.W, self._Wa, rows, self._n2, self._n1)
+        self._age[rows] = 0
+        ptr, idx, band, ip = _core.anchor_candidates(
+            self._X, self._Wa, rows, self._thresholds(rows),
+            np.ascontiguousarray(self._budget[rows]), self._xnorm, self._band_h)
+        self._band += band
+        self._band_rows += len(rows)
+        self._add("inner_products", ip)
+        self._add("reanchored", len(rows))
+        self._set_csr(*_core.csr_replace_rows(self._cptr, self._cidx, rows, ptr, idx))
+
+    def _shrink(self, rows):
+        """Re-test the current candidates of ``rows`` against their (raised) thresholds."""
+        if len(rows) == 0:
+            return
+        ptr, idx, ip = _core.filter_candidates(
+            self._X, self._Wa, rows, self._thresholds(rows),
+            np.ascontiguousarray(self._budget[rows]), self._xnorm, self._cptr, self._cidx)
+        self._add("inner_products", ip)
+        self._set_csr(*_core.csr_replace_rows(self._cptr, self._cidx, rows, ptr, idx))
+
+    def _auto_budget(self, rate):
+        """The cost-model budget for drift rates ``rate`` (module docstring)."""
+        n = self._X.shape[0]
+        phi = self._band / (self._band_h * n * max(self._band_rows, 1))
+        c = float(np.mean(self._xnorm)) + self._eps2
+        cap = 4.0 * self.initial_budget
+        if phi > 0 and c > 0:
+            B = np.sqrt(self.reanchor_cost * rate / (self._P * phi * c))
+        else:
+            B = np.full_like(rate, self.initial_budget)
+        return np.minimum(np.maximum(B, 1.1 * rate), np.maximum(cap, 1.1 * rate))
+
+    def _in_region(self, Xt):
+        """True when every row of Xt lies in the ε-ball around the matching clean point."""
+        if Xt.shape != self._X.shape:
+            return False
+        D = Xt - self._X
+        tol = self._eps * (1 + 1e-9) + 1e-12 * (1 + self._xmax)
+        if self._norm == np.inf:
+            return float(np.abs(D).max()) <= tol
+        return float(np.sqrt(np.einsum("ij,ij->i", D, D)).max()) <= tol
+
+    # -- the engine interface -------------------------------------------------------------
+
+    def begin_iteration(self, X, y, attack):
+        self.reset_counters()
+        self._P = attack.steps + 1
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if self._needs_rebuild(X, attack):
+            self._build(X, attack)
+        self._mask = None
+        self._mask_X = None
+
+    def _check_ready(self):
+        if self._X is None:
+            raise RuntimeError("begin_iteration must be called before the certified engine "
+                               "evaluates points")
+
+    def input_gradient(self, Xt, y):
+        self._check_ready()
+        net = self.net
+        Xt = np.ascontiguousarray(Xt, dtype=np.float64)
+        n = Xt.shape[0]
+        f = np.empty(n)
+        G = np.empty((n, net.d))
+        if self._in_region(Xt):
+            ev, _ = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, self._cptr,
+                                     self._cidx, f, G, None, None, False)
+            self._add("candidate_pairs", len(self._cidx))
+            if self.verify:
+                self._verify(Xt)
+        else:
+            ev = _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, G, None)
+        self._add("inner_products", ev)
+        G *= (f - y)[:, None]
+        return G, f
+
+    def forward(self, Xt):
+        self._check_ready()
+        net = self.net
+        Xt = np.ascontiguousarray(Xt, dtype=np.float64)
+        n = Xt.shape[0]
+        f = np.empty(n)
+        fired = np.empty(n, dtype=np.int64)
+        if self._in_region(Xt):
+            mask = np.empty(len(self._cidx), dtype=np.uint8)
+            ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, self._cptr,
+                                      self._cidx, f, None, fired, mask, False)
+            self._add("candidate_pairs", len(self._cidx))
+            self._mask = mask
+            self._mask_X = Xt.copy()
+            if self.verify:
+                self._verify(Xt, fired)
+        else:
+            ev = _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, None, fired)
+            nf = fired.sum()
+        self._add("inner_products", ev)
+        self._add("fired_pairs", nf)
+        return f, fired
+
+    def weight_gradient(self, Xt, coef):
+        self._check_ready()
+        net = self.net
+        Xt = np.ascontiguousarray(Xt, dtype=np.float64)
+        coef = np.ascontiguousarray(coef, dtype=np.float64)
+        if not self._in_region(Xt):
+            G = np.empty_like(net.W)
+            self._add("inner_products",
+                      _core.dense_weight_grad(Xt, net.W, net.a, net.b, coef, G))
+            return all_rows(net.m), G
+        mask = None
+        if self._mask is not None and np.array_equal(Xt, self._mask_X):
+            mask = self._mask
+        elif self.verify:
+            self._verify(Xt)
+        rows = self._rows
+        G = np.empty((len(rows), net.d))
+        ev, _ = _core.nm_weight_grad(Xt, net.W, net.a, net.b, coef, self._cptr, self._cidx,
+                                     rows, G, mask, False)
+        if mask is None:
+            self._add("candidate_pairs", len(self._cidx))
+        self._add("inner_products", ev)
+        return rows.copy(), G
+
+    def end_iteration(self, rows):
+        self.iterations_ += 1
+        self._mask = None
+        self._mask_X = None
+        if self._X is None:
+            return
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if len(rows) > 1 and not np.all(rows[1:] > rows[:-1]):
+            rows = np.unique(rows)
+        if len(rows) == 0:
+            return
+        drift = np.empty(len(rows))
+        _core.row_drift(self.net.W, self._Wa, rows, drift)
+        self._age[rows] += 1
+        budget = self._budget[rows]
+        over = drift > budget
+        if self.budget == "auto":
+            rate = drift / self._age[rows]
+            target = self._auto_budget(rate)
+            first = ~self._rate_known[rows]
+            shrink = first & ~over & (target < 0.75 * budget) & (drift <= 0.5 * target)
+            self._rate_known[rows[first]] = True
+            self._budget[rows[over]] = target[over]
+            self._budget[rows[shrink]] = target[shrink]
+            self._shrink(rows[shrink])
+        self._anchor(rows[over])
+
+    # -- verification ---------------------------------------------------------------------
+
+    def _verify(self, Xt, fired=None):
+        """Every pair fired at Xt (brute force) must be a candidate."""
+        net = self.net
+        n, m = Xt.shape[0], net.m
+        indptr, indices = _core.dense_fired_pairs(Xt, net.W, net.b)
+        if fired is not None and not np.array_equal(np.diff(indptr), fired):
+            raise RuntimeError("certified engine: fired counts differ from brute force")
+        if len(indices) == 0:
+            return
+        keys = indices * n + np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+        ckeys = (np.repeat(np.arange(m, dtype=np.int64), np.diff(self._cptr)) * n
+                 + self._cidx.astype(np.int64))
+        pos = np.searchsorted(ckeys, keys)
+        pos[pos == len(ckeys)] = 0
+        miss = ckeys[pos] != keys if len(ckeys) else np.ones(len(keys), dtype=bool)
+        if miss.any():
+            k = int(np.flatnonzero(miss)[0])
+            r, i = divmod(int(keys[k]), n)
+            raise RuntimeError(
+                f"certified engine: {int(miss.sum())} fired pair(s) missing from the candidate "
+                f"sets (first: point {i}, neuron {r}, budget {self._budget[r]:g}, drift "
+                f"{np.linalg.norm(net.W[r] - self._Wa[r]):g})")

@@ -1,0 +1,188 @@
+"""The active-set kernels of _core against plain numpy on random pair sets."""
+import numpy as np
+import pytest
+
+from sparseadv import _core
+
+
+def _problem(m, n, d, density, seed, empty_rows=True):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) / np.sqrt(d) * 2
+    W = rng.standard_normal((m, d))
+    a = rng.choice([-1.0, 1.0], m)
+    M = rng.random((m, n)) < density
+    if empty_rows and m > 2:
+        M[::3] = False                      # some neurons without any pair
+    if empty_rows and n > 2:
+        M[:, 1] = False                     # a point without any pair
+    return X, W, a, M
+
+
+def _nm(M):
+    cptr = np.concatenate([[0], np.cumsum(M.sum(1))]).astype(np.int64)
+    return cptr, np.nonzero(M)[1].astype(np.int32)
+
+
+def _pm(M):
+    Mt = M.T
+    indptr = np.concatenate([[0], np.cumsum(Mt.sum(1))]).astype(np.int64)
+    return indptr, np.nonzero(Mt)[1].astype(np.int64)
+
+
+def _numpy_forward(X, W, a, b, scale, M):
+    Z = X @ W.T
+    F = (Z > b) & M.T
+    f = scale * ((np.maximum(Z - b, 0) * F) @ a)
+    H = scale * ((F * a) @ W)
+    return f, H, F
+
+
+SHAPES = [(1, 1, 1), (1, 7, 3), (9, 1, 4), (40, 30, 3), (300, 50, 8), (257, 129, 64),
+          (120, 40, 13)]
+
+
+@pytest.mark.parametrize("m,n,d", SHAPES)
+@pytest.mark.parametrize("density", [0.0, 0.3, 1.0])
+def test_neuron_and_point_major_forward(m, n, d, density):
+    X, W, a, M = _problem(m, n, d, density, seed=m * n + d)
+    b, scale = 0.3, 0.7
+    f_ref, H_ref, F = _numpy_forward(X, W, a, b, scale, M)
+    cptr, cidx = _nm(M)
+    f = np.full(n, np.nan); H = np.full((n, d), np.nan); fired = np.full(n, -1, np.int64)
+    mask = np.full(len(cidx), 7, np.uint8)
+    ev, nf = _core.nm_forward(X, W, a, b, scale, cptr, cidx, f, H, fired, mask)
+    assert ev == M.sum() and nf == F.sum()
+    np.testing.assert_allclose(f, f_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(H, H_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(fired, F.sum(1))
+    np.testing.assert_array_equal(mask, F.T[M].astype(np.uint8))
+    # point-major on the same pairs: the same bits
+    indptr, indices = _pm(M)
+    f2 = np.empty(n); H2 = np.empty((n, d)); fired2 = np.empty(n, np.int64)
+    assert _core.pm_forward(X, W, a, b, scale, indptr, indices, f2, H2, fired2) == (ev, nf)
+    assert np.array_equal(f, f2) and np.array_equal(H, H2) and np.array_equal(fired, fired2)
+    # optional outputs omitted
+    f3 = np.empty(n)
+    assert _core.nm_forward(X, W, a, b, scale, cptr, cidx, f3) == (ev, nf)
+    assert np.array_equal(f, f3)
+
+
+@pytest.mark.parametrize("m,n,d", SHAPES)
+@pytest.mark.parametrize("density", [0.0, 0.4, 1.0])
+def test_weight_gradients(m, n, d, density):
+    X, W, a, M = _problem(m, n, d, density, seed=7 + m + n + d)
+    b = 0.2
+    rng = np.random.default_rng(1)
+    coef = rng.standard_normal(n)
+    F = (X @ W.T > b) & M.T
+    G_ref = ((F * coef[:, None]).T * a[:, None]) @ X
+    cptr, cidx = _nm(M)
+    rows = np.flatnonzero(M.sum(1)).astype(np.int64)
+    G = np.full((len(rows), d), np.nan)
+    ev, nf = _core.nm_weight_grad(X, W, a, b, coef, cptr, cidx, rows, G)
+    assert ev == M.sum() and nf == F.sum()
+    np.testing.assert_allclose(G, G_ref[rows], rtol=1e-12, atol=1e-12)
+    # with the forward mask: no inner products, same bits
+    mask = np.empty(len(cidx), np.uint8)
+    _core.nm_forward(X, W, a, b, 1.0, cptr, cidx, np.empty(n), None, None, mask)
+    Gm = np.empty_like(G)
+    assert _core.nm_weight_grad(X, W, a, b, coef, cptr, cidx, rows, Gm, mask) == (0, nf)
+    assert np.array_equal(G, Gm)
+    # an arbitrary subset of rows, including rows without pairs
+    sub = np.arange(0, m, 2, dtype=np.int64)
+    Gs = np.empty((len(sub), d))
+    _core.nm_weight_grad(X, W, a, b, coef, cptr, cidx, sub, Gs)
+    np.testing.assert_allclose(Gs, G_ref[sub], rtol=1e-12, atol=1e-12)
+    # point-major: transpose then neuron-major
+    indptr, indices = _pm(M)
+    r2, G2, ev2, nf2 = _core.pm_weight_grad(X, W, a, b, coef, indptr, indices)
+    assert np.array_equal(r2, rows) and np.array_equal(G2, G) and (ev2, nf2) == (ev, nf)
+
+
+def test_superset_and_unsorted_point_major():
+    X, W, a, M = _problem(200, 60, 5, 0.5, seed=3)
+    b = 0.4
+    rng = np.random.default_rng(0)
+    indptr, indices = _pm(M)
+    for i in range(60):                      # shuffle within each point: same values
+        seg = indices[indptr[i]:indptr[i + 1]]
+        rng.shuffle(seg)
+    f_ref, H_ref, F = _numpy_forward(X, W, a, b, 1.0, M)
+    f = np.empty(60); H = np.empty((60, 5))
+    _core.pm_forward(X, W, a, b, 1.0, indptr, indices, f, H)
+    np.testing.assert_allclose(f, f_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(H, H_ref, rtol=1e-12, atol=1e-12)
+    cptr, cidx = _core.csr_transpose(indptr, indices, 200)
+    c2, i2 = _nm(M)
+    assert np.array_equal(cptr, c2) and np.array_equal(cidx, i2)
+
+
+def test_kernels_reject_bad_csr():
+    X, W, a, M = _problem(10, 8, 3, 0.5, seed=5, empty_rows=False)
+    cptr, cidx = _nm(M)
+    f = np.empty(8)
+    bad = cidx.copy(); bad[0] = 8
+    with pytest.raises(ValueError, match="range"):
+        _core.nm_forward(X, W, a, 0.1, 1.0, cptr, bad, f)
+    if M[0].sum() >= 2:
+        uns = cidx.copy(); uns[0], uns[1] = uns[1], uns[0]
+        with pytest.raises(ValueError, match="increasing"):
+            _core.nm_forward(X, W, a, 0.1, 1.0, cptr, uns, f)
+    with pytest.raises(ValueError, match="offsets"):
+        _core.nm_forward(X, W, a, 0.1, 1.0, cptr[::-1].copy(), cidx, f)
+    with pytest.raises(ValueError):
+        _core.nm_forward(X, W, a, 0.1, 1.0, cptr[:-1].copy(), cidx, f)
+    indptr, indices = _pm(M)
+    badi = indices.copy(); badi[0] = 10
+    with pytest.raises(ValueError, match="range"):
+        _core.pm_forward(X, W, a, 0.1, 1.0, indptr, badi, f)
+
+
+@pytest.mark.parametrize("m,n,d", [(1, 1, 2), (50, 1, 3), (1, 40, 5), (333, 77, 17)])
+def test_anchor_filter_and_splice(m, n, d):
+    rng = np.random.default_rng(m + n)
+    X = rng.standard_normal((n, d))
+    Wa = rng.standard_normal((m, d))
+    xnorm = np.linalg.norm(X, axis=1)
+    rows = np.arange(m, dtype=np.int64)
+    budget = rng.random(m) * 0.3
+    thr = rng.standard_normal(m)
+    S = Wa @ X.T
+    keep = S + budget[:, None] * xnorm[None, :] > thr[:, None]
+    ptr, idx, band, ip = _core.anchor_candidates(X, Wa, rows, thr, budget, xnorm, 0.5, block=7)
+    assert ip == m * n
+    c2, i2 = _nm(keep)
+    assert np.array_equal(ptr, c2) and np.array_equal(idx, i2)
+    v = S + budget[:, None] * xnorm[None, :] - thr[:, None]
+    assert band == ((v > 0) & (v <= 0.5)).sum()
+    # filter with raised thresholds == fresh anchoring at those thresholds
+    sub = np.arange(0, m, 2, dtype=np.int64)
+    thr2 = thr[sub] + 0.3
+    b2 = budget[sub] * 0.5
+    p3, i3, ip3 = _core.filter_candidates(X, Wa, sub, thr2, b2, xnorm, ptr, idx)
+    assert ip3 == keep[sub].sum()
+    p4, i4, _, _ = _core.anchor_candidates(X, Wa, sub, thr2, b2, xnorm)
+    assert np.array_equal(p3, p4) and np.array_equal(i3, i4)
+    # splice them back in
+    cp, ci = _core.csr_replace_rows(ptr, idx, sub, p3, i3)
+    K = keep.copy()
+    K[sub] = (S[sub] + b2[:, None] * xnorm[None, :] > thr2[:, None])
+    c5, i5 = _nm(K)
+    assert np.array_equal(cp, c5) and np.array_equal(ci, i5)
+    # drift and anchor copies
+    W = Wa + 0.01 * rng.standard_normal((m, d))
+    out = np.empty(len(sub))
+    _core.row_drift(W, Wa, sub, out)
+    np.testing.assert_allclose(out, np.linalg.norm(W[sub] - Wa[sub], axis=1), rtol=1e-13)
+    Wc = np.zeros_like(W); n2 = np.zeros(m); n1 = np.zeros(m)
+    _core.copy_rows_norms(W, Wc, sub, n2, n1)
+    assert np.array_equal(Wc[sub], W[sub])
+    np.testing.assert_allclose(n2[sub], np.linalg.norm(W[sub], axis=1), rtol=1e-13)
+    np.testing.assert_allclose(n1[sub], np.abs(W[sub]).sum(1), rtol=1e-13)
+
+
+def test_csr_replace_rows_rejects_unsorted():
+    cptr = np.array([0, 1, 2], np.int64); cidx = np.array([0, 1], np.int32)
+    with pytest.raises(ValueError, match="sorted"):
+        _core.csr_replace_rows(cptr, cidx, np.array([1, 0], np.int64),
+                               np.array([0, 0, 0], np.int64), np.zeros(0, np.int32))

@@ -1,0 +1,215 @@
+"""The certified engine: the dense engine's results to round-off, with work on candidates."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sparseadv import FGSM, PGD, AdversarialTrainer, ShiftedReLUNet
+from sparseadv.engines import ENGINES, make_engine
+from sparseadv.engines.certified import CertifiedEngine
+
+
+def _data(n, d, seed, scale=1.0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X * scale, rng.choice([-1.0, 1.0], n)
+
+
+def _pair(m, d, attack, lr, seed=1, **opts):
+    nd = ShiftedReLUNet(m, d, seed=seed)
+    nc = nd.copy()
+    return (AdversarialTrainer(nd, attack, lr=lr, engine="dense"),
+            AdversarialTrainer(nc, attack, lr=lr, engine="certified", **opts))
+
+
+def test_registered():
+    assert ENGINES["certified"] is CertifiedEngine
+
+
+@pytest.mark.parametrize("norm", [2, np.inf])
+@pytest.mark.parametrize("lr", [0.5, "auto"])
+def test_twenty_iterations_match_dense(norm, lr):
+    X, y = _data(96, 8, 0)
+    td, tc = _pair(1024, 8, PGD(0.05, steps=3, norm=norm), lr)
+    for _ in range(20):
+        rd, rc = td.step(X, y), tc.step(X, y)
+        assert rc["loss"] == pytest.approx(rd["loss"], rel=1e-10)
+        for key in ("fired_pairs", "fired_max"):
+            assert rc[key] == rd[key]
+        assert rc["fired_mean"] == rd["fired_mean"]
+        assert rc["nodes_visited"] == 0
+        # the work is on candidates only (plus anchoring)
+        assert rc["candidate_pairs"] >= 4 * rc["fired_pairs"] / 4
+    Wd, Wc = td.net.W, tc.net.W
+    assert np.abs(Wd - Wc).max() <= 1e-9 * np.abs(Wd).max()
+    assert tc.lr_ == td.lr_
+
+
+def test_history_and_counters():
+    X, y = _data(80, 6, 1)
+    td, tc = _pair(2048, 6, PGD(0.05, steps=3), 0.3)
+    hd = td.fit(X, y, 6, progress=False)
+    hc = tc.fit(X, y, 6, progress=False)
+    np.testing.assert_allclose(hc["loss"], hd["loss"], rtol=1e-10)
+    assert np.array_equal(hc["fired_pairs"], hd["fired_pairs"])
+    m, n = 2048, 80
+    assert hc["reanchored"][0] >= m                      # first iteration builds everything
+    assert hc["inner_products"][0] >= m * n
+    # later iterations: far fewer inner products than the dense engine's (K + 2) m n
+    assert hc["inner_products"][-1] < 0.5 * hd["inner_products"][-1]
+    # inner products = candidate pairs of the passes + n per re-anchored neuron (no shrinks
+    # after the first update)
+    for it in range(2, 6):
+        assert hc["inner_products"][it] == hc["candidate_pairs"][it] + n * hc["reanchored"][it]
+
+
+@pytest.mark.parametrize("eps,m,lr,budget,norm", [
+    (0.0, 256, 0.5, "auto", 2),
+    (0.02, 512, 2.0, "auto", 2),
+    (0.1, 777, 1.0, 1e-6, 2),
+    (0.3, 300, 5.0, 0.01, np.inf),
+    (0.05, 1024, 50.0, 0.0, 2),          # re-anchoring every iteration
+    (0.05, 1024, 50.0, "auto", np.inf),
+    (0.2, 128, 200.0, 0.05, 2),
+])
+def test_verify_finds_no_miss(eps, m, lr, budget, norm):
+    X, y = _data(50, 5, m)
+    net = ShiftedReLUNet(m, 5, seed=3)
+    tr = AdversarialTrainer(net, PGD(eps, steps=3, norm=norm), lr=lr, engine="certified",
+                            budget=budget, verify=True)
+    recs = [tr.step(X, y) for _ in range(6)]
+    if lr >= 50:
+        assert all(r["reanchored"] > 0 for r in recs)
+
+
+def test_verify_with_random_start_fgsm_and_unnormalised_data():
+    X, y = _data(40, 4, 2, scale=3.0)                 # ||x|| = 3: the bound uses ||x_i||
+    X[::2] *= 0.2
+    for attack in (PGD(0.1, 2, random_start=True, seed=1), FGSM(0.05),
+                   PGD(0.1, 4, norm=np.inf, random_start=True, seed=2)):
+        net = ShiftedReLUNet(600, 4, seed=5)
+        ref = net.copy()
+        tc = AdversarialTrainer(net, attack, lr=1.0, engine="certified", verify=True,
+                                budget=0.01)
+        td = AdversarialTrainer(ref, type(attack).__new__(type(attack)), lr=1.0)
+        td.attack.__dict__.update(attack.__dict__)
+        td.attack._rng = np.random.default_rng(attack.seed)
+        for _ in range(4):
+            rc, rd = tc.step(X, y), td.step(X, y)
+            assert rc["loss"] == pytest.approx(rd["loss"], rel=1e-10)
+            assert rc["fired_pairs"] == rd["fired_pairs"]
+
+
+def test_verify_detects_a_broken_certificate():
+    X, y = _data(60, 5, 4)
+    net = ShiftedReLUNet(400, 5, seed=1)
+    tr = AdversarialTrainer(net, PGD(0.05, 2), lr=0.5, engine="certified", verify=True)
+    tr.step(X, y)
+    # move weights behind the engine's back (breaks the engine contract): verify must notice
+    net.W += 0.5
+    with pytest.raises(RuntimeError, match="missing"):
+        tr.step(X, y)
+
+
+def test_rebuilds_when_data_or_attack_change():
+    X, y = _data(50, 5, 5)
+    net = ShiftedReLUNet(500, 5, seed=2)
+    ref = net.copy()
+    eng = make_engine("certified", net, verify=True)
+    tc = AdversarialTrainer(net, PGD(0.05, 2), lr=0.5, engine=eng)
+    td = AdversarialTrainer(ref, PGD(0.05, 2), lr=0.5)
+    tc.step(X, y); td.step(X, y)
+    assert eng.rebuilds_ == 1
+    tc.step(X, y); td.step(X, y)
+    assert eng.rebuilds_ == 1
+    X2 = X.copy(); X2[3, 1] += 1e-3                   # same shape, one value changed
+    rec = tc.step(X2, y)
+    td.step(X2, y)
+    assert eng.rebuilds_ == 2 and rec["reanchored"] >= 500
+    for attack in (PGD(0.2, 2), PGD(0.2, 2, norm=np.inf)):
+        tc.attack = attack; td.attack = attack
+        rc, rd = tc.step(X2, y), td.step(X2, y)
+        assert rc["loss"] == pytest.approx(rd["loss"], rel=1e-10)
+    assert eng.rebuilds_ == 4
+    X3, y3 = _data(30, 5, 6)
+    rc, rd = tc.step(X3, y3), td.step(X3, y3)
+    assert rc["loss"] == pytest.approx(rd["loss"], rel=1e-10)
+    assert np.abs(net.W - ref.W).max() <= 1e-9 * np.abs(ref.W).max()
+
+
+def test_points_outside_the_certified_region_are_evaluated_densely():
+    X, y = _data(30, 4, 7)
+    net = ShiftedReLUNet(300, 4, seed=1)
+    eng = CertifiedEngine(net)
+    eng.begin_iteration(X, y, PGD(0.01, 1))
+    Z, _ = _data(30, 4, 8)
+    f, fired = eng.forward(Z)
+    np.testing.assert_allclose(f, net.forward(Z), rtol=1e-12, atol=1e-14)
+    assert np.array_equal(fired, net.fired_counts(Z))
+    G, _ = eng.input_gradient(Z, y)
+    np.testing.assert_allclose(G, net.input_gradient(Z, y), rtol=1e-12, atol=1e-14)
+    with pytest.raises(RuntimeError, match="begin_iteration"):
+        CertifiedEngine(net).forward(Z)
+
+
+@pytest.mark.parametrize("opts,exc,word", [
+    (dict(budget=-0.1), ValueError, "budget"),
+    (dict(budget=np.nan), ValueError, "budget"),
+    (dict(budget=np.inf), ValueError, "budget"),
+    (dict(budget="big"), ValueError, "budget"),
+    (dict(budget=True), TypeError, "budget"),
+    (dict(verify="yes"), TypeError, "verify"),
+    (dict(initial_budget=0.0), ValueError, "initial_budget"),
+    (dict(initial_budget=-1.0), ValueError, "initial_budget"),
+    (dict(reanchor_cost=0), ValueError, "reanchor_cost"),
+])
+def test_bad_options(opts, exc, word):
+    net = ShiftedReLUNet(16, 3, seed=0)
+    with pytest.raises(exc, match=word):
+        AdversarialTrainer(net, PGD(0.1, 2), lr=0.1, engine="certified", **opts)
+
+
+def test_same_inputs_accepted_and_rejected_as_dense():
+    X, y = _data(20, 4, 9)
+    net = ShiftedReLUNet(64, 4, seed=0)
+    bad_X = [X[:, :3], X[0], X[:0], np.where(np.eye(20, 4) > 0, np.nan, X),
+             X.astype(complex), X.astype(int)]
+    for engine in ("dense", "certified"):
+        tr = AdversarialTrainer(net.copy(), PGD(0.1, 2), lr=0.1, engine=engine)
+        W0 = tr.net.W.copy()
+        for bad in bad_X:
+            with pytest.raises((ValueError, TypeError), match="X"):
+                tr.step(bad, y)
+        for bad in (y[:5], y.astype(complex), np.full(20, np.nan)):
+            with pytest.raises((ValueError, TypeError), match="y"):
+                tr.step(X, bad)
+        assert np.array_equal(tr.net.W, W0)
+        # accepted: float32, non-contiguous, integer labels, lists
+        tr.step(X.astype(np.float32), y)
+        tr.step(np.asfortranarray(X), y.astype(int))
+        tr.step(X.tolist(), list(y))
+
+
+def test_results_independent_of_thread_count():
+    code = (
+        "import numpy as np, sys\n"
+        "from sparseadv import PGD, AdversarialTrainer, ShiftedReLUNet\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.standard_normal((70, 6)); X /= np.linalg.norm(X, axis=1, keepdims=True)\n"
+        "y = rng.choice([-1.0, 1.0], 70)\n"
+        "net = ShiftedReLUNet(3000, 6, seed=1)\n"
+        "tr = AdversarialTrainer(net, PGD(0.05, 3), lr=1.0, engine='certified')\n"
+        "h = tr.fit(X, y, 4, progress=False)\n"
+        "sys.stdout.write(net.W.tobytes().hex()[:2000] + str(hash(net.W.tobytes())) + repr(h['loss'].tolist()))\n"
+    )
+    outs = []
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for threads in ("1", "2", "3"):
+        env = dict(os.environ, OMP_NUM_THREADS=threads, PYTHONHASHSEED="0",
+                   PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        outs.append(subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                   capture_output=True, text=True).stdout)
+    assert outs[0] == outs[1] == outs[2]
