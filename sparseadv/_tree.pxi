@@ -680,7 +680,8 @@ cdef class _BallTree:
                         dist = dist + v * v
                     dist = sqrt(dist)
                     if dist > self.radius[node]:
-                        grow = grow + (self.nend[node] - self.nstart[node]) * (dist - self.radius[node])
+                        grow = grow + ((self.nend[node] - self.nstart[node])
+                                       * (dist - self.radius[node]))
                         self.radius[node] = dist
                     if node >= self.first_leaf:
                         break
