@@ -79,7 +79,8 @@ def main():
         frac_pure = pure.stats["inner_products"] / (m * 64)
         tt, tb = median_times([lambda: tree.query_batch(X, b),
                                lambda: brute.query_batch(X, b)], args.repeat)
-        print(f"| {name} | {path} | {frac:.4f} | {frac_pure:.4f} | {tt:.4f} | {tb:.4f} | {tt / tb:.2f} |",
+        print(f"| {name} | {path} | {frac:.4f} | {frac_pure:.4f} | {tt:.4f} | {tb:.4f} "
+              f"| {tt / tb:.2f} |",
               flush=True)
 
 

@@ -478,8 +478,27 @@ cdef class _BallTree:
                              np.array(state['centers'], dtype=np.float64, order='C', copy=True),
                              np.array(state['radius'], dtype=np.float64, copy=True),
                              np.array(state['radius0'], dtype=np.float64, copy=True))
+            self._check_state()
             self._derive()
             self.loose_sum = float(state['loose_sum'])
+
+    def _check_state(self):
+        """Reject restored arrays that do not describe a tree over m rows (a corrupt pickle
+        would otherwise make the nogil loops read out of bounds)."""
+        nn, m = self.n_nodes, self.m
+        ok = (self.idx_arr.shape == (m,) and self.centers_arr.shape == (nn, self.d)
+              and all(a.shape == (nn,) for a in (self.nstart_arr, self.nend_arr,
+                                                  self.radius_arr, self.radius0_arr)))
+        ok = ok and np.array_equal(np.sort(self.idx_arr), np.arange(m))
+        ok = ok and self.nstart_arr[0] == 0 and self.nend_arr[0] == m
+        ok = ok and bool(np.all((0 <= self.nstart_arr) & (self.nstart_arr < self.nend_arr)
+                                & (self.nend_arr <= m)))
+        ok = ok and bool(np.all(np.isfinite(self.radius_arr)) and np.all(self.radius_arr >= 0))
+        if not ok:
+            raise ValueError("inconsistent partition-tree state")
+
+    def __reduce__(self):
+        return (_BallTree, (self.W_arr, self.leaf_size, self.get_state()))
 
     def _set_arrays(self, W, idx, nstart, nend, centers, radius, radius0):
         self.W_arr = W
@@ -680,7 +699,8 @@ cdef class _BallTree:
                         dist = dist + v * v
                     dist = sqrt(dist)
                     if dist > self.radius[node]:
-                        grow = grow + (self.nend[node] - self.nstart[node]) * (dist - self.radius[node])
+                        grow = grow + ((self.nend[node] - self.nstart[node])
+                                       * (dist - self.radius[node]))
                         self.radius[node] = dist
                     if node >= self.first_leaf:
                         break

@@ -30,6 +30,9 @@ _STAT_KEYS = ("queries", "nodes_visited", "inner_products", "reported_without_ev
               "brute_force_queries", "rebuilds")
 
 
+_REAL_TYPES = (numbers.Real, np.integer, np.floating)
+
+
 class _UpdateDTypeError(TypeError, ValueError):
     """A dtype error in ``update``: both a TypeError and a ValueError."""
 
@@ -86,7 +89,7 @@ def _as_threshold(b, name="b"):
         if b.ndim != 0:
             raise TypeError(f"{name} must be a finite real scalar, got an array of shape {b.shape}")
         b = b[()]
-    if isinstance(b, (bool, np.bool_)) or not isinstance(b, (numbers.Real, np.integer, np.floating)):
+    if isinstance(b, (bool, np.bool_)) or not isinstance(b, _REAL_TYPES):
         raise TypeError(f"{name} must be a finite real scalar, got {type(b).__name__}")
     b = float(b)
     if not math.isfinite(b):
@@ -104,7 +107,7 @@ def _as_int_param(v, name, lo):
 
 
 def _as_pos_float(v, name, lo, strict=False):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.integer, np.floating)):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, _REAL_TYPES):
         raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
     v = float(v)
     if not (v > lo if strict else v >= lo) or math.isnan(v):
@@ -268,11 +271,25 @@ class PartitionTree(_HSRBase):
         work counts, estimates the tree's cost per query as
         ``inner_products * (d + 2) + nodes_visited * (d + 8) + reported_without_eval`` against
         brute force's ``m * (d * brute_flop_weight + 3)`` (units: a leaf-scan flop; the
-        constants were fitted on timings of both paths at d = 2 and d = 16); when the tree is estimated dearer
-        the remaining queries go through the blocked GEMM path (exact as well). "tree" and
-        "brute" force one path. ``query`` (one point) always uses the tree.
+        constants were fitted on timings of both paths at d = 2 and d = 16); when the tree is
+        estimated dearer, the remaining queries go through the blocked GEMM path (exact as
+        well). "tree" and "brute" force one path. ``query`` (one point) always uses the tree.
+        Measured (m = 2**17, Gaussian rows): the tree is kept at d <= 4 and for weights near a
+        4-dim subspace of R^64; d >= 8 falls back to GEMM after the pilot.
     pilot_queries : int >= 1, default 8.
     brute_flop_weight : float > 0, default 0.25: a GEMM flop relative to a leaf-scan flop.
+
+    Notes
+    -----
+    Exactness: the node bounds <c,x> -/+ R||x|| are applied with a relative slack of 1e-10
+    (prune only when upper <= b - slack, report a whole node only when lower > b + slack), far
+    above the rounding error of any of the dot products involved, so a row is reported
+    wholesale only if its computed <w,x> exceeds b; every undecided row is evaluated. The
+    single query and the tree path of ``query_batch`` use the same dot-product kernel (sum
+    over k in order); the GEMM path may differ from it in the last bit, which can only matter
+    for a row whose <w,x> equals b up to rounding.
+
+    Not safe for concurrent use from several Python threads when one of them updates.
     """
 
     def __init__(self, W, leaf_size=32, rebuild_factor=2.0, rebuild_fraction=1.0,

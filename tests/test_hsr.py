@@ -261,6 +261,22 @@ def test_pickle_roundtrip(cls):
         assert r.n_rebuilds == s.n_rebuilds and r.leaf_size == s.leaf_size
 
 
+def test_core_tree_pickles_and_rejects_corrupt_state():
+    from sparseadv import _core
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal((300, 3))
+    core = _core._BallTree(W, 8)
+    x = rng.standard_normal(3)
+    again = pickle.loads(pickle.dumps(core))
+    np.testing.assert_array_equal(again.query(x, 0.3)[0], core.query(x, 0.3)[0])
+    tree = PartitionTree(W, leaf_size=8)
+    state = tree.__getstate__()
+    state["idx"] = state["idx"].copy()
+    state["idx"][0] = state["idx"][1]
+    with pytest.raises(ValueError, match="inconsistent"):
+        PartitionTree.__new__(PartitionTree).__setstate__(state)
+
+
 def test_properties():
     rng = np.random.default_rng(0)
     W = rng.standard_normal((1000, 6)).astype(np.float32)
