@@ -1,7 +1,8 @@
 """sparseadv: sublinear-time adversarial training of wide two-layer shifted-ReLU networks.
 
 Public API: ``ShiftedReLUNet`` (the network), ``PGD`` / ``FGSM`` (attacks),
-``AdversarialTrainer`` (dense, tree and certified engines), ``datasets`` and ``theory``.
+``AdversarialTrainer`` (dense, tree and certified engines), ``PartitionTree`` /
+``BruteForceHSR`` (half-space reporting), ``datasets`` and ``theory``.
 """
 import os as _os
 
@@ -12,10 +13,12 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import datasets, theory  # noqa: E402
 from .attacks import FGSM, PGD  # noqa: E402
+from .hsr import BruteForceHSR, PartitionTree  # noqa: E402
 from .network import ShiftedReLUNet
 from .trainer import AdversarialTrainer
 
 __version__ = "0.1.0"
 
-__all__ = ["ShiftedReLUNet", "PGD", "FGSM", "AdversarialTrainer", "datasets", "theory",
+__all__ = ["ShiftedReLUNet", "PGD", "FGSM", "AdversarialTrainer", "PartitionTree",
+           "BruteForceHSR", "datasets", "theory",
            "__version__"]

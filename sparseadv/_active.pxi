@@ -159,7 +159,7 @@ cdef extern from *:
     sa_nm_fwd_body(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
               double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1,
               int32_t lo, int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask,
-              int64_t* n_eval, int64_t* n_fired)
+              const double* keep, int64_t* n_eval, int64_t* n_fired)
     {
         int64_t r, k, p, q, ev = 0, nf = 0;
         for (r = r0; r < r1; ++r) {
@@ -189,10 +189,10 @@ cdef extern from *:
                             f[i] += c * (z - b);
                             if (H) sa_axpy(c, w, H + i * d, d);
                             if (fired) fired[i] += 1;
-                            if (mask) mask[k + t] = 1;
+                            if (mask) mask[k + t] = keep ? 3 : 1;  /* fired: bit 0; kept: bit 1 */
                             ++nf;
                         } else if (mask) {
-                            mask[k + t] = 0;
+                            mask[k + t] = (keep && z > keep[r]) ? 2 : 0;
                         }
                     }
                 }
@@ -221,7 +221,7 @@ cdef extern from *:
                 const int64_t i = cidx[p];
                 int on;
                 if (mask) {
-                    on = mask[p] != 0;
+                    on = (mask[p] & 1) != 0;
                 } else {
                     on = sa_dot(w, X + i * d, d) > b;
                     ++ev;
@@ -303,9 +303,10 @@ cdef extern from *:
     SA_KERNEL(sa_nm_fwd,
         (const double* X, Py_ssize_t d, const double* W, const double* a, double b, double scale,
          const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
-         int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask, int64_t* n_eval,
-         int64_t* n_fired),
-        (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, n_eval, n_fired))
+         int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask, const double* keep,
+         int64_t* n_eval, int64_t* n_fired),
+        (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, keep, n_eval,
+         n_fired))
     SA_KERNEL(sa_nm_wgrad,
         (const double* X, Py_ssize_t d, const double* W, const double* a, double b,
          const double* coef, const int64_t* cptr, const int32_t* cidx, const uint8_t* mask,
@@ -327,8 +328,8 @@ cdef extern from *:
     void sa_nm_fwd(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
                    double scale, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
                    cnp.int64_t r0, cnp.int64_t r1, cnp.int32_t lo, cnp.int32_t hi, double* f,
-                   double* H, cnp.int64_t* fired, cnp.uint8_t* mask, cnp.int64_t* n_eval,
-                   cnp.int64_t* n_fired) noexcept nogil
+                   double* H, cnp.int64_t* fired, cnp.uint8_t* mask, const double* keep,
+                   cnp.int64_t* n_eval, cnp.int64_t* n_fired) noexcept nogil
     void sa_nm_wgrad(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
                      const double* coef, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
                      const cnp.uint8_t* mask, const cnp.int64_t* rows, cnp.int64_t k0,
@@ -411,12 +412,16 @@ cdef inline Py_ssize_t _nthreads() noexcept nogil:
 def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a, double b,
                double scale, const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
                double[::1] f_out, double[:, ::1] H_out=None, cnp.int64_t[::1] fired_out=None,
-               cnp.uint8_t[::1] mask_out=None, bint check=True):
+               cnp.uint8_t[::1] mask_out=None, bint check=True,
+               const double[::1] keep_thr=None):
     """Forward pass over neuron-major candidate pairs (outputs overwritten):
 
     f_i = scale * sum_{r: i in cand(r), <w_r,x_i> > b} a_r (<w_r,x_i> - b),
     H_i = scale * sum_{same r} a_r w_r  (optional; grad_x loss_i = (f_i - y_i) H_i),
-    fired_i = number of those r (optional), mask[k] = 1 iff pair k of cidx fired (optional).
+    fired_i = number of those r (optional), mask[k] bit 0 set iff pair k of cidx fired
+    (optional); with ``keep_thr`` (per neuron), bit 1 of mask[k] is set iff <w_r, x_i> >
+    keep_thr[r] (the pair survives into the next pass's candidate list, see
+    ``compact_pairs``).
 
     Candidate lists must be sorted within each neuron (checked when ``check``).
     Returns (inner products evaluated, fired pairs)."""
@@ -445,6 +450,14 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
             raise ValueError("nm_forward: mask_out must have the length of cidx")
         if mask_out.shape[0] > 0:
             Mp = &mask_out[0]
+    cdef const double* Kp = NULL
+    if keep_thr is not None:
+        if keep_thr.shape[0] != m:
+            raise ValueError("nm_forward: keep_thr must have length m")
+        if Mp == NULL and cidx.shape[0] > 0:
+            raise ValueError("nm_forward: keep_thr needs mask_out")
+        if m > 0:
+            Kp = &keep_thr[0]
     if check:
         with nogil:
             code = _check_nm_csr(cptr, cidx, n)
@@ -468,19 +481,17 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
     chunk = 65536 // d if d < 512 else 128
     if chunk < 64:
         chunk = 64
+    # One parallel region per pass (a region per chunk of neurons cost ~30% with passive
+    # OpenMP waits): each thread owns a point range and walks all neurons in chunks.
     with nogil:
-        c0 = 0
-        while c0 < m:
-            c1 = c0 + chunk if c0 + chunk < m else m
-            if nb == 1:
+        for j in prange(nb, schedule='static', num_threads=nb):
+            c0 = 0
+            while c0 < m:
+                c1 = c0 + chunk if c0 + chunk < m else m
                 sa_nm_fwd(Xp, d, Wp, &a[0], b, scale, &cptr[0], &cidx[0], c0, c1,
-                          0, <cnp.int32_t>n, &f_out[0], Hp, Fp, Mp, &evv[0], &nfv[0])
-            else:
-                for j in prange(nb, schedule='static', num_threads=nb):
-                    sa_nm_fwd(Xp, d, Wp, &a[0], b, scale, &cptr[0], &cidx[0], c0, c1,
-                              <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], &f_out[0], Hp, Fp,
-                              Mp, &evv[j], &nfv[j])
-            c0 = c1
+                          <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], &f_out[0], Hp, Fp,
+                          Mp, Kp, &evv[j], &nfv[j])
+                c0 = c1
     return int(ev.sum()), int(nf.sum())
 
 
@@ -532,6 +543,35 @@ def nm_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[
                         &rows[0], j * per, (j + 1) * per if (j + 1) * per < nr else nr,
                         Gp, &evv[j], &nfv[j])
     return int(ev.sum()), int(nf.sum())
+
+
+def compact_pairs(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
+                  const cnp.uint8_t[::1] mask, int bit):
+    """The sub-CSR of the pairs whose ``mask`` has bit ``bit`` set (neuron-major, order kept).
+
+    Used by the certified engine to carry the pairs that can still fire into the next pass."""
+    cdef Py_ssize_t m = cptr.shape[0] - 1, r, k
+    cdef cnp.int64_t c = 0
+    cdef cnp.uint8_t flag = <cnp.uint8_t>(1 << bit)
+    if mask.shape[0] != cidx.shape[0]:
+        raise ValueError("compact_pairs: mask must have the length of cidx")
+    out_ptr = np.empty(m + 1, dtype=np.int64)
+    cdef cnp.int64_t[::1] op = out_ptr
+    with nogil:
+        op[0] = 0
+        for r in range(m):
+            for k in range(cptr[r], cptr[r + 1]):
+                c += (mask[k] & flag) != 0
+            op[r + 1] = c
+    out_idx = np.empty(c, dtype=np.int32)
+    cdef cnp.int32_t[::1] oi = out_idx
+    c = 0
+    with nogil:
+        for k in range(cidx.shape[0]):
+            if mask[k] & flag:
+                oi[c] = cidx[k]
+                c += 1
+    return out_ptr, out_idx
 
 
 # ------------------------------------------------------------------------------------------

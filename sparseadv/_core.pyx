@@ -12,6 +12,7 @@ The module is split into include files, one concept each:
                   enough that the (points x neurons) temporaries stay in cache (a few MB), all
                   products in dgemm. This is the baseline every sparse engine is measured against.
 * ``_tree.pxi``   the partition (ball) tree for half-space reporting over the weight rows.
+* ``_step.pxi``   the in-place weight step W[rows] -= lr * G.
 * ``_active.pxi`` the active-set kernels: forward, input gradient and weight gradient over a
                   sparse set of (point, neuron) pairs, and the certified candidate-set helpers.
 
@@ -32,6 +33,7 @@ include "_blas.pxi"
 include "_dense.pxi"
 include "_tree.pxi"
 include "_active.pxi"
+include "_step.pxi"
 
 
 def openmp_enabled():

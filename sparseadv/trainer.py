@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from . import _core
 from ._validation import check_positive_int, check_real, check_Xy
 from .attacks import PGD
 from .engines import make_engine
@@ -77,9 +78,9 @@ class AdversarialTrainer:
         t3 = time.perf_counter()
         rows, G = engine.weight_gradient(Xt, resid * (net.scale / n))
         if len(rows) == net.m:
-            net.W -= self.lr_ * G
+            _core.sub_scaled(net.W, G, self.lr_)
         else:
-            net.W[rows] -= self.lr_ * G
+            _core.sub_scaled_rows(net.W, np.ascontiguousarray(rows, dtype=np.int64), G, self.lr_)
         engine.end_iteration(rows)
         t4 = time.perf_counter()
         self.iterations_ += 1

@@ -5,6 +5,8 @@ import sys
 import types
 
 import numpy as np
+
+import sparseadv
 import pytest
 
 from sparseadv import reproduce
@@ -68,6 +70,7 @@ def test_e4_with_a_fake_hsr(tmp_path, monkeypatch):
     fake.PartitionTree = _FakeTree
     fake.BruteForceHSR = lambda W: _FakeTree(W)
     monkeypatch.setitem(sys.modules, "sparseadv.hsr", fake)
+    monkeypatch.setattr(sparseadv, "hsr", fake, raising=False)
     cfg = report.make_configs("tiny")["e4"]
     res = e4_hsr.run(cfg, str(tmp_path), progress=False)
     assert res["status"] == "ok"
@@ -81,6 +84,7 @@ def test_e4_with_a_fake_hsr(tmp_path, monkeypatch):
 
 def test_e4_without_hsr(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "sparseadv.hsr", None)   # import raises ImportError
+    monkeypatch.delattr(sparseadv, "hsr", raising=False)
     res = e4_hsr.run(report.make_configs("tiny")["e4"], str(tmp_path), progress=False)
     assert res["status"] == "not available" and "not available" in res["markdown"].lower()
     v = report.claims_table({"e4": res})[-1]

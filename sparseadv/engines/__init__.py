@@ -1,30 +1,15 @@
 """Engines: interchangeable ways to compute one adversarial iteration (see ``base``).
 
 ``make_engine(name, net, **options)`` builds one by name; the registry maps names to classes
-so that the sparse engines plug in without the trainer knowing them.
+so that the trainer, the benchmarks and the reports never name an engine class.
 """
 from .base import COUNTER_NAMES, Engine
 from .dense import DenseEngine
 
-ENGINES = {"dense": DenseEngine}
+from .certified import CertifiedEngine  # noqa: E402
+from .tree import TreeEngine  # noqa: E402
 
-
-def _register_optional():
-    # The sparse engines live in their own modules; import lazily so a failure in one of them
-    # cannot break the dense baseline.
-    try:
-        from .tree import TreeEngine
-        ENGINES["tree"] = TreeEngine
-    except ImportError:
-        pass
-    try:
-        from .certified import CertifiedEngine
-        ENGINES["certified"] = CertifiedEngine
-    except ImportError:
-        pass
-
-
-_register_optional()
+ENGINES = {"dense": DenseEngine, "tree": TreeEngine, "certified": CertifiedEngine}
 
 
 def make_engine(engine, net, **options):
@@ -40,4 +25,5 @@ def make_engine(engine, net, **options):
     return ENGINES[engine](net, **options)
 
 
-__all__ = ["COUNTER_NAMES", "Engine", "DenseEngine", "ENGINES", "make_engine"]
+__all__ = ["COUNTER_NAMES", "Engine", "DenseEngine", "TreeEngine", "CertifiedEngine", "ENGINES",
+           "make_engine"]

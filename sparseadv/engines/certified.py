@@ -48,6 +48,15 @@ contract); ``verify=True`` checks every evaluated point set against brute force 
 RuntimeError on any fired pair that is not a candidate. Points outside the certified region
 (not within ε of the clean points, or another number of points) are evaluated densely.
 
+Per-iteration refinement (``refine=True``). The anchored sets must hold for every weight
+within the budget; within one iteration the weights are fixed, so the first pass, when it is
+at the clean points (PGD without random start), also marks the candidates with
+⟨w_r, x_i⟩ > b − ε‖w_r‖_p* − slack at the CURRENT weights (``nm_forward``'s keep mask, no extra
+inner products). Every pair that can fire anywhere in the ε-balls satisfies that test
+(⟨w_r, x̃⟩ ≤ ⟨w_r, x_i⟩ + ε‖w_r‖_p*), so the marked pairs (``compact_pairs``) are a complete
+candidate set for the remaining attack steps and the weight step of the iteration: the budget
+margin B_r(‖x_i‖ + ε₂) is dropped for those K passes.
+
 Counters per iteration: ``inner_products`` = candidate inner products of every pass (attack
 steps and forward) + n per re-anchored neuron (the GEMM) + the re-tests of shrunk lists;
 ``candidate_pairs`` = the candidate set size summed over the passes that evaluate it (K attack
@@ -93,13 +102,19 @@ class CertifiedEngine(Engine):
     reanchor_cost : float > 0
         Cost of one re-anchoring inner product relative to one candidate inner product, in the
         "auto" budget rule.
+    refine : bool
+        Narrow the candidate sets once per iteration at the current weights (module docstring,
+        "Per-iteration refinement"); exact either way.
     """
 
     name = "certified"
 
     def __init__(self, net, budget="auto", verify=False, initial_budget=0.1,
-                 reanchor_cost=0.3):
+                 reanchor_cost=0.3, refine=True):
         super().__init__(net)
+        if not isinstance(refine, (bool, np.bool_)):
+            raise TypeError(f"refine must be a bool, got {refine!r}")
+        self.refine = bool(refine)
         if budget is None or (isinstance(budget, str) and budget == "auto"):
             self.budget = "auto"
         elif isinstance(budget, str):
@@ -260,6 +275,47 @@ class CertifiedEngine(Engine):
             self._build(X, attack)
         self._mask = None
         self._mask_X = None
+        self._fwd_list = None
+        self._refined = None
+
+    def _keep_thresholds(self):
+        """Per-neuron refinement threshold at the current weights (module docstring)."""
+        W = self.net.W
+        if self._norm == np.inf:
+            dual = np.abs(W).sum(axis=1)
+        else:
+            dual = np.sqrt(np.einsum("ij,ij->i", W, W))
+        w2 = dual if self._norm != np.inf else np.sqrt(np.einsum("ij,ij->i", W, W))
+        ed = self._eps * dual
+        slack = _SLACK * (abs(self._b) + ed + w2 * (self._xmax + self._eps2))
+        return np.ascontiguousarray(self._b - ed - slack)
+
+    def _pass_list(self, Xt):
+        """(cptr, cidx, rows, refine) for a pass at Xt, or None when Xt must be evaluated
+        densely (outside the certified region)."""
+        if not self._in_region(Xt):
+            return None
+        if self._refined is not None:
+            return self._refined + (False,)
+        refine = self.refine and np.array_equal(Xt, self._X)
+        return self._cptr, self._cidx, self._rows, refine
+
+    def _evaluate(self, Xt, lst, f, H, fired, want_mask):
+        """One candidate pass over ``lst``; refines the list when asked. Returns the mask."""
+        net = self.net
+        cptr, cidx, rows, refine = lst
+        mask = np.empty(len(cidx), dtype=np.uint8) if (want_mask or refine) else None
+        keep = self._keep_thresholds() if refine else None
+        ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx, f, H, fired,
+                                  mask, False, keep)
+        self._add("candidate_pairs", len(cidx))
+        self._add("inner_products", ev)
+        if self.verify:
+            self._verify(Xt, fired, cptr, cidx)
+        if refine:
+            rptr, ridx = _core.compact_pairs(cptr, cidx, mask, 1)
+            self._refined = (rptr, ridx, np.flatnonzero(np.diff(rptr)).astype(np.int64))
+        return mask, nf
 
     def _check_ready(self):
         if self._X is None:
@@ -273,15 +329,12 @@ class CertifiedEngine(Engine):
         n = Xt.shape[0]
         f = np.empty(n)
         G = np.empty((n, net.d))
-        if self._in_region(Xt):
-            ev, _ = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, self._cptr,
-                                     self._cidx, f, G, None, None, False)
-            self._add("candidate_pairs", len(self._cidx))
-            if self.verify:
-                self._verify(Xt)
+        lst = self._pass_list(Xt)
+        if lst is not None:
+            self._evaluate(Xt, lst, f, G, None, False)
         else:
-            ev = _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, G, None)
-        self._add("inner_products", ev)
+            self._add("inner_products",
+                      _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, G, None))
         G *= (f - y)[:, None]
         return G, f
 
@@ -292,19 +345,16 @@ class CertifiedEngine(Engine):
         n = Xt.shape[0]
         f = np.empty(n)
         fired = np.empty(n, dtype=np.int64)
-        if self._in_region(Xt):
-            mask = np.empty(len(self._cidx), dtype=np.uint8)
-            ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, self._cptr,
-                                      self._cidx, f, None, fired, mask, False)
-            self._add("candidate_pairs", len(self._cidx))
+        lst = self._pass_list(Xt)
+        if lst is not None:
+            mask, nf = self._evaluate(Xt, lst, f, None, fired, True)
+            self._fwd_list = (lst[0], lst[1], lst[2])
             self._mask = mask
             self._mask_X = Xt.copy()
-            if self.verify:
-                self._verify(Xt, fired)
         else:
-            ev = _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, None, fired)
+            self._add("inner_products",
+                      _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, None, fired))
             nf = fired.sum()
-        self._add("inner_products", ev)
         self._add("fired_pairs", nf)
         return f, fired
 
@@ -313,22 +363,23 @@ class CertifiedEngine(Engine):
         net = self.net
         Xt = np.ascontiguousarray(Xt, dtype=np.float64)
         coef = np.ascontiguousarray(coef, dtype=np.float64)
-        if not self._in_region(Xt):
-            G = np.empty_like(net.W)
-            self._add("inner_products",
-                      _core.dense_weight_grad(Xt, net.W, net.a, net.b, coef, G))
-            return all_rows(net.m), G
-        mask = None
         if self._mask is not None and np.array_equal(Xt, self._mask_X):
-            mask = self._mask
-        elif self.verify:
-            self._verify(Xt)
-        rows = self._rows
+            (cptr, cidx, rows), mask = self._fwd_list, self._mask
+        else:
+            lst = self._pass_list(Xt)
+            if lst is None:
+                G = np.empty_like(net.W)
+                self._add("inner_products",
+                          _core.dense_weight_grad(Xt, net.W, net.a, net.b, coef, G))
+                return all_rows(net.m), G
+            cptr, cidx, rows, _ = lst
+            mask = None
+            if self.verify:
+                self._verify(Xt, None, cptr, cidx)
+            self._add("candidate_pairs", len(cidx))
         G = np.empty((len(rows), net.d))
-        ev, _ = _core.nm_weight_grad(Xt, net.W, net.a, net.b, coef, self._cptr, self._cidx,
-                                     rows, G, mask, False)
-        if mask is None:
-            self._add("candidate_pairs", len(self._cidx))
+        ev, _ = _core.nm_weight_grad(Xt, net.W, net.a, net.b, coef, cptr, cidx, rows, G, mask,
+                                     False)
         self._add("inner_products", ev)
         return rows.copy(), G
 
@@ -336,6 +387,8 @@ class CertifiedEngine(Engine):
         self.iterations_ += 1
         self._mask = None
         self._mask_X = None
+        self._fwd_list = None
+        self._refined = None
         if self._X is None:
             return
         rows = np.ascontiguousarray(rows, dtype=np.int64)
@@ -361,9 +414,12 @@ class CertifiedEngine(Engine):
 
     # -- verification ---------------------------------------------------------------------
 
-    def _verify(self, Xt, fired=None):
-        """Every pair fired at Xt (brute force) must be a candidate."""
+    def _verify(self, Xt, fired=None, cptr=None, cidx=None):
+        """Every pair fired at Xt (brute force) must be in the list evaluated (default: the
+        anchored candidate sets)."""
         net = self.net
+        if cptr is None:
+            cptr, cidx = self._cptr, self._cidx
         n, m = Xt.shape[0], net.m
         indptr, indices = _core.dense_fired_pairs(Xt, net.W, net.b)
         if fired is not None and not np.array_equal(np.diff(indptr), fired):
@@ -371,8 +427,8 @@ class CertifiedEngine(Engine):
         if len(indices) == 0:
             return
         keys = indices * n + np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
-        ckeys = (np.repeat(np.arange(m, dtype=np.int64), np.diff(self._cptr)) * n
-                 + self._cidx.astype(np.int64))
+        ckeys = (np.repeat(np.arange(m, dtype=np.int64), np.diff(cptr)) * n
+                 + cidx.astype(np.int64))
         pos = np.searchsorted(ckeys, keys)
         pos[pos == len(ckeys)] = 0
         miss = ckeys[pos] != keys if len(ckeys) else np.ones(len(keys), dtype=bool)

@@ -15,9 +15,9 @@ from .base import Engine, all_rows
 class DenseEngine(Engine):
     name = "dense"
 
-    def __init__(self, net, tile=65536):
+    def __init__(self, net, volume=262144):
         super().__init__(net)
-        self.tile = int(tile)
+        self.volume = int(volume)  # max m*n*k of one tile dgemm (see _dense.pxi)
 
     def input_gradient(self, Xt, y):
         net = self.net
@@ -25,7 +25,7 @@ class DenseEngine(Engine):
         f = np.empty(n)
         G = np.empty((n, net.d))
         self._add("inner_products",
-                  _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, G, None, self.tile))
+                  _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, G, None, self.volume))
         G *= (f - y)[:, None]
         return G, f
 
@@ -36,7 +36,7 @@ class DenseEngine(Engine):
         fired = np.empty(n, dtype=np.int64)
         self._add("inner_products",
                   _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, None, fired,
-                                      self.tile))
+                                      self.volume))
         self._add("fired_pairs", fired.sum())
         return f, fired
 
@@ -44,5 +44,5 @@ class DenseEngine(Engine):
         net = self.net
         G = np.empty_like(net.W)
         self._add("inner_products",
-                  _core.dense_weight_grad(Xt, net.W, net.a, net.b, coef, G, self.tile))
+                  _core.dense_weight_grad(Xt, net.W, net.a, net.b, coef, G, self.volume))
         return all_rows(net.m), G
