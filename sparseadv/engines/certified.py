@@ -31,7 +31,8 @@ of the modelled cost per iteration
     P · n · φ · c · B   +   ρ · n · v_r / B     →     B_r = sqrt(ρ v_r / (P φ c)),
 
 clipped to [1.1 v_r, 4 · initial_budget]: the first term is the extra candidate pairs a budget
-B adds (P = steps + 1 candidate passes per iteration, φ = density of the anchored scores at the
+B adds (P = candidate passes per iteration over the anchored sets: steps + 1, or 1 when the
+per-iteration refinement below serves the other passes; φ = density of the anchored scores at the
 candidate threshold per unit of score, measured from the anchoring GEMMs as the fraction of
 (point, neuron) pairs within 0.1 σ of the threshold, c = mean ‖x_i‖ + ε₂), the second the
 amortised re-anchoring (n inner products every B / v_r iterations, ρ = ``reanchor_cost``, the
@@ -269,7 +270,10 @@ class CertifiedEngine(Engine):
 
     def begin_iteration(self, X, y, attack):
         self.reset_counters()
-        self._P = attack.steps + 1
+        # passes that evaluate the anchored sets (the budget's cost model): all K + 1, or only
+        # the first when the per-iteration refinement serves the other K
+        refines = self.refine and not attack.random_start
+        self._P = 1 if refines else attack.steps + 1
         X = np.ascontiguousarray(X, dtype=np.float64)
         if self._needs_rebuild(X, attack):
             self._build(X, attack)
