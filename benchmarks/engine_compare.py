@@ -38,11 +38,13 @@ def main():
     p.add_argument("--eps", type=float, default=0.05)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--dense-iters", type=int, default=3)
+    p.add_argument("--tree-iters", type=int, default=None,
+                   help="iterations of the tree engine (default --iters; fewer at high d)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     rows, Ws = [], {}
     for e in a.engines:
-        it = a.dense_iters if e == "dense" else a.iters
+        it = {"dense": a.dense_iters, "tree": a.tree_iters or a.iters}.get(e, a.iters)
         first, med, W = run(e, a.m, a.n, a.d, a.steps, it, a.eps, a.seed)
         rows.append((e, it, first, med))
         Ws[e] = W
