@@ -1,17 +1,18 @@
 """The tree engine: the paper's algorithm, with a partition tree over the weight rows.
 
 Every attack step and the weight step query the ``PartitionTree`` (sparseadv.hsr) with each
-(perturbed) point for its fired neurons, as CSR over points; the pairs are turned neuron-major
-(``_core.csr_transpose``) and forward, input gradient and weight gradient run over them only
-(``_core.nm_forward`` / ``_core.nm_weight_grad``; the weight gradient reuses the forward pass's
-fired mask); after the weight step the rows that changed are updated in the tree (which
-rebuilds itself when its bounds have grown loose, see ``PartitionTree``).
+(perturbed) point for its fired neurons, as CSR over points; forward, input gradient and weight
+gradient then run over those pairs only (``_core.pm_forward`` / ``_core.pm_weight_grad``); after
+the weight step the rows that changed are updated in the tree (which rebuilds itself when its
+bounds have grown loose, see ``PartitionTree``).
 
 Work counted per iteration: ``inner_products`` = the tree's evaluated dot products (leaf scans)
-plus one per reported pair in each forward kernel (the output needs <w_r, x> - b, which a
-wholesale node report does not compute); ``candidate_pairs`` = pairs the tree reported, summed
-over the K + 1 queries of the iteration; ``nodes_visited`` from the tree; ``fired_pairs`` at
-the final points, as every engine counts them.
+plus one per reported pair in each kernel (the output needs <w_r, x> - b, which a wholesale
+node report does not compute). Point-major kernels are used although they gather weight rows:
+measured at d = 3, m = 2^18, turning the tree's answer neuron-major (a counting sort over m)
+cost more (28 ms per pass) than the gathers it saves.; ``candidate_pairs`` = pairs the tree reported, summed over the
+K + 1 queries of the iteration; ``nodes_visited`` from the tree; ``fired_pairs`` at the final
+points, as every engine counts them.
 
 The engine assumes ``net.W`` changes only through the trainer that owns it; after changing
 ``net.W`` by hand call ``engine.resync()``.
@@ -47,21 +48,12 @@ class TreeEngine(Engine):
         self._add("candidate_pairs", len(indices))
         return indptr, indices
 
-    def _pairs_neuron_major(self, Xt):
-        """Query the tree, then turn its point-major answer neuron-major (a stable counting
-        sort, O(pairs)): the kernels then fix a weight row and gather points, which stay in
-        cache, instead of gathering weight rows per point (DESIGN.md §3: 15-30 vs 3-4 GFLOP/s;
-        measured here at d = 3, m = 2^18: 40 ns per pair point-major)."""
-        indptr, indices = self._query(Xt)
-        cptr, cidx = _core.csr_transpose(indptr, indices, self.net.m)
-        return cptr, cidx
-
     def input_gradient(self, Xt, y):
         net = self.net
-        cptr, cidx = self._pairs_neuron_major(Xt)
+        indptr, indices = self._query(Xt)
         f = np.empty(Xt.shape[0])
         H = np.empty_like(Xt)
-        ev, _ = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx, f, H, None,
+        ev, _ = _core.pm_forward(Xt, net.W, net.a, net.b, net.scale, indptr, indices, f, H,
                                  None, False)
         self._add("inner_products", ev)
         H *= (f - y)[:, None]
@@ -69,28 +61,20 @@ class TreeEngine(Engine):
 
     def forward(self, Xt):
         net = self.net
-        cptr, cidx = self._pairs_neuron_major(Xt)
+        indptr, indices = self._query(Xt)
         f = np.empty(Xt.shape[0])
         fired = np.empty(Xt.shape[0], dtype=np.int64)
-        mask = np.empty(len(cidx), dtype=np.uint8)
-        ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx, f, None,
-                                  fired, mask, False)
+        ev, nf = _core.pm_forward(Xt, net.W, net.a, net.b, net.scale, indptr, indices, f, None,
+                                  fired, False)
         self._add("inner_products", ev)
         self._add("fired_pairs", nf)
-        self._pairs = (Xt.copy(), cptr, cidx, mask)
+        self._pairs = (indptr, indices)
         return f, fired
 
     def weight_gradient(self, Xt, coef):
         net = self.net
-        if self._pairs is not None and np.array_equal(Xt, self._pairs[0]):
-            _, cptr, cidx, mask = self._pairs      # the forward pass's fired mask: no products
-        else:
-            cptr, cidx = self._pairs_neuron_major(Xt)
-            mask = None
-        rows = np.flatnonzero(np.diff(cptr)).astype(np.int64)
-        G = np.empty((len(rows), net.d))
-        ev, _ = _core.nm_weight_grad(Xt, net.W, net.a, net.b, coef, cptr, cidx, rows, G, mask,
-                                     False)
+        indptr, indices = self._pairs
+        rows, G, ev, _ = _core.pm_weight_grad(Xt, net.W, net.a, net.b, coef, indptr, indices)
         self._add("inner_products", ev)
         return rows, G
 
