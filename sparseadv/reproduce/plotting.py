@@ -81,7 +81,7 @@ def plot_e2(out, curves, ms, engines):
                     **styles.get(e, {}))
         ax.set_yscale("log")
         ax.set_xlabel("iteration")
-        ax.set_ylabel("training loss at the attacked points (½ mean squared error)")
+        ax.set_ylabel("robust training loss (½ MSE at attacked points)")
         ax.set_title(f"E2: m = {m}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

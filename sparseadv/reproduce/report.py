@@ -279,12 +279,14 @@ def make_configs(mode="quick", seed=0):
     from . import e1_sparsity as e1, e2_convergence as e2, e3_cost as e3, e4_hsr as e4, \
         e5_real_data as e5
     if mode == "quick":
-        cfgs = {"e1": e1.Config(ms=[2 ** k for k in range(10, 17)], n=128, d=16,
-                                train_iterations=2),
-                "e2": e2.Config(ms=[1024, 4096], n=256, d=8, eps=0.1, iterations=20),
-                "e3": e3.Config(),
-                "e4": e4.Config(),
-                "e5": e5.Config(m=2048, iterations=15)}
+        # sized for ~2-3 minutes on 2 quiet cores (the README's main command)
+        cfgs = {"e1": e1.Config(ms=[2 ** k for k in range(10, 19)], n=128, d=16,
+                                train_iterations=3),
+                "e2": e2.Config(ms=[1024, 4096], n=256, d=8, eps=0.1, iterations=60),
+                "e3": e3.Config(m0=16384, n0=256, d0=16, ms=[2 ** k for k in range(11, 18)],
+                                ns=[64, 128, 256, 512]),
+                "e4": e4.Config(m=2 ** 17, queries=1024, ms=[2 ** k for k in range(10, 19)]),
+                "e5": e5.Config(m=4096, iterations=40)}
     elif mode == "full":
         cfgs = {"e1": e1.Config(ms=[2 ** k for k in range(10, 21)], n=256, d=16,
                                 train_iterations=5),
