@@ -279,7 +279,7 @@ def make_configs(mode="quick", seed=0):
     from . import e1_sparsity as e1, e2_convergence as e2, e3_cost as e3, e4_hsr as e4, \
         e5_real_data as e5
     if mode == "quick":
-        # sized for ~2-3 minutes on 2 quiet cores (the README's main command)
+        # sized for about a minute on 2 quiet cores (64 s measured; the README main command)
         cfgs = {"e1": e1.Config(ms=[2 ** k for k in range(10, 19)], n=128, d=16,
                                 train_iterations=3),
                 "e2": e2.Config(ms=[1024, 4096], n=256, d=8, eps=0.1, iterations=60),
