@@ -8,15 +8,20 @@ current weights:
 
 The linearised residual contracts in every direction iff lr < 2n / lambda_max(H). ``auto_lr``
 returns n / lambda_max(H): half the stability limit, which removes the top mode in one step
-without overshooting. lambda_max is computed by Lanczos (ARPACK ``eigsh`` with a fixed start
-vector, so it is deterministic) on the matrix-free product
-    H v = (1/m) rowsum(X * (M (M^T (v * X))))
-with M the sparse (n x m) fired mask, so the cost is one dense pass to find the fired pairs
-plus O(d * fired pairs) per Lanczos iteration.
+without overshooting. With M the sparse (n x m) fired mask (one dense pass finds it),
+H = (M diag(a^2) M^T) * (X X^T) / m. For n <= ``GRAM_MAX_N`` H is formed explicitly (a sparse
+product, cost sum_r (points firing r)^2, then a dense symmetric eigensolver: 0.5 s at
+m = 2^18, n = 1024, where the matrix-free Lanczos below took 17 s in scipy's sparse
+mat-vecs); for larger n, Lanczos (ARPACK ``eigsh`` with a fixed start vector, deterministic)
+runs on the matrix-free product H v = (1/m) rowsum(X * (M (M^T (v * X)))).
 """
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, eigsh
+
+
+GRAM_MAX_N = 4096   # explicit n x n Gram matrix up to here (128 MB at the limit)
 
 
 def ntk_max_eigenvalue(net, X):
@@ -26,8 +31,13 @@ def ntk_max_eigenvalue(net, X):
     if len(indices) == 0:
         return 0.0
     M = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n, net.m))
-    MT = M.T.tocsr()
     a2 = net.a ** 2
+    if n <= GRAM_MAX_N:
+        Ma = sp.csr_matrix((a2[indices], indices, indptr), shape=(n, net.m))
+        H = (Ma @ M.T).toarray() * (X @ X.T) / net.m
+        H = 0.5 * (H + H.T)
+        return float(scipy.linalg.eigh(H, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0])
+    MT = M.T.tocsr()
 
     def matvec(v):
         v = np.asarray(v).reshape(-1)

@@ -89,3 +89,13 @@ def test_auto_lr_against_explicit_gram(small_problem):
     lam = np.linalg.eigvalsh(H)[-1]
     assert ntk_max_eigenvalue(net, X) == pytest.approx(lam, rel=1e-8)
     assert auto_lr(net, X) == pytest.approx(X.shape[0] / lam, rel=1e-8)
+
+
+def test_auto_lr_lanczos_path_agrees(small_problem, monkeypatch):
+    """Large n uses matrix-free Lanczos instead of the explicit Gram matrix: same value."""
+    from sparseadv import stepsize
+    W, a, b, X, y = small_problem
+    net = ShiftedReLUNet.from_arrays(W, a, b)
+    explicit = stepsize.ntk_max_eigenvalue(net, X)
+    monkeypatch.setattr(stepsize, "GRAM_MAX_N", 0)
+    assert stepsize.ntk_max_eigenvalue(net, X) == pytest.approx(explicit, rel=1e-8)
