@@ -261,8 +261,9 @@ cdef inline void _scan_rows(const double* data, const cnp.int64_t* idx, Py_ssize
 
 cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf* out,
                          _IdxBuf* tmp, cnp.uint64_t* bitmap, cnp.int64_t* stack,
-                         cnp.int64_t* cnt) noexcept nogil:
-    """Append the sorted original indices of {r : <w_r, x> > b} to ``out``.
+                         cnp.int64_t* cnt, bint sort=True) noexcept nogil:
+    """Append the original indices of {r : <w_r, x> > b} to ``out``, sorted unless ``sort``
+    is false (then in traversal order, which is deterministic).
     cnt[0] += nodes visited, cnt[1] += inner products with rows, cnt[2] += rows reported
     without evaluation. 0 on success, -1 when out of memory."""
     cdef Py_ssize_t d = t.d
@@ -305,6 +306,8 @@ cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf*
         stack[top] = 2 * node + 2
         stack[top + 1] = 2 * node + 1
         top = top + 2
+    if not sort:
+        return 0
     return _sort_idx(out.a + start, out.n - start, tmp, t.key_bits, bitmap,
                      (t.m + 63) // 64)
 
@@ -618,7 +621,7 @@ cdef class _BallTree:
         free(out.a)
         return res, (int(cnt[0]), int(cnt[1]), int(cnt[2]))
 
-    def query_batch(self, const double[:, ::1] X, double b):
+    def query_batch(self, const double[:, ::1] X, double b, bint sort=True):
         """CSR (indptr, indices) of the tree query for every row of X, nogil, prange over
         points with per-thread output buffers. Returns (indptr, indices, counters)."""
         cdef Py_ssize_t n = X.shape[0], i, T = sa_omp_max_threads(), sl = self.n_levels + 2
@@ -652,7 +655,7 @@ cdef class _BallTree:
                 if fail[tid] == 0:
                     if _tree_query_one(&t, &X[i, 0], b, &bufs[tid], &tmps[tid],
                                        bitmaps + tid * nw, stacks + tid * sl,
-                                       cnts + tid * 8) != 0:
+                                       cnts + tid * 8, sort) != 0:
                         fail[tid] = 1
                 stid[i] = tid
                 soff[i] = off

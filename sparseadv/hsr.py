@@ -355,21 +355,25 @@ class PartitionTree(_HSRBase):
         self._add(1, counts)
         return ind
 
-    def query_batch(self, X, b):
+    def query_batch(self, X, b, sort=True):
         """:meth:`query` for every row of X as CSR ``(indptr, indices)``, int64, indptr of
-        length n + 1, indices sorted within each row. Computed without the GIL, in parallel
-        over points; see ``fallback`` for the high-d policy."""
+        length n + 1, indices sorted within each row (with ``sort=False``: in the tree's
+        deterministic traversal order, which saves the per-query sort when the caller does
+        not need it; the brute-force fallback returns sorted rows either way). Computed
+        without the GIL, in parallel over points; see ``fallback`` for the high-d policy."""
         X = _as_matrix(X, "X", d=self._d)
         b = _as_threshold(b)
+        if not isinstance(sort, (bool, np.bool_)):
+            raise TypeError(f"sort must be a bool, got {sort!r}")
         n = X.shape[0]
         if self.fallback == "brute":
             return self._brute(X, b)
         k = self._pilot_size(n)
         if self.fallback == "tree" or n <= k:
-            indptr, ind, counts = self._tree.query_batch(X, b)
+            indptr, ind, counts = self._tree.query_batch(X, b, sort)
             self._add(n, counts)
             return indptr, ind
-        ip1, ind1, counts = self._tree.query_batch(X[:k], b)
+        ip1, ind1, counts = self._tree.query_batch(X[:k], b, sort)
         self._add(k, counts)
         nv, ipr, rep = counts
         d, m = self._d, self._m
@@ -378,7 +382,7 @@ class PartitionTree(_HSRBase):
         if tree_cost > brute_cost:
             ip2, ind2 = self._brute(X[k:], b)
         else:
-            ip2, ind2, counts = self._tree.query_batch(X[k:], b)
+            ip2, ind2, counts = self._tree.query_batch(X[k:], b, sort)
             self._add(n - k, counts)
         indptr = np.concatenate([ip1, ip2[1:] + ip1[-1]])
         return indptr, np.concatenate([ind1, ind2])

@@ -506,3 +506,21 @@ def test_large_m_all_result_sizes(hits):
     assert got.size == hits
     two_sided(W, X[0], b, got)
     check_batch(tree, W, X, b)
+
+
+@pytest.mark.parametrize("d", [2, 3, 8])
+def test_unsorted_batch_is_the_same_sets_in_a_deterministic_order(d):
+    rng = np.random.default_rng(d)
+    W = rng.standard_normal((3000, d))
+    X = rng.standard_normal((64, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    tree = PartitionTree(W, leaf_size=8, fallback="tree")
+    ip, ind = tree.query_batch(X, 0.7)
+    ipu, indu = tree.query_batch(X, 0.7, sort=False)
+    np.testing.assert_array_equal(ip, ipu)
+    for i in range(len(X)):
+        np.testing.assert_array_equal(np.sort(indu[ipu[i]:ipu[i + 1]]), ind[ip[i]:ip[i + 1]])
+    ipu2, indu2 = tree.query_batch(X, 0.7, sort=False)
+    np.testing.assert_array_equal(indu, indu2)
+    with pytest.raises(TypeError, match="sort"):
+        tree.query_batch(X, 0.7, sort="no")
