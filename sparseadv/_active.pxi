@@ -313,6 +313,64 @@ cdef extern from *:
          const int64_t* rows, int64_t k0, int64_t k1, double* G, int64_t* n_eval,
          int64_t* n_fired),
         (X, d, W, a, b, coef, cptr, cidx, mask, rows, k0, k1, G, n_eval, n_fired))
+    /* Lazy neuron-major forward (+ H) over a candidate list whose scores were bounded at
+       the previous pass: u[k] is an upper bound of <w_r, x_i> there; after the points moved
+       by delta[i] (a norm paired with wd[r], its dual norm of w_r), <w_r, x_i> <= u[k] +
+       delta[i] wd[r]. Only pairs whose bound reaches b - slack[r] are evaluated (u[k]
+       becomes the exact score), the others keep the bound. Exact: no pair that fires is
+       skipped. Same outputs as sa_nm_fwd (mask: 1 = fired). */
+    SA_BODY void
+    sa_nm_lazy_body(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
+              double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1,
+              int32_t lo, int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask,
+              double* u, const double* delta, const double* wd, const double* slack,
+              int64_t* n_eval, int64_t* n_fired)
+    {
+        int64_t r, k, p, q, ev = 0, nf = 0;
+        for (r = r0; r < r1; ++r) {
+            p = cptr[r]; q = cptr[r + 1];
+            if (p == q) continue;
+            if (cidx[p] < lo) p = sa_lower_bound(cidx, p, q, lo);
+            if (p < q && cidx[q - 1] >= hi) q = sa_lower_bound(cidx, p, q, hi);
+            if (p >= q) continue;
+            {
+                const double* w = W + r * d;
+                const double c = scale * a[r], wr = wd[r], thr = b - slack[r];
+                for (k = p; k < q; ++k) {
+                    const int64_t i = cidx[k];
+                    const double bound = u[k] + delta[i] * wr;
+                    if (bound > thr) {
+                        const double z = sa_dot(w, X + i * d, d);
+                        ++ev;
+                        u[k] = z;
+                        if (z > b) {
+                            f[i] += c * (z - b);
+                            if (H) sa_axpy(c, w, H + i * d, d);
+                            if (fired) fired[i] += 1;
+                            if (mask) mask[k] = 1;
+                            ++nf;
+                        } else if (mask) {
+                            mask[k] = 0;
+                        }
+                    } else {
+                        u[k] = bound;
+                        if (mask) mask[k] = 0;
+                    }
+                }
+            }
+        }
+        *n_eval += ev;
+        *n_fired += nf;
+    }
+
+    SA_KERNEL(sa_nm_lazy,
+        (const double* X, Py_ssize_t d, const double* W, const double* a, double b, double scale,
+         const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
+         int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask, double* u,
+         const double* delta, const double* wd, const double* slack, int64_t* n_eval,
+         int64_t* n_fired),
+        (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, u, delta, wd,
+         slack, n_eval, n_fired))
     SA_KERNEL(sa_pm_fwd,
         (const double* X, Py_ssize_t d, const double* W, const double* a, double b, double scale,
          const int64_t* indptr, const int64_t* indices, int64_t i0, int64_t i1, double* f,
@@ -343,6 +401,12 @@ cdef extern from *:
                         const double* xnorm, double h, cnp.int64_t k0, cnp.int64_t k1, int mode,
                         cnp.int64_t* cnt, cnp.int64_t* band, const cnp.int64_t* off,
                         cnp.int32_t* out) noexcept nogil
+    void sa_nm_lazy(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
+                    double scale, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
+                    cnp.int64_t r0, cnp.int64_t r1, cnp.int32_t lo, cnp.int32_t hi, double* f,
+                    double* H, cnp.int64_t* fired, cnp.uint8_t* mask, double* u,
+                    const double* delta, const double* wd, const double* slack,
+                    cnp.int64_t* n_eval, cnp.int64_t* n_fired) noexcept nogil
     double sa_dot(const double* x, const double* y, Py_ssize_t d) noexcept nogil
 
 
@@ -491,6 +555,66 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
                 sa_nm_fwd(Xp, d, Wp, &a[0], b, scale, &cptr[0], &cidx[0], c0, c1,
                           <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], &f_out[0], Hp, Fp,
                           Mp, Kp, &evv[j], &nfv[j])
+                c0 = c1
+    return int(ev.sum()), int(nf.sum())
+
+
+def nm_lazy_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
+                    double b, double scale, const cnp.int64_t[::1] cptr,
+                    const cnp.int32_t[::1] cidx, double[::1] u, const double[::1] delta,
+                    const double[::1] wd, const double[::1] slack, double[::1] f_out,
+                    double[:, ::1] H_out=None, cnp.int64_t[::1] fired_out=None,
+                    cnp.uint8_t[::1] mask_out=None):
+    """``nm_forward`` over a candidate list with per-pair score bounds ``u`` (updated in
+    place): a pair is evaluated only when u[k] + delta[i] * wd[r] > b - slack[r]. Returns
+    (inner products evaluated, fired pairs)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
+    cdef Py_ssize_t nb, j, c0, c1, chunk
+    cdef double* Hp = NULL
+    cdef cnp.int64_t* Fp = NULL
+    cdef cnp.uint8_t* Mp = NULL
+    if (W.shape[1] != d or a.shape[0] != m or cptr.shape[0] != m + 1 or f_out.shape[0] != n
+            or u.shape[0] != cidx.shape[0] or delta.shape[0] != n or wd.shape[0] != m
+            or slack.shape[0] != m):
+        raise ValueError("nm_lazy_forward: inconsistent shapes")
+    if H_out is not None:
+        if H_out.shape[0] != n or H_out.shape[1] != d:
+            raise ValueError("nm_lazy_forward: H_out must have shape (n, d)")
+        Hp = &H_out[0, 0]
+    if fired_out is not None:
+        if fired_out.shape[0] != n:
+            raise ValueError("nm_lazy_forward: fired_out must have length n")
+        Fp = &fired_out[0]
+    if mask_out is not None:
+        if mask_out.shape[0] != cidx.shape[0]:
+            raise ValueError("nm_lazy_forward: mask_out must have the length of cidx")
+        if mask_out.shape[0] > 0:
+            Mp = &mask_out[0]
+    f_out[:] = 0.0
+    if Hp != NULL:
+        H_out[:, :] = 0.0
+    if Fp != NULL:
+        fired_out[:] = 0
+    if cidx.shape[0] == 0 or m == 0 or n == 0:
+        return 0, 0
+    nb = _nthreads()
+    if nb > n:
+        nb = n
+    ev = np.zeros(nb, dtype=np.int64)
+    nf = np.zeros(nb, dtype=np.int64)
+    bounds = (np.arange(nb + 1, dtype=np.int64) * n) // nb
+    cdef cnp.int64_t[::1] evv = ev, nfv = nf, bd = bounds
+    chunk = 65536 // d if d < 512 else 128
+    if chunk < 64:
+        chunk = 64
+    with nogil:
+        for j in prange(nb, schedule='static', num_threads=nb):
+            c0 = 0
+            while c0 < m:
+                c1 = c0 + chunk if c0 + chunk < m else m
+                sa_nm_lazy(&X[0, 0], d, &W[0, 0], &a[0], b, scale, &cptr[0], &cidx[0], c0, c1,
+                           <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], &f_out[0], Hp, Fp, Mp,
+                           &u[0], &delta[0], &wd[0], &slack[0], &evv[j], &nfv[j])
                 c0 = c1
     return int(ev.sum()), int(nf.sum())
 

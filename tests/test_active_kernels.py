@@ -186,3 +186,36 @@ def test_csr_replace_rows_rejects_unsorted():
     with pytest.raises(ValueError, match="sorted"):
         _core.csr_replace_rows(cptr, cidx, np.array([1, 0], np.int64),
                                np.array([0, 0, 0], np.int64), np.zeros(0, np.int32))
+
+
+@pytest.mark.parametrize("m,n,d", [(1, 1, 1), (40, 30, 3), (300, 50, 8), (257, 129, 64)])
+def test_lazy_forward_matches_full_pass(m, n, d):
+    """Lazy pass with valid bounds (true scores at old points, then a measured move) gives the
+    full pass's outputs; bounds of skipped pairs stay valid upper bounds, and something is
+    actually skipped when the move is small."""
+    X0, W, a, M = _problem(m, n, d, 0.5, 7)
+    b, scale = 0.3, 1 / np.sqrt(m)
+    rng = np.random.default_rng(1)
+    X1 = X0 + 0.01 * rng.standard_normal(X0.shape)
+    cptr, cidx = _nm(M)
+    pairs_r = np.repeat(np.arange(m), np.diff(cptr))
+    u = np.einsum("kj,kj->k", W[pairs_r], X0[cidx])          # exact scores at X0
+    delta = np.linalg.norm(X1 - X0, axis=1)
+    wd = np.linalg.norm(W, axis=1)
+    slack = np.full(m, 1e-9)
+    f, H = np.empty(n), np.empty((n, d))
+    fired, mask = np.empty(n, dtype=np.int64), np.empty(len(cidx), dtype=np.uint8)
+    ev, nf = _core.nm_lazy_forward(X1, W, a, b, scale, cptr, cidx, u, delta, wd, slack, f, H,
+                                   fired, mask)
+    f2, H2 = np.empty(n), np.empty((n, d))
+    fired2, mask2 = np.empty(n, dtype=np.int64), np.empty(len(cidx), dtype=np.uint8)
+    ev2, nf2 = _core.nm_forward(X1, W, a, b, scale, cptr, cidx, f2, H2, fired2, mask2)
+    np.testing.assert_allclose(f, f2, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(H, H2, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(fired, fired2)
+    np.testing.assert_array_equal(mask, mask2)
+    assert nf == nf2 and ev <= ev2
+    if len(cidx) > 100:
+        assert ev < ev2
+    z1 = np.einsum("kj,kj->k", W[pairs_r], X1[cidx])
+    assert np.all(u >= z1 - 1e-12)                             # still upper bounds

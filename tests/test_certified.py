@@ -60,10 +60,17 @@ def test_history_and_counters():
     assert hc["inner_products"][0] >= m * n
     # later iterations: far fewer inner products than the dense engine's (K + 2) m n
     assert hc["inner_products"][-1] < 0.5 * hd["inner_products"][-1]
-    # inner products = candidate pairs of the passes + n per re-anchored neuron (no shrinks
-    # after the first update)
+    # inner products <= candidate pairs of the passes + n per re-anchored neuron (lazy passes
+    # skip pairs whose bound stays below b; no shrinks after the first update) ...
     for it in range(2, 6):
-        assert hc["inner_products"][it] == hc["candidate_pairs"][it] + n * hc["reanchored"][it]
+        assert hc["inner_products"][it] <= hc["candidate_pairs"][it] + n * hc["reanchored"][it]
+    # ... with equality when every scanned pair is evaluated
+    _, te = _pair(2048, 6, PGD(0.05, steps=3), 0.3, lazy=False)
+    he = te.fit(X, y, 6, progress=False)
+    np.testing.assert_allclose(he["loss"], hd["loss"], rtol=1e-10)
+    for it in range(2, 6):
+        assert he["inner_products"][it] == he["candidate_pairs"][it] + n * he["reanchored"][it]
+    assert he["inner_products"][2:].sum() > hc["inner_products"][2:].sum()
 
 
 @pytest.mark.parametrize("eps,m,lr,budget,norm", [

@@ -58,6 +58,14 @@ inner products). Every pair that can fire anywhere in the ε-balls satisfies tha
 candidate set for the remaining attack steps and the weight step of the iteration: the budget
 margin B_r(‖x_i‖ + ε₂) is dropped for those K passes.
 
+Lazy passes (``lazy=True``). Over the refined sets the engine keeps, per pair, an upper bound
+u of its score at the points of the previous pass (exact where it was evaluated). When the
+points have moved by δ_i (measured: ‖x̃_new − x̃_old‖₂, or ‖·‖∞ for l∞ attacks, paired with
+‖w_r‖₂ or ‖w_r‖₁), ⟨w_r, x̃_new⟩ ≤ u + δ_i‖w_r‖_*, so only pairs with u + δ_i‖w_r‖_* > b − slack
+are evaluated (``nm_lazy_forward``); the others carry the bound forward. With small PGD steps
+most pairs far below the threshold are skipped for several passes. ``inner_products`` counts
+the evaluated pairs; ``candidate_pairs`` the pairs scanned.
+
 Counters per iteration: ``inner_products`` = candidate inner products of every pass (attack
 steps and forward) + n per re-anchored neuron (the GEMM) + the re-tests of shrunk lists;
 ``candidate_pairs`` = the candidate set size summed over the passes that evaluate it (K attack
@@ -106,16 +114,22 @@ class CertifiedEngine(Engine):
     refine : bool
         Narrow the candidate sets once per iteration at the current weights (module docstring,
         "Per-iteration refinement"); exact either way.
+    lazy : bool
+        Over the refined sets, evaluate only the pairs whose score bound reaches the threshold
+        (module docstring, "Lazy passes"); exact either way.
     """
 
     name = "certified"
 
     def __init__(self, net, budget="auto", verify=False, initial_budget=0.1,
-                 reanchor_cost=0.3, refine=True):
+                 reanchor_cost=0.3, refine=True, lazy=True):
         super().__init__(net)
-        if not isinstance(refine, (bool, np.bool_)):
-            raise TypeError(f"refine must be a bool, got {refine!r}")
+        for name, flag in (("refine", refine), ("lazy", lazy)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
         self.refine = bool(refine)
+        self.lazy = bool(lazy)
+        self._refined = None
         if budget is None or (isinstance(budget, str) and budget == "auto"):
             self.budget = "auto"
         elif isinstance(budget, str):
@@ -283,7 +297,8 @@ class CertifiedEngine(Engine):
         self._refined = None
 
     def _keep_thresholds(self):
-        """Per-neuron refinement threshold at the current weights (module docstring)."""
+        """Per-neuron refinement threshold at the current weights (module docstring); also
+        keeps the dual norms and slacks the lazy passes use."""
         W = self.net.W
         if self._norm == np.inf:
             dual = np.abs(W).sum(axis=1)
@@ -292,7 +307,20 @@ class CertifiedEngine(Engine):
         w2 = dual if self._norm != np.inf else np.sqrt(np.einsum("ij,ij->i", W, W))
         ed = self._eps * dual
         slack = _SLACK * (abs(self._b) + ed + w2 * (self._xmax + self._eps2))
+        self._lazy_wd = np.ascontiguousarray(dual)
+        self._lazy_slack = np.ascontiguousarray(
+            _SLACK * (abs(self._b) + (w2 + dual) * (self._xmax + self._eps2 + 1.0)))
         return np.ascontiguousarray(self._b - ed - slack)
+
+    def _move(self, Xt):
+        """Per-point movement since the last lazy pass, in the attack's norm (paired with the
+        dual norm of the weights in ``_lazy_wd``)."""
+        if self._lazy_prev is None:
+            return np.zeros(Xt.shape[0])
+        D = Xt - self._lazy_prev
+        if self._norm == np.inf:
+            return np.ascontiguousarray(np.abs(D).max(axis=1))
+        return np.ascontiguousarray(np.sqrt(np.einsum("ij,ij->i", D, D)))
 
     def _pass_list(self, Xt):
         """(cptr, cidx, rows, refine) for a pass at Xt, or None when Xt must be evaluated
@@ -309,9 +337,16 @@ class CertifiedEngine(Engine):
         net = self.net
         cptr, cidx, rows, refine = lst
         mask = np.empty(len(cidx), dtype=np.uint8) if (want_mask or refine) else None
-        keep = self._keep_thresholds() if refine else None
-        ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx, f, H, fired,
-                                  mask, False, keep)
+        lazy = self.lazy and self._refined is not None and cidx is self._refined[1]
+        if lazy:
+            ev, nf = _core.nm_lazy_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx,
+                                           self._lazy_u, self._move(Xt), self._lazy_wd,
+                                           self._lazy_slack, f, H, fired, mask)
+            self._lazy_prev = Xt.copy()
+        else:
+            keep = self._keep_thresholds() if refine else None
+            ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx, f, H,
+                                      fired, mask, False, keep)
         self._add("candidate_pairs", len(cidx))
         self._add("inner_products", ev)
         if self.verify:
@@ -319,6 +354,8 @@ class CertifiedEngine(Engine):
         if refine:
             rptr, ridx = _core.compact_pairs(cptr, cidx, mask, 1)
             self._refined = (rptr, ridx, np.flatnonzero(np.diff(rptr)).astype(np.int64))
+            self._lazy_u = np.full(len(ridx), np.inf)     # first lazy pass evaluates all
+            self._lazy_prev = None
         return mask, nf
 
     def _check_ready(self):
