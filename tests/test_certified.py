@@ -50,7 +50,7 @@ def test_twenty_iterations_match_dense(norm, lr):
 
 def test_history_and_counters():
     X, y = _data(80, 6, 1)
-    td, tc = _pair(2048, 6, PGD(0.05, steps=3), 0.3)
+    td, tc = _pair(2048, 6, PGD(0.05, steps=3), 0.3, lazy=True)
     hd = td.fit(X, y, 6, progress=False)
     hc = tc.fit(X, y, 6, progress=False)
     np.testing.assert_allclose(hc["loss"], hd["loss"], rtol=1e-10)
@@ -82,11 +82,12 @@ def test_history_and_counters():
     (0.05, 1024, 50.0, "auto", np.inf),
     (0.2, 128, 200.0, 0.05, 2),
 ])
-def test_verify_finds_no_miss(eps, m, lr, budget, norm):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_verify_finds_no_miss(eps, m, lr, budget, norm, lazy):
     X, y = _data(50, 5, m)
     net = ShiftedReLUNet(m, 5, seed=3)
     tr = AdversarialTrainer(net, PGD(eps, steps=3, norm=norm), lr=lr, engine="certified",
-                            budget=budget, verify=True)
+                            budget=budget, verify=True, lazy=lazy)
     recs = [tr.step(X, y) for _ in range(6)]
     if lr >= 50:
         assert all(r["reanchored"] > 0 for r in recs)

@@ -25,7 +25,7 @@ def _run(engine, norm, m, d, iterations, lr, eps=0.05, **opts):
 
 @pytest.mark.parametrize("engine", SPARSE)
 @pytest.mark.parametrize("norm", [2, np.inf])
-@pytest.mark.parametrize("m,d", [(2048, 3), (1024, 16)])
+@pytest.mark.parametrize("m,d", [(2048, 3), (1024, 16), (512, 40)])
 def test_twenty_iterations_equal_dense(engine, norm, m, d):
     Wd, hd = _run("dense", norm, m, d, 20, "auto")
     Ws, hs = _run(engine, norm, m, d, 20, "auto")

@@ -84,6 +84,7 @@ from .. import _core
 from .base import Engine, all_rows
 
 _SLACK = 1e-9
+LAZY_MIN_D = 32     # lazy="auto" threshold (see the ``lazy`` parameter)
 
 
 def _check_nonneg(name, value):
@@ -114,16 +115,21 @@ class CertifiedEngine(Engine):
     refine : bool
         Narrow the candidate sets once per iteration at the current weights (module docstring,
         "Per-iteration refinement"); exact either way.
-    lazy : bool
+    lazy : bool or "auto"
         Over the refined sets, evaluate only the pairs whose score bound reaches the threshold
-        (module docstring, "Lazy passes"); exact either way.
+        (module docstring, "Lazy passes"); exact either way. "auto": on when d >= 32. Measured
+        at m = 2^18, n = 1024: at d = 64 it cuts the inner products by a third at the same
+        time per iteration; at d = 3 the per-pair bookkeeping costs more than the 3-term dot
+        products it saves (0.26 s vs 0.20-0.24 s per iteration).
     """
 
     name = "certified"
 
     def __init__(self, net, budget="auto", verify=False, initial_budget=0.1,
-                 reanchor_cost=0.3, refine=True, lazy=True):
+                 reanchor_cost=0.3, refine=True, lazy="auto"):
         super().__init__(net)
+        if isinstance(lazy, str) and lazy == "auto":
+            lazy = net.d >= LAZY_MIN_D
         for name, flag in (("refine", refine), ("lazy", lazy)):
             if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
