@@ -5,10 +5,11 @@ files, impossible options) print one line ``sparseadv: error: ...`` and exit wit
 """
 import argparse
 import json
-import math
 import os
 import signal
 import sys
+
+from . import _argtypes as argtypes
 
 __all__ = ["main", "build_parser"]
 
@@ -32,62 +33,6 @@ class UsageError(ValueError):
 
 
 # --------------------------------------------------------------------------- argument types
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _nonneg_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _finite_float(text, low=None, strict=False):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    if low is not None and (value < low or (strict and value == low)):
-        rel = ">" if strict else ">="
-        raise argparse.ArgumentTypeError(f"expected a number {rel} {low}, got {text!r}")
-    return value
-
-
-def _eps(text):
-    return _finite_float(text, low=0.0)
-
-
-def _positive_float(text):
-    return _finite_float(text, low=0.0, strict=True)
-
-
-def _lr(text):
-    if text == "auto":
-        return "auto"
-    return _positive_float(text)
-
-
-def _norm(text):
-    key = text.lower().lstrip("l")
-    if key == "2":
-        return "2"
-    if key in ("inf", "infinity"):
-        return "inf"
-    raise argparse.ArgumentTypeError(f"expected 2 or inf, got {text!r}")
-
 
 def _registered_engines():
     from .engines import ENGINES
@@ -124,34 +69,34 @@ def build_parser():
                "threshold b = sqrt(0.4 ln m)) assumes unit-norm inputs.")
     tr.add_argument("--data", help="sphere, teacher, separated, digits (needs scikit-learn), "
                                    "or a PATH.npz / PATH.csv file (default: separated)")
-    tr.add_argument("--n", type=_positive_int, help="number of points of a synthetic data set "
+    tr.add_argument("--n", type=argtypes.positive_int, help="number of points of a synthetic data set "
                                                    "(default 256)")
-    tr.add_argument("--d", type=_positive_int, help="dimension of a synthetic data set "
+    tr.add_argument("--d", type=argtypes.positive_int, help="dimension of a synthetic data set "
                                                    "(default 16)")
-    tr.add_argument("--m", type=_positive_int, help="width: number of neurons (default 4096)")
-    tr.add_argument("--eps", type=_eps, help="attack radius, >= 0; 0 is standard training "
+    tr.add_argument("--m", type=argtypes.positive_int, help="width: number of neurons (default 4096)")
+    tr.add_argument("--eps", type=argtypes.eps, help="attack radius, >= 0; 0 is standard training "
                                              "(default 0.05)")
-    tr.add_argument("--steps", type=_positive_int, help="PGD steps (default 3)")
-    tr.add_argument("--step-size", type=_positive_float,
+    tr.add_argument("--steps", type=argtypes.positive_int, help="PGD steps (default 3)")
+    tr.add_argument("--step-size", type=argtypes.positive_float,
                     help="PGD step length (default 2.5 eps / steps)")
-    tr.add_argument("--norm", type=_norm, help="attack norm: 2 or inf (default 2)")
+    tr.add_argument("--norm", type=argtypes.norm, help="attack norm: 2 or inf (default 2)")
     tr.add_argument("--random-start", action="store_true", default=None,
                     help="start the attack at a random point of the ball")
     tr.add_argument("--engine", help="dense, tree or certified: whichever are installed "
                                      "(default dense)")
-    tr.add_argument("--iterations", type=_positive_int,
+    tr.add_argument("--iterations", type=argtypes.positive_int,
                     help="total number of iterations; with --resume, the run continues until "
                          "this total (default 50)")
-    tr.add_argument("--lr", type=_lr, help="learning rate: a positive number, or auto "
+    tr.add_argument("--lr", type=argtypes.lr, help="learning rate: a positive number, or auto "
                                            "(n / lambda_max of the NTK Gram matrix; default)")
-    tr.add_argument("--seed", type=_nonneg_int, help="seed of the network, the data and the "
+    tr.add_argument("--seed", type=argtypes.nonneg_int, help="seed of the network, the data and the "
                                                      "attack (default 0)")
     tr.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
                     help="keep the rows of a data file as they are (default: unit norm)")
     tr.add_argument("--out", help="output directory (default sparseadv-run, or the --resume "
                                   "directory)")
     tr.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
-    tr.add_argument("--checkpoint-every", type=_nonneg_int, metavar="K",
+    tr.add_argument("--checkpoint-every", type=argtypes.nonneg_int, metavar="K",
                     help="save a checkpoint every K iterations (0: only at the end; "
                          "default 10)")
     tr.add_argument("--no-progress", dest="progress", action="store_false",
@@ -172,12 +117,12 @@ def build_parser():
                       help=f"the paper-scale grid: {FULL_ESTIMATE}")
     rp.add_argument("--out", default="sparseadv-report",
                     help="output directory (default sparseadv-report)")
-    rp.add_argument("--seed", type=_nonneg_int, default=0, help="base seed (default 0)")
+    rp.add_argument("--seed", type=argtypes.nonneg_int, default=0, help="base seed (default 0)")
     rp.add_argument("--engines", nargs="+", metavar="ENGINE",
                     help="engines to compare (default: every registered one)")
     rp.add_argument("--only", nargs="+", metavar="E", choices=["e1", "e2", "e3", "e4", "e5"],
                     help="run only these experiments (e1 ... e5)")
-    rp.add_argument("--threads", type=_positive_int,
+    rp.add_argument("--threads", type=argtypes.positive_int,
                     help="limit the BLAS and OpenMP thread pools to N threads (threadpoolctl; "
                          "default: leave them as they are)")
     rp.add_argument("--no-progress", dest="progress", action="store_false",

@@ -43,6 +43,8 @@ from collections import Counter, OrderedDict
 
 import numpy as np
 
+from . import _argtypes as argtypes
+
 __all__ = ["GRIDS", "grid_points", "estimate_dense_seconds", "problem", "measure",
            "load_asv_results", "fit_rows", "slice_indices", "verdict", "format_table",
            "write_report", "main"]
@@ -683,50 +685,6 @@ def write_report(rows, fitted, out_dir, env, source_note, plots):
 
 # --------------------------------------------------------------------------- CLI
 
-def _positive_int(name):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
-        return value
-    return parse
-
-
-def _nonneg_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}")
-    return value
-
-
-def _positive_float(name):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be a positive number{' or auto' if name == '--lr' else ''}, "
-                f"got {text!r}")
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(
-                f"{name} must be a positive number{' or auto' if name == '--lr' else ''}, "
-                f"got {text!r}")
-        return value
-    return parse
-
-
-def _lr(text):
-    if text == "auto":
-        return "auto"
-    return _positive_float("--lr")(text)
-
-
 def build_parser(prog=None):
     p = argparse.ArgumentParser(
         prog=prog or "python -m sparseadv.scaling",
@@ -748,17 +706,17 @@ def build_parser(prog=None):
     p.add_argument("--grid", default="default", help="grid to run: default or large")
     p.add_argument("--out", default="scaling-report", help="output directory "
                    "(default: scaling-report)")
-    p.add_argument("--repeats", type=_positive_int("--repeats"), default=3,
+    p.add_argument("--repeats", type=argtypes.positive_int, default=3,
                    help="timed iterations per point after one warm-up (default 3)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="data/network seed (default 0)")
-    p.add_argument("--steps", type=_positive_int("--steps"), default=3,
+    p.add_argument("--seed", type=argtypes.nonneg_int, default=0, help="data/network seed (default 0)")
+    p.add_argument("--steps", type=argtypes.positive_int, default=3,
                    help="PGD attack steps (default 3)")
-    p.add_argument("--eps", type=_positive_float("--eps"), default=0.05,
+    p.add_argument("--eps", type=argtypes.eps, default=0.05,
                    help="l2 attack radius (default 0.05)")
-    p.add_argument("--lr", type=_lr, default="auto",
+    p.add_argument("--lr", type=argtypes.lr, default="auto",
                    help="learning rate: a positive number or auto (default: auto, the NTK "
                         "step size the trainer uses, chosen in the warm-up iteration)")
-    p.add_argument("--threads", type=_positive_int("--threads"), default=None,
+    p.add_argument("--threads", type=argtypes.positive_int, default=None,
                    help="with --run: limit BLAS and OpenMP threads to this many while measuring "
                         "(threadpoolctl); default: as the environment sets them. On a busy "
                         "shared machine 1 is far more stable than 2")

@@ -214,17 +214,17 @@ def test_asv_errors(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--grid", "huge"], "--grid must be one of default, large"),
-    (["--repeats", "0"], "--repeats must be a positive integer"),
-    (["--repeats", "x"], "--repeats must be a positive integer"),
-    (["--seed", "-1"], "seed must be a non-negative integer"),
+    (["--repeats", "0"], "argument --repeats: expected a positive integer"),
+    (["--repeats", "x"], "argument --repeats: expected a positive integer"),
+    (["--seed", "-1"], "argument --seed: expected an integer >= 0"),
     (["--engines", "dense,nope"], "unknown engine(s) nope"),
     (["--engines", ","], "--engines must name at least one engine"),
     (["--engines", "dense,dense"], "lists an engine twice"),
     (["--run", "--from-asv", "x"], "not allowed with argument"),
     (["--run", "--machine", "ci"], "--machine and --commit only apply with --from-asv"),
     (["--from-asv", "x", "--threads", "1"], "--threads only applies"),
-    (["--eps", "-1"], "--eps must be a positive number"),
-    (["--lr", "nan"], "--lr must be a positive number or auto"),
+    (["--eps", "-1"], "argument --eps: expected a number >= 0.0"),
+    (["--lr", "nan"], "argument --lr: expected a finite number"),
 ])
 def test_argument_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
