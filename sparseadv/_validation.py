@@ -19,9 +19,11 @@ def check_positive_int(name, value):
 
 
 def check_real(name, value, *, low=None, low_inclusive=True, allow_none=False):
-    """A finite real scalar, optionally bounded below."""
+    """A finite real scalar (Python, numpy or 0-d array), optionally bounded below."""
     if value is None and allow_none:
         return None
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
@@ -64,11 +66,11 @@ def check_matrix(name, X, *, ncols=None, ncols_name="d"):
     where they keep the array (see ``ShiftedReLUNet.from_arrays``)."""
     arr = _as_float_array(name, X)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {arr.shape}")
+        raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
+        raise ValueError(f"{name} must have at least 1 row and 1 column, got shape {arr.shape}")
     if ncols is not None and arr.shape[1] != ncols:
-        raise ValueError(f"{name} must have {ncols} columns ({ncols_name}), got shape {arr.shape}")
+        raise ValueError(f"{name} must have {ncols} columns ({ncols_name}), got {arr.shape[1]}")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
@@ -79,7 +81,7 @@ def check_vector(name, v, *, length=None, length_name="n", allow_int=False):
     """A non-empty 1-D finite real vector, returned as float64 C-contiguous."""
     arr = _as_float_array(name, v, allow_int=allow_int)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} must be non-empty")
     if length is not None and arr.shape[0] != length:

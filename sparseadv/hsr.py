@@ -18,11 +18,11 @@ Both answer ``query(x, b)`` = sorted ``{r : <w_r, x> > b}`` (strict) exactly, an
 ``query_batch(X, b)`` = the same for every row of X as CSR ``(indptr, indices)``.
 """
 import math
-import numbers
 
 import numpy as np
 
 from . import _core
+from ._validation import check_matrix, check_positive_int, check_real, check_vector
 
 __all__ = ["PartitionTree", "BruteForceHSR"]
 
@@ -30,7 +30,6 @@ _STAT_KEYS = ("queries", "nodes_visited", "inner_products", "reported_without_ev
               "brute_force_queries", "rebuilds")
 
 
-_REAL_TYPES = (numbers.Real, np.integer, np.floating)
 
 
 class _UpdateDTypeError(TypeError, ValueError):
@@ -38,81 +37,19 @@ class _UpdateDTypeError(TypeError, ValueError):
 
 
 # ----------------------------------------------------------------------------- validation
-def _as_matrix(A, name, d=None, min_rows=1):
-    """A 2-D finite real floating array as C-contiguous float64 (copied only if needed)."""
-    if isinstance(A, np.ndarray):
-        arr = A
-    else:
-        try:
-            arr = np.asarray(A)
-        except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"{name} must be a 2-D real floating-point array ({exc})") from None
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{name} must be a real floating-point array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got {arr.ndim}-D with shape {arr.shape}")
-    if arr.shape[0] < min_rows:
-        raise ValueError(f"{name} must have at least {min_rows} row(s), got {arr.shape[0]}")
-    if d is None:
-        if arr.shape[1] < 1:
-            raise ValueError(f"{name} must have at least 1 column, got {arr.shape[1]}")
-    elif arr.shape[1] != d:
-        raise ValueError(f"{name} must have {d} columns (the tree's d), got {arr.shape[1]}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite (contains NaN or infinity)")
-    return arr
+# Arrays and scalars are checked by the package-wide validators (same messages everywhere);
+# these adapters only name the tree's d in the messages.
+def _as_matrix(A, name, d=None):
+    """A non-empty 2-D finite real floating array as C-contiguous float64 (copied if needed)."""
+    return check_matrix(name, A, ncols=d, ncols_name="the tree's d")
 
 
 def _as_vector(x, name, d):
-    if isinstance(x, np.ndarray):
-        arr = x
-    else:
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:
-            raise TypeError(f"{name} must be a 1-D real floating-point array ({exc})") from None
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{name} must be a real floating-point array, got dtype {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got {arr.ndim}-D with shape {arr.shape}")
-    if arr.shape[0] != d:
-        raise ValueError(f"{name} must have length {d} (the tree's d), got {arr.shape[0]}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite (contains NaN or infinity)")
-    return arr
+    return check_vector(name, x, length=d, length_name="the tree's d")
 
 
 def _as_threshold(b, name="b"):
-    if isinstance(b, np.ndarray):
-        if b.ndim != 0:
-            raise TypeError(f"{name} must be a finite real scalar, got an array of shape {b.shape}")
-        b = b[()]
-    if isinstance(b, (bool, np.bool_)) or not isinstance(b, _REAL_TYPES):
-        raise TypeError(f"{name} must be a finite real scalar, got {type(b).__name__}")
-    b = float(b)
-    if not math.isfinite(b):
-        raise ValueError(f"{name} must be a finite real scalar, got {b}")
-    return b
-
-
-def _as_int_param(v, name, lo):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
-    v = int(v)
-    if v < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {v}")
-    return v
-
-
-def _as_pos_float(v, name, lo, strict=False):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, _REAL_TYPES):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    v = float(v)
-    if not (v > lo if strict else v >= lo) or math.isnan(v):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {lo}, got {v}")
-    return v
+    return check_real(name, b)
 
 
 def _check_update(rows, values, m, d):
@@ -295,16 +232,17 @@ class PartitionTree(_HSRBase):
     def __init__(self, W, leaf_size=32, rebuild_factor=2.0, rebuild_fraction=1.0,
                  fallback="auto", pilot_queries=8, brute_flop_weight=0.25):
         W = _as_matrix(W, "W")
-        leaf_size = _as_int_param(leaf_size, "leaf_size", 1)
-        self.rebuild_factor = _as_pos_float(rebuild_factor, "rebuild_factor", 1.0, strict=True)
-        self.rebuild_fraction = _as_pos_float(rebuild_fraction, "rebuild_fraction", 0.0,
-                                              strict=True)
+        leaf_size = check_positive_int("leaf_size", leaf_size)
+        self.rebuild_factor = check_real("rebuild_factor", rebuild_factor, low=1.0,
+                                         low_inclusive=False)
+        self.rebuild_fraction = check_real("rebuild_fraction", rebuild_fraction, low=0.0,
+                                           low_inclusive=False)
         if fallback not in ("auto", "tree", "brute"):
             raise ValueError(f"fallback must be 'auto', 'tree' or 'brute', got {fallback!r}")
         self.fallback = fallback
-        self.pilot_queries = _as_int_param(pilot_queries, "pilot_queries", 1)
-        self.brute_flop_weight = _as_pos_float(brute_flop_weight, "brute_flop_weight", 0.0,
-                                               strict=True)
+        self.pilot_queries = check_positive_int("pilot_queries", pilot_queries)
+        self.brute_flop_weight = check_real("brute_flop_weight", brute_flop_weight, low=0.0,
+                                            low_inclusive=False)
         self._m, self._d = W.shape
         self.leaf_size = leaf_size
         self._tree = _core._BallTree(W, leaf_size)
