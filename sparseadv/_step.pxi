@@ -23,15 +23,3 @@ def sub_scaled_rows(double[:, ::1] W, const cnp.int64_t[::1] rows, const double[
                 t = lr * G[k, j]
                 W[r, j] = W[r, j] - t
 
-
-def sub_scaled(double[:, ::1] W, const double[:, ::1] G, double lr):
-    """W -= lr * G (all rows)."""
-    cdef Py_ssize_t k, j, m = W.shape[0], d = W.shape[1]
-    cdef double t
-    if G.shape[0] != m or G.shape[1] != d:
-        raise ValueError(f"G must have shape ({m}, {d}), got ({G.shape[0]}, {G.shape[1]})")
-    with nogil:
-        for k in prange(m, schedule='static'):
-            for j in range(d):
-                t = lr * G[k, j]
-                W[k, j] = W[k, j] - t

@@ -32,7 +32,7 @@ def ntk_max_eigenvalue(net, X):
         return 0.0
     M = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n, net.m))
     a2 = net.a ** 2
-    if n <= GRAM_MAX_N:
+    if n <= max(GRAM_MAX_N, 3):          # ARPACK needs a few more rows than eigenvalues
         Ma = sp.csr_matrix((a2[indices], indices, indptr), shape=(n, net.m))
         H = (Ma @ M.T).toarray() * (X @ X.T) / net.m
         H = 0.5 * (H + H.T)
@@ -45,13 +45,8 @@ def ntk_max_eigenvalue(net, X):
         U *= a2[:, None]
         return np.einsum("ij,ij->i", X, M @ U) / net.m
 
-    if n == 1:
-        return float(matvec(np.ones(1))[0])
     op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
     v0 = np.ones(n) / np.sqrt(n)
-    if n <= 3:
-        H = np.column_stack([matvec(e) for e in np.eye(n)])
-        return float(np.linalg.eigvalsh(0.5 * (H + H.T))[-1])
     val = eigsh(op, k=1, which="LA", v0=v0, tol=1e-8, maxiter=10 * n)[0][0]
     return float(val)
 

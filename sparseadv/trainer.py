@@ -77,10 +77,7 @@ class AdversarialTrainer:
         loss = 0.5 * float(np.dot(resid, resid)) / n
         t3 = time.perf_counter()
         rows, G = engine.weight_gradient(Xt, resid * (net.scale / n))
-        if len(rows) == net.m:
-            _core.sub_scaled(net.W, G, self.lr_)
-        else:
-            _core.sub_scaled_rows(net.W, np.ascontiguousarray(rows, dtype=np.int64), G, self.lr_)
+        _core.sub_scaled_rows(net.W, np.ascontiguousarray(rows, dtype=np.int64), G, self.lr_)
         engine.end_iteration(rows)
         t4 = time.perf_counter()
         self.iterations_ += 1

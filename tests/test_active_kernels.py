@@ -219,3 +219,21 @@ def test_lazy_forward_matches_full_pass(m, n, d):
         assert ev < ev2
     z1 = np.einsum("kj,kj->k", W[pairs_r], X1[cidx])
     assert np.all(u >= z1 - 1e-12)                             # still upper bounds
+
+
+def test_keep_bits_and_compaction_match_numpy():
+    """nm_forward's keep bit (score > keep_thr[r]) and compact_pairs against numpy."""
+    X, W, a, M = _problem(120, 60, 5, 0.4, 11)
+    b, scale = 0.4, 0.1
+    keep_thr = b - np.random.default_rng(3).random(120)
+    cptr, cidx = _nm(M)
+    f, mask = np.empty(60), np.empty(len(cidx), dtype=np.uint8)
+    _core.nm_forward(X, W, a, b, scale, cptr, cidx, f, None, None, mask, True, keep_thr)
+    pairs_r = np.repeat(np.arange(120), np.diff(cptr))
+    z = np.einsum("kj,kj->k", W[pairs_r], X[cidx])
+    np.testing.assert_array_equal(mask & 1, z > b)
+    np.testing.assert_array_equal(mask >> 1, z > keep_thr[pairs_r])
+    rptr, ridx = _core.compact_pairs(cptr, cidx, mask, 1)
+    kept = z > keep_thr[pairs_r]
+    np.testing.assert_array_equal(np.diff(rptr), np.bincount(pairs_r[kept], minlength=120))
+    np.testing.assert_array_equal(ridx, cidx[kept])

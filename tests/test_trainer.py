@@ -99,3 +99,22 @@ def test_auto_lr_lanczos_path_agrees(small_problem, monkeypatch):
     explicit = stepsize.ntk_max_eigenvalue(net, X)
     monkeypatch.setattr(stepsize, "GRAM_MAX_N", 0)
     assert stepsize.ntk_max_eigenvalue(net, X) == pytest.approx(explicit, rel=1e-8)
+
+
+def test_weight_step_kernel_matches_numpy():
+    """The in-place weight step against numpy's fancy-indexed update, bit for bit."""
+    from sparseadv import _core
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((50, 7))
+    rows = np.array([0, 3, 4, 17, 49], dtype=np.int64)
+    G = rng.standard_normal((5, 7))
+    expect = W.copy()
+    expect[rows] -= 0.37 * G
+    _core.sub_scaled_rows(W, rows, G, 0.37)
+    assert np.array_equal(W, expect)
+    W0 = W.copy()
+    with pytest.raises(ValueError, match="out of range"):
+        _core.sub_scaled_rows(W, np.array([1, 50], dtype=np.int64), G[:2], 1.0)
+    with pytest.raises(ValueError, match="G must have shape"):
+        _core.sub_scaled_rows(W, rows, G[:3], 1.0)
+    assert np.array_equal(W, W0)
