@@ -6,9 +6,11 @@ Public API: ``ShiftedReLUNet`` (the network), ``PGD`` / ``FGSM`` (attacks),
 """
 import os as _os
 
-# OpenMP threads that spin after a parallel region steal the cores OpenBLAS needs for the very
-# next dgemm (measured 10x slower dense passes with the default policy). Must be set before the
-# compiled core loads libgomp; a value the user set explicitly is respected.
+# OpenMP threads that spin after a parallel region steal the cores BLAS needs next. With an
+# earlier kernel layout (pooled OpenBLAS calls between OpenMP regions) that made dense passes
+# 10x slower; with the current kernels the default policy costs 2-8% per step
+# (benchmarks/omp_wait_table.py). Must be set before the compiled core loads libgomp; a value
+# the user set explicitly is respected.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import datasets, theory  # noqa: E402
