@@ -684,21 +684,25 @@ cdef class _BallTree:
             raise MemoryError()
         return indptr, indices, (int(c0), int(c1), int(c2))
 
-    def update(self, const cnp.int64_t[::1] rows, const double[:, ::1] values):
-        """Overwrite rows (original indices) with values and widen radii on their paths."""
-        cdef Py_ssize_t j, r, p, node, left, k, d = self.d
+    def update(self, const cnp.int64_t[::1] rows, const double[:, ::1] values,
+               bint full=False):
+        """Overwrite rows (original indices) with values and widen radii on their paths.
+        values[j] is the new row rows[j]; with ``full``, values is a whole m x d matrix and
+        values[rows[j]] is (so a caller holding all of W need not gather a copy)."""
+        cdef Py_ssize_t j, r, p, node, left, k, s, d = self.d
         cdef double dist, v, grow = 0.0
         with nogil:
             for j in range(rows.shape[0]):
                 r = rows[j]
+                s = r if full else j
                 p = self.pos[r]
-                memcpy(&self.W[r, 0], &values[j, 0], d * sizeof(double))
-                memcpy(&self.data[p, 0], &values[j, 0], d * sizeof(double))
+                memcpy(&self.W[r, 0], &values[s, 0], d * sizeof(double))
+                memcpy(&self.data[p, 0], &values[s, 0], d * sizeof(double))
                 node = 0
                 while True:
                     dist = 0.0
                     for k in range(d):
-                        v = values[j, k] - self.centers[node, k]
+                        v = values[s, k] - self.centers[node, k]
                         dist = dist + v * v
                     dist = sqrt(dist)
                     if dist > self.radius[node]:

@@ -344,9 +344,26 @@ class PartitionTree(_HSRBase):
         their root paths widen (O(depth * d) per row); the tree rebuilds itself afterwards
         when the rebuild policy says so (see the class docstring). Answers stay exact."""
         r, v = _check_update(rows, values, self._m, self._d)
+        self._apply_update(r, v, False)
+
+    def update_from(self, rows, W):
+        """Set rows ``rows`` to ``W[rows]`` where W is a full (m, d) float64 C-contiguous
+        matrix, without gathering a copy: the tree engine's per-step update. ``rows`` must be
+        strictly increasing int64 in [0, m) (checked in O(len(rows)))."""
+        r = np.ascontiguousarray(rows, dtype=np.int64)
+        if r.ndim != 1 or (r.size and (r[0] < 0 or r[-1] >= self._m
+                                        or np.any(r[1:] <= r[:-1]))):
+            raise ValueError(f"rows must be strictly increasing integers in [0, {self._m})")
+        if not (isinstance(W, np.ndarray) and W.dtype == np.float64 and W.flags.c_contiguous
+                and W.shape == (self._m, self._d)):
+            raise ValueError(f"W must be a C-contiguous float64 array of shape "
+                             f"({self._m}, {self._d})")
+        self._apply_update(r, W, True)
+
+    def _apply_update(self, r, v, full):
         if r.size == 0:
             return
-        self._tree.update(r, v)
+        self._tree.update(r, v, full)
         self._updates_since_build += r.size
         if (self.looseness > self.rebuild_factor
                 or self._updates_since_build > self.rebuild_fraction * self._m):

@@ -524,3 +524,28 @@ def test_unsorted_batch_is_the_same_sets_in_a_deterministic_order(d):
     np.testing.assert_array_equal(indu, indu2)
     with pytest.raises(TypeError, match="sort"):
         tree.query_batch(X, 0.7, sort="no")
+
+
+def test_update_from_full_matrix_equals_update():
+    """The engine's gather-free update gives the same tree answers as update(rows, W[rows])."""
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((2000, 3))
+    X = rng.standard_normal((50, 3))
+    t1, t2 = PartitionTree(W, leaf_size=16), PartitionTree(W, leaf_size=16)
+    W2 = W.copy()
+    for step in range(5):
+        rows = np.unique(rng.integers(0, 2000, 700))
+        W2[rows] += 0.3 * rng.standard_normal((len(rows), 3))
+        t1.update(rows, W2[rows])
+        t2.update_from(rows, W2)
+        np.testing.assert_array_equal(t1.W, t2.W)
+        for (ip1, i1), (ip2, i2) in [(t1.query_batch(X, 0.5), t2.query_batch(X, 0.5))]:
+            np.testing.assert_array_equal(ip1, ip2)
+            np.testing.assert_array_equal(i1, i2)
+    assert t1.n_rebuilds == t2.n_rebuilds
+    with pytest.raises(ValueError, match="strictly increasing"):
+        t2.update_from(np.array([3, 3]), W2)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        t2.update_from(np.array([1, 2000]), W2)
+    with pytest.raises(ValueError, match="W must be"):
+        t2.update_from(np.array([1, 2]), W2[:10])

@@ -1,10 +1,11 @@
 """The dense engine: every neuron against every point, blocked BLAS (the honest baseline).
 
 Each pass is one call into ``_core.dense_forward`` / ``_core.dense_weight_grad``, which tile the
-(points x neurons) score matrix (64 points x up to 2^18 / (64 d) neurons per tile, two tiles
-per thread, at most 512 KB each) and do every product in dgemm. An iteration with K attack steps evaluates (K + 2) m n inner products: K attack passes,
-the forward pass for the loss at the final points and the recomputation inside the
-weight-gradient pass (the mask is not stored, to keep memory O(tile)).
+(points x neurons) score matrix (tiles of 64 points x max(16, 2^12 / d) neurons, two per
+thread, so each tile's dgemm does at most 2^18 multiply-adds) and do every product in dgemm.
+An iteration with K attack steps evaluates (K + 2) m n inner products: K attack passes, the
+forward pass for the loss at the final points and the recomputation inside the weight-gradient
+pass (the mask is not stored, to keep memory O(tile)).
 """
 import numpy as np
 

@@ -81,6 +81,5 @@ class TreeEngine(Engine):
         return rows, G
 
     def end_iteration(self, rows):
-        if len(rows):
-            self.tree.update(rows, self.net.W[rows])
+        self.tree.update_from(rows, self.net.W)     # no m x d gather, no duplicate search
         self._pairs = None
