@@ -201,7 +201,8 @@ def test_same_inputs_accepted_and_rejected_as_dense():
         tr.step(X.tolist(), list(y))
 
 
-def test_results_independent_of_thread_count():
+@pytest.mark.parametrize("engine", ["dense", "tree", "certified"])
+def test_results_independent_of_thread_count(engine):
     code = (
         "import numpy as np, sys\n"
         "from sparseadv import PGD, AdversarialTrainer, ShiftedReLUNet\n"
@@ -209,7 +210,7 @@ def test_results_independent_of_thread_count():
         "X = rng.standard_normal((70, 6)); X /= np.linalg.norm(X, axis=1, keepdims=True)\n"
         "y = rng.choice([-1.0, 1.0], 70)\n"
         "net = ShiftedReLUNet(3000, 6, seed=1)\n"
-        "tr = AdversarialTrainer(net, PGD(0.05, 3), lr=1.0, engine='certified')\n"
+        f"tr = AdversarialTrainer(net, PGD(0.05, 3), lr=1.0, engine={engine!r})\n"
         "h = tr.fit(X, y, 4, progress=False)\n"
         "sys.stdout.write(net.W.tobytes().hex()[:2000] + str(hash(net.W.tobytes())) + repr(h['loss'].tolist()))\n"
     )
