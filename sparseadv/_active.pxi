@@ -144,6 +144,16 @@ cdef extern from *:
         for (j = 0; j < d; ++j) y[j] += alpha * x[j];
     }
 
+    /* Rows of X are gathered at random within a thread's point range, which together with
+       the rows of H does not fit in L2: prefetch them SA_PF pairs ahead. */
+    #define SA_PF 8
+    static inline __attribute__((always_inline)) void
+    sa_prefetch_row(const double* p, Py_ssize_t d)
+    {
+        Py_ssize_t j;
+        for (j = 0; j < d; j += 8) __builtin_prefetch(p + j, 0, 3);
+    }
+
     static inline int64_t sa_lower_bound(const int32_t* v, int64_t p, int64_t q, int32_t key)
     {
         while (p < q) {
@@ -159,7 +169,7 @@ cdef extern from *:
     sa_nm_fwd_body(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
               double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1,
               int32_t lo, int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask,
-              const double* keep, int64_t* n_eval, int64_t* n_fired)
+              const double* keep, double* F0, double* zo, int64_t* n_eval, int64_t* n_fired)
     {
         int64_t r, k, p, q, ev = 0, nf = 0;
         for (r = r0; r < r1; ++r) {
@@ -185,9 +195,11 @@ cdef extern from *:
                     for (t = 0; t < cnt; ++t) {
                         const int64_t i = cidx[k + t];
                         const double z = zz[t];
+                        if (zo) zo[k + t] = z;
                         if (z > b) {
                             f[i] += c * (z - b);
                             if (H) sa_axpy(c, w, H + i * d, d);
+                            if (F0) F0[i] += c;
                             if (fired) fired[i] += 1;
                             if (mask) mask[k + t] = keep ? 3 : 1;  /* fired: bit 0; kept: bit 1 */
                             ++nf;
@@ -304,29 +316,35 @@ cdef extern from *:
         (const double* X, Py_ssize_t d, const double* W, const double* a, double b, double scale,
          const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
          int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask, const double* keep,
-         int64_t* n_eval, int64_t* n_fired),
-        (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, keep, n_eval,
-         n_fired))
+         double* F0, double* zo, int64_t* n_eval, int64_t* n_fired),
+        (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, keep, F0, zo,
+         n_eval, n_fired))
     SA_KERNEL(sa_nm_wgrad,
         (const double* X, Py_ssize_t d, const double* W, const double* a, double b,
          const double* coef, const int64_t* cptr, const int32_t* cidx, const uint8_t* mask,
          const int64_t* rows, int64_t k0, int64_t k1, double* G, int64_t* n_eval,
          int64_t* n_fired),
         (X, d, W, a, b, coef, cptr, cidx, mask, rows, k0, k1, G, n_eval, n_fired))
-    /* Lazy neuron-major forward (+ H) over a candidate list whose scores were bounded at
-       the previous pass: u[k] is an upper bound of <w_r, x_i> there; after the points moved
-       by delta[i] (a norm paired with wd[r], its dual norm of w_r), <w_r, x_i> <= u[k] +
-       delta[i] wd[r]. Only pairs whose bound reaches b - slack[r] are evaluated (u[k]
-       becomes the exact score), the others keep the bound. Exact: no pair that fires is
-       skipped. Same outputs as sa_nm_fwd (mask: 1 = fired). */
+    /* Tracked neuron-major pass over a candidate list that stays fixed while the points
+       move (the certified engine's refined sets during one iteration's attack). Carried per
+       pair k = (r, i): zref[k], its score when last evaluated, mref[k], the path length
+       mv[i] of point i at that time, st[k] (1 = fired); per point: H_i = sum over fired r of
+       scale a_r w_r, F0_i = sum of scale a_r, cnt_i = their number. The score now is within
+       g wd[r] of zref[k], g = min(mv[i] - mref[k], cap) (path length since then, at most
+       the ball's diameter cap; wd[r] the dual norm of w_r), so a pair clear of b by slack[r]
+       on either side gets its state without an inner product; the others are evaluated
+       (exactly: no pair's state is guessed). A pair whose state flips adds or removes its
+       term in H_i, F0_i, cnt_i: per point, in increasing neuron order. Two phases per neuron:
+       a scan that decides the clear pairs and lists the others in ``sel`` (thread scratch),
+       then those pairs through sa_dot4 in fours, rows prefetched SA_PF pairs ahead. */
     SA_BODY void
-    sa_nm_lazy_body(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
-              double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1,
-              int32_t lo, int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask,
-              double* u, const double* delta, const double* wd, const double* slack,
-              int64_t* n_eval, int64_t* n_fired)
+    sa_nm_track_body(const double* X, Py_ssize_t d, const double* W, const double* a,
+              double b, double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0,
+              int64_t r1, int32_t lo, int32_t hi, double* zref, double* mref, uint8_t* st,
+              const double* mv, double cap, const double* wd, const double* slack, double* H,
+              double* F0, int64_t* cnt, int32_t* sel, int64_t* n_eval, int64_t* n_flip)
     {
-        int64_t r, k, p, q, ev = 0, nf = 0;
+        int64_t r, k, p, q, s, ns, ev = 0, fl = 0;
         for (r = r0; r < r1; ++r) {
             p = cptr[r]; q = cptr[r + 1];
             if (p == q) continue;
@@ -335,42 +353,77 @@ cdef extern from *:
             if (p >= q) continue;
             {
                 const double* w = W + r * d;
-                const double c = scale * a[r], wr = wd[r], thr = b - slack[r];
-                for (k = p; k < q; ++k) {
-                    const int64_t i = cidx[k];
-                    const double bound = u[k] + delta[i] * wr;
-                    if (bound > thr) {
-                        const double z = sa_dot(w, X + i * d, d);
-                        ++ev;
-                        u[k] = z;
-                        if (z > b) {
-                            f[i] += c * (z - b);
-                            if (H) sa_axpy(c, w, H + i * d, d);
-                            if (fired) fired[i] += 1;
-                            if (mask) mask[k] = 1;
-                            ++nf;
-                        } else if (mask) {
-                            mask[k] = 0;
+                const double c = scale * a[r], wr = wd[r];
+                const double above = b + slack[r], below = b - slack[r];
+                const int32_t* ci = cidx + p;
+                double* zp = zref + p;
+                double* mp = mref + p;
+                uint8_t* sp = st + p;
+                const int64_t len = q - p;
+                ns = 0;
+                for (k = 0; k < len; ++k) {
+                    const int64_t i = ci[k];
+                    double g = mv[i] - mp[k];
+                    g = g < cap ? g : cap;
+                    {
+                        const double t = g * wr, z = zp[k];
+                        const int on = z - t > above, off = z + t <= below, was = sp[k];
+                        sel[ns] = (int32_t)k;
+                        ns += !(on | off);
+                        /* bitwise, not logical, operators: one rarely taken branch */
+                        if ((on & (was ^ 1)) | (off & was)) {
+                            const double cc = on ? c : -c;
+                            sa_axpy(cc, w, H + i * d, d);
+                            F0[i] += cc;
+                            cnt[i] += on ? 1 : -1;
+                            sp[k] = (uint8_t)on;
+                            ++fl;
                         }
+                    }
+                }
+                ev += ns;
+                for (s = 0; s < ns; s += 4) {
+                    double zz[4];
+                    int t, n4 = (ns - s) < 4 ? (int)(ns - s) : 4;
+                    for (t = 0; t < 4 && s + SA_PF + t < ns; ++t)
+                        sa_prefetch_row(X + (int64_t)ci[sel[s + SA_PF + t]] * d, d);
+                    if (n4 == 4) {
+                        sa_dot4(w, X + (int64_t)ci[sel[s]] * d, X + (int64_t)ci[sel[s + 1]] * d,
+                                X + (int64_t)ci[sel[s + 2]] * d,
+                                X + (int64_t)ci[sel[s + 3]] * d, d, zz);
                     } else {
-                        u[k] = bound;
-                        if (mask) mask[k] = 0;
+                        for (t = 0; t < n4; ++t)
+                            zz[t] = sa_dot(w, X + (int64_t)ci[sel[s + t]] * d, d);
+                    }
+                    for (t = 0; t < n4; ++t) {
+                        const int64_t kk = sel[s + t], i = ci[kk];
+                        const uint8_t on = zz[t] > b;
+                        zp[kk] = zz[t];
+                        mp[kk] = mv[i];
+                        if (on != sp[kk]) {
+                            const double cc = on ? c : -c;
+                            sa_axpy(cc, w, H + i * d, d);
+                            F0[i] += cc;
+                            cnt[i] += on ? 1 : -1;
+                            sp[kk] = on;
+                            ++fl;
+                        }
                     }
                 }
             }
         }
         *n_eval += ev;
-        *n_fired += nf;
+        *n_flip += fl;
     }
 
-    SA_KERNEL(sa_nm_lazy,
+    SA_KERNEL(sa_nm_track,
         (const double* X, Py_ssize_t d, const double* W, const double* a, double b, double scale,
          const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
-         int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask, double* u,
-         const double* delta, const double* wd, const double* slack, int64_t* n_eval,
-         int64_t* n_fired),
-        (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, u, delta, wd,
-         slack, n_eval, n_fired))
+         int32_t hi, double* zref, double* mref, uint8_t* st, const double* mv, double cap,
+         const double* wd, const double* slack, double* H, double* F0, int64_t* cnt,
+         int32_t* sel, int64_t* n_eval, int64_t* n_flip),
+        (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, zref, mref, st, mv, cap, wd, slack,
+         H, F0, cnt, sel, n_eval, n_flip))
     SA_KERNEL(sa_pm_fwd,
         (const double* X, Py_ssize_t d, const double* W, const double* a, double b, double scale,
          const int64_t* indptr, const int64_t* indices, int64_t i0, int64_t i1, double* f,
@@ -387,7 +440,8 @@ cdef extern from *:
                    double scale, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
                    cnp.int64_t r0, cnp.int64_t r1, cnp.int32_t lo, cnp.int32_t hi, double* f,
                    double* H, cnp.int64_t* fired, cnp.uint8_t* mask, const double* keep,
-                   cnp.int64_t* n_eval, cnp.int64_t* n_fired) noexcept nogil
+                   double* F0, double* zo, cnp.int64_t* n_eval,
+                   cnp.int64_t* n_fired) noexcept nogil
     void sa_nm_wgrad(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
                      const double* coef, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
                      const cnp.uint8_t* mask, const cnp.int64_t* rows, cnp.int64_t k0,
@@ -401,12 +455,13 @@ cdef extern from *:
                         const double* xnorm, double h, cnp.int64_t k0, cnp.int64_t k1, int mode,
                         cnp.int64_t* cnt, cnp.int64_t* band, const cnp.int64_t* off,
                         cnp.int32_t* out) noexcept nogil
-    void sa_nm_lazy(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
-                    double scale, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
-                    cnp.int64_t r0, cnp.int64_t r1, cnp.int32_t lo, cnp.int32_t hi, double* f,
-                    double* H, cnp.int64_t* fired, cnp.uint8_t* mask, double* u,
-                    const double* delta, const double* wd, const double* slack,
-                    cnp.int64_t* n_eval, cnp.int64_t* n_fired) noexcept nogil
+    void sa_nm_track(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
+                     double scale, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
+                     cnp.int64_t r0, cnp.int64_t r1, cnp.int32_t lo, cnp.int32_t hi,
+                     double* zref, double* mref, cnp.uint8_t* st, const double* mv, double cap,
+                     const double* wd, const double* slack, double* H, double* F0,
+                     cnp.int64_t* cnt, cnp.int32_t* sel, cnp.int64_t* n_eval,
+                     cnp.int64_t* n_flip) noexcept nogil
     double sa_dot(const double* x, const double* y, Py_ssize_t d) noexcept nogil
 
 
@@ -477,7 +532,8 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
                double scale, const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
                double[::1] f_out, double[:, ::1] H_out=None, cnp.int64_t[::1] fired_out=None,
                cnp.uint8_t[::1] mask_out=None, bint check=True,
-               const double[::1] keep_thr=None):
+               const double[::1] keep_thr=None, double[::1] F0_out=None,
+               double[::1] z_out=None):
     """Forward pass over neuron-major candidate pairs (outputs overwritten):
 
     f_i = scale * sum_{r: i in cand(r), <w_r,x_i> > b} a_r (<w_r,x_i> - b),
@@ -485,7 +541,8 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
     fired_i = number of those r (optional), mask[k] bit 0 set iff pair k of cidx fired
     (optional); with ``keep_thr`` (per neuron), bit 1 of mask[k] is set iff <w_r, x_i> >
     keep_thr[r] (the pair survives into the next pass's candidate list, see
-    ``compact_pairs``).
+    ``compact_pairs``); F0_i = scale * sum_{same r} a_r (optional); z_out[k] = <w_r, x_i>
+    for every pair (optional): with H, F0 and fired, the start state of ``nm_track_forward``.
 
     Candidate lists must be sorted within each neuron (checked when ``check``).
     Returns (inner products evaluated, fired pairs)."""
@@ -522,6 +579,19 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
             raise ValueError("nm_forward: keep_thr needs mask_out")
         if m > 0:
             Kp = &keep_thr[0]
+    cdef double* F0p = NULL
+    cdef double* Zp = NULL
+    if F0_out is not None:
+        if F0_out.shape[0] != n:
+            raise ValueError("nm_forward: F0_out must have length n")
+        if n > 0:
+            F0p = &F0_out[0]
+            F0_out[:] = 0.0
+    if z_out is not None:
+        if z_out.shape[0] != cidx.shape[0]:
+            raise ValueError("nm_forward: z_out must have the length of cidx")
+        if z_out.shape[0] > 0:
+            Zp = &z_out[0]
     if check:
         with nogil:
             code = _check_nm_csr(cptr, cidx, n)
@@ -554,69 +624,81 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
                 c1 = c0 + chunk if c0 + chunk < m else m
                 sa_nm_fwd(Xp, d, Wp, &a[0], b, scale, &cptr[0], &cidx[0], c0, c1,
                           <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], &f_out[0], Hp, Fp,
-                          Mp, Kp, &evv[j], &nfv[j])
+                          Mp, Kp, F0p, Zp, &evv[j], &nfv[j])
                 c0 = c1
     return int(ev.sum()), int(nf.sum())
 
 
-def nm_lazy_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
-                    double b, double scale, const cnp.int64_t[::1] cptr,
-                    const cnp.int32_t[::1] cidx, double[::1] u, const double[::1] delta,
-                    const double[::1] wd, const double[::1] slack, double[::1] f_out,
-                    double[:, ::1] H_out=None, cnp.int64_t[::1] fired_out=None,
-                    cnp.uint8_t[::1] mask_out=None):
-    """``nm_forward`` over a candidate list with per-pair score bounds ``u`` (updated in
-    place): a pair is evaluated only when u[k] + delta[i] * wd[r] > b - slack[r]. Returns
-    (inner products evaluated, fired pairs)."""
+def nm_track_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
+                     double b, double scale, const cnp.int64_t[::1] cptr,
+                     const cnp.int32_t[::1] cidx, double[::1] zref, double[::1] mref,
+                     cnp.uint8_t[::1] state, const double[::1] path, double cap,
+                     const double[::1] wd, const double[::1] slack, double[:, ::1] H,
+                     double[::1] F0, cnp.int64_t[::1] fired, double[::1] f_out,
+                     bint check=True):
+    """One pass of a tracked forward over a candidate list that stays fixed while the points
+    move. The state (all updated in place) is, per pair k of cidx: zref[k], the score when
+    last evaluated, mref[k], the point's path length then, state[k] (1 = fired); per point:
+    H (n x d, scale * sum of a_r w_r over its fired r), F0 (scale * sum of those a_r), fired
+    (their number). ``path[i]``: path length of point i so far in the norm that ``wd``
+    (per neuron) is dual to; ``cap``: bound on the distance between any two positions of a
+    point (the diameter of its ball). Start state: ``nm_forward``'s z_out, H, F0, fired and
+    mask bit 0 at the start points, with mref = path. A pair is evaluated only when
+    zref[k] -+ min(path[i] - mref[k], cap) wd[r] does not clear b by slack[r]; a pair whose
+    state flips updates H, F0, fired. Then f_out[i] = <H_i, x_i> - b F0_i (overwritten).
+    Lists must be sorted within each neuron (checked when ``check``). Returns (inner
+    products: pairs evaluated + n for f, state flips)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
-    cdef Py_ssize_t nb, j, c0, c1, chunk
-    cdef double* Hp = NULL
-    cdef cnp.int64_t* Fp = NULL
-    cdef cnp.uint8_t* Mp = NULL
+    cdef Py_ssize_t nb, j, c0, c1, chunk, i
+    cdef Py_ssize_t nnz = cidx.shape[0]
+    cdef int code
     if (W.shape[1] != d or a.shape[0] != m or cptr.shape[0] != m + 1 or f_out.shape[0] != n
-            or u.shape[0] != cidx.shape[0] or delta.shape[0] != n or wd.shape[0] != m
-            or slack.shape[0] != m):
-        raise ValueError("nm_lazy_forward: inconsistent shapes")
-    if H_out is not None:
-        if H_out.shape[0] != n or H_out.shape[1] != d:
-            raise ValueError("nm_lazy_forward: H_out must have shape (n, d)")
-        Hp = &H_out[0, 0]
-    if fired_out is not None:
-        if fired_out.shape[0] != n:
-            raise ValueError("nm_lazy_forward: fired_out must have length n")
-        Fp = &fired_out[0]
-    if mask_out is not None:
-        if mask_out.shape[0] != cidx.shape[0]:
-            raise ValueError("nm_lazy_forward: mask_out must have the length of cidx")
-        if mask_out.shape[0] > 0:
-            Mp = &mask_out[0]
-    f_out[:] = 0.0
-    if Hp != NULL:
-        H_out[:, :] = 0.0
-    if Fp != NULL:
-        fired_out[:] = 0
-    if cidx.shape[0] == 0 or m == 0 or n == 0:
+            or zref.shape[0] != nnz or mref.shape[0] != nnz or state.shape[0] != nnz
+            or path.shape[0] != n or wd.shape[0] != m or slack.shape[0] != m
+            or H.shape[0] != n or H.shape[1] != d or F0.shape[0] != n or fired.shape[0] != n):
+        raise ValueError("nm_track_forward: inconsistent shapes")
+    if n >= 2 ** 31 - 1:
+        raise ValueError("nm_track_forward: n must be < 2**31")
+    if not cap >= 0:
+        raise ValueError("nm_track_forward: cap must be >= 0")
+    if check:
+        with nogil:
+            code = _check_nm_csr(cptr, cidx, n)
+        _raise_csr(code, "nm_track_forward")
+    if n == 0:
         return 0, 0
     nb = _nthreads()
     if nb > n:
         nb = n
     ev = np.zeros(nb, dtype=np.int64)
-    nf = np.zeros(nb, dtype=np.int64)
+    fl = np.zeros(nb, dtype=np.int64)
     bounds = (np.arange(nb + 1, dtype=np.int64) * n) // nb
-    cdef cnp.int64_t[::1] evv = ev, nfv = nf, bd = bounds
+    cdef cnp.int64_t[::1] evv = ev, flv = fl, bd = bounds
+    # per-thread scratch for the offsets to evaluate: a thread's part of a list has at most
+    # as many pairs as its point range has points
+    scratch = np.empty((nb, (n + nb - 1) // nb + 1), dtype=np.int32)
+    cdef cnp.int32_t[:, ::1] sel = scratch
+    cdef const cnp.int32_t* Cp = &cidx[0] if nnz > 0 else NULL
+    cdef double* Zp = &zref[0] if nnz > 0 else NULL
+    cdef double* Rp = &mref[0] if nnz > 0 else NULL
+    cdef cnp.uint8_t* Sp = &state[0] if nnz > 0 else NULL
     chunk = 65536 // d if d < 512 else 128
     if chunk < 64:
         chunk = 64
     with nogil:
         for j in prange(nb, schedule='static', num_threads=nb):
-            c0 = 0
-            while c0 < m:
-                c1 = c0 + chunk if c0 + chunk < m else m
-                sa_nm_lazy(&X[0, 0], d, &W[0, 0], &a[0], b, scale, &cptr[0], &cidx[0], c0, c1,
-                           <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], &f_out[0], Hp, Fp, Mp,
-                           &u[0], &delta[0], &wd[0], &slack[0], &evv[j], &nfv[j])
-                c0 = c1
-    return int(ev.sum()), int(nf.sum())
+            if nnz > 0:
+                c0 = 0
+                while c0 < m:
+                    c1 = c0 + chunk if c0 + chunk < m else m
+                    sa_nm_track(&X[0, 0], d, &W[0, 0], &a[0], b, scale, &cptr[0], Cp, c0, c1,
+                                <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], Zp, Rp, Sp,
+                                &path[0], cap, &wd[0], &slack[0], &H[0, 0], &F0[0],
+                                &fired[0], &sel[j, 0], &evv[j], &flv[j])
+                    c0 = c1
+            for i in range(bd[j], bd[j + 1]):
+                f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]
+    return int(ev.sum()) + n, int(fl.sum())
 
 
 def nm_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
@@ -669,32 +751,93 @@ def nm_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[
     return int(ev.sum()), int(nf.sum())
 
 
+def _out_int32(out, Py_ssize_t size, Py_ssize_t need, str what):
+    """The head of length ``size`` of a caller's int32 output buffer (which must hold at least
+    ``need`` entries), or a new array when ``out`` is None."""
+    if out is None:
+        return np.empty(size, dtype=np.int32)
+    if not isinstance(out, np.ndarray) or out.dtype != np.int32 or out.ndim != 1 \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{what}: out_idx must be a writeable contiguous 1-d int32 array")
+    if out.shape[0] < need:
+        raise ValueError(f"{what}: out_idx must have at least {need} entries, got "
+                         f"{out.shape[0]}")
+    return out[:size]
+
+
 def compact_pairs(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
-                  const cnp.uint8_t[::1] mask, int bit):
+                  const cnp.uint8_t[::1] mask, int bit, out_idx=None,
+                  const double[::1] vals=None, double[::1] out_vals=None,
+                  cnp.uint8_t[::1] out_bit0=None):
     """The sub-CSR of the pairs whose ``mask`` has bit ``bit`` set (neuron-major, order kept).
 
-    Used by the certified engine to carry the pairs that can still fire into the next pass."""
-    cdef Py_ssize_t m = cptr.shape[0] - 1, r, k
-    cdef cnp.int64_t c = 0
+    Used by the certified engine to carry the pairs that can still fire into the next pass.
+    Parallel over blocks of neurons (count, prefix sum, copy); the result does not depend on
+    the blocking. ``out_idx``: optional int32 array with room for the result (len(cidx) is
+    always enough), not overlapping cidx, to write into (the result is a view of its head).
+    With ``vals`` (one per pair), ``out_vals`` receives the kept pairs' values, and with
+    ``out_bit0`` the kept pairs' mask bit 0 (both at least as long as the result; the
+    certified engine's start state for ``nm_track_forward``)."""
+    cdef Py_ssize_t m = cptr.shape[0] - 1, r, k, j, nb
+    cdef cnp.int64_t c
     cdef cnp.uint8_t flag = <cnp.uint8_t>(1 << bit)
     if mask.shape[0] != cidx.shape[0]:
         raise ValueError("compact_pairs: mask must have the length of cidx")
-    out_ptr = np.empty(m + 1, dtype=np.int64)
+    if m < 0 or cptr[0] != 0 or cptr[m] != cidx.shape[0]:
+        raise ValueError("compact_pairs: offsets must start at 0 and end at len(cidx)")
+    counts = np.zeros(m + 1, dtype=np.int64)
+    cdef cnp.int64_t[::1] cnt = counts
+    # blocks of neurons with about equal numbers of pairs, several per thread
+    nb = 8 * _nthreads()
+    if nb > m:
+        nb = m if m > 0 else 1
+    bounds = np.searchsorted(np.asarray(cptr), np.linspace(0, cptr[m], nb + 1)[1:-1])
+    blk = np.concatenate(([0], np.minimum(bounds, m), [m])).astype(np.int64)
+    cdef cnp.int64_t[::1] bl = blk
+    with nogil:
+        for j in prange(nb, schedule='dynamic'):
+            for r in range(bl[j], bl[j + 1]):
+                c = 0
+                for k in range(cptr[r], cptr[r + 1]):
+                    c = c + ((mask[k] & flag) != 0)
+                cnt[r + 1] = c
+    out_ptr = np.cumsum(counts)
     cdef cnp.int64_t[::1] op = out_ptr
-    with nogil:
-        op[0] = 0
-        for r in range(m):
-            for k in range(cptr[r], cptr[r + 1]):
-                c += (mask[k] & flag) != 0
-            op[r + 1] = c
-    out_idx = np.empty(c, dtype=np.int32)
+    out_idx = _out_int32(out_idx, op[m], op[m], "compact_pairs")
+    if op[m] > 0 and np.may_share_memory(out_idx, np.asarray(cidx)):
+        raise ValueError("compact_pairs: out_idx must not overlap cidx")
     cdef cnp.int32_t[::1] oi = out_idx
-    c = 0
+    cdef const double* Vp = NULL
+    cdef double* OVp = NULL
+    cdef cnp.uint8_t* OBp = NULL
+    if (vals is None) != (out_vals is None):
+        raise ValueError("compact_pairs: vals and out_vals go together")
+    if vals is not None:
+        if vals.shape[0] != cidx.shape[0] or out_vals.shape[0] < op[m]:
+            raise ValueError("compact_pairs: vals must have the length of cidx and out_vals "
+                             "room for the result")
+        if op[m] > 0:
+            Vp = &vals[0]
+            OVp = &out_vals[0]
+    if out_bit0 is not None:
+        if out_bit0.shape[0] < op[m]:
+            raise ValueError("compact_pairs: out_bit0 must have room for the result")
+        if op[m] > 0:
+            OBp = &out_bit0[0]
     with nogil:
-        for k in range(cidx.shape[0]):
-            if mask[k] & flag:
-                oi[c] = cidx[k]
-                c += 1
+        for j in prange(nb, schedule='dynamic'):
+            for r in range(bl[j], bl[j + 1]):
+                # branchless: write every pair, advance past the kept ones; the write past
+                # the row's last kept pair is skipped (it belongs to the next row)
+                c = op[r]
+                for k in range(cptr[r], cptr[r + 1]):
+                    if c < op[r + 1]:
+                        oi[c] = cidx[k]
+                        if Vp != NULL:
+                            OVp[c] = Vp[k]
+                        if OBp != NULL:
+                            OBp[c] = mask[k] & 1
+                    c = c + ((mask[k] & flag) != 0)
     return out_ptr, out_idx
 
 
@@ -926,9 +1069,11 @@ def filter_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
 
 def csr_replace_rows(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
                      const cnp.int64_t[::1] rows, const cnp.int64_t[::1] new_ptr,
-                     const cnp.int32_t[::1] new_idx):
+                     const cnp.int32_t[::1] new_idx, out_idx=None):
     """A new neuron-major CSR equal to (cptr, cidx) except that row rows[k] (rows sorted,
-    distinct) holds new_idx[new_ptr[k]:new_ptr[k+1]]. Returns (cptr, cidx)."""
+    distinct) holds new_idx[new_ptr[k]:new_ptr[k+1]]. Returns (cptr, cidx). ``out_idx``:
+    optional int32 array, at least as long as the result and not overlapping the inputs, to
+    write into (the returned indices are then a view of its head)."""
     cdef Py_ssize_t m = cptr.shape[0] - 1, nr = rows.shape[0], r, k
     cdef cnp.int64_t len_
     if new_ptr.shape[0] != nr + 1 or new_ptr[nr] != new_idx.shape[0]:
@@ -949,10 +1094,13 @@ def csr_replace_rows(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
             else:
                 len_ = cptr[r + 1] - cptr[r]
             op[r + 1] = op[r] + len_
-    out_idx = np.empty(op[m], dtype=np.int32)
-    cdef cnp.int32_t[::1] oi = out_idx
+    out_idx = _out_int32(out_idx, op[m], op[m], "csr_replace_rows")
     if op[m] == 0:
         return out_ptr, out_idx
+    if np.may_share_memory(out_idx, np.asarray(cidx)) or np.may_share_memory(out_idx,
+                                                                     np.asarray(new_idx)):
+        raise ValueError("csr_replace_rows: out_idx must not overlap cidx or new_idx")
+    cdef cnp.int32_t[::1] oi = out_idx
     with nogil:
         k = 0
         r = 0
@@ -1012,6 +1160,24 @@ def copy_rows_norms(const double[:, ::1] W, double[:, ::1] Wa, const cnp.int64_t
             for j in range(d):
                 t = W[r, j]
                 Wa[r, j] = t
+                s2 = s2 + t * t
+                s1 = s1 + fabs(t)
+            norm2[r] = sqrt(s2)
+            norm1[r] = s1
+
+
+def row_norms(const double[:, ::1] W, double[::1] norm2, double[::1] norm1):
+    """norm2[r], norm1[r] = ||W[r]||_2, ||W[r]||_1 for every row (no m x d temporary)."""
+    cdef Py_ssize_t m = W.shape[0], d = W.shape[1], r, j
+    cdef double s2, s1, t
+    if norm2.shape[0] != m or norm1.shape[0] != m:
+        raise ValueError("row_norms: norm2 and norm1 must have length m")
+    with nogil:
+        for r in prange(m, schedule='static'):
+            s2 = 0.0
+            s1 = 0.0
+            for j in range(d):
+                t = W[r, j]
                 s2 = s2 + t * t
                 s1 = s1 + fabs(t)
             norm2[r] = sqrt(s2)

@@ -189,36 +189,83 @@ def test_csr_replace_rows_rejects_unsorted():
 
 
 @pytest.mark.parametrize("m,n,d", [(1, 1, 1), (40, 30, 3), (300, 50, 8), (257, 129, 64)])
-def test_lazy_forward_matches_full_pass(m, n, d):
-    """Lazy pass with valid bounds (true scores at old points, then a measured move) gives the
-    full pass's outputs; bounds of skipped pairs stay valid upper bounds, and something is
-    actually skipped when the move is small."""
+@pytest.mark.parametrize("norm", [2, np.inf])
+def test_tracked_passes_match_full_passes(m, n, d, norm):
+    """Tracked passes along a path of moving points (start state from nm_forward, the
+    certified engine's use) give at every position the full pass's f, H, fired counts and
+    fired pairs; the carried scores stay within their bound of the true ones; and small
+    moves skip inner products."""
     X0, W, a, M = _problem(m, n, d, 0.5, 7)
-    b, scale = 0.3, 1 / np.sqrt(m)
+    b, scale, eps = 0.3, 1 / np.sqrt(m), 0.05
     rng = np.random.default_rng(1)
-    X1 = X0 + 0.01 * rng.standard_normal(X0.shape)
     cptr, cidx = _nm(M)
+    nnz = len(cidx)
     pairs_r = np.repeat(np.arange(m), np.diff(cptr))
-    u = np.einsum("kj,kj->k", W[pairs_r], X0[cidx])          # exact scores at X0
-    delta = np.linalg.norm(X1 - X0, axis=1)
-    wd = np.linalg.norm(W, axis=1)
+    # start state at X0
+    f, H, F0 = np.empty(n), np.empty((n, d)), np.empty(n)
+    fired, mask, z = np.empty(n, np.int64), np.empty(nnz, np.uint8), np.empty(nnz)
+    _core.nm_forward(X0, W, a, b, scale, cptr, cidx, f, H, fired, mask, True, None, F0, z)
+    np.testing.assert_allclose(F0, scale * np.bincount(cidx[(mask & 1) == 1],
+                                                       a[pairs_r][(mask & 1) == 1], n),
+                               rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(z, np.einsum("kj,kj->k", W[pairs_r], X0[cidx]), rtol=1e-13,
+                               atol=1e-14)
+    zref, state, mref, path = z.copy(), (mask & 1).copy(), np.zeros(nnz), np.zeros(n)
+    wd = np.abs(W).sum(1) if norm == np.inf else np.linalg.norm(W, axis=1)
     slack = np.full(m, 1e-9)
-    f, H = np.empty(n), np.empty((n, d))
-    fired, mask = np.empty(n, dtype=np.int64), np.empty(len(cidx), dtype=np.uint8)
-    ev, nf = _core.nm_lazy_forward(X1, W, a, b, scale, cptr, cidx, u, delta, wd, slack, f, H,
-                                   fired, mask)
-    f2, H2 = np.empty(n), np.empty((n, d))
-    fired2, mask2 = np.empty(n, dtype=np.int64), np.empty(len(cidx), dtype=np.uint8)
-    ev2, nf2 = _core.nm_forward(X1, W, a, b, scale, cptr, cidx, f2, H2, fired2, mask2)
-    np.testing.assert_allclose(f, f2, rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(H, H2, rtol=1e-13, atol=1e-15)
-    np.testing.assert_array_equal(fired, fired2)
-    np.testing.assert_array_equal(mask, mask2)
-    assert nf == nf2 and ev <= ev2
-    if len(cidx) > 100:
-        assert ev < ev2
-    z1 = np.einsum("kj,kj->k", W[pairs_r], X1[cidx])
-    assert np.all(u >= z1 - 1e-12)                             # still upper bounds
+    Xp, total_ev = X0, 0
+    for step in range(6):
+        D = rng.standard_normal(X0.shape)
+        if norm == np.inf:
+            Xt = X0 + eps * np.clip(D, -1, 1)
+            move = np.abs(Xt - Xp).max(1)
+        else:
+            D *= eps * rng.random((n, 1)) / np.linalg.norm(D, axis=1, keepdims=True)
+            Xt = X0 + D
+            move = np.linalg.norm(Xt - Xp, axis=1)
+        if step == 3:
+            Xt, move = Xp.copy(), np.zeros(n)          # a pass at unchanged points
+        path += move
+        ev, flips = _core.nm_track_forward(Xt, W, a, b, scale, cptr, cidx, zref, mref, state,
+                                           path, 2 * eps * (1 + 1e-9), wd, slack, H, F0,
+                                           fired, f)
+        total_ev += ev - n
+        f2, H2 = np.empty(n), np.empty((n, d))
+        fired2, mask2 = np.empty(n, np.int64), np.empty(nnz, np.uint8)
+        _core.nm_forward(Xt, W, a, b, scale, cptr, cidx, f2, H2, fired2, mask2)
+        np.testing.assert_array_equal(fired, fired2)
+        np.testing.assert_array_equal(state, mask2 & 1)
+        np.testing.assert_allclose(H, H2, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(f, f2, rtol=1e-11, atol=1e-12)
+        ztrue = np.einsum("kj,kj->k", W[pairs_r], Xt[cidx])
+        gap = np.minimum(path[cidx] - mref, 2 * eps) * wd[pairs_r]
+        assert np.all(np.abs(ztrue - zref) <= gap + 1e-12)
+        if step == 3:
+            assert ev == n and flips == 0                 # nothing moved: no inner product
+        Xp = Xt
+    if nnz > 100:
+        assert total_ev < 6 * nnz
+
+
+def test_tracked_pass_rejects_bad_state():
+    X, W, a, M = _problem(20, 10, 3, 0.5, 2)
+    cptr, cidx = _nm(M)
+    nnz, n = len(cidx), 10
+    args = [X, W, a, 0.1, 1.0, cptr, cidx, np.zeros(nnz), np.zeros(nnz),
+            np.zeros(nnz, np.uint8), np.zeros(n), 0.1, np.ones(20), np.zeros(20),
+            np.zeros((n, 3)), np.zeros(n), np.zeros(n, np.int64), np.zeros(n)]
+    bad = list(args)
+    bad[7] = np.zeros(nnz + 1)
+    with pytest.raises(ValueError, match="inconsistent"):
+        _core.nm_track_forward(*bad)
+    bad = list(args)
+    bad[11] = -1.0
+    with pytest.raises(ValueError, match="cap"):
+        _core.nm_track_forward(*bad)
+    bad = list(args)
+    bad[6] = cidx[::-1].copy()
+    with pytest.raises(ValueError):
+        _core.nm_track_forward(*bad)
 
 
 def test_keep_bits_and_compaction_match_numpy():

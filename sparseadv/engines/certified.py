@@ -160,10 +160,11 @@ class CertifiedEngine(Engine):
 
     @property
     def candidates(self):
-        """The current candidate sets as neuron-major CSR (cptr, cidx); None before use."""
+        """The current candidate sets as neuron-major CSR (cptr, cidx), copies; None before
+        use."""
         if self._cptr is None:
             return None
-        return self._cptr, self._cidx
+        return self._cptr.copy(), self._cidx.copy()
 
     @property
     def budgets(self):
@@ -252,7 +253,7 @@ class CertifiedEngine(Engine):
         self._band_rows += len(rows)
         self._add("inner_products", ip)
         self._add("reanchored", len(rows))
-        self._set_csr(*_core.csr_replace_rows(self._cptr, self._cidx, rows, ptr, idx))
+        self._replace_rows(rows, ptr, idx)
 
     def _shrink(self, rows):
         """Re-test the current candidates of ``rows`` against their (raised) thresholds."""
@@ -262,7 +263,15 @@ class CertifiedEngine(Engine):
             self._X, self._Wa, rows, self._thresholds(rows),
             np.ascontiguousarray(self._budget[rows]), self._xnorm, self._cptr, self._cidx)
         self._add("inner_products", ip)
-        self._set_csr(*_core.csr_replace_rows(self._cptr, self._cidx, rows, ptr, idx))
+        self._replace_rows(rows, ptr, idx)
+
+    def _replace_rows(self, rows, ptr, idx):
+        """Splice new lists for ``rows`` into the CSR, written into the one of two work buffers
+        that does not hold the current lists."""
+        size = len(self._cidx) - int((self._cptr[rows + 1] - self._cptr[rows]).sum()) + len(idx)
+        self._flip = 1 - getattr(self, "_flip", 0)
+        out = self._work(f"cidx{self._flip}", size, np.int32)
+        self._set_csr(*_core.csr_replace_rows(self._cptr, self._cidx, rows, ptr, idx, out))
 
     def _auto_budget(self, rate):
         """The cost-model budget for drift rates ``rate`` (module docstring)."""
@@ -305,12 +314,10 @@ class CertifiedEngine(Engine):
     def _keep_thresholds(self):
         """Per-neuron refinement threshold at the current weights (module docstring); also
         keeps the dual norms and slacks the lazy passes use."""
-        W = self.net.W
-        if self._norm == np.inf:
-            dual = np.abs(W).sum(axis=1)
-        else:
-            dual = np.sqrt(np.einsum("ij,ij->i", W, W))
-        w2 = dual if self._norm != np.inf else np.sqrt(np.einsum("ij,ij->i", W, W))
+        m = self.net.m
+        w2, w1 = self._work("keep_n2", m), self._work("keep_n1", m)
+        _core.row_norms(self.net.W, w2, w1)
+        dual = w1 if self._norm == np.inf else w2
         ed = self._eps * dual
         slack = _SLACK * (abs(self._b) + ed + w2 * (self._xmax + self._eps2))
         self._lazy_wd = np.ascontiguousarray(dual)
@@ -319,14 +326,12 @@ class CertifiedEngine(Engine):
         return np.ascontiguousarray(self._b - ed - slack)
 
     def _move(self, Xt):
-        """Per-point movement since the last lazy pass, in the attack's norm (paired with the
-        dual norm of the weights in ``_lazy_wd``)."""
-        if self._lazy_prev is None:
-            return np.zeros(Xt.shape[0])
+        """Per-point movement since the last tracked pass, in the attack's norm (paired with
+        the dual norm of the weights in ``_lazy_wd``)."""
         D = Xt - self._lazy_prev
         if self._norm == np.inf:
-            return np.ascontiguousarray(np.abs(D).max(axis=1))
-        return np.ascontiguousarray(np.sqrt(np.einsum("ij,ij->i", D, D)))
+            return np.abs(D).max(axis=1)
+        return np.sqrt(np.einsum("ij,ij->i", D, D))
 
     def _pass_list(self, Xt):
         """(cptr, cidx, rows, refine) for a pass at Xt, or None when Xt must be evaluated
@@ -339,30 +344,75 @@ class CertifiedEngine(Engine):
         return self._cptr, self._cidx, self._rows, refine
 
     def _evaluate(self, Xt, lst, f, H, fired, want_mask):
-        """One candidate pass over ``lst``; refines the list when asked. Returns the mask."""
+        """One candidate pass over ``lst``; refines the list when asked. Returns the fired
+        mask over ``lst`` (None unless asked for or refining) and the fired pair count."""
         net = self.net
+        n = Xt.shape[0]
         cptr, cidx, rows, refine = lst
-        mask = np.empty(len(cidx), dtype=np.uint8) if (want_mask or refine) else None
-        lazy = self.lazy and self._refined is not None and cidx is self._refined[1]
-        if lazy:
-            ev, nf = _core.nm_lazy_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx,
-                                           self._lazy_u, self._move(Xt), self._lazy_wd,
-                                           self._lazy_slack, f, H, fired, mask)
+        tracked = self.lazy and self._refined is not None and cidx is self._refined[1]
+        if tracked:
+            T = self._track
+            T["path"] += self._move(Xt)
             self._lazy_prev = Xt.copy()
+            ev, _ = _core.nm_track_forward(
+                Xt, net.W, net.a, net.b, net.scale, cptr, cidx, T["zref"], T["mref"],
+                T["state"], T["path"], self._cap, self._lazy_wd, self._lazy_slack, T["H"],
+                T["F0"], T["cnt"], f, False)
+            mask, cnt = T["state"], T["cnt"]
+            if H is not None:
+                H[...] = T["H"]
+            if fired is not None:
+                fired[...] = cnt
+            nf = int(cnt.sum())
         else:
+            mask = (self._work("mask_fwd" if want_mask else "mask_first", len(cidx), np.uint8)
+                    if (want_mask or refine) else None)
             keep = self._keep_thresholds() if refine else None
-            ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx, f, H,
-                                      fired, mask, False, keep)
+            if refine and self.lazy:
+                # the start state of the tracked passes: exact scores, H, F0 and counts here
+                Hs = self._work("track_H", n * net.d).reshape(n, net.d)
+                F0 = self._work("track_F0", n)
+                cnt = self._work("track_cnt", n, np.int64)
+                z = self._work("z_first", len(cidx))
+                ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx, f,
+                                          Hs, cnt, mask, False, keep, F0, z)
+                if H is not None:
+                    H[...] = Hs
+                if fired is not None:
+                    fired[...] = cnt
+            else:
+                ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx, f,
+                                          H, fired, mask, False, keep)
         self._add("candidate_pairs", len(cidx))
         self._add("inner_products", ev)
         if self.verify:
-            self._verify(Xt, fired, cptr, cidx)
+            self._verify(Xt, cnt if (tracked or (refine and self.lazy)) else fired, cptr,
+                         cidx)
         if refine:
-            rptr, ridx = _core.compact_pairs(cptr, cidx, mask, 1)
-            self._refined = (rptr, ridx, np.flatnonzero(np.diff(rptr)).astype(np.int64))
-            self._lazy_u = np.full(len(ridx), np.inf)     # first lazy pass evaluates all
-            self._lazy_prev = None
+            self._refine(Xt, cptr, cidx, mask, z if self.lazy else None, Hs if self.lazy
+                         else None, F0 if self.lazy else None, cnt if self.lazy else None)
         return mask, nf
+
+    def _refine(self, Xt, cptr, cidx, mask, z, Hs, F0, cnt):
+        """Keep the pairs marked by the first pass; with ``lazy``, set up the tracked state."""
+        out = self._work("refined", len(cidx), np.int32)
+        if z is None:
+            rptr, ridx = _core.compact_pairs(cptr, cidx, mask, 1, out)
+        else:
+            zref = self._work("zref", len(cidx))
+            state = self._work("state", len(cidx), np.uint8)
+            rptr, ridx = _core.compact_pairs(cptr, cidx, mask, 1, out, z, zref, state)
+            k = len(ridx)
+            mref = self._work("mref", k)
+            mref.fill(0.0)
+            path = self._work("path", Xt.shape[0])
+            path.fill(0.0)
+            self._track = dict(zref=zref[:k], mref=mref, state=state[:k], path=path, H=Hs,
+                               F0=F0, cnt=cnt)
+            self._lazy_prev = Xt.copy()
+            # any two positions of a point lie in its eps-ball (``_in_region``'s tolerance)
+            self._cap = 2.0 * (self._eps * (1 + 1e-9) + 1e-12 * (1 + self._xmax))
+        self._refined = (rptr, ridx, np.flatnonzero(np.diff(rptr)).astype(np.int64))
 
     def _check_ready(self):
         if self._X is None:
@@ -424,7 +474,7 @@ class CertifiedEngine(Engine):
             if self.verify:
                 self._verify(Xt, None, cptr, cidx)
             self._add("candidate_pairs", len(cidx))
-        G = np.empty((len(rows), net.d))
+        G = self._work("wgrad", len(rows) * net.d).reshape(len(rows), net.d)
         ev, _ = _core.nm_weight_grad(Xt, net.W, net.a, net.b, coef, cptr, cidx, rows, G, mask,
                                      False)
         self._add("inner_products", ev)

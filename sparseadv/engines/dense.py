@@ -43,7 +43,7 @@ class DenseEngine(Engine):
 
     def weight_gradient(self, Xt, coef):
         net = self.net
-        G = np.empty_like(net.W)
+        G = self._work("wgrad", net.W.size).reshape(net.W.shape)
         self._add("inner_products",
                   _core.dense_weight_grad(Xt, net.W, net.a, net.b, coef, G, self.volume))
         return all_rows(net.m), G
