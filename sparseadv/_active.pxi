@@ -147,6 +147,7 @@ cdef extern from *:
     /* Rows of X are gathered at random within a thread's point range, which together with
        the rows of H does not fit in L2: prefetch them SA_PF pairs ahead. */
     #define SA_PF 8
+    #define SA_PF_PM 16
     static inline __attribute__((always_inline)) void
     sa_prefetch_row(const double* p, Py_ssize_t d)
     {
@@ -265,7 +266,11 @@ cdef extern from *:
             for (k = indptr[i]; k < indptr[i + 1]; ++k) {
                 const int64_t r = indices[k];
                 const double* w = W + r * d;
-                const double z = sa_dot(w, x, d);
+                double z;
+                /* the rows are gathered at random: prefetch SA_PF_PM pairs ahead */
+                if (k + SA_PF_PM < indptr[i + 1])
+                    sa_prefetch_row(W + indices[k + SA_PF_PM] * d, d);
+                z = sa_dot(w, x, d);
                 if (z > b) {
                     const double c = scale * a[r];
                     fi += c * (z - b);
@@ -337,6 +342,27 @@ cdef extern from *:
        term in H_i, F0_i, cnt_i: per point, in increasing neuron order. Two phases per neuron:
        a scan that decides the clear pairs and lists the others in ``sel`` (thread scratch),
        then those pairs through sa_dot4 in fours, rows prefetched SA_PF pairs ahead. */
+    /* A pair of point i starts (on) or stops firing: add or remove c w_r in H_i, c in F0_i.
+       When the last fired neuron of a point stops, H_i and F0_i are reset to exact zeros
+       (a fresh sum has no terms; removing the terms would leave round-off, whose signs an
+       l-inf attack would follow). */
+    static inline __attribute__((always_inline)) void
+    sa_track_flip(int on, double c, const double* w, Py_ssize_t d, double* h, double* F0,
+                  int64_t* cnt)
+    {
+        if (on) {
+            sa_axpy(c, w, h, d);
+            *F0 += c;
+            *cnt += 1;
+        } else if (--*cnt == 0) {
+            memset(h, 0, (size_t)d * sizeof(double));
+            *F0 = 0.0;
+        } else {
+            sa_axpy(-c, w, h, d);
+            *F0 -= c;
+        }
+    }
+
     SA_BODY void
     sa_nm_track_body(const double* X, Py_ssize_t d, const double* W, const double* a,
               double b, double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0,
@@ -372,10 +398,7 @@ cdef extern from *:
                         ns += !(on | off);
                         /* bitwise, not logical, operators: one rarely taken branch */
                         if ((on & (was ^ 1)) | (off & was)) {
-                            const double cc = on ? c : -c;
-                            sa_axpy(cc, w, H + i * d, d);
-                            F0[i] += cc;
-                            cnt[i] += on ? 1 : -1;
+                            sa_track_flip(on, c, w, d, H + i * d, F0 + i, cnt + i);
                             sp[k] = (uint8_t)on;
                             ++fl;
                         }
@@ -401,10 +424,7 @@ cdef extern from *:
                         zp[kk] = zz[t];
                         mp[kk] = mv[i];
                         if (on != sp[kk]) {
-                            const double cc = on ? c : -c;
-                            sa_axpy(cc, w, H + i * d, d);
-                            F0[i] += cc;
-                            cnt[i] += on ? 1 : -1;
+                            sa_track_flip(on, c, w, d, H + i * d, F0 + i, cnt + i);
                             sp[kk] = on;
                             ++fl;
                         }

@@ -447,6 +447,43 @@ cdef class _BallTree:
     cdef readonly Py_ssize_t m, d, leaf_size, n_levels, n_nodes, first_leaf
     cdef readonly double loose_sum, base_sum
     cdef int key_bits
+    # per-thread answer buffers of query_batch, kept between calls: their pages are touched
+    # once, not on every query (a batch at m = 2^18, d = 3 reports ~27 MB)
+    cdef _IdxBuf* _qbufs
+    cdef _IdxBuf* _qtmps
+    cdef Py_ssize_t _nq
+    cdef bint _qbusy
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self._qbufs != NULL:
+            for i in range(self._nq):
+                free(self._qbufs[i].a)
+                free(self._qtmps[i].a)
+        free(self._qbufs)
+        free(self._qtmps)
+
+    cdef int _reserve_threads(self, Py_ssize_t T):
+        """Make the per-thread buffers hold T threads and empty them; -1 when out of memory."""
+        cdef Py_ssize_t i
+        cdef _IdxBuf* nb
+        cdef _IdxBuf* nt
+        if T > self._nq:
+            nb = <_IdxBuf*>realloc(self._qbufs, T * sizeof(_IdxBuf))
+            if nb == NULL:
+                return -1
+            self._qbufs = nb
+            nt = <_IdxBuf*>realloc(self._qtmps, T * sizeof(_IdxBuf))
+            if nt == NULL:
+                return -1
+            self._qtmps = nt
+            memset(self._qbufs + self._nq, 0, (T - self._nq) * sizeof(_IdxBuf))
+            memset(self._qtmps + self._nq, 0, (T - self._nq) * sizeof(_IdxBuf))
+            self._nq = T
+        for i in range(self._nq):
+            self._qbufs[i].n = 0
+            self._qtmps[i].n = 0
+        return 0
 
     def __init__(self, W, Py_ssize_t leaf_size, state=None):
         """Build from W (copied), or restore from ``state`` (the dict of ``get_state``)."""
@@ -621,14 +658,45 @@ cdef class _BallTree:
         free(out.a)
         return res, (int(cnt[0]), int(cnt[1]), int(cnt[2]))
 
-    def query_batch(self, const double[:, ::1] X, double b, bint sort=True):
+    def query_batch(self, const double[:, ::1] X, double b, bint sort=True, out=None):
         """CSR (indptr, indices) of the tree query for every row of X, nogil, prange over
-        points with per-thread output buffers. Returns (indptr, indices, counters)."""
-        cdef Py_ssize_t n = X.shape[0], i, T = sa_omp_max_threads(), sl = self.n_levels + 2
+        points with per-thread output buffers (the tree's own, kept between calls; fresh
+        ones when another thread is querying this tree at the same time). ``out``: an int64
+        array the indices are written into when it has room (they are then a view of its
+        head). Returns (indptr, indices, counters)."""
+        cdef Py_ssize_t T = sa_omp_max_threads(), i
+        cdef _IdxBuf* bufs
+        cdef _IdxBuf* tmps
+        cdef bint own = self._qbusy
+        if T < 1:
+            T = 1
+        if own:
+            bufs = <_IdxBuf*>calloc(T, sizeof(_IdxBuf))
+            tmps = <_IdxBuf*>calloc(T, sizeof(_IdxBuf))
+            if bufs == NULL or tmps == NULL:
+                free(bufs); free(tmps)
+                raise MemoryError()
+        else:
+            if self._reserve_threads(T) != 0:
+                raise MemoryError()
+            bufs, tmps = self._qbufs, self._qtmps
+            self._qbusy = True
+        try:
+            return self._query_into(X, b, sort, out, bufs, tmps, T)
+        finally:
+            if own:
+                for i in range(T):
+                    free(bufs[i].a)
+                    free(tmps[i].a)
+                free(bufs); free(tmps)
+            else:
+                self._qbusy = False
+
+    cdef object _query_into(self, const double[:, ::1] X, double b, bint sort, object out,
+                            _IdxBuf* bufs, _IdxBuf* tmps, Py_ssize_t T):
+        cdef Py_ssize_t n = X.shape[0], i, sl = self.n_levels + 2
         cdef Py_ssize_t tid, off
         cdef _TreeView t
-        cdef _IdxBuf* bufs = <_IdxBuf*>calloc(T, sizeof(_IdxBuf))
-        cdef _IdxBuf* tmps = <_IdxBuf*>calloc(T, sizeof(_IdxBuf))
         cdef cnp.int64_t* stacks = <cnp.int64_t*>malloc(T * sl * sizeof(cnp.int64_t))
         cdef cnp.int64_t* cnts = <cnp.int64_t*>calloc(T * 8, sizeof(cnp.int64_t))
         cdef int* fail = <int*>calloc(T, sizeof(int))
@@ -643,9 +711,8 @@ cdef class _BallTree:
         cdef cnp.int64_t[::1] stid = seg_tid
         cdef cnp.int64_t[::1] soff = seg_off
         cdef cnp.int64_t[::1] ind
-        if (bufs == NULL or tmps == NULL or stacks == NULL or cnts == NULL or fail == NULL
-                or bitmaps == NULL):
-            free(bufs); free(tmps); free(stacks); free(cnts); free(fail); free(bitmaps)
+        if stacks == NULL or cnts == NULL or fail == NULL or bitmaps == NULL:
+            free(stacks); free(cnts); free(fail); free(bitmaps)
             raise MemoryError()
         self._view(&t)
         with nogil:
@@ -669,17 +736,19 @@ cdef class _BallTree:
             for i in range(n):
                 ip[i + 1] += ip[i]
         if not oom:
-            indices = np.empty(ip[n], dtype=np.int64)
+            if (isinstance(out, np.ndarray) and out.dtype == np.int64 and out.ndim == 1
+                    and out.flags.c_contiguous and out.flags.writeable
+                    and out.shape[0] >= ip[n]):
+                indices = out[:ip[n]]
+            else:
+                indices = np.empty(ip[n], dtype=np.int64)
             ind = indices
             with nogil:
                 for i in prange(n, schedule='static'):
                     if ip[i + 1] > ip[i]:
                         memcpy(&ind[ip[i]], bufs[stid[i]].a + soff[i],
                                (ip[i + 1] - ip[i]) * sizeof(cnp.int64_t))
-        for i in range(T):
-            free(bufs[i].a)
-            free(tmps[i].a)
-        free(bufs); free(tmps); free(stacks); free(cnts); free(fail); free(bitmaps)
+        free(stacks); free(cnts); free(fail); free(bitmaps)
         if oom:
             raise MemoryError()
         return indptr, indices, (int(c0), int(c1), int(c2))

@@ -293,22 +293,30 @@ class PartitionTree(_HSRBase):
         self._add(1, counts)
         return ind
 
-    def query_batch(self, X, b, sort=True):
+    def query_batch(self, X, b, sort=True, out=None):
         """:meth:`query` for every row of X as CSR ``(indptr, indices)``, int64, indptr of
         length n + 1, indices sorted within each row (with ``sort=False``: in the tree's
         deterministic traversal order, which saves the per-query sort when the caller does
         not need it; the brute-force fallback returns sorted rows either way). Computed
-        without the GIL, in parallel over points; see ``fallback`` for the high-d policy."""
+        without the GIL, in parallel over points; see ``fallback`` for the high-d policy.
+
+        ``out``: optional 1-D int64 array; when it has room for the answer, ``indices`` is
+        a view of its head (no new allocation: callers that query every iteration keep one
+        buffer), otherwise a new array."""
         X = _as_matrix(X, "X", d=self._d)
         b = _as_threshold(b)
         if not isinstance(sort, (bool, np.bool_)):
             raise TypeError(f"sort must be a bool, got {sort!r}")
+        if out is not None and not (isinstance(out, np.ndarray) and out.dtype == np.int64
+                                    and out.ndim == 1 and out.flags.c_contiguous
+                                    and out.flags.writeable):
+            raise TypeError("out must be None or a writeable contiguous 1-d int64 array")
         n = X.shape[0]
         if self.fallback == "brute":
             return self._brute(X, b)
         k = self._pilot_size(n)
         if self.fallback == "tree" or n <= k:
-            indptr, ind, counts = self._tree.query_batch(X, b, sort)
+            indptr, ind, counts = self._tree.query_batch(X, b, sort, out)
             self._add(n, counts)
             return indptr, ind
         ip1, ind1, counts = self._tree.query_batch(X[:k], b, sort)
@@ -317,12 +325,18 @@ class PartitionTree(_HSRBase):
         d, m = self._d, self._m
         tree_cost = (ipr * (d + 2) + nv * (d + 8) + rep) / k
         brute_cost = m * (d * self.brute_flop_weight + 3.0)
+        tail = None
         if tree_cost > brute_cost:
             ip2, ind2 = self._brute(X[k:], b)
         else:
-            ip2, ind2, counts = self._tree.query_batch(X[k:], b, sort)
+            if out is not None and len(out) >= len(ind1):
+                tail = out[len(ind1):]
+            ip2, ind2, counts = self._tree.query_batch(X[k:], b, sort, tail)
             self._add(n - k, counts)
         indptr = np.concatenate([ip1, ip2[1:] + ip1[-1]])
+        if tail is not None and len(tail) >= len(ind2):    # the answer went into ``out``
+            out[:len(ind1)] = ind1
+            return indptr, out[:len(ind1) + len(ind2)]
         return indptr, np.concatenate([ind1, ind2])
 
     def _pilot_size(self, n):

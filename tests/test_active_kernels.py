@@ -247,6 +247,26 @@ def test_tracked_passes_match_full_passes(m, n, d, norm):
         assert total_ev < 6 * nnz
 
 
+def test_tracked_pass_leaves_exact_zeros_when_a_point_stops_firing():
+    """A point whose last fired neuron stops firing gets H_i = 0 and F0_i = 0 exactly, as a
+    fresh sum would (an l-inf attack follows the signs of H)."""
+    W = np.array([[0.3, 0.7, 0.1], [0.2, 0.9, 0.4]])
+    a = np.array([1.0, -1.0])
+    b, scale = 0.5, 1 / 3
+    X0 = np.array([[0.6, 0.8, 0.3]])
+    cptr, cidx = np.array([0, 1, 2], np.int64), np.zeros(2, np.int32)
+    f, H, F0 = np.empty(1), np.empty((1, 3)), np.empty(1)
+    fired, mask, z = np.empty(1, np.int64), np.empty(2, np.uint8), np.empty(2)
+    _core.nm_forward(X0, W, a, b, scale, cptr, cidx, f, H, fired, mask, True, None, F0, z)
+    assert fired[0] == 2
+    X1 = np.array([[0.1, 0.1, 0.1]])
+    state, mref, path = (mask & 1).copy(), np.zeros(2), np.array([np.linalg.norm(X1 - X0)])
+    _core.nm_track_forward(X1, W, a, b, scale, cptr, cidx, z, mref, state, path, 10.0,
+                           np.linalg.norm(W, axis=1), np.full(2, 1e-9), H, F0, fired, f)
+    assert fired[0] == 0 and not state.any()
+    assert np.all(H == 0.0) and F0[0] == 0.0 and f[0] == 0.0
+
+
 def test_tracked_pass_rejects_bad_state():
     X, W, a, M = _problem(20, 10, 3, 0.5, 2)
     cptr, cidx = _nm(M)

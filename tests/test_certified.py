@@ -60,8 +60,8 @@ def test_history_and_counters():
     assert hc["inner_products"][0] >= m * n
     # later iterations: far fewer inner products than the dense engine's (K + 2) m n
     assert hc["inner_products"][-1] < 0.5 * hd["inner_products"][-1]
-    # inner products <= candidate pairs of the passes + n per re-anchored neuron (lazy passes
-    # skip pairs whose bound stays below b; no shrinks after the first update) ...
+    # inner products <= candidate pairs of the passes + n per re-anchored neuron (tracked
+    # passes skip the pairs their bounds decide; no shrinks after the first update) ...
     for it in range(2, 6):
         assert hc["inner_products"][it] <= hc["candidate_pairs"][it] + n * hc["reanchored"][it]
     # ... with equality when every scanned pair is evaluated

@@ -10,7 +10,7 @@ Work counted per iteration: ``inner_products`` = the tree's evaluated dot produc
 plus one per reported pair in each kernel (the output needs <w_r, x> - b, which a wholesale
 node report does not compute). Point-major kernels are used although they gather weight rows:
 measured at d = 3, m = 2^18, turning the tree's answer neuron-major (a counting sort over m)
-cost more (28 ms per pass) than the gathers it saves.; ``candidate_pairs`` = pairs the tree reported, summed over the
+cost more (28 ms per pass) than the gathers it saves; ``candidate_pairs`` = pairs the tree reported, summed over the
 K + 1 queries of the iteration; ``nodes_visited`` from the tree; ``fired_pairs`` at the final
 points, as every engine counts them.
 
@@ -34,6 +34,7 @@ class TreeEngine(Engine):
         self.tree_options = dict(leaf_size=leaf_size, **tree_options)
         self.tree = PartitionTree(net.W, **self.tree_options)
         self._pairs = None
+        self._last_nnz = 0
 
     def resync(self):
         """Rebuild the tree from ``net.W`` (after the weights were changed outside training)."""
@@ -43,7 +44,11 @@ class TreeEngine(Engine):
         before = self.tree.stats
         # unsorted answers: the point-major kernels take any order, and the order the tree
         # traverses in is deterministic, so results stay reproducible bit for bit
-        indptr, indices = self.tree.query_batch(Xt, self.net.b, sort=False)
+        # one buffer for every query (an answer is used before the next query is made),
+        # sized from the last answer
+        out = self._work("pairs", self._last_nnz + self._last_nnz // 4 + 1024, np.int64)
+        indptr, indices = self.tree.query_batch(Xt, self.net.b, sort=False, out=out)
+        self._last_nnz = len(indices)
         after = self.tree.stats
         self._add("inner_products", after["inner_products"] - before["inner_products"])
         self._add("nodes_visited", after["nodes_visited"] - before["nodes_visited"])
