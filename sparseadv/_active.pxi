@@ -965,12 +965,16 @@ def anchor_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
                       Py_ssize_t block=0):
     """Candidate lists of the neurons ``rows`` against all n points.
 
-    Scores S = Wa[rows] X^T are computed in blocks of neurons, one dgemm per block; point i
-    is a candidate of rows[k] iff S[k, i] + budget[k] * xnorm[i] > thr[k]. Returns
-    (ptr (len(rows) + 1,) int64, idx int32 sorted within each row, band, inner products) where
-    band counts the kept pairs with S + budget*xnorm - thr <= band_h (density estimate)."""
+    Point i is a candidate of rows[k] iff S[k, i] + budget[k] * xnorm[i] > thr[k], with
+    S = Wa[rows] X^T. Parallel over blocks of ``block`` rows (default 64): each thread
+    computes its block's scores with dgemm tiles of at most 2^18 multiply-adds (so OpenBLAS
+    runs them on the calling thread, as in the dense kernels: no pooled BLAS threads competing
+    with the OpenMP ones), tests them and appends the kept point ids to its own buffer; the
+    buffers are then copied into place. Returns (ptr (len(rows) + 1,) int64, idx int32
+    sorted within each row, band, inner products) where band counts the kept pairs with
+    S + budget*xnorm - thr <= band_h (density estimate)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0]
-    cdef Py_ssize_t kb, k0, k1, k, j, nt
+    cdef Py_ssize_t RB, PT, nblk, T, j, k, k0, k1, kb, i0, ib, tid, need, cap
     cdef cnp.int64_t tot
     if Wa.shape[1] != d or thr.shape[0] != nr or budget.shape[0] != nr or xnorm.shape[0] != n:
         raise ValueError("anchor_candidates: inconsistent shapes")
@@ -982,55 +986,96 @@ def anchor_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
     ptr = np.zeros(nr + 1, dtype=np.int64)
     if nr == 0 or n == 0:
         return ptr, np.zeros(0, dtype=np.int32), 0, 0
-    kb = block if block > 0 else max(16, (1 << 20) // n)
-    if kb > nr:
-        kb = nr
-    Wblk_arr = np.empty((kb, d))
-    S_arr = np.empty((kb, n))
-    cnt_arr = np.empty(kb, dtype=np.int64)
-    band_arr = np.empty(kb, dtype=np.int64)
-    off_arr = np.empty(kb + 1, dtype=np.int64)
-    cdef double[:, ::1] Wblk = Wblk_arr
-    cdef double[:, ::1] S = S_arr
-    cdef cnp.int64_t[::1] cnt = cnt_arr, band = band_arr, off = off_arr
+    RB = block if block > 0 else 64
+    PT = (1 << 18) // (RB * d) if RB * d < (1 << 18) else 1
+    if PT > n:
+        PT = n
+    nblk = (nr + RB - 1) // RB
+    T = _nthreads()
+    cnt_arr = np.zeros(nr, dtype=np.int64)
+    band_arr = np.zeros(nr, dtype=np.int64)
+    blk_arr = np.zeros((nblk, 2), dtype=np.int64)        # (thread, offset in its buffer)
+    cdef cnp.int64_t[::1] cnt = cnt_arr, band = band_arr
+    cdef cnp.int64_t[:, ::1] blk = blk_arr
+    cdef cnp.int32_t** tbuf = <cnp.int32_t**>calloc(T, sizeof(cnp.int32_t*))
+    cdef Py_ssize_t* tlen = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
+    cdef Py_ssize_t* tcap = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
+    cdef int failed = 0
+    cdef int* failed_p = &failed
+    cdef double* S
+    cdef double* Wb
+    cdef cnp.int64_t* offs
+    cdef cnp.int32_t* grown
+    if tbuf == NULL or tlen == NULL or tcap == NULL:
+        free(tbuf); free(tlen); free(tcap)
+        raise MemoryError()
+    with nogil, parallel(num_threads=T):
+        S = <double*>malloc(RB * n * sizeof(double))
+        Wb = <double*>malloc(RB * d * sizeof(double))
+        offs = <cnp.int64_t*>malloc((RB + 1) * sizeof(cnp.int64_t))
+        if S == NULL or Wb == NULL or offs == NULL:
+            failed_p[0] = 1
+        for j in prange(nblk, schedule='dynamic'):
+            if S == NULL or Wb == NULL or offs == NULL or failed_p[0]:
+                continue
+            tid = sa_omp_thread_num()
+            k0 = j * RB
+            k1 = k0 + RB if k0 + RB < nr else nr
+            kb = k1 - k0
+            for k in range(kb):
+                memcpy(Wb + k * d, &Wa[rows[k0 + k], 0], d * sizeof(double))
+            i0 = 0
+            while i0 < n:
+                ib = PT if i0 + PT <= n else n - i0
+                gemm_rm(b'N', b'T', <int>kb, <int>ib, <int>d, 1.0, Wb, <int>d, &X[i0, 0],
+                        <int>d, 0.0, S + i0, <int>n)
+                i0 = i0 + PT
+            sa_anchor_rows(S, n, &thr[k0], &budget[k0], &xnorm[0], band_h, 0, kb, 0,
+                           &cnt[k0], &band[k0], NULL, NULL)
+            offs[0] = tlen[tid]
+            for k in range(kb):
+                offs[k + 1] = offs[k] + cnt[k0 + k]
+            need = offs[kb]
+            if need > tcap[tid]:
+                cap = 2 * tcap[tid] if tcap[tid] > 0 else 4096
+                while cap < need:
+                    cap = 2 * cap
+                grown = <cnp.int32_t*>realloc(tbuf[tid], cap * sizeof(cnp.int32_t))
+                if grown == NULL:
+                    failed_p[0] = 1
+                    continue
+                tbuf[tid] = grown
+                tcap[tid] = cap
+            sa_anchor_rows(S, n, &thr[k0], &budget[k0], &xnorm[0], band_h, 0, kb, 1,
+                           &cnt[k0], &band[k0], offs, tbuf[tid])
+            blk[j, 0] = tid
+            blk[j, 1] = tlen[tid]
+            tlen[tid] = need
+        free(S)
+        free(Wb)
+        free(offs)
+    if failed:
+        for j in range(T):
+            free(tbuf[j])
+        free(tbuf); free(tlen); free(tcap)
+        raise MemoryError()
+    np.cumsum(cnt_arr, out=ptr[1:])
     cdef cnp.int64_t[::1] pv = ptr
-    cdef cnp.int32_t[::1] ov
-    cdef cnp.int64_t band_total = 0
-    cdef Py_ssize_t per = 16, nbk
-    pieces = []
-    k0 = 0
-    while k0 < nr:
-        k1 = k0 + kb if k0 + kb < nr else nr
+    tot = pv[nr]
+    idx = np.empty(tot, dtype=np.int32)
+    cdef cnp.int32_t[::1] iv = idx
+    if tot > 0:
         with nogil:
-            for k in range(k1 - k0):
-                memcpy(&Wblk[k, 0], &Wa[rows[k0 + k], 0], d * sizeof(double))
-            gemm_rm(b'N', b'T', <int>(k1 - k0), <int>n, <int>d, 1.0, &Wblk[0, 0], <int>d,
-                    &X[0, 0], <int>d, 0.0, &S[0, 0], <int>n)
-            nbk = (k1 - k0 + per - 1) // per
-            for j in prange(nbk, schedule='static'):
-                sa_anchor_rows(&S[0, 0], n, &thr[k0], &budget[k0], &xnorm[0], band_h,
-                               j * per, (j + 1) * per if (j + 1) * per < k1 - k0 else k1 - k0,
-                               0, &cnt[0], &band[0], NULL, NULL)
-            off[0] = 0
-            for k in range(k1 - k0):
-                off[k + 1] = off[k] + cnt[k]
-                pv[k0 + k + 1] = cnt[k]
-                band_total += band[k]
-            tot = off[k1 - k0]
-        piece = np.empty(tot, dtype=np.int32)
-        if tot > 0:
-            ov = piece
-            with nogil:
-                for j in prange(nbk, schedule='static'):
-                    sa_anchor_rows(&S[0, 0], n, &thr[k0], &budget[k0], &xnorm[0], band_h,
-                                   j * per,
-                                   (j + 1) * per if (j + 1) * per < k1 - k0 else k1 - k0,
-                                   1, &cnt[0], &band[0], &off[0], &ov[0])
-        pieces.append(piece)
-        k0 = k1
-    np.cumsum(ptr, out=ptr)
-    idx = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-    return ptr, idx, int(band_total), int(nr) * int(n)
+            for j in prange(nblk, schedule='static'):
+                k0 = j * RB
+                k1 = k0 + RB if k0 + RB < nr else nr
+                if pv[k1] > pv[k0]:
+                    memcpy(&iv[pv[k0]], tbuf[blk[j, 0]] + blk[j, 1],
+                           (pv[k1] - pv[k0]) * sizeof(cnp.int32_t))
+    for j in range(T):
+        free(tbuf[j])
+    free(tbuf); free(tlen); free(tcap)
+    return ptr, idx, int(band_arr.sum()), int(nr) * int(n)
 
 
 def filter_candidates(const double[:, ::1] X, const double[:, ::1] Wa,

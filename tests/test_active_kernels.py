@@ -138,7 +138,10 @@ def test_kernels_reject_bad_csr():
         _core.pm_forward(X, W, a, 0.1, 1.0, indptr, badi, f)
 
 
-@pytest.mark.parametrize("m,n,d", [(1, 1, 2), (50, 1, 3), (1, 40, 5), (333, 77, 17)])
+# (130, 700, 40): several dgemm point tiles per block (2^18 / (64 * 40) = 102 points each,
+# the last one partial) and per-thread buffers that grow
+@pytest.mark.parametrize("m,n,d", [(1, 1, 2), (50, 1, 3), (1, 40, 5), (333, 77, 17),
+                                   (130, 700, 40)])
 def test_anchor_filter_and_splice(m, n, d):
     rng = np.random.default_rng(m + n)
     X = rng.standard_normal((n, d))
