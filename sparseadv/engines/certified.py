@@ -161,6 +161,7 @@ class CertifiedEngine(Engine):
         if self.reanchor_cost == 0:
             raise ValueError("reanchor_cost must be > 0, got 0.0")
         self._X = None          # private copy of the clean points of the current sets
+        self._flip = 0          # which of the two CSR work buffers the next splice writes
         self._cptr = None
         self.iterations_ = 0
         self.rebuilds_ = 0
@@ -278,7 +279,7 @@ class CertifiedEngine(Engine):
         """Splice new lists for ``rows`` into the CSR, written into the one of two work buffers
         that does not hold the current lists."""
         size = len(self._cidx) - int((self._cptr[rows + 1] - self._cptr[rows]).sum()) + len(idx)
-        self._flip = 1 - getattr(self, "_flip", 0)
+        self._flip = 1 - self._flip
         out = self._work(f"cidx{self._flip}", size, np.int32)
         self._set_csr(*_core.csr_replace_rows(self._cptr, self._cidx, rows, ptr, idx, out))
 
@@ -359,6 +360,7 @@ class CertifiedEngine(Engine):
         n = Xt.shape[0]
         cptr, cidx, rows, refine = lst
         tracked = self.lazy and self._refined is not None and cidx is self._refined[1]
+        start = None                    # the tracked passes' start state, set by a refine pass
         if tracked:
             T = self._track
             T["path"] += self._move(Xt)
@@ -385,6 +387,7 @@ class CertifiedEngine(Engine):
                 z = self._work("z_first", len(cidx))
                 ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx, f,
                                           Hs, cnt, mask, False, keep, F0, z)
+                start = (z, Hs, F0, cnt)
                 if H is not None:
                     H[...] = Hs
                 if fired is not None:
@@ -395,19 +398,19 @@ class CertifiedEngine(Engine):
         self._add("candidate_pairs", len(cidx))
         self._add("inner_products", ev)
         if self.verify:
-            self._verify(Xt, cnt if (tracked or (refine and self.lazy)) else fired, cptr,
-                         cidx)
+            self._verify(Xt, cnt if (tracked or start is not None) else fired, cptr, cidx)
         if refine:
-            self._refine(Xt, cptr, cidx, mask, z if self.lazy else None, Hs if self.lazy
-                         else None, F0 if self.lazy else None, cnt if self.lazy else None)
+            self._refine(Xt, cptr, cidx, mask, start)
         return mask, nf
 
-    def _refine(self, Xt, cptr, cidx, mask, z, Hs, F0, cnt):
-        """Keep the pairs marked by the first pass; with ``lazy``, set up the tracked state."""
+    def _refine(self, Xt, cptr, cidx, mask, start):
+        """Keep the pairs marked by the first pass; with the tracked passes' ``start`` state
+        (scores, H, F0, counts of that pass), set up their state."""
         out = self._work("refined", len(cidx), np.int32)
-        if z is None:
+        if start is None:
             rptr, ridx = _core.compact_pairs(cptr, cidx, mask, 1, out)
         else:
+            z, Hs, F0, cnt = start
             zref = self._work("zref", len(cidx))
             state = self._work("state", len(cidx), np.uint8)
             rptr, ridx = _core.compact_pairs(cptr, cidx, mask, 1, out, z, zref, state)
