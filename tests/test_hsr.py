@@ -549,3 +549,44 @@ def test_update_from_full_matrix_equals_update():
         t2.update_from(np.array([1, 2000]), W2)
     with pytest.raises(ValueError, match="W must be"):
         t2.update_from(np.array([1, 2]), W2[:10])
+
+
+@pytest.mark.parametrize("fallback", ["tree", "auto"])
+def test_batch_into_caller_buffer(fallback):
+    """``out``: the answer is written into the caller's buffer when it has room (a view of its
+    head, same answer as without), otherwise returned in a new array; repeated batches (the
+    tree keeps its per-thread buffers) and threads querying one tree at once give the same
+    answers; a bad ``out`` is rejected."""
+    import threading
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((4000, 3))
+    X = rng.standard_normal((300, 3))          # n > the pilot size: "auto" takes the pilot path
+    tree = PartitionTree(W, leaf_size=16, fallback=fallback)
+    ip, ind = tree.query_batch(X, 0.6, sort=False)
+    assert len(ind) > 0
+    big = np.full(len(ind) + 50, -1, dtype=np.int64)
+    ip2, ind2 = tree.query_batch(X, 0.6, sort=False, out=big)
+    np.testing.assert_array_equal(ip2, ip)
+    np.testing.assert_array_equal(ind2, ind)
+    assert np.shares_memory(ind2, big) and np.all(big[len(ind):] == -1)
+    small = np.zeros(len(ind) // 2, dtype=np.int64)
+    ip3, ind3 = tree.query_batch(X, 0.6, sort=False, out=small)
+    np.testing.assert_array_equal(ind3, ind)
+    assert not np.shares_memory(ind3, small)
+    results = [None] * 4
+
+    def worker(j):
+        results[j] = [tree.query_batch(X, 0.6, sort=False) for _ in range(3)]
+    threads = [threading.Thread(target=worker, args=(j,)) for j in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for res in results:
+        for ipj, indj in res:
+            np.testing.assert_array_equal(ipj, ip)
+            np.testing.assert_array_equal(indj, ind)
+    for bad in (np.zeros(10, dtype=np.int32), np.zeros((5, 2), dtype=np.int64), [0, 1],
+                np.zeros(20, dtype=np.int64)[::2]):
+        with pytest.raises(TypeError, match="out"):
+            tree.query_batch(X, 0.6, out=bad)
