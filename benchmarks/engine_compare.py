@@ -7,6 +7,11 @@ Each engine runs in a fresh process (one after the other), so no engine inherits
 heap or cache state. Data: uniform on the sphere, random ±1 labels, l2 PGD (eps 0.05), lr = "auto" (each engine
 from the same start). Time is the median over the iterations after the first (the first
 builds the structures and picks lr); counters are medians too. Prints a Markdown table.
+
+An engine may carry options, ``NAME:KEY=VALUE[,KEY=VALUE]`` (values: true/false, numbers or
+text), so variants compare in one run, e.g. the certified engine's tracked passes on and off:
+
+    python benchmarks/engine_compare.py --engines certified certified:lazy=false --d 16
 """
 import argparse
 import multiprocessing
@@ -17,10 +22,30 @@ import numpy as np
 import sparseadv as sa
 
 
+def parse_engine(spec):
+    """``"certified:lazy=false,budget=0.05"`` -> ("certified", {"lazy": False, "budget": 0.05})."""
+    name, _, opts = spec.partition(":")
+    options = {}
+    for item in filter(None, opts.split(",")):
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"engine option {item!r} in {spec!r}: expected KEY=VALUE")
+        low = text.lower()
+        if low in ("true", "false"):
+            options[key] = low == "true"
+        else:
+            try:
+                options[key] = float(text) if any(c in text for c in ".e") else int(text)
+            except ValueError:
+                options[key] = text
+    return name, options
+
+
 def run(engine, m, n, d, steps, iters, eps, seed):
+    name, options = parse_engine(engine)
     X, y = sa.datasets.sphere(n, d, seed=seed + 1)
     net = sa.ShiftedReLUNet(m, d, seed=seed)
-    tr = sa.AdversarialTrainer(net, sa.PGD(eps, steps), lr="auto", engine=engine)
+    tr = sa.AdversarialTrainer(net, sa.PGD(eps, steps), lr="auto", engine=name, **options)
     t0 = time.perf_counter()
     tr.step(X, y)
     first = time.perf_counter() - t0
@@ -47,7 +72,8 @@ def main():
     rows = []
     ctx = multiprocessing.get_context("spawn")
     for e in a.engines:
-        it = {"dense": a.dense_iters, "tree": a.tree_iters or a.iters}.get(e, a.iters)
+        it = {"dense": a.dense_iters,
+              "tree": a.tree_iters or a.iters}.get(parse_engine(e)[0], a.iters)
         with ctx.Pool(1) as pool:
             first, med = pool.apply(run, (e, a.m, a.n, a.d, a.steps, it, a.eps, a.seed))
         rows.append((e, it, first, med))
@@ -56,7 +82,7 @@ def main():
     print("| engine | iters | s/iter | first iter s | inner products/iter | candidate pairs/iter "
           "| fired pairs | nodes visited | re-anchored | speed-up vs dense | work ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    base = next((r for r in rows if r[0] == "dense"), None)
+    base = next((r for r in rows if parse_engine(r[0])[0] == "dense"), None)
     for e, it, first, med in rows:
         su = wr = ""
         if base is not None:

@@ -9,6 +9,13 @@ import numbers
 import numpy as np
 
 
+def check_bool(name, value):
+    """A Python or numpy bool, returned as bool (0/1 and strings are refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
 def check_positive_int(name, value):
     """A positive Python/numpy integer (bool rejected)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -48,22 +55,26 @@ def _as_float_array(name, X, *, allow_int=False):
     kind = arr.dtype.kind
     if kind == "c":
         raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
-    if kind == "f":
-        pass
-    elif kind in "iu" and allow_int:
-        pass
-    else:
+    if not (kind == "f" or (allow_int and kind in "iu")):
         expected = "a float or integer dtype" if allow_int else "a floating dtype (float32 or float64)"
         raise TypeError(f"{name} must have {expected}, got dtype {arr.dtype}")
+    return arr
+
+
+def _finite_float64(name, arr):
+    """``arr`` as C-contiguous float64, refusing NaN and infinite values."""
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
     return arr
 
 
 def check_matrix(name, X, *, ncols=None, ncols_name="d"):
     """A non-empty 2-D finite real float matrix, returned as float64 C-contiguous.
 
-    float32 and non-contiguous inputs are converted (a copy); the input itself is never
-    returned when it could later be written to by sparseadv, because callers copy explicitly
-    where they keep the array (see ``ShiftedReLUNet.from_arrays``)."""
+    float32 and non-contiguous inputs are converted (a copy); a float64 C-contiguous input is
+    returned as it is, so callers that keep the array copy it explicitly (see
+    ``ShiftedReLUNet.from_arrays``)."""
     arr = _as_float_array(name, X)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
@@ -71,10 +82,7 @@ def check_matrix(name, X, *, ncols=None, ncols_name="d"):
         raise ValueError(f"{name} must have at least 1 row and 1 column, got shape {arr.shape}")
     if ncols is not None and arr.shape[1] != ncols:
         raise ValueError(f"{name} must have {ncols} columns ({ncols_name}), got {arr.shape[1]}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
-    return arr
+    return _finite_float64(name, arr)
 
 
 def check_vector(name, v, *, length=None, length_name="n", allow_int=False):
@@ -86,10 +94,7 @@ def check_vector(name, v, *, length=None, length_name="n", allow_int=False):
         raise ValueError(f"{name} must be non-empty")
     if length is not None and arr.shape[0] != length:
         raise ValueError(f"{name} must have length {length} ({length_name}), got {arr.shape[0]}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
-    return arr
+    return _finite_float64(name, arr)
 
 
 def check_Xy(X, y, d):

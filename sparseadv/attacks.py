@@ -15,7 +15,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import check_Xy, check_real, check_seed
+from ._validation import check_bool, check_positive_int, check_real, check_seed, check_Xy
 
 
 def _check_norm(norm):
@@ -54,19 +54,13 @@ class PGD:
 
     def __init__(self, eps, steps, step_size=None, norm=2, random_start=False, seed=None):
         self.eps = check_real("eps", eps, low=0.0)
-        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, numbers.Integral):
-            raise TypeError(f"steps must be an integer >= 1, got {steps!r}")
-        if steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps}")
-        self.steps = int(steps)
+        self.steps = check_positive_int("steps", steps)
         if step_size is None:
             self.step_size = 2.5 * self.eps / self.steps
         else:
             self.step_size = check_real("step_size", step_size, low=0.0, low_inclusive=False)
         self.norm = _check_norm(norm)
-        if not isinstance(random_start, (bool, np.bool_)):
-            raise TypeError(f"random_start must be a bool, got {random_start!r}")
-        self.random_start = bool(random_start)
+        self.random_start = check_bool("random_start", random_start)
         self.seed = check_seed(seed)
         self._rng = np.random.default_rng(self.seed)
 

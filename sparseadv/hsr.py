@@ -22,7 +22,8 @@ import math
 import numpy as np
 
 from . import _core
-from ._validation import check_matrix, check_positive_int, check_real, check_vector
+from ._validation import (check_bool, check_matrix, check_positive_int, check_real,
+                          check_vector)
 
 __all__ = ["PartitionTree", "BruteForceHSR"]
 
@@ -46,10 +47,6 @@ def _as_matrix(A, name, d=None):
 
 def _as_vector(x, name, d):
     return check_vector(name, x, length=d, length_name="the tree's d")
-
-
-def _as_threshold(b, name="b"):
-    return check_real(name, b)
 
 
 def _check_update(rows, values, m, d):
@@ -87,10 +84,19 @@ def _readonly(a):
 
 
 class _HSRBase:
-    """Shared bookkeeping: stats, len, batch validation."""
+    """Shared bookkeeping: stats, len, the brute-force (blocked GEMM) batch path."""
 
     def _zero_stats(self):
         self._stats = dict.fromkeys(_STAT_KEYS, 0)
+
+    def _brute_batch(self, W, X, b):
+        """Every row of X against every row of W by blocked GEMM, counted as such."""
+        indptr, ind = _core.hsr_brute_csr(W, X, b)
+        n = X.shape[0]
+        self._stats["queries"] += n
+        self._stats["brute_force_queries"] += n
+        self._stats["inner_products"] += self._m * n
+        return indptr, ind
 
     @property
     def stats(self):
@@ -149,7 +155,7 @@ class BruteForceHSR(_HSRBase):
     def query(self, x, b):
         """Sorted int64 indices r with <w_r, x> > b."""
         x = _as_vector(x, "x", self._d)
-        b = _as_threshold(b)
+        b = check_real("b", b)
         _, ind = _core.hsr_brute_csr(self._W, x.reshape(1, -1), b)
         self._stats["queries"] += 1
         self._stats["brute_force_queries"] += 1
@@ -159,13 +165,7 @@ class BruteForceHSR(_HSRBase):
     def query_batch(self, X, b):
         """CSR ``(indptr, indices)`` (int64) of :meth:`query` for every row of X."""
         X = _as_matrix(X, "X", d=self._d)
-        b = _as_threshold(b)
-        indptr, ind = _core.hsr_brute_csr(self._W, X, b)
-        n = X.shape[0]
-        self._stats["queries"] += n
-        self._stats["brute_force_queries"] += n
-        self._stats["inner_products"] += self._m * n
-        return indptr, ind
+        return self._brute_batch(self._W, X, check_real("b", b))
 
     def update(self, rows, values):
         """Replace rows ``rows`` of W by ``values`` (shape (len(rows), d))."""
@@ -181,7 +181,7 @@ class BruteForceHSR(_HSRBase):
     def __setstate__(self, state):
         self._W = np.array(state["W"], dtype=np.float64, order="C", copy=True)
         self._m, self._d = self._W.shape
-        self._stats = dict.fromkeys(_STAT_KEYS, 0)
+        self._zero_stats()
         self._stats.update(state.get("stats", {}))
 
     def __repr__(self):
@@ -288,7 +288,7 @@ class PartitionTree(_HSRBase):
     def query(self, x, b):
         """Sorted int64 indices r with <w_r, x> > b (strict), exact."""
         x = _as_vector(x, "x", self._d)
-        b = _as_threshold(b)
+        b = check_real("b", b)
         ind, counts = self._tree.query(x, b)
         self._add(1, counts)
         return ind
@@ -304,9 +304,8 @@ class PartitionTree(_HSRBase):
         a view of its head (no new allocation: callers that query every iteration keep one
         buffer), otherwise a new array."""
         X = _as_matrix(X, "X", d=self._d)
-        b = _as_threshold(b)
-        if not isinstance(sort, (bool, np.bool_)):
-            raise TypeError(f"sort must be a bool, got {sort!r}")
+        b = check_real("b", b)
+        sort = check_bool("sort", sort)
         if out is not None and not (isinstance(out, np.ndarray) and out.dtype == np.int64
                                     and out.ndim == 1 and out.flags.c_contiguous
                                     and out.flags.writeable):
@@ -344,12 +343,7 @@ class PartitionTree(_HSRBase):
         return min(self.pilot_queries, max(1, n // 32))
 
     def _brute(self, X, b):
-        indptr, ind = _core.hsr_brute_csr(self._tree.W_arr, X, b)
-        n = X.shape[0]
-        self._stats["queries"] += n
-        self._stats["brute_force_queries"] += n
-        self._stats["inner_products"] += self._m * n
-        return indptr, ind
+        return self._brute_batch(self._tree.W_arr, X, b)
 
     # -- updates
     def update(self, rows, values):
@@ -412,7 +406,7 @@ class PartitionTree(_HSRBase):
         self.brute_flop_weight = float(state["brute_flop_weight"])
         self.n_rebuilds = int(state["n_rebuilds"])
         self._updates_since_build = int(state["updates_since_build"])
-        self._stats = dict.fromkeys(_STAT_KEYS, 0)
+        self._zero_stats()
         self._stats.update(state["stats"])
 
     def __repr__(self):

@@ -30,10 +30,16 @@ def test_registered():
 
 
 @pytest.mark.parametrize("norm", [2, np.inf])
-@pytest.mark.parametrize("lr", [0.5, "auto"])
-def test_twenty_iterations_match_dense(norm, lr):
+@pytest.mark.parametrize("lr,opts", [
+    (0.5, {}),
+    ("auto", {}),
+    (0.5, dict(refine=False)),                     # every pass over the anchored sets
+    ("auto", dict(lazy=False, initial_budget=0.01, reanchor_cost=3.0)),
+])
+def test_twenty_iterations_match_dense(norm, lr, opts):
     X, y = _data(96, 8, 0)
-    td, tc = _pair(1024, 8, PGD(0.05, steps=3, norm=norm), lr)
+    m, n, K = 1024, 96, 3
+    td, tc = _pair(m, 8, PGD(0.05, steps=K, norm=norm), lr, **opts)
     for _ in range(20):
         rd, rc = td.step(X, y), tc.step(X, y)
         assert rc["loss"] == pytest.approx(rd["loss"], rel=1e-10)
@@ -41,8 +47,9 @@ def test_twenty_iterations_match_dense(norm, lr):
             assert rc[key] == rd[key]
         assert rc["fired_mean"] == rd["fired_mean"]
         assert rc["nodes_visited"] == 0
-        # the work is on candidates only (plus anchoring)
-        assert rc["candidate_pairs"] >= 4 * rc["fired_pairs"] / 4
+        # the K + 1 passes scan candidate lists that hold the fired pairs (the forward
+        # pass's list alone does) and are smaller than the dense engine's m n per pass
+        assert rc["fired_pairs"] <= rc["candidate_pairs"] < (K + 1) * m * n
     Wd, Wc = td.net.W, tc.net.W
     assert np.abs(Wd - Wc).max() <= 1e-9 * np.abs(Wd).max()
     assert tc.lr_ == td.lr_
@@ -86,9 +93,16 @@ def test_history_and_counters():
 def test_verify_finds_no_miss(eps, m, lr, budget, norm, lazy):
     X, y = _data(50, 5, m)
     net = ShiftedReLUNet(m, 5, seed=3)
+    ref = net.copy()
     tr = AdversarialTrainer(net, PGD(eps, steps=3, norm=norm), lr=lr, engine="certified",
                             budget=budget, verify=True, lazy=lazy)
+    td = AdversarialTrainer(ref, PGD(eps, steps=3, norm=norm), lr=lr, engine="dense")
     recs = [tr.step(X, y) for _ in range(6)]
+    for rc in recs:
+        rd = td.step(X, y)
+        assert rc["loss"] == pytest.approx(rd["loss"], rel=1e-10)
+        assert rc["fired_pairs"] == rd["fired_pairs"]
+    assert np.abs(net.W - ref.W).max() <= 1e-9 * np.abs(ref.W).max()
     if lr >= 50:
         assert all(r["reanchored"] > 0 for r in recs)
 
@@ -146,6 +160,29 @@ def test_rebuilds_when_data_or_attack_change():
     rc, rd = tc.step(X3, y3), td.step(X3, y3)
     assert rc["loss"] == pytest.approx(rd["loss"], rel=1e-10)
     assert np.abs(net.W - ref.W).max() <= 1e-9 * np.abs(ref.W).max()
+
+
+@pytest.mark.parametrize("norm", [2, np.inf])
+def test_weight_gradient_without_forward_mask_and_outside_the_region(norm):
+    """weight_gradient at points where no forward pass left a mask (inside the ε-balls:
+    candidates evaluated; outside: dense kernels) equals the dense engine's."""
+    X, y = _data(40, 5, 12)
+    net = ShiftedReLUNet(700, 5, seed=4)
+    attack = PGD(0.1, 2, norm=norm)
+    dense, eng = make_engine("dense", net), CertifiedEngine(net, verify=True)
+    coef = np.random.default_rng(1).standard_normal(40)
+    for it in range(3):
+        eng.begin_iteration(X, y, attack)
+        Xin = attack.perturb(net, X, y)               # in the balls, no forward() before
+        Xout, _ = _data(40, 5, 20 + it)               # far from X: dense path
+        for Z in (X, Xin, Xout):
+            rows, G = eng.weight_gradient(Z, coef)
+            rd, Gd = dense.weight_gradient(Z, coef)
+            full = np.zeros_like(Gd)
+            full[rows] = G
+            np.testing.assert_allclose(full, Gd, rtol=1e-12, atol=1e-14)
+        net.W[rows] -= 0.5 * G                        # move the weights as the trainer does
+        eng.end_iteration(rows)
 
 
 def test_points_outside_the_certified_region_are_evaluated_densely():

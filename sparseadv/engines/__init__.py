@@ -4,10 +4,9 @@
 so that the trainer, the benchmarks and the reports never name an engine class.
 """
 from .base import COUNTER_NAMES, Engine
+from .certified import CertifiedEngine
 from .dense import DenseEngine
-
-from .certified import CertifiedEngine  # noqa: E402
-from .tree import TreeEngine  # noqa: E402
+from .tree import TreeEngine
 
 ENGINES = {"dense": DenseEngine, "tree": TreeEngine, "certified": CertifiedEngine}
 

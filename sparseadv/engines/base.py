@@ -24,7 +24,8 @@ COUNTER_NAMES = ("inner_products", "candidate_pairs", "fired_pairs", "reanchored
 
 
 class Engine:
-    """Base class; subclasses set ``name`` and implement the four methods below."""
+    """Base class; subclasses set ``name`` and implement ``input_gradient``, ``forward`` and
+    ``weight_gradient``; ``begin_iteration`` and ``end_iteration`` are hooks."""
 
     name = "base"
 

@@ -17,8 +17,10 @@ assumption), and slack_r = 1e-9 (|b| + ε‖w_r°‖_p* + (‖w_r°‖₂ + B_r)
 floating-point round-off (a relative 1e-9 where the errors are ~1e-15), so the set is a proof,
 not a heuristic, and the results equal the dense engine's to round-off.
 
-Every attack step and the forward pass evaluate the candidates exactly (``nm_forward``), and
-the weight gradient reuses the fired mask of the forward pass (no inner products). After the
+Every attack step and the forward pass evaluate the candidates exactly (``nm_forward``; with
+the refinement and tracked passes below, only the first pass does, the others decide most pairs
+from carried bounds), and the weight gradient reuses the fired mask of the forward pass (no
+inner products). After the
 update, ``end_iteration(rows)`` measures ‖Δ_r‖ for the updated rows; the neurons past their
 budget are re-anchored together: one blocked GEMM of those rows against all n clean points
 (``anchor_candidates``) and a splice of their new lists into the CSR.
@@ -36,9 +38,11 @@ per-iteration refinement below serves the other passes; φ = density of the anch
 candidate threshold per unit of score, measured from the anchoring GEMMs as the fraction of
 (point, neuron) pairs within 0.1 σ of the threshold, c = mean ‖x_i‖ + ε₂), the second the
 amortised re-anchoring (n inner products every B / v_r iterations, ρ = ``reanchor_cost``, the
-cost of a GEMM inner product relative to a candidate inner product). When the first measured
-rate calls for a smaller budget than ``initial_budget`` and the neuron has used at most half
-of it, its list is shrunk in place (only its current candidates are re-tested; no GEMM).
+cost of a GEMM inner product relative to a candidate inner product). A neuron's budget changes
+only at those two moments and only as follows: past its budget, it is re-anchored with the
+modelled budget; at its first update, when the modelled budget is below 3/4 of the current one
+and the neuron has drifted at most half the modelled budget, the budget is lowered and the
+list shrunk in place (only its current candidates are re-tested; no GEMM).
 ``budget=<float >= 0>`` fixes B_r for every neuron (0: re-anchor whenever a neuron moves).
 
 Candidate sets depend on the clean points, the attack's ε and norm and the network's a and b:
@@ -70,16 +74,19 @@ evaluated, and only pairs whose state flips touch H_i, F0_i and the count. Then
 f_i = ⟨H_i, x̃_i⟩ − b F0_i (n inner products). Exact: every pair's state is decided by a proof
 or by its score; f and H differ from a fresh sum only by round-off (terms are added and
 removed instead of summed anew). Measured at m = 2^18, n = 1024, d = 64, steps = 10: the
-late attack steps (small moves) evaluate ~0.5M of 9.3M pairs and flip ~10k.
+late attack steps (small moves) evaluate ~0.5M of 9.3M pairs and flip ~10k
+(``benchmarks/kernel_profile.py`` gives the time per pass).
 ``inner_products`` counts the evaluated pairs plus n per pass; ``candidate_pairs`` the pairs
 scanned.
 
 Counters per iteration: ``inner_products`` = candidate inner products of every pass (attack
 steps and forward) + n per re-anchored neuron (the GEMM) + the re-tests of shrunk lists;
 ``candidate_pairs`` = the candidate set size summed over the passes that evaluate it (K attack
-steps + the forward pass; the weight-gradient pass reuses the forward mask and is not
-counted); ``fired_pairs`` = fired pairs at the final points; ``reanchored`` = neurons anchored
-this iteration (all m on a (re)build); ``nodes_visited`` = 0. ``verify`` work is not counted.
+steps + the forward pass; the weight-gradient pass reuses the forward mask and is counted only
+when it has none, i.e. at other points than the last ``forward``); ``fired_pairs`` = fired
+pairs at the final points; ``reanchored`` = neurons anchored this iteration (all m on a
+(re)build); ``nodes_visited`` = 0. ``verify`` work is not counted. Points outside the
+certified region go through the dense engine's kernels and count as the dense engine does.
 
 Results do not depend on the number of OpenMP threads (every point sums its neurons in
 increasing order, every neuron its points in increasing order; tracked passes add and remove
@@ -87,27 +94,19 @@ a point's terms in increasing neuron order within each pass).
 
 Large per-iteration arrays (masks, the refined sets and their state, the CSR being spliced, the
 weight gradient) are work buffers of the engine (``Engine._work``), reused across iterations.
-Memory, measured at m = 2^18, n = 1024, d = 64, steps = 10: peak RSS 1.2 GB, W itself 128 MB
+Memory, measured at m = 2^18, n = 1024, d = 64, steps = 10 (``benchmarks/kernel_profile.py``
+prints it): peak RSS 1.2 GB, W itself 128 MB
 (the anchored scores of the first pass, 8 bytes per anchored pair, and the tracked state, 17
 bytes per refined pair, are the largest buffers); ``lazy=False`` drops the state.
 """
-import numbers
-
 import numpy as np
 
 from .. import _core
+from .._validation import check_bool, check_real
 from .base import Engine, all_rows
+from .dense import DenseEngine
 
 _SLACK = 1e-9
-
-
-def _check_nonneg(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return value
 
 
 class CertifiedEngine(Engine):
@@ -132,9 +131,9 @@ class CertifiedEngine(Engine):
     lazy : bool
         Tracked passes over the refined sets: evaluate only the pairs whose fired state is not
         proven by carried score bounds (module docstring, "Tracked passes"); exact either
-        way. Measured at m = 2^18, n = 1024, steps = 3 (s/iteration, on vs off): d = 3 0.191
-        vs 0.191 (half the inner products), d = 16 0.358 vs 0.386; d = 64, steps = 10: see
-        the module docstring.
+        way. Measured at m = 2^18, n = 1024, steps = 3 (s/iteration, on vs off; ``python
+        benchmarks/engine_compare.py --engines certified certified:lazy=false --d D``): d = 3
+        0.191 vs 0.191 (half the inner products), d = 16 0.358 vs 0.386.
     """
 
     name = "certified"
@@ -142,31 +141,26 @@ class CertifiedEngine(Engine):
     def __init__(self, net, budget="auto", verify=False, initial_budget=0.1,
                  reanchor_cost=0.3, refine=True, lazy=True):
         super().__init__(net)
-        for name, flag in (("refine", refine), ("lazy", lazy)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool, got {flag!r}")
-        self.refine = bool(refine)
-        self.lazy = bool(lazy)
-        self._refined = None
+        self.refine = check_bool("refine", refine)
+        self.lazy = check_bool("lazy", lazy)
+        self.verify = check_bool("verify", verify)
         if budget is None or (isinstance(budget, str) and budget == "auto"):
             self.budget = "auto"
         elif isinstance(budget, str):
             raise ValueError(f"budget must be 'auto', None or a float >= 0, got {budget!r}")
         else:
-            self.budget = _check_nonneg("budget", budget)
-        if not isinstance(verify, (bool, np.bool_)):
-            raise TypeError(f"verify must be a bool, got {verify!r}")
-        self.verify = bool(verify)
-        self.initial_budget = _check_nonneg("initial_budget", initial_budget)
-        if self.initial_budget == 0:
-            raise ValueError("initial_budget must be > 0, got 0.0")
-        self.reanchor_cost = _check_nonneg("reanchor_cost", reanchor_cost)
-        if self.reanchor_cost == 0:
-            raise ValueError("reanchor_cost must be > 0, got 0.0")
+            self.budget = check_real("budget", budget, low=0.0)
+        self.initial_budget = check_real("initial_budget", initial_budget, low=0.0,
+                                         low_inclusive=False)
+        self.reanchor_cost = check_real("reanchor_cost", reanchor_cost, low=0.0,
+                                        low_inclusive=False)
+        # points outside the certified region go through the dense kernels (same counters)
+        self._dense = DenseEngine(net)
+        self._dense.counters = self.counters
+        self._refined = None
         self._X = None          # private copy of the clean points of the current sets
         self._flip = 0          # which of the two CSR work buffers the next splice writes
         self._cptr = None
-        self.iterations_ = 0
         self.rebuilds_ = 0
 
     # -- state ----------------------------------------------------------------------------
@@ -188,7 +182,7 @@ class CertifiedEngine(Engine):
         net = self.net
         if self._X is None:
             return True
-        if self._W_obj is not net.W or net.W.shape != self._Wa.shape:
+        if self._W_obj is not net.W:
             return True
         if attack.eps != self._eps or attack.norm != self._norm:
             return True
@@ -202,12 +196,16 @@ class CertifiedEngine(Engine):
         n = X.shape[0]
         if n >= 2 ** 31 - 1:
             raise ValueError("the certified engine needs fewer than 2**31 points")
-        self._X = np.array(X, dtype=np.float64, order="C", copy=True)
-        self._xnorm = np.sqrt(np.einsum("ij,ij->i", self._X, self._X))
+        # until the build completes the engine holds no sets (an interrupted build is redone)
+        self._X = self._cptr = None
+        Xc = np.array(X, dtype=np.float64, order="C", copy=True)
+        self._xnorm = np.sqrt(np.einsum("ij,ij->i", Xc, Xc))
         self._xmax = float(self._xnorm.max())
         self._eps = float(attack.eps)
         self._norm = attack.norm
         self._eps2 = self._eps * (np.sqrt(d) if self._norm == np.inf else 1.0)
+        # ``_in_region``'s tolerance: any two positions of a point are within 2 tol
+        self._tol = self._eps * (1 + 1e-9) + 1e-12 * (1 + self._xmax)
         self._b = float(net.b)
         self._a = net.a.copy()
         self._W_obj = net.W
@@ -220,38 +218,36 @@ class CertifiedEngine(Engine):
         self._rate_known = np.zeros(m, dtype=bool)
         self._band = 0
         self._band_rows = 0
-        self._cptr = np.zeros(m + 1, dtype=np.int64)
-        self._cidx = np.zeros(0, dtype=np.int32)
-        self._band_h = 0.0
-        self.rebuilds_ += 1
         rows = all_rows(m)
         _core.copy_rows_norms(net.W, self._Wa, rows, self._n2, self._n1)
         sigma = float(np.median(self._n2)) * float(np.sqrt(np.mean(self._xnorm ** 2))) / np.sqrt(d)
         self._band_h = 0.1 * sigma if sigma > 0 else 0.1
         ptr, idx, band, ip = _core.anchor_candidates(
-            self._X, self._Wa, rows, self._thresholds(rows), self._budget, self._xnorm,
+            Xc, self._Wa, rows, self._thresholds(rows), self._budget, self._xnorm,
             self._band_h)
         self._band += band
         self._band_rows += m
         self._add("inner_products", ip)
         self._add("reanchored", m)
         self._set_csr(ptr, idx)
+        self._X = Xc
+        self.rebuilds_ += 1
 
     def _set_csr(self, cptr, cidx):
         self._cptr, self._cidx = cptr, cidx
         self._rows = np.flatnonzero(np.diff(cptr)).astype(np.int64)
-        self._mask = None
-        self._mask_X = None
 
-    def _dual(self, rows):
-        return self._n1[rows] if self._norm == np.inf else self._n2[rows]
+    def _threshold(self, n2, n1, B):
+        """b − ε‖w‖_* − B ε₂ − slack, the right-hand side of the module docstring's candidate
+        test, for rows with norms n2 = ‖w‖₂, n1 = ‖w‖₁ and budgets B (B = 0 at the current
+        weights: the refinement test)."""
+        ed = self._eps * (n1 if self._norm == np.inf else n2)
+        slack = _SLACK * (abs(self._b) + ed + (n2 + B) * (self._xmax + self._eps2))
+        return np.ascontiguousarray(self._b - ed - B * self._eps2 - slack)
 
     def _thresholds(self, rows):
-        """Per-row candidate threshold (the right-hand side of the module docstring's test)."""
-        B = self._budget[rows]
-        ed = self._eps * self._dual(rows)
-        slack = _SLACK * (abs(self._b) + ed + (self._n2[rows] + B) * (self._xmax + self._eps2))
-        return np.ascontiguousarray(self._b - ed - B * self._eps2 - slack)
+        """Candidate thresholds of the anchored rows ``rows`` at their budgets."""
+        return self._threshold(self._n2[rows], self._n1[rows], self._budget[rows])
 
     def _anchor(self, rows):
         """Re-anchor the sorted neuron ids ``rows``: one blocked GEMM against all n points."""
@@ -298,15 +294,17 @@ class CertifiedEngine(Engine):
             B = np.full_like(rate, self.initial_budget)
         return np.minimum(np.maximum(B, 1.1 * rate), np.maximum(cap, 1.1 * rate))
 
+    def _attack_norm(self, D):
+        """Row norms of D in the attack's norm (l2 or l∞)."""
+        if self._norm == np.inf:
+            return np.abs(D).max(axis=1)
+        return np.sqrt(np.einsum("ij,ij->i", D, D))
+
     def _in_region(self, Xt):
         """True when every row of Xt lies in the ε-ball around the matching clean point."""
         if Xt.shape != self._X.shape:
             return False
-        D = Xt - self._X
-        tol = self._eps * (1 + 1e-9) + 1e-12 * (1 + self._xmax)
-        if self._norm == np.inf:
-            return float(np.abs(D).max()) <= tol
-        return float(np.sqrt(np.einsum("ij,ij->i", D, D)).max()) <= tol
+        return float(self._attack_norm(Xt - self._X).max()) <= self._tol
 
     # -- the engine interface -------------------------------------------------------------
 
@@ -319,10 +317,7 @@ class CertifiedEngine(Engine):
         X = np.ascontiguousarray(X, dtype=np.float64)
         if self._needs_rebuild(X, attack):
             self._build(X, attack)
-        self._mask = None
-        self._mask_X = None
-        self._fwd_list = None
-        self._refined = None
+        self._clear_pass_state()
 
     def _keep_thresholds(self):
         """Per-neuron refinement threshold at the current weights (module docstring); also
@@ -330,21 +325,16 @@ class CertifiedEngine(Engine):
         m = self.net.m
         w2, w1 = self._work("keep_n2", m), self._work("keep_n1", m)
         _core.row_norms(self.net.W, w2, w1)
-        dual = w1 if self._norm == np.inf else w2
-        ed = self._eps * dual
-        slack = _SLACK * (abs(self._b) + ed + w2 * (self._xmax + self._eps2))
-        self._lazy_wd = np.ascontiguousarray(dual)
-        self._lazy_slack = np.ascontiguousarray(
-            _SLACK * (abs(self._b) + (w2 + dual) * (self._xmax + self._eps2 + 1.0)))
-        return np.ascontiguousarray(self._b - ed - slack)
+        self._lazy_wd = w1 if self._norm == np.inf else w2
+        # the tracked passes' slack also covers the round-off of the carried path lengths
+        self._lazy_slack = _SLACK * (abs(self._b)
+                                     + (w2 + self._lazy_wd) * (self._xmax + self._eps2 + 1.0))
+        return self._threshold(w2, w1, 0.0)
 
     def _move(self, Xt):
         """Per-point movement since the last tracked pass, in the attack's norm (paired with
         the dual norm of the weights in ``_lazy_wd``)."""
-        D = Xt - self._lazy_prev
-        if self._norm == np.inf:
-            return np.abs(D).max(axis=1)
-        return np.sqrt(np.einsum("ij,ij->i", D, D))
+        return self._attack_norm(Xt - self._lazy_prev)
 
     def _pass_list(self, Xt):
         """(cptr, cidx, rows, refine) for a pass at Xt, or None when Xt must be evaluated
@@ -364,44 +354,41 @@ class CertifiedEngine(Engine):
         cptr, cidx, rows, refine = lst
         tracked = self.lazy and self._refined is not None and cidx is self._refined[1]
         start = None                    # the tracked passes' start state, set by a refine pass
+        state_H = state_cnt = None      # the pass wrote H and counts into the tracked state
         if tracked:
             T = self._track
             T["path"] += self._move(Xt)
             self._lazy_prev = Xt.copy()
             ev, _ = _core.nm_track_forward(
                 Xt, net.W, net.a, net.b, net.scale, cptr, cidx, T["zref"], T["mref"],
-                T["state"], T["path"], self._cap, self._lazy_wd, self._lazy_slack, T["H"],
-                T["F0"], T["cnt"], f, False)
-            mask, cnt = T["state"], T["cnt"]
-            if H is not None:
-                H[...] = T["H"]
-            if fired is not None:
-                fired[...] = cnt
-            nf = int(cnt.sum())
+                T["state"], T["path"], 2.0 * self._tol, self._lazy_wd, self._lazy_slack,
+                T["H"], T["F0"], T["cnt"], f, False)
+            mask, state_H, state_cnt = T["state"], T["H"], T["cnt"]
+            nf = int(state_cnt.sum())
         else:
             mask = (self._work("mask_fwd" if want_mask else "mask_first", len(cidx), np.uint8)
                     if (want_mask or refine) else None)
             keep = self._keep_thresholds() if refine else None
             if refine and self.lazy:
                 # the start state of the tracked passes: exact scores, H, F0 and counts here
-                Hs = self._work("track_H", n * net.d).reshape(n, net.d)
-                F0 = self._work("track_F0", n)
-                cnt = self._work("track_cnt", n, np.int64)
-                z = self._work("z_first", len(cidx))
+                state_H = self._work("track_H", n * net.d).reshape(n, net.d)
+                state_cnt = self._work("track_cnt", n, np.int64)
+                F0, z = self._work("track_F0", n), self._work("z_first", len(cidx))
                 ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx, f,
-                                          Hs, cnt, mask, False, keep, F0, z)
-                start = (z, Hs, F0, cnt)
-                if H is not None:
-                    H[...] = Hs
-                if fired is not None:
-                    fired[...] = cnt
+                                          state_H, state_cnt, mask, False, keep, F0, z)
+                start = (z, state_H, F0, state_cnt)
             else:
                 ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, cptr, cidx, f,
                                           H, fired, mask, False, keep)
+        if state_H is not None:
+            if H is not None:
+                H[...] = state_H
+            if fired is not None:
+                fired[...] = state_cnt
         self._add("candidate_pairs", len(cidx))
         self._add("inner_products", ev)
         if self.verify:
-            self._verify(Xt, cnt if (tracked or start is not None) else fired, cptr, cidx)
+            self._verify(Xt, fired if state_cnt is None else state_cnt, cptr, cidx)
         if refine:
             self._refine(Xt, cptr, cidx, mask, start)
         return mask, nf
@@ -425,8 +412,6 @@ class CertifiedEngine(Engine):
             self._track = dict(zref=zref[:k], mref=mref, state=state[:k], path=path, H=Hs,
                                F0=F0, cnt=cnt)
             self._lazy_prev = Xt.copy()
-            # any two positions of a point lie in its eps-ball (``_in_region``'s tolerance)
-            self._cap = 2.0 * (self._eps * (1 + 1e-9) + 1e-12 * (1 + self._xmax))
         self._refined = (rptr, ridx, np.flatnonzero(np.diff(rptr)).astype(np.int64))
 
     def _check_ready(self):
@@ -434,39 +419,34 @@ class CertifiedEngine(Engine):
             raise RuntimeError("begin_iteration must be called before the certified engine "
                                "evaluates points")
 
+    def _clear_pass_state(self):
+        """Forget the forward mask and the refined sets (valid within one iteration)."""
+        self._mask = self._mask_X = self._fwd_list = self._refined = None
+
     def input_gradient(self, Xt, y):
         self._check_ready()
-        net = self.net
         Xt = np.ascontiguousarray(Xt, dtype=np.float64)
-        n = Xt.shape[0]
-        f = np.empty(n)
-        G = np.empty((n, net.d))
         lst = self._pass_list(Xt)
-        if lst is not None:
-            self._evaluate(Xt, lst, f, G, None, False)
-        else:
-            self._add("inner_products",
-                      _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, G, None))
+        if lst is None:
+            return self._dense.input_gradient(Xt, y)
+        f = np.empty(Xt.shape[0])
+        G = np.empty_like(Xt)
+        self._evaluate(Xt, lst, f, G, None, False)
         G *= (f - y)[:, None]
         return G, f
 
     def forward(self, Xt):
         self._check_ready()
-        net = self.net
         Xt = np.ascontiguousarray(Xt, dtype=np.float64)
-        n = Xt.shape[0]
-        f = np.empty(n)
-        fired = np.empty(n, dtype=np.int64)
         lst = self._pass_list(Xt)
-        if lst is not None:
-            mask, nf = self._evaluate(Xt, lst, f, None, fired, True)
-            self._fwd_list = (lst[0], lst[1], lst[2])
-            self._mask = mask
-            self._mask_X = Xt.copy()
-        else:
-            self._add("inner_products",
-                      _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, None, fired))
-            nf = fired.sum()
+        if lst is None:
+            return self._dense.forward(Xt)
+        f = np.empty(Xt.shape[0])
+        fired = np.empty(Xt.shape[0], dtype=np.int64)
+        mask, nf = self._evaluate(Xt, lst, f, None, fired, True)
+        self._fwd_list = lst[:3]
+        self._mask = mask
+        self._mask_X = Xt.copy()
         self._add("fired_pairs", nf)
         return f, fired
 
@@ -478,12 +458,10 @@ class CertifiedEngine(Engine):
         if self._mask is not None and np.array_equal(Xt, self._mask_X):
             (cptr, cidx, rows), mask = self._fwd_list, self._mask
         else:
+            # no forward mask at these points: evaluate the candidates (counted as a pass)
             lst = self._pass_list(Xt)
             if lst is None:
-                G = np.empty_like(net.W)
-                self._add("inner_products",
-                          _core.dense_weight_grad(Xt, net.W, net.a, net.b, coef, G))
-                return all_rows(net.m), G
+                return self._dense.weight_gradient(Xt, coef)
             cptr, cidx, rows, _ = lst
             mask = None
             if self.verify:
@@ -496,11 +474,7 @@ class CertifiedEngine(Engine):
         return rows.copy(), G
 
     def end_iteration(self, rows):
-        self.iterations_ += 1
-        self._mask = None
-        self._mask_X = None
-        self._fwd_list = None
-        self._refined = None
+        self._clear_pass_state()
         if self._X is None:
             return
         rows = np.ascontiguousarray(rows, dtype=np.int64)
@@ -526,12 +500,10 @@ class CertifiedEngine(Engine):
 
     # -- verification ---------------------------------------------------------------------
 
-    def _verify(self, Xt, fired=None, cptr=None, cidx=None):
-        """Every pair fired at Xt (brute force) must be in the list evaluated (default: the
-        anchored candidate sets)."""
+    def _verify(self, Xt, fired, cptr, cidx):
+        """Every pair fired at Xt (brute force) must be in the list evaluated (cptr, cidx), and
+        ``fired`` (when given) must be the brute-force fired counts."""
         net = self.net
-        if cptr is None:
-            cptr, cidx = self._cptr, self._cidx
         n, m = Xt.shape[0], net.m
         indptr, indices = _core.dense_fired_pairs(Xt, net.W, net.b)
         if len(indices):
