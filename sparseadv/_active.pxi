@@ -28,10 +28,12 @@
 # pass splits points like the forward kernel and adds or removes a point's terms in
 # increasing neuron order within a pass. No atomics.
 #
-# The inner loops are C (below) with explicit 4-wide vector accumulators, compiled twice with
-# GCC's target_clones (AVX2+FMA and baseline) and dispatched at load time: the package is built
-# without -march=native. FMA contraction means the last bits can differ between CPUs (not
-# between thread counts).
+# The inner loops are C (below) with explicit 4-wide vector accumulators. With GCC or clang on
+# x86, each kernel is instantiated twice, once with __attribute__((target("avx2,fma"))) and
+# once for the baseline ISA, and a small wrapper dispatches on CPU features detected once at
+# import (``sa_cpu_init``; manual dispatch, not target_clones): the package is built without
+# -march=native. FMA contraction in the AVX2 build means the last bits can differ between CPUs
+# (not between thread counts).
 
 cdef extern from *:
     """
@@ -501,17 +503,35 @@ def active_kernels_simd():
 # ------------------------------------------------------------------------------------------
 # validation helpers (O(nnz) integer scans; the O(nnz d) kernels dominate)
 
+cdef int _check_offsets(const cnp.int64_t[::1] ptr, Py_ssize_t nnz) noexcept nogil:
+    """0 if ptr (at least one entry) starts at 0, never decreases and ends at nnz, else 1."""
+    cdef Py_ssize_t m = ptr.shape[0] - 1, r
+    if m < 0 or ptr[0] != 0 or ptr[m] != nnz:
+        return 1
+    for r in range(m):
+        if ptr[r + 1] < ptr[r]:
+            return 1
+    return 0
+
+
+cdef int _rows_in_range(const cnp.int64_t[::1] rows, Py_ssize_t m) noexcept nogil:
+    """1 if every entry of rows is in [0, m), else 0."""
+    cdef Py_ssize_t k
+    for k in range(rows.shape[0]):
+        if rows[k] < 0 or rows[k] >= m:
+            return 0
+    return 1
+
+
 cdef int _check_nm_csr(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
                        Py_ssize_t n) noexcept nogil:
     """0 if cptr is a valid offsets array over cidx and every row is strictly increasing within
     [0, n); 1 bad offsets, 2 index out of range, 3 unsorted row."""
     cdef Py_ssize_t m = cptr.shape[0] - 1, r
     cdef cnp.int64_t k
-    if cptr[0] != 0 or cptr[m] != cidx.shape[0]:
+    if _check_offsets(cptr, cidx.shape[0]) != 0:
         return 1
     for r in range(m):
-        if cptr[r + 1] < cptr[r]:
-            return 1
         for k in range(cptr[r], cptr[r + 1]):
             if cidx[k] < 0 or cidx[k] >= n:
                 return 2
@@ -532,13 +552,9 @@ def _raise_csr(int code, str what):
 
 cdef int _check_pm_csr(const cnp.int64_t[::1] indptr, const cnp.int64_t[::1] indices,
                        Py_ssize_t m) noexcept nogil:
-    cdef Py_ssize_t n = indptr.shape[0] - 1, i
     cdef cnp.int64_t k
-    if indptr[0] != 0 or indptr[n] != indices.shape[0]:
+    if _check_offsets(indptr, indices.shape[0]) != 0:
         return 1
-    for i in range(n):
-        if indptr[i + 1] < indptr[i]:
-            return 1
     for k in range(indices.shape[0]):
         if indices[k] < 0 or indices[k] >= m:
             return 2
@@ -548,6 +564,23 @@ cdef int _check_pm_csr(const cnp.int64_t[::1] indptr, const cnp.int64_t[::1] ind
 cdef inline Py_ssize_t _nthreads() noexcept nogil:
     cdef int t = sa_omp_max_threads()
     return t if t > 0 else 1
+
+
+cdef inline Py_ssize_t _neuron_chunk(Py_ssize_t d) noexcept nogil:
+    """Neurons per chunk of the neuron-major passes: ~512 KB of W (65536 doubles), at least 64
+    neurons, 128 when d >= 512. d >= 1 (checked by the callers)."""
+    cdef Py_ssize_t chunk = 65536 // d if d < 512 else 128
+    return chunk if chunk >= 64 else 64
+
+
+cdef tuple _point_blocks(Py_ssize_t n):
+    """One contiguous block of points per thread (at most n blocks, at least one): (bounds
+    (nb + 1,) int64 with block j = [bounds[j], bounds[j + 1]), counters (2, nb) int64 zeros,
+    one row per work counter)."""
+    cdef Py_ssize_t nb = _nthreads()
+    if nb > n:
+        nb = n if n > 0 else 1
+    return (np.arange(nb + 1, dtype=np.int64) * n) // nb, np.zeros((2, nb), dtype=np.int64)
 
 
 # ------------------------------------------------------------------------------------------
@@ -566,8 +599,10 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
     fired_i = number of those r (optional), mask[k] bit 0 set iff pair k of cidx fired
     (optional); with ``keep_thr`` (per neuron), bit 1 of mask[k] is set iff <w_r, x_i> >
     keep_thr[r] (the pair survives into the next pass's candidate list, see
-    ``compact_pairs``); F0_i = scale * sum_{same r} a_r (optional); z_out[k] = <w_r, x_i>
-    for every pair (optional): with H, F0 and fired, the start state of ``nm_track_forward``.
+    ``compact_pairs``), under the precondition keep_thr[r] <= b (not checked): bit 1 is set
+    for every fired pair whatever keep_thr[r]; F0_i = scale * sum_{same r} a_r (optional);
+    z_out[k] = <w_r, x_i> for every pair (optional): with H, F0 and fired, the start state of
+    ``nm_track_forward``.
 
     Candidate lists must be sorted within each neuron (checked when ``check``).
     Returns (inner products evaluated, fired pairs)."""
@@ -579,6 +614,8 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
     cdef double* Wp
     cdef double* Xp
     cdef int code
+    if d < 1:
+        raise ValueError("nm_forward: X must have at least one column")
     if W.shape[1] != d or a.shape[0] != m or cptr.shape[0] != m + 1 or f_out.shape[0] != n:
         raise ValueError("nm_forward: inconsistent shapes")
     if n >= 2 ** 31 - 1:
@@ -628,18 +665,13 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
         fired_out[:] = 0
     if cidx.shape[0] == 0 or m == 0 or n == 0:
         return 0, 0
-    nb = _nthreads()
-    if nb > n:
-        nb = n
-    ev = np.zeros(nb, dtype=np.int64)
-    nf = np.zeros(nb, dtype=np.int64)
-    bounds = (np.arange(nb + 1, dtype=np.int64) * n) // nb
-    cdef cnp.int64_t[::1] evv = ev, nfv = nf, bd = bounds
+    bounds, counters = _point_blocks(n)
+    cdef cnp.int64_t[::1] bd = bounds
+    cdef cnp.int64_t[:, ::1] cnt = counters
+    nb = bd.shape[0] - 1
     Wp = <double*>&W[0, 0]
     Xp = <double*>&X[0, 0]
-    chunk = 65536 // d if d < 512 else 128
-    if chunk < 64:
-        chunk = 64
+    chunk = _neuron_chunk(d)
     # One parallel region per pass (a region per chunk of neurons cost ~30% with passive
     # OpenMP waits): each thread owns a point range and walks all neurons in chunks.
     with nogil:
@@ -649,9 +681,9 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
                 c1 = c0 + chunk if c0 + chunk < m else m
                 sa_nm_fwd(Xp, d, Wp, &a[0], b, scale, &cptr[0], &cidx[0], c0, c1,
                           <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], &f_out[0], Hp, Fp,
-                          Mp, Kp, F0p, Zp, &evv[j], &nfv[j])
+                          Mp, Kp, F0p, Zp, &cnt[0, j], &cnt[1, j])
                 c0 = c1
-    return int(ev.sum()), int(nf.sum())
+    return int(counters[0].sum()), int(counters[1].sum())
 
 
 def nm_track_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
@@ -677,6 +709,8 @@ def nm_track_forward(const double[:, ::1] X, const double[:, ::1] W, const doubl
     cdef Py_ssize_t nb, j, c0, c1, chunk, i
     cdef Py_ssize_t nnz = cidx.shape[0]
     cdef int code
+    if d < 1:
+        raise ValueError("nm_track_forward: X must have at least one column")
     if (W.shape[1] != d or a.shape[0] != m or cptr.shape[0] != m + 1 or f_out.shape[0] != n
             or zref.shape[0] != nnz or mref.shape[0] != nnz or state.shape[0] != nnz
             or path.shape[0] != n or wd.shape[0] != m or slack.shape[0] != m
@@ -692,13 +726,10 @@ def nm_track_forward(const double[:, ::1] X, const double[:, ::1] W, const doubl
         _raise_csr(code, "nm_track_forward")
     if n == 0:
         return 0, 0
-    nb = _nthreads()
-    if nb > n:
-        nb = n
-    ev = np.zeros(nb, dtype=np.int64)
-    fl = np.zeros(nb, dtype=np.int64)
-    bounds = (np.arange(nb + 1, dtype=np.int64) * n) // nb
-    cdef cnp.int64_t[::1] evv = ev, flv = fl, bd = bounds
+    bounds, counters = _point_blocks(n)
+    cdef cnp.int64_t[::1] bd = bounds
+    cdef cnp.int64_t[:, ::1] cnt = counters
+    nb = bd.shape[0] - 1
     # per-thread scratch for the offsets to evaluate: a thread's part of a list has at most
     # as many pairs as its point range has points
     scratch = np.empty((nb, (n + nb - 1) // nb + 1), dtype=np.int32)
@@ -707,9 +738,7 @@ def nm_track_forward(const double[:, ::1] X, const double[:, ::1] W, const doubl
     cdef double* Zp = &zref[0] if nnz > 0 else NULL
     cdef double* Rp = &mref[0] if nnz > 0 else NULL
     cdef cnp.uint8_t* Sp = &state[0] if nnz > 0 else NULL
-    chunk = 65536 // d if d < 512 else 128
-    if chunk < 64:
-        chunk = 64
+    chunk = _neuron_chunk(d)
     with nogil:
         for j in prange(nb, schedule='static', num_threads=nb):
             if nnz > 0:
@@ -719,11 +748,11 @@ def nm_track_forward(const double[:, ::1] X, const double[:, ::1] W, const doubl
                     sa_nm_track(&X[0, 0], d, &W[0, 0], &a[0], b, scale, &cptr[0], Cp, c0, c1,
                                 <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], Zp, Rp, Sp,
                                 &path[0], cap, &wd[0], &slack[0], &H[0, 0], &F0[0],
-                                &fired[0], &sel[j, 0], &evv[j], &flv[j])
+                                &fired[0], &sel[j, 0], &cnt[0, j], &cnt[1, j])
                     c0 = c1
             for i in range(bd[j], bd[j + 1]):
                 f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]
-    return int(ev.sum()) + n, int(fl.sum())
+    return int(counters[0].sum()) + n, int(counters[1].sum())
 
 
 def nm_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
@@ -732,8 +761,9 @@ def nm_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[
                    double[:, ::1] G_out, const cnp.uint8_t[::1] mask=None, bint check=True):
     """G_out[k] = sum_{i in cand(rows[k]), fired} coef_i a_r x_i  (r = rows[k]; overwritten).
 
-    Fired means mask[p] != 0 for the pair at position p of cidx when ``mask`` is given (as
-    written by ``nm_forward`` at the same points), else <w_r, x_i> > b is evaluated.
+    Fired means bit 0 of mask[p] is set (mask[p] & 1) for the pair at position p of cidx when
+    ``mask`` is given (as written by ``nm_forward`` at the same points; bit 1, the keep bit,
+    is ignored), else <w_r, x_i> > b is evaluated.
     Parallel over rows, no collisions. Returns (inner products evaluated, fired pairs)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0], nr = rows.shape[0]
     cdef Py_ssize_t k, nb, j, per
@@ -752,11 +782,8 @@ def nm_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[
     if check:
         with nogil:
             code = _check_nm_csr(cptr, cidx, n)
-            if code == 0:
-                for k in range(nr):
-                    if rows[k] < 0 or rows[k] >= m:
-                        code = 2
-                        break
+            if code == 0 and not _rows_in_range(rows, m):
+                code = 2
         _raise_csr(code, "nm_weight_grad")
     if nr == 0:
         return 0, 0
@@ -913,17 +940,22 @@ def pm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
 
 
 def csr_transpose(const cnp.int64_t[::1] indptr, const cnp.int64_t[::1] indices,
-                  Py_ssize_t ncols):
+                  Py_ssize_t ncols, bint check=True):
     """Point-major (indptr over n rows, neuron ids) -> neuron-major (cptr (ncols + 1) int64,
-    cidx int32 point ids), by a stable counting sort: point ids increase within each neuron."""
+    cidx int32 point ids), by a stable counting sort: point ids increase within each neuron.
+    ``check``: validate the offsets and that every neuron id is in [0, ncols) (a serial
+    O(n + nnz) scan); pass False only for pairs known valid (e.g. a tree query's answer)."""
     cdef Py_ssize_t n = indptr.shape[0] - 1, nnz = indices.shape[0], i, r
     cdef cnp.int64_t k
-    cdef int code
+    cdef int code = 0
+    if n < 0 or ncols < 0:
+        raise ValueError("csr_transpose: indptr must have at least one entry and ncols be >= 0")
     if n >= 2 ** 31 - 1:
         raise ValueError("csr_transpose: n must be < 2**31")
-    with nogil:
-        code = _check_pm_csr(indptr, indices, ncols)
-    _raise_csr(code, "csr_transpose")
+    if check:
+        with nogil:
+            code = _check_pm_csr(indptr, indices, ncols)
+        _raise_csr(code, "csr_transpose")
     cptr = np.zeros(ncols + 1, dtype=np.int64)
     cidx = np.empty(nnz, dtype=np.int32)
     cdef cnp.int64_t[::1] cp = cptr
@@ -946,15 +978,17 @@ def csr_transpose(const cnp.int64_t[::1] indptr, const cnp.int64_t[::1] indices,
 
 def pm_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
                    double b, const double[::1] coef, const cnp.int64_t[::1] indptr,
-                   const cnp.int64_t[::1] indices):
+                   const cnp.int64_t[::1] indices, bint check=True):
     """Weight gradient over point-major pairs: transposes them to neuron-major (counting sort)
-    and runs ``nm_weight_grad``. Returns (rows, G_rows, inner products, fired pairs) with rows
-    the sorted int64 ids of the neurons listed at least once (a superset of the neurons with a
-    non-zero gradient) and G_rows[k] the gradient of neuron rows[k]."""
+    and runs ``nm_weight_grad``. ``check`` is passed to ``csr_transpose`` (False skips the
+    validation of the pairs: only for pairs known valid, e.g. a tree query's answer). Returns
+    (rows, G_rows, inner products, fired pairs) with rows the sorted int64 ids of the neurons
+    listed at least once (a superset of the neurons with a non-zero gradient) and G_rows[k]
+    the gradient of neuron rows[k]."""
     cdef Py_ssize_t m = W.shape[0]
     if coef.shape[0] != X.shape[0] or indptr.shape[0] != X.shape[0] + 1:
         raise ValueError("pm_weight_grad: inconsistent shapes")
-    cptr, cidx = csr_transpose(indptr, indices, m)
+    cptr, cidx = csr_transpose(indptr, indices, m, check)
     rows = np.flatnonzero(np.diff(cptr)).astype(np.int64)
     G = np.empty((rows.shape[0], X.shape[1]))
     ev, nf = nm_weight_grad(X, W, a, b, coef, cptr, cidx, rows, G, None, False)
@@ -981,13 +1015,14 @@ def anchor_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0]
     cdef Py_ssize_t RB, PT, nblk, T, j, k, k0, k1, kb, i0, ib, tid, need, cap
     cdef cnp.int64_t tot
+    if d < 1:
+        raise ValueError("anchor_candidates: X must have at least one column")
     if Wa.shape[1] != d or thr.shape[0] != nr or budget.shape[0] != nr or xnorm.shape[0] != n:
         raise ValueError("anchor_candidates: inconsistent shapes")
     if n >= 2 ** 31 - 1:
         raise ValueError("anchor_candidates: n must be < 2**31")
-    for k in range(nr):
-        if rows[k] < 0 or rows[k] >= Wa.shape[0]:
-            raise ValueError("anchor_candidates: row out of range")
+    if not _rows_in_range(rows, Wa.shape[0]):
+        raise ValueError("anchor_candidates: row out of range")
     ptr = np.zeros(nr + 1, dtype=np.int64)
     if nr == 0 or n == 0:
         return ptr, np.zeros(0, dtype=np.int32), 0, 0
@@ -1086,20 +1121,26 @@ def anchor_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
 def filter_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
                       const cnp.int64_t[::1] rows, const double[::1] thr,
                       const double[::1] budget, const double[::1] xnorm,
-                      const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx):
+                      const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
+                      bint check=True):
     """Shrink the candidate lists of ``rows``: keep point i of row r = rows[k] iff
     <Wa_r, x_i> + budget[k] xnorm[i] > thr[k], testing only the current candidates of r (valid
-    when the new threshold is not below the one the lists were built with). Returns
-    (ptr (len(rows) + 1,), idx int32, inner products)."""
+    when the new threshold is not below the one the lists were built with). (cptr, cidx) must
+    be a neuron-major CSR over the n points, sorted within each neuron (checked, O(len(cidx)),
+    when ``check``). Returns (ptr (len(rows) + 1,), idx int32, inner products)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0], k, r
     cdef cnp.int64_t p, tot = 0
+    cdef int code
     if Wa.shape[1] != d or thr.shape[0] != nr or budget.shape[0] != nr or xnorm.shape[0] != n:
         raise ValueError("filter_candidates: inconsistent shapes")
     if cptr.shape[0] != Wa.shape[0] + 1:
         raise ValueError("filter_candidates: cptr must have length m + 1")
-    for k in range(nr):
-        if rows[k] < 0 or rows[k] >= Wa.shape[0]:
-            raise ValueError("filter_candidates: row out of range")
+    if not _rows_in_range(rows, Wa.shape[0]):
+        raise ValueError("filter_candidates: row out of range")
+    if check:
+        with nogil:
+            code = _check_nm_csr(cptr, cidx, n)
+        _raise_csr(code, "filter_candidates")
     src = np.zeros(nr + 1, dtype=np.int64)
     cdef cnp.int64_t[::1] sp = src
     for k in range(nr):
@@ -1146,9 +1187,19 @@ def csr_replace_rows(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
     write into (the returned indices are then a view of its head)."""
     cdef Py_ssize_t m = cptr.shape[0] - 1, nr = rows.shape[0], r, k
     cdef cnp.int64_t len_
-    if new_ptr.shape[0] != nr + 1 or new_ptr[nr] != new_idx.shape[0]:
-        raise ValueError("csr_replace_rows: new_ptr must have length len(rows) + 1 and end at "
-                         "len(new_idx)")
+    cdef int bad
+    if new_ptr.shape[0] != nr + 1:
+        raise ValueError("csr_replace_rows: new_ptr must have length len(rows) + 1")
+    with nogil:
+        bad = _check_offsets(new_ptr, new_idx.shape[0])
+    if bad:
+        raise ValueError("csr_replace_rows: new_ptr must start at 0, be non-decreasing and end "
+                         "at len(new_idx)")
+    with nogil:
+        bad = _check_offsets(cptr, cidx.shape[0])
+    if bad:
+        raise ValueError("csr_replace_rows: cptr must have at least one entry, start at 0, be "
+                         "non-decreasing and end at len(cidx)")
     for k in range(nr):
         if rows[k] < 0 or rows[k] >= m or (k > 0 and rows[k] <= rows[k - 1]):
             raise ValueError("csr_replace_rows: rows must be sorted, distinct and in range")
@@ -1199,9 +1250,8 @@ def row_drift(const double[:, ::1] W, const double[:, ::1] Wa, const cnp.int64_t
     cdef double s, t
     if Wa.shape[0] != W.shape[0] or Wa.shape[1] != d or out.shape[0] != nr:
         raise ValueError("row_drift: inconsistent shapes")
-    for k in range(nr):
-        if rows[k] < 0 or rows[k] >= W.shape[0]:
-            raise ValueError("row_drift: row out of range")
+    if not _rows_in_range(rows, W.shape[0]):
+        raise ValueError("row_drift: row out of range")
     with nogil:
         for k in prange(nr, schedule='static'):
             s = 0.0
@@ -1219,9 +1269,8 @@ def copy_rows_norms(const double[:, ::1] W, double[:, ::1] Wa, const cnp.int64_t
     if Wa.shape[0] != W.shape[0] or Wa.shape[1] != d or norm2.shape[0] != W.shape[0] \
             or norm1.shape[0] != W.shape[0]:
         raise ValueError("copy_rows_norms: inconsistent shapes")
-    for k in range(nr):
-        if rows[k] < 0 or rows[k] >= W.shape[0]:
-            raise ValueError("copy_rows_norms: row out of range")
+    if not _rows_in_range(rows, W.shape[0]):
+        raise ValueError("copy_rows_norms: row out of range")
     with nogil:
         for k in prange(nr, schedule='static'):
             r = rows[k]

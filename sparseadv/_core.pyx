@@ -11,7 +11,9 @@ The module is split into include files, one concept each:
 * ``_dense.pxi``  the blocked dense kernels: every neuron against every point, in tiles small
                   enough that the (points x neurons) temporaries stay in cache (a few MB), all
                   products in dgemm. This is the baseline every sparse engine is measured against.
-* ``_tree.pxi``   the partition (ball) tree for half-space reporting over the weight rows.
+* ``_tree.pxi``   the partition (ball) tree for half-space reporting over the weight rows, and
+                  the blocked brute force ``hsr_brute_csr`` (``dense_fired_pairs`` in
+                  ``_dense.pxi`` calls it).
 * ``_step.pxi``   the in-place weight step W[rows] -= lr * G.
 * ``_active.pxi`` the active-set kernels: forward, input gradient and weight gradient over a
                   sparse set of (point, neuron) pairs, and the certified candidate-set helpers.

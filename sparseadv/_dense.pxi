@@ -41,6 +41,15 @@ def dense_forward(const double[:, ::1] X, const double[:, ::1] W, const double[:
     cdef double* M
     cdef int failed = 0
     cdef int* failed_p = &failed
+    if d < 1:
+        raise ValueError("dense_forward: X must have at least one column")
+    if W.shape[1] != d or a.shape[0] != m or f_out.shape[0] != n:
+        raise ValueError("dense_forward: inconsistent shapes (W must be (m, d), a (m,), "
+                         "f_out (n,) for X (n, d))")
+    if want_h and (H_out.shape[0] != n or H_out.shape[1] != d):
+        raise ValueError("dense_forward: H_out must have shape (n, d)")
+    if want_fired and fired_out.shape[0] != n:
+        raise ValueError("dense_forward: fired_out must have length n")
     if n == 0 or m == 0:
         f_out[:] = 0.0
         if want_h:
@@ -110,6 +119,13 @@ def dense_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const doub
     cdef double c
     cdef int failed = 0
     cdef int* failed_p = &failed
+    if d < 1:
+        raise ValueError("dense_weight_grad: X must have at least one column")
+    if W.shape[1] != d or a.shape[0] != m or coef.shape[0] != n:
+        raise ValueError("dense_weight_grad: inconsistent shapes (W must be (m, d), a (m,), "
+                         "coef (n,) for X (n, d))")
+    if G_out.shape[0] != m or G_out.shape[1] != d:
+        raise ValueError("dense_weight_grad: G_out must have shape (m, d)")
     if m == 0:
         return 0
     G_out[:, :] = 0.0
@@ -150,90 +166,9 @@ def dense_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const doub
     return n * m
 
 
-cdef inline void _tile_shape(Py_ssize_t n, Py_ssize_t m, Py_ssize_t tile,
-                             Py_ssize_t* nb, Py_ssize_t* mb) noexcept nogil:
-    cdef Py_ssize_t t = tile if tile > 0 else 65536
-    nb[0] = n if n < 256 else 256
-    mb[0] = t // nb[0]
-    if mb[0] < 16:
-        mb[0] = 16
-    if mb[0] > m:
-        mb[0] = m
-
-
-def dense_fired_pairs(const double[:, ::1] X, const double[:, ::1] W, double b,
-                      Py_ssize_t tile=65536):
-    """All fired pairs as CSR over points: (indptr (n+1,), indices) with indices sorted within
-    each point. One blocked pass; the pair buffer grows geometrically."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
-    cdef Py_ssize_t nb, mb, i0, r0, ib, rb, i, r, k
-    cdef Py_ssize_t cap = 1024, used = 0
-    cdef cnp.int64_t* pi
-    cdef cnp.int64_t* pr
-    cdef void* tmp
-    cdef double* Z
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    cdef cnp.int64_t[::1] ip = indptr
-    if n == 0 or m == 0:
-        return indptr, np.zeros(0, dtype=np.int64)
-    _tile_shape(n, m, tile, &nb, &mb)
-    Z = <double*>malloc(nb * mb * sizeof(double))
-    pi = <cnp.int64_t*>malloc(cap * sizeof(cnp.int64_t))
-    pr = <cnp.int64_t*>malloc(cap * sizeof(cnp.int64_t))
-    if Z == NULL or pi == NULL or pr == NULL:
-        free(Z); free(pi); free(pr)
-        raise MemoryError()
-    cdef bint oom = False
-    with nogil:
-        i0 = 0
-        while i0 < n:
-            if oom:
-                break
-            ib = nb if i0 + nb <= n else n - i0
-            r0 = 0
-            while r0 < m:
-                if oom:
-                    break
-                rb = mb if r0 + mb <= m else m - r0
-                gemm_rm(b'N', b'T', <int>ib, <int>rb, <int>d, 1.0, &X[i0, 0], <int>d,
-                        &W[r0, 0], <int>d, 0.0, Z, <int>rb)
-                for i in range(ib):
-                    for r in range(rb):
-                        if Z[i * rb + r] > b:
-                            if used == cap:
-                                cap = cap * 2
-                                tmp = realloc(pi, cap * sizeof(cnp.int64_t))
-                                if tmp == NULL:
-                                    oom = True
-                                    break
-                                pi = <cnp.int64_t*>tmp
-                                tmp = realloc(pr, cap * sizeof(cnp.int64_t))
-                                if tmp == NULL:
-                                    oom = True
-                                    break
-                                pr = <cnp.int64_t*>tmp
-                            pi[used] = i0 + i
-                            pr[used] = r0 + r
-                            used = used + 1
-                            ip[i0 + i + 1] += 1
-                    if oom:
-                        break
-                r0 = r0 + mb
-            i0 = i0 + nb
-    free(Z)
-    if oom:
-        free(pi); free(pr)
-        raise MemoryError()
-    for i in range(n):
-        ip[i + 1] += ip[i]
-    indices = np.empty(used, dtype=np.int64)
-    cdef cnp.int64_t[::1] ind = indices
-    cdef cnp.int64_t[::1] cursor = indptr[:-1].copy()
-    with nogil:
-        # stable counting sort by point keeps each point's neurons in increasing order
-        for k in range(used):
-            ind[cursor[pi[k]]] = pr[k]
-            cursor[pi[k]] += 1
-    free(pi)
-    free(pr)
-    return indptr, indices
+def dense_fired_pairs(X, W, double b, Py_ssize_t tile=0):
+    """All fired pairs {(i, r) : <w_r, x_i> > b} as CSR over points: (indptr (n+1,),
+    indices) int64, indices ascending within each point. The blocked, parallel brute force
+    ``hsr_brute_csr(W, X, b, tile)`` (_tree.pxi); kept under this name and argument order
+    for its callers."""
+    return hsr_brute_csr(W, X, b, tile)

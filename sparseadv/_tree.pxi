@@ -7,8 +7,9 @@
 # Layout (after scikit-learn's sklearn/neighbors/_binary_tree.pxi.tp; no code shared).
 #   * A complete binary tree in heap order: node i has children 2i+1, 2i+2, parent (i-1)//2.
 #     n_levels = 1 + floor(log2(max(1, (m-1) // leaf_size))), n_nodes = 2**n_levels - 1, nodes
-#     first_leaf = (n_nodes - 1) // 2 and up are leaves. Every leaf holds between about
-#     leaf_size/2 and leaf_size rows and is never empty.
+#     first_leaf = (n_nodes - 1) // 2 and up are leaves. Leaves are never empty; when there
+#     are several (m > 2 * leaf_size), each holds between leaf_size and 2 * leaf_size rows,
+#     otherwise the root is the only leaf and holds all m rows.
 #   * ``idx`` (m,) is a permutation: tree position p holds original row idx[p]; ``pos`` is its
 #     inverse. ``data`` (m, d) stores the rows in tree order, so the rows of every node are
 #     the contiguous slice data[node_start[i]:node_end[i]] (leaf scans read memory
@@ -488,6 +489,8 @@ cdef class _BallTree:
     def __init__(self, W, Py_ssize_t leaf_size, state=None):
         """Build from W (copied), or restore from ``state`` (the dict of ``get_state``)."""
         cdef Py_ssize_t m = W.shape[0], d = W.shape[1], q
+        if leaf_size < 1:
+            raise ValueError(f"_BallTree: leaf_size must be >= 1, got {leaf_size}")
         self.m = m
         self.d = d
         self.leaf_size = leaf_size
@@ -834,6 +837,10 @@ def hsr_brute_csr(const double[:, ::1] W, const double[:, ::1] X, double b,
     cdef double* zrow
     cdef bint oom = False
     cdef cnp.int64_t[::1] ind
+    if d < 1:
+        raise ValueError("hsr_brute_csr: X must have at least one column")
+    if W.shape[1] != d:
+        raise ValueError(f"hsr_brute_csr: W has {W.shape[1]} columns, X has {d}")
     indptr = np.zeros(n + 1, dtype=np.int64)
     cdef cnp.int64_t[::1] ip = indptr
     if n == 0 or m == 0:

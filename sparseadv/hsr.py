@@ -196,7 +196,8 @@ class PartitionTree(_HSRBase):
     Parameters
     ----------
     W : (m, d) real floating array, finite, m >= 1, d >= 1. Copied as C-contiguous float64.
-    leaf_size : int >= 1, default 32. Leaves hold between about leaf_size/2 and leaf_size rows.
+    leaf_size : int >= 1, default 32. Leaves hold leaf_size to 2 * leaf_size rows (one leaf
+        holding all m rows when m < 2 * leaf_size).
     rebuild_factor : float > 1, default 2.0. Rebuild policy (checked after every ``update``):
         updates only widen radii, and the tree rebuilds itself when the size-weighted radius
         sum, sum_nodes |node| * R_node, exceeds ``rebuild_factor`` times its build-time value,

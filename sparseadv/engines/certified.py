@@ -270,7 +270,8 @@ class CertifiedEngine(Engine):
             return
         ptr, idx, ip = _core.filter_candidates(
             self._X, self._Wa, rows, self._thresholds(rows),
-            np.ascontiguousarray(self._budget[rows]), self._xnorm, self._cptr, self._cidx)
+            np.ascontiguousarray(self._budget[rows]), self._xnorm, self._cptr, self._cidx,
+            False)                                  # the engine's own CSR: no re-validation
         self._add("inner_products", ip)
         self._replace_rows(rows, ptr, idx)
 

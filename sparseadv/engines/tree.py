@@ -81,7 +81,9 @@ class TreeEngine(Engine):
     def weight_gradient(self, Xt, coef):
         net = self.net
         indptr, indices = self._pairs
-        rows, G, ev, _ = _core.pm_weight_grad(Xt, net.W, net.a, net.b, coef, indptr, indices)
+        # the pairs come from the tree: no re-validation before the transpose
+        rows, G, ev, _ = _core.pm_weight_grad(Xt, net.W, net.a, net.b, coef, indptr, indices,
+                                              False)
         self._add("inner_products", ev)
         return rows, G
 
