@@ -4,7 +4,7 @@ Sizes are bundled as (m, n, d) tuples; data are seeded in setup. Counts (track_)
 """
 import numpy as np
 
-from .common import LARGE, SCALING_SIZES, problem
+from .common import LARGE, SCALING_SIZES, problem, thread_info
 
 from sparseadv import PGD, AdversarialTrainer, reference
 
@@ -88,3 +88,30 @@ class Attack:
 
     def time_pgd(self, size, norm):
         self.attack.perturb(self.net, self.X, self.y)
+
+
+class Threads:
+    """The thread counts in force while the suite runs (``common.thread_info``): asv.conf.json
+    pins them through environment variables, and this records what the benchmark process
+    actually got (largest BLAS pool via threadpoolctl; OpenMP's maximum via sparseadv._core),
+    so results made with other counts can be told apart. n/a when threadpoolctl or the built
+    extension is missing."""
+    params = [["blas", "openmp"]]
+    param_names = ["pool"]
+
+    def setup(self, pool):
+        info = thread_info()
+        if pool == "blas":
+            pools = [t for _, t in info.get("blas", []) if t is not None]
+            if not pools:
+                raise NotImplementedError("threadpoolctl not installed or no BLAS pool found")
+            self.threads = max(pools)
+        else:
+            if "openmp" not in info:
+                raise NotImplementedError("sparseadv._core is not built")
+            self.threads = info["openmp"]
+
+    def track_threads(self, pool):
+        return self.threads
+
+    track_threads.unit = "threads"

@@ -1,9 +1,12 @@
-"""Shared helpers of the asv suite: seeded data, grid selection, thread pinning.
+"""Shared helpers of the asv suite and the table scripts: seeded data, grid selection, engine
+names, thread counts, median timing.
 
 The default grids run in a few minutes on 2 cores; ``SPARSEADV_BENCH_GRID=large`` selects the
 opt-in paper-scale grids (see README "Benchmarks").
 """
 import os
+import statistics
+import time
 
 import numpy as np
 
@@ -62,11 +65,33 @@ def problem(m, n, d, seed=0):
 
 
 def thread_info():
-    """Thread counts in force (recorded next to results by the scaling report)."""
-    info = {k: os.environ.get(k, "") for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    """Thread counts in force: the environment variables, the BLAS pools (threadpoolctl, when
+    installed) and OpenMP's maximum (``sparseadv._core``, when built). ``bench_dense.Threads``
+    records the numbers with every asv run; ``python -m sparseadv.scaling --from-asv`` prints
+    them in the report's setup."""
+    info = {k: os.environ.get(k, "") for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                               "MKL_NUM_THREADS")}
     try:
         from threadpoolctl import threadpool_info
-        info["blas"] = [(p.get("internal_api"), p.get("num_threads")) for p in threadpool_info()]
+        info["blas"] = [(p.get("internal_api"), p.get("num_threads")) for p in threadpool_info()
+                        if p.get("user_api") == "blas"]
     except ImportError:
         pass
+    try:
+        from sparseadv import _core
+        info["openmp"] = int(_core.omp_max_threads())
+    except (ImportError, AttributeError):
+        pass
     return info
+
+
+def median_times(fns, repeats):
+    """Median wall time of each function over ``repeats`` runs, the runs interleaved
+    (f, g, f, g, ...) so that all see the same machine load. One function: a plain median."""
+    ts = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in ts]

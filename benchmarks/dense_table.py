@@ -7,21 +7,11 @@ GFLOP/s uses the nominal 16 m n d flops of a 3-step iteration (4 m n d (steps + 
 weight-gradient pass, which is not credited.
 """
 import argparse
-import time
 
-import numpy as np
-
-import sparseadv as sa
-from sparseadv import reference, theory
-
-
-def median_time(fn, repeats):
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+try:                                   # imported by asv's discovery as benchmarks.dense_table
+    from .common import median_times
+except ImportError:                    # run as a script: python benchmarks/dense_table.py
+    from common import median_times
 
 
 def main():
@@ -35,6 +25,8 @@ def main():
     p.add_argument("--volume", type=int, default=262144,
                    help="max m*n*k of one tile dgemm in the dense kernels")
     args = p.parse_args()
+    import sparseadv as sa
+    from sparseadv import reference, theory
     X, y = sa.datasets.sphere(args.n, args.d, seed=1)
     net = sa.ShiftedReLUNet(args.m, args.d, seed=0)
     W0 = net.W.copy()
@@ -42,9 +34,9 @@ def main():
     tr = sa.AdversarialTrainer(net, sa.PGD(args.eps, args.steps), lr=lr, engine="dense",
                                volume=args.volume)
     tr.step(X, y)                                            # warm-up
-    t_dense = median_time(lambda: tr.step(X, y), args.repeats)
-    t_numpy = median_time(lambda: reference.iteration(W0, net.a, net.b, X, y, args.eps,
-                                                      args.steps, lr), args.repeats)
+    t_dense, = median_times([lambda: tr.step(X, y)], args.repeats)
+    t_numpy, = median_times([lambda: reference.iteration(W0, net.a, net.b, X, y, args.eps,
+                                                         args.steps, lr)], args.repeats)
     flops = theory.dense_flops(args.m, args.n, args.d, args.steps)
     print(f"m={args.m} n={args.n} d={args.d} steps={args.steps} eps={args.eps} "
           f"(median of {args.repeats}; nominal {flops / 1e9:.1f} GFLOP per iteration)\n")

@@ -10,39 +10,24 @@ and their ratio. Usage: ``PYTHONPATH=. python benchmarks/hsr_table.py [--m 13107
 import argparse
 import math
 import os
-import statistics
-import time
 
 import numpy as np
 
-from sparseadv import _core
-from sparseadv.hsr import BruteForceHSR, PartitionTree
+try:                                   # imported by asv's discovery as benchmarks.hsr_table
+    from .bench_hsr import make_data
+    from .common import median_times
+except ImportError:                    # run as a script: python benchmarks/hsr_table.py
+    from bench_hsr import make_data
+    from common import median_times
+
+SUBSPACE_CASE = "64 (4-dim subspace)"
 
 
 def make_case(name, m, n, seed=0):
-    rng = np.random.default_rng(seed)
-    if name == "64 (4-dim subspace)":
-        d = 64
-        B = np.linalg.qr(rng.standard_normal((d, 4)))[0].T
-        W = rng.standard_normal((m, 4)) @ B + 0.01 * rng.standard_normal((m, d))
-    else:
-        d = int(name)
-        W = rng.standard_normal((m, d))
-    X = rng.standard_normal((n, d))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    """(W, X) of a table row: ``bench_hsr.make_data`` (same data as the asv suite), the
+    subspace case named as in the table."""
+    W, X, _ = make_data(m, "sub4" if name == SUBSPACE_CASE else int(name), n=n, seed=seed)
     return W, X
-
-
-def median_times(fns, repeat):
-    """Median wall time of each function, the runs interleaved (f, g, f, g, ...) so that both
-    see the same machine load."""
-    ts = [[] for _ in fns]
-    for _ in range(repeat):
-        for k, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            ts[k].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in ts]
 
 
 def main():
@@ -51,8 +36,10 @@ def main():
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--leaf-size", type=int, default=32)
-    ap.add_argument("--cases", default="2,3,4,8,16,64,64 (4-dim subspace)")
+    ap.add_argument("--cases", default=f"2,3,4,8,16,64,{SUBSPACE_CASE}")
     args = ap.parse_args()
+    from sparseadv import _core
+    from sparseadv.hsr import BruteForceHSR, PartitionTree
     m, n = args.m, args.n
     b = math.sqrt(0.4 * math.log(m))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -25,7 +25,10 @@ TRAIN_DEFAULTS = dict(data="separated", n=256, d=16, m=4096, eps=0.05, steps=3, 
 _FROZEN = ("data", "n", "d", "m", "eps", "steps", "step_size", "norm", "engine", "lr", "seed",
            "random_start", "normalize")
 
-FULL_ESTIMATE = "about 30-90 minutes on 2 cores (estimated from the dense cost model at ~10 GFLOP/s, not measured; longer on a shared machine)"
+# not measured: the dense cost model at ~10 GFLOP/s, a quarter of the dense engine's measured
+# rate (benchmarks/dense_table.py), so an upper estimate; the reproduction report quotes it too
+FULL_ESTIMATE = ("at most about 30-90 minutes on 2 cores (estimated from the dense cost model "
+                 "at ~10 GFLOP/s, a quarter of the measured dense rate; not measured)")
 
 
 class UsageError(ValueError):

@@ -16,6 +16,15 @@ warm-up iteration (for the sparse engines this is where the candidate sets / tre
 then ``--repeats`` timed iterations: the time is their median, the work counters their mean.
 Engines are interleaved point by point so that the load of a shared machine hits all alike.
 
+asv results (``--from-asv``, :func:`load_asv_results`): one asv class per engine, so that one
+fit never mixes settings: a ``*Scaling`` class (``bench_dense.DenseScaling``: the scaling grid)
+first, else a class with an ``engine`` parameter (``bench_engines.EngineIteration``), else any
+other class with an (m, n, d) parameter; the classes passed over are listed in the report.
+Without ``--run`` or ``--from-asv``, ``./.asv/results`` is read when it holds results, unless
+an option that only applies to a run (``--grid``, ``--repeats``, ``--seed``, ``--steps``,
+``--eps``, ``--lr``, ``--threads``) is given: then the grid is run. With ``--from-asv`` those
+options are an error.
+
 Fits: :func:`sparseadv.theory.fit_exponents` (least squares on logarithms, all grid points of
 an engine at once, 95% t-intervals). If the exponents are not identifiable from the points
 (too few, or m, n, d moving together, as in some asv suites) it falls back to per-axis
@@ -62,8 +71,9 @@ GRIDS = {
                 "n": [128, 256, 512],                       # at m=16384, d=16
                 "d": [8, 16, 32]},                          # at m=16384, n=256
     # Paper scale, opt-in: m up to 2^20. About 1.6e12 flop per iteration of the dense engine
-    # over the whole grid, 6e12 with the warm-up and 3 repeats: roughly 5 to 15 minutes on 2
-    # cores (estimate_dense_seconds); the sparse engines add their own time.
+    # over the whole grid, 6.3e12 with the warm-up and 3 repeats: about 4 minutes of dense
+    # arithmetic at the 25 GFLOP/s of estimate_dense_seconds (not measured over the whole
+    # grid); the automatic step size and the sparse engines add their own time.
     "large": {"center": (65536, 1024, 32),
               "m": [2 ** k for k in range(10, 21)],        # 1024 .. 1048576 at n=1024, d=32
               "n": [256, 512, 1024, 2048, 4096],            # at m=65536, d=32
@@ -102,11 +112,19 @@ def grid_points(grid):
     return sorted(pts)
 
 
-def estimate_dense_seconds(points, repeats=3, steps=3, gflops=10.0):
+#: Effective dense rate assumed by :func:`estimate_dense_seconds`, GFLOP/s (nominal flops of
+#: ``theory.dense_flops``). ``benchmarks/dense_table.py`` measured 46.4 at m = 2^16, n = 1024,
+#: d = 64, 3 steps on 2 quiet cores (README "Latest measurements"); about half of that is kept
+#: as a conservative figure for a shared machine and the smaller d of the grids.
+DENSE_GFLOPS = 25.0
+
+
+def estimate_dense_seconds(points, repeats=3, steps=3, gflops=DENSE_GFLOPS):
     """Rough run time of the dense engine over ``points``: (repeats + 1 warm-up) iterations of
-    ``theory.dense_flops`` each at an effective ``gflops`` GFLOP/s. 10 is typical of the large
-    grid on 2 shared cores; the small default grid runs at about 3 (per-call overheads and the
-    automatic step size), so it takes about 3x the estimate."""
+    ``theory.dense_flops`` each at an effective ``gflops`` GFLOP/s (:data:`DENSE_GFLOPS`, from
+    ``benchmarks/dense_table.py``). Arithmetic only: the small default grid is dominated by
+    per-call overheads and the automatic step size (its dense run took about 20 s, several
+    times this estimate), and a loaded machine is slower."""
     from .theory import dense_flops
     flops = sum(dense_flops(m, n, d, steps) for m, n, d in points)
     return flops * (repeats + 1) / (gflops * 1e9)
@@ -232,12 +250,23 @@ def load_asv_results(results_dir, machine=None, commit=None):
     """Rows (as :func:`measure` returns) from asv results under ``results_dir``.
 
     Reads the newest result file (or the one whose commit hash starts with ``commit``; with
-    ``machine``, only that machine's), asv format version 2: every benchmark with a size
+    ``machine``, only that machine's), asv format version 2: a benchmark with a size
     parameter ``m_n_d`` (an (m, n, d) tuple) contributes its ``time_iteration`` as ``seconds``
     and its ``track_<counter>`` values as counters. The engine is the ``engine`` parameter if
     there is one, else the class name without its suffix (``DenseIteration`` -> ``dense``);
-    other parameters that take several values are appended to the engine label. Returns
-    ``(rows, info)`` with ``info`` describing the file read (for the report header).
+    other parameters that take several values are appended to the engine label.
+
+    One class per engine: different classes measure under different settings (grid, lr,
+    warm-up), so their rows are never merged. For each engine label the rows come from one
+    class: a class whose name ends in ``Scaling`` (the scaling grid: ``bench_dense.DenseScaling``)
+    if any, else one with an ``engine`` parameter (``bench_engines.EngineIteration``), else the
+    class with the most sizes (ties: the first by name). With the sparseadv suite: dense from
+    ``DenseScaling`` (lr = 1.0), the sparse engines from ``EngineIteration`` (lr = "auto");
+    ``DenseIteration`` and ``EngineIteration``'s dense are passed over.
+
+    Returns ``(rows, info)`` with ``info`` describing the file read (for the report header):
+    also ``classes`` (engine -> class read), ``ignored`` ((engine, class) passed over) and
+    ``threads`` (``bench_dense.Threads``' counts, when recorded).
     """
     if not os.path.isdir(results_dir):
         raise ScalingError(f"asv results directory {results_dir!r} does not exist")
@@ -284,12 +313,18 @@ def load_asv_results(results_dir, machine=None, commit=None):
 
     columns = data.get("result_columns", ["result", "params"])
     i_res, i_par = columns.index("result"), columns.index("params")
-    merged = OrderedDict()
+    per_class = OrderedDict()         # (class path, engine label) -> OrderedDict size -> row
+    engine_param = {}                 # class path -> has an "engine" parameter
+    threads = {}
     for bench, entry in sorted(data["results"].items()):
         parts = bench.split(".")
         if len(parts) < 3:
             continue
         method, cls = parts[-1], parts[-2]
+        clspath = ".".join(parts[:-1])
+        if cls == "Threads" and method == "track_threads":
+            threads.update(_threads_entry(entry, i_res, i_par))
+            continue
         if method == "time_iteration":
             quantity = "seconds"
         elif method.startswith("track_") and method[6:] in COUNTERS:
@@ -309,6 +344,7 @@ def load_asv_results(results_dir, machine=None, commit=None):
             continue
         size_at = size_at[0]
         engine_at = names.index("engine") if "engine" in names else None
+        engine_param[clspath] = engine_param.get(clspath, False) or engine_at is not None
         combos = [()]
         for p in params:
             combos = [c + (v,) for c in combos for v in p]
@@ -333,16 +369,18 @@ def load_asv_results(results_dir, machine=None, commit=None):
                     extras.append(f"{names[k]}={v}")
             if extras:
                 engine = f"{engine} ({', '.join(extras)})"
-            key = (engine,) + size
-            row = merged.setdefault(key, {"engine": engine, "m": size[0], "n": size[1],
-                                          "d": size[2], "source": f"asv:{cls}"})
+            rows_of = per_class.setdefault((clspath, engine), OrderedDict())
+            row = rows_of.setdefault(size, {"engine": engine, "m": size[0], "n": size[1],
+                                            "d": size[2], "source": f"asv:{clspath}"})
             if steps is not None:
                 row.setdefault("steps", steps)
             row.setdefault(quantity, value)
+    classes, ignored = _pick_classes(per_class, engine_param)
     info = {"file": path, "commit": data.get("commit_hash"), "env": data.get("env_name"),
             "machine": data.get("params", {}).get("machine"),
             "params": data.get("params", {}), "env_vars": data.get("env_vars", {}),
-            "requirements": data.get("requirements", {})}
+            "requirements": data.get("requirements", {}), "classes": classes,
+            "ignored": ignored, "threads": threads}
     machine_json = os.path.join(os.path.dirname(path), "machine.json")
     if os.path.exists(machine_json):
         try:
@@ -350,11 +388,47 @@ def load_asv_results(results_dir, machine=None, commit=None):
                 info["machine_info"] = json.load(fh)
         except (OSError, ValueError):
             pass
-    rows = list(merged.values())
+    rows = [row for (clspath, engine), rows_of in per_class.items()
+            if classes[engine] == clspath for row in rows_of.values()]
     if not rows:
         raise ScalingError(f"{path}: no benchmark with an (m, n, d) parameter 'm_n_d' and a "
                            f"time_iteration or track_<counter> method")
     return rows, info
+
+
+def _class_rank(clspath, has_engine_param, npoints):
+    """Sort key of the classes offering one engine: *Scaling first, then classes with an
+    engine parameter, then the others; more sizes first; then by name."""
+    cls = clspath.rsplit(".", 1)[-1]
+    kind = 0 if cls.endswith("Scaling") else 1 if has_engine_param else 2
+    return (kind, -npoints, clspath)
+
+
+def _pick_classes(per_class, engine_param):
+    """({engine: class read}, [(engine, class passed over), ...]) (see load_asv_results)."""
+    offers = OrderedDict()
+    for clspath, engine in per_class:
+        offers.setdefault(engine, []).append(clspath)
+    classes, ignored = OrderedDict(), []
+    for engine, paths in offers.items():
+        best = min(paths, key=lambda c: _class_rank(c, engine_param.get(c, False),
+                                                    len(per_class[(c, engine)])))
+        classes[engine] = best
+        ignored += [(engine, c) for c in paths if c != best]
+    return classes, ignored
+
+
+def _threads_entry(entry, i_res, i_par):
+    """{pool: threads} from ``bench_dense.Threads.track_threads`` (skipped pools left out)."""
+    try:
+        values, params = entry[i_res], entry[i_par]
+        pools = [str(_asv_value(v)) for v in params[0]]
+    except (IndexError, TypeError):
+        return {}
+    if values is None:
+        return {}
+    return {pool: v for pool, v in zip(pools, values)
+            if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
 # --------------------------------------------------------------------------- fitting
@@ -692,8 +766,12 @@ def build_parser(prog=None):
                     "engine over an (m, n, d) grid, fit power-law exponents with 95%% "
                     "confidence intervals, and write scaling.md, scaling.csv and PNG plots.",
         epilog="Without --run or --from-asv: reads ./.asv/results if it holds asv results, "
-               "otherwise runs the grid. Default grid: about 20 s for dense on 2 cores; "
-               "--grid large (m up to 2^20): roughly 5-15 minutes for dense, plus the sparse "
+               "otherwise runs the grid; any of --grid, --repeats, --seed, --steps, --eps, "
+               "--lr, --threads means running (they are an error with --from-asv). "
+               "--from-asv reads one asv class per engine (a *Scaling class, else "
+               "EngineIteration, else another class with an (m, n, d) parameter). Default "
+               "grid: about 20 s for dense on 2 cores; --grid large (m up to 2^20): "
+               "several minutes for dense (estimate printed at start), plus the sparse "
                "engines.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--run", action="store_true", help="run the grid here (default when no "
@@ -703,17 +781,18 @@ def build_parser(prog=None):
     p.add_argument("--engines", default=None,
                    help="comma-separated engine names (default: every engine in "
                         "sparseadv.engines.ENGINES)")
-    p.add_argument("--grid", default="default", help="grid to run: default or large")
+    p.add_argument("--grid", default=None, help="grid to run: default (the default) or large")
     p.add_argument("--out", default="scaling-report", help="output directory "
                    "(default: scaling-report)")
-    p.add_argument("--repeats", type=argtypes.positive_int, default=3,
+    p.add_argument("--repeats", type=argtypes.positive_int, default=None,
                    help="timed iterations per point after one warm-up (default 3)")
-    p.add_argument("--seed", type=argtypes.nonneg_int, default=0, help="data/network seed (default 0)")
-    p.add_argument("--steps", type=argtypes.positive_int, default=3,
+    p.add_argument("--seed", type=argtypes.nonneg_int, default=None,
+                   help="data/network seed (default 0)")
+    p.add_argument("--steps", type=argtypes.positive_int, default=None,
                    help="PGD attack steps (default 3)")
-    p.add_argument("--eps", type=argtypes.eps, default=0.05,
+    p.add_argument("--eps", type=argtypes.eps, default=None,
                    help="l2 attack radius (default 0.05)")
-    p.add_argument("--lr", type=argtypes.lr, default="auto",
+    p.add_argument("--lr", type=argtypes.lr, default=None,
                    help="learning rate: a positive number or auto (default: auto, the NTK "
                         "step size the trainer uses, chosen in the warm-up iteration)")
     p.add_argument("--threads", type=argtypes.positive_int, default=None,
@@ -728,9 +807,23 @@ def build_parser(prog=None):
     return p
 
 
+#: Options that only apply when the grid is run, with their defaults (None: not set). Given
+#: without --run or --from-asv they mean --run; with --from-asv they are an error.
+RUN_ONLY = OrderedDict([("grid", "default"), ("repeats", 3), ("seed", 0), ("steps", 3),
+                        ("eps", 0.05), ("lr", "auto"), ("threads", None)])
+
+
 def _parse(argv, prog):
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    args.run_options = ["--" + k for k in RUN_ONLY if getattr(args, k) is not None]
+    if args.from_asv is not None and args.run_options:
+        opts = args.run_options
+        parser.error(f"{', '.join(opts)} only appl{'ies' if len(opts) == 1 else 'y'} when "
+                     f"running the grid (--run), not with --from-asv")
+    for k, default in RUN_ONLY.items():
+        if getattr(args, k) is None:
+            setattr(args, k, default)
     if args.grid not in GRIDS:
         parser.error(f"--grid must be one of {', '.join(GRIDS)}, got {args.grid!r}")
     if args.engines is not None:
@@ -746,8 +839,6 @@ def _parse(argv, prog):
         if len(set(names)) != len(names):
             parser.error(f"--engines lists an engine twice: {args.engines!r}")
         args.engines = names
-    if args.threads is not None and args.from_asv is not None:
-        parser.error("--threads only applies when running the grid, not with --from-asv")
     if args.from_asv is None and (args.machine is not None or args.commit is not None):
         parser.error("--machine and --commit only apply with --from-asv")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -767,7 +858,11 @@ def main(argv=None, prog=None):
     source = "run" if args.run else "asv" if args.from_asv is not None else None
     if source is None:
         results = ".asv/results"
-        source = "asv" if os.path.isdir(results) and _result_files(results) else "run"
+        have = os.path.isdir(results) and bool(_result_files(results))
+        source = "asv" if have and not args.run_options else "run"
+        if have and source == "run":
+            print(f"running the grid ({', '.join(args.run_options)} given: only a run uses "
+                  f"them); {results} is not read (use --from-asv for it)", file=sys.stderr)
         if source == "asv":
             args.from_asv = results
             print(f"reading asv results from {results} (use --run to measure instead)",
@@ -792,6 +887,16 @@ def main(argv=None, prog=None):
             extra.append(("asv", asv.__version__))
         except ImportError:
             pass
+        classes = info.get("classes") or {}
+        if classes:
+            extra.append(("asv classes read (one per engine)",
+                          ", ".join(f"{e}: {c}" for e, c in classes.items())))
+        if info.get("ignored"):
+            extra.append(("asv classes passed over (another grid or setting)",
+                          ", ".join(f"{e}: {c}" for e, c in info["ignored"])))
+        if info.get("threads"):
+            extra.append(("asv thread counts (bench_dense.Threads)",
+                          ", ".join(f"{k}={v:g}" for k, v in sorted(info["threads"].items()))))
         if info.get("env_vars"):
             extra.append(("asv env_vars", ", ".join(f"{k}={v}" for k, v in
                                                     sorted(info["env_vars"].items()))))

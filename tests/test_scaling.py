@@ -210,6 +210,92 @@ def test_asv_errors(tmp_path, capsys):
         scaling.load_asv_results(str(tmp_path / "bad"))
 
 
+def write_asv_results(root, benchmarks, machine="m1", commit="a" * 40):
+    """A minimal asv (format 2) results directory: ``benchmarks`` maps a benchmark name to
+    (param_names, params, values), params as Python values (written as asv writes them)."""
+    import json
+    results, specs = {}, {}
+    for name, (names, params, values) in benchmarks.items():
+        params = [[repr(v) for v in p] for p in params]
+        results[name] = [values, params, "0" * 64, 1700000000000, 1.0]
+        specs[name] = {"name": name, "param_names": names, "params": params}
+    (root / machine).mkdir(parents=True)
+    (root / machine / f"{commit[:8]}-env.json").write_text(json.dumps(
+        {"commit_hash": commit, "env_name": "env", "params": {"machine": machine},
+         "requirements": {}, "env_vars": {}, "version": 2,
+         "result_columns": ["result", "params", "version", "started_at", "duration"],
+         "results": results}))
+    (root / "benchmarks.json").write_text(json.dumps(specs))
+    return str(root)
+
+
+def test_asv_one_class_per_engine(tmp_path):
+    # The sparseadv suite times dense in three classes with different settings (DenseIteration
+    # lr=1.0 on its own sizes, DenseScaling on the scaling grid, EngineIteration lr="auto"):
+    # the reader must not merge them into one fit.
+    grid = scaling.grid_points("default")
+    other = [(4096, 256, 16), (16384, 256, 16), (16384, 1024, 64)]
+    eng_sizes = [(4096, 256, 3), (16384, 256, 3)]
+    root = write_asv_results(tmp_path / "res", {
+        "bench_dense.DenseIteration.time_iteration":
+            (["m_n_d", "steps"], [other, [3]], [111.0] * 3),
+        "bench_dense.DenseIteration.track_inner_products":
+            (["m_n_d", "steps"], [other, [3]], [-1] * 3),
+        "bench_dense.DenseScaling.track_inner_products":
+            (["m_n_d", "steps"], [grid, [3]], [5 * m * n for m, n, d in grid]),
+        "bench_engines.EngineIteration.time_iteration":
+            (["engine", "size (m, n, d)"], [["dense", "certified"], eng_sizes],
+             [222.0, 222.0, 1e-3 * 4096, 1e-3 * 16384]),
+        "bench_engines.EngineIteration.track_inner_products":
+            (["engine", "size (m, n, d)"], [["dense", "certified"], eng_sizes],
+             [7, 7, 4096 ** 0.5, 16384 ** 0.5]),
+        "bench_dense.Threads.track_threads": (["pool"], [["blas", "openmp"]], [2, 2]),
+    })
+    rows, info = scaling.load_asv_results(root)
+    dense = [r for r in rows if r["engine"] == "dense"]
+    assert sorted((r["m"], r["n"], r["d"]) for r in dense) == grid
+    assert all(r["source"] == "asv:bench_dense.DenseScaling" for r in dense)
+    assert all("seconds" not in r for r in dense)           # DenseIteration's times not mixed in
+    assert all(r["inner_products"] == 5 * r["m"] * r["n"] for r in dense)
+    cert = [r for r in rows if r["engine"] == "certified"]
+    assert len(cert) == 2 and all(r["source"] == "asv:bench_engines.EngineIteration"
+                                  for r in cert)
+    assert info["classes"] == {"certified": "bench_engines.EngineIteration",
+                               "dense": "bench_dense.DenseScaling"}
+    assert sorted(info["ignored"]) == [("dense", "bench_dense.DenseIteration"),
+                                       ("dense", "bench_engines.EngineIteration")]
+    assert info["threads"] == {"blas": 2, "openmp": 2}
+    fitted = scaling.fit_rows(rows)
+    assert by_quantity(fitted, "certified")["inner_products"]["fits"]["m"].exponent == \
+        pytest.approx(0.5)
+    # Without a *Scaling class, the class with an engine parameter wins over DenseIteration.
+    root2 = write_asv_results(tmp_path / "res2", {
+        k: v for k, v in (("bench_dense.DenseIteration.time_iteration",
+                           (["m_n_d", "steps"], [other, [3]], [111.0] * 3)),
+                          ("bench_engines.EngineIteration.time_iteration",
+                           (["engine", "size (m, n, d)"], [["dense"], eng_sizes], [1.0, 2.0])))})
+    rows2, info2 = scaling.load_asv_results(root2)
+    assert info2["classes"] == {"dense": "bench_engines.EngineIteration"}
+    assert sorted(r["seconds"] for r in rows2) == [1.0, 2.0]
+
+
+def test_run_only_options_mean_run(tiny_grid, tmp_path, monkeypatch, capsys):
+    # ./.asv/results exists: without options it is read; with a run-only option the grid runs.
+    import shutil
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(ASV_RESULTS, tmp_path / ".asv" / "results")
+    assert scaling.main(["--out", "a", "--no-plots", "--quiet"]) == 0
+    assert "reading asv results" in capsys.readouterr().err
+    with open(tmp_path / "a" / "scaling.csv") as fh:
+        assert all(r["source"].startswith("asv:") for r in csv.DictReader(fh))
+    assert scaling.main(["--grid", tiny_grid, "--engines", "dense", "--repeats", "1",
+                         "--out", "r", "--no-plots", "--quiet"]) == 0
+    assert "--grid, --repeats given" in capsys.readouterr().err
+    with open(tmp_path / "r" / "scaling.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3 and all(r["source"] == "run" and r["repeats"] == "1" for r in rows)
+
+
 # --------------------------------------------------------------------------- arguments
 
 @pytest.mark.parametrize("argv, message", [
@@ -223,6 +309,9 @@ def test_asv_errors(tmp_path, capsys):
     (["--run", "--from-asv", "x"], "not allowed with argument"),
     (["--run", "--machine", "ci"], "--machine and --commit only apply with --from-asv"),
     (["--from-asv", "x", "--threads", "1"], "--threads only applies"),
+    (["--from-asv", "x", "--grid", "large", "--lr", "1"],
+     "--grid, --lr only apply when running the grid (--run), not with --from-asv"),
+    (["--from-asv", "x", "--repeats", "5"], "--repeats only applies"),
     (["--eps", "-1"], "argument --eps: expected a number >= 0.0"),
     (["--lr", "nan"], "argument --lr: expected a finite number"),
 ])

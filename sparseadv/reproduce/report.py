@@ -16,6 +16,8 @@ import traceback
 
 import numpy as np
 
+from ..cli import FULL_ESTIMATE  # one wording for the CLI help and the report
+
 # --------------------------------------------------------------------------- shared helpers
 
 TOL_EXACT = 1e-8   # relative difference that still counts as "the same to round-off"
@@ -365,7 +367,6 @@ TITLES = {"e1": "E1 sparsity: fired neurons per input",
           "e3": "E3 cost: per-iteration time and work against m, n, d",
           "e4": "E4 the data structure: partition tree vs brute force",
           "e5": "E5 real data: handwritten digits"}
-FULL_ESTIMATE = "about 30-90 minutes on 2 cores (estimated from the dense cost model at ~10 GFLOP/s, not measured; longer on a shared machine)"
 
 
 def registered_engines():
