@@ -28,25 +28,29 @@ except ImportError:          # run as a script
 class _TimedCore:
     """Stands in for ``_core`` in an engine module: same functions, each call timed."""
 
-    def __init__(self, core, log):
+    def __init__(self, core, log, passes):
         self._core = core
         self._log = log
+        self._passes = passes
 
     def __getattr__(self, name):
         fn = getattr(self._core, name)
         if not callable(fn):
             return fn
-        return _timed(fn, name, self._log)
+        return _timed(fn, name, self._log, self._passes)
 
 
-def _timed(fn, name, log):
+def _timed(fn, name, log, passes=None):
     def call(*args, **kwargs):
         t0 = time.perf_counter()
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
         finally:
             log[name][0] += time.perf_counter() - t0
             log[name][1] += 1
+        if name == "nm_track_forward" and passes is not None:
+            passes.append(out)                  # (inner products incl. n for f, state flips)
+        return out
     return call
 
 
@@ -57,8 +61,9 @@ def profile(spec, m, n, d, steps, iters, eps, seed):
     from sparseadv.engines import certified, dense, tree
     name, options = parse_engine(spec)
     log = collections.defaultdict(lambda: [0.0, 0])
+    passes = []                                 # per tracked pass: (inner products, flips)
     for mod in (certified, dense, tree):
-        mod._core = _TimedCore(_core, log)
+        mod._core = _TimedCore(_core, log, passes)
     try:
         X, y = sa.datasets.sphere(n, d, seed=seed + 1)
         net = sa.ShiftedReLUNet(m, d, seed=seed)
@@ -71,11 +76,12 @@ def profile(spec, m, n, d, steps, iters, eps, seed):
         rows = []
         for _ in range(iters):
             log.clear()
+            passes.clear()
             t0 = os.times()
             rec = tr.step(X, y)
             t1 = os.times()
             rows.append((rec["seconds"], t1.system - t0.system,
-                         {k: tuple(v) for k, v in log.items()}))
+                         {k: tuple(v) for k, v in log.items()}, list(passes)))
     finally:
         for mod in (certified, dense, tree):
             mod._core = _core
@@ -95,9 +101,9 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     rows = profile(a.engine, a.m, a.n, a.d, a.steps, a.iters, a.eps, a.seed)
-    names = sorted({k for _, _, log in rows for k in log})
-    med = {k: (float(np.median([log.get(k, (0.0, 0))[0] for _, _, log in rows])),
-               float(np.median([log.get(k, (0.0, 0))[1] for _, _, log in rows])))
+    names = sorted({k for _, _, log, _ in rows for k in log})
+    med = {k: (float(np.median([log.get(k, (0.0, 0))[0] for _, _, log, _ in rows])),
+               float(np.median([log.get(k, (0.0, 0))[1] for _, _, log, _ in rows])))
            for k in names}
     print(f"{a.engine}: m={a.m} n={a.n} d={a.d} steps={a.steps} eps={a.eps} (l2), lr=auto; "
           f"medians over {a.iters} iterations after the first\n")
@@ -110,6 +116,12 @@ def main():
     for k in sorted(names, key=lambda k: -med[k][0]):
         s, c = med[k]
         print(f"| {k} | {s:.4f} | {c:g} | {s / c if c else 0:.4f} |")
+    per_iter = [ps for *_, ps in rows]
+    if per_iter[0] and all(len(ps) == len(per_iter[0]) for ps in per_iter):
+        ev, fl = np.median(np.array(per_iter, dtype=float), axis=0).T
+        print("\ntracked passes (medians over iterations), in order: inner products "
+              + ", ".join(f"{v:.3g}" for v in ev) + "; state flips "
+              + ", ".join(f"{v:.3g}" for v in fl))
 
 
 if __name__ == "__main__":
