@@ -35,6 +35,8 @@ class Config:
 
 
 def run(cfg, out, engines=("dense",), progress=True):
+    # ``engines`` is part of every experiment's interface; fired counts do not depend on the
+    # engine (all engines give the same weights), so E1 trains with the dense one
     rows = []
     t_start = time.perf_counter()
     for m in progress_iter(cfg.ms, "E1 sparsity (m)", progress):

@@ -78,10 +78,6 @@ def _upper(f):
     return f["ci_high"] if math.isfinite(f["ci_high"]) else f["exponent"]
 
 
-def _lower(f):
-    return f["ci_low"] if math.isfinite(f["ci_low"]) else f["exponent"]
-
-
 def _range(values):
     values = sorted(values)
     def p2(v):
