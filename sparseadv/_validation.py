@@ -5,23 +5,26 @@ array when a conversion is needed, so the caller's arrays are never modified in 
 kernels only ever write into arrays sparseadv allocated itself).
 """
 import numbers
+import os
 
 import numpy as np
+
+from .errors import InputError, InputTypeError
 
 
 def check_bool(name, value):
     """A Python or numpy bool, returned as bool (0/1 and strings are refused)."""
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
+        raise InputTypeError(f"{name} must be a bool, got {value!r}")
     return bool(value)
 
 
 def check_positive_int(name, value):
     """A positive Python/numpy integer (bool rejected)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+        raise InputTypeError(f"{name} must be a positive integer, got {value!r}")
     if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
+        raise InputError(f"{name} must be a positive integer, got {value}")
     return int(value)
 
 
@@ -32,15 +35,15 @@ def check_real(name, value, *, low=None, low_inclusive=True, allow_none=False):
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
+        raise InputTypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
     if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+        raise InputError(f"{name} must be finite, got {value}")
     if low is not None:
         if low_inclusive and value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+            raise InputError(f"{name} must be >= {low}, got {value}")
         if not low_inclusive and value <= low:
-            raise ValueError(f"{name} must be > {low}, got {value}")
+            raise InputError(f"{name} must be > {low}, got {value}")
     return value
 
 
@@ -51,13 +54,13 @@ def _as_float_array(name, X, *, allow_int=False):
         try:
             arr = np.asarray(X)
         except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"{name} must be an array of real numbers: {exc}") from None
+            raise InputTypeError(f"{name} must be an array of real numbers: {exc}") from None
     kind = arr.dtype.kind
     if kind == "c":
-        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
+        raise InputTypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
     if not (kind == "f" or (allow_int and kind in "iu")):
         expected = "a float or integer dtype" if allow_int else "a floating dtype (float32 or float64)"
-        raise TypeError(f"{name} must have {expected}, got dtype {arr.dtype}")
+        raise InputTypeError(f"{name} must have {expected}, got dtype {arr.dtype}")
     return arr
 
 
@@ -65,7 +68,7 @@ def _finite_float64(name, arr):
     """``arr`` as C-contiguous float64, refusing NaN and infinite values."""
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
+        raise InputError(f"{name} must contain only finite values (found NaN or inf)")
     return arr
 
 
@@ -77,11 +80,11 @@ def check_matrix(name, X, *, ncols=None, ncols_name="d"):
     ``ShiftedReLUNet.from_arrays``)."""
     arr = _as_float_array(name, X)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
+        raise InputError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must have at least 1 row and 1 column, got shape {arr.shape}")
+        raise InputError(f"{name} must have at least 1 row and 1 column, got shape {arr.shape}")
     if ncols is not None and arr.shape[1] != ncols:
-        raise ValueError(f"{name} must have {ncols} columns ({ncols_name}), got {arr.shape[1]}")
+        raise InputError(f"{name} must have {ncols} columns ({ncols_name}), got {arr.shape[1]}")
     return _finite_float64(name, arr)
 
 
@@ -89,11 +92,11 @@ def check_vector(name, v, *, length=None, length_name="n", allow_int=False):
     """A non-empty 1-D finite real vector, returned as float64 C-contiguous."""
     arr = _as_float_array(name, v, allow_int=allow_int)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+        raise InputError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} must be non-empty")
+        raise InputError(f"{name} must be non-empty")
     if length is not None and arr.shape[0] != length:
-        raise ValueError(f"{name} must have length {length} ({length_name}), got {arr.shape[0]}")
+        raise InputError(f"{name} must have length {length} ({length_name}), got {arr.shape[0]}")
     return _finite_float64(name, arr)
 
 
@@ -110,5 +113,35 @@ def check_seed(seed):
     if seed is None or isinstance(seed, np.random.Generator):
         return seed
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise TypeError(f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r}")
+        raise InputTypeError(f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r}")
     return int(seed)
+
+
+def available_memory():
+    """Bytes of memory this process can still allocate: MemAvailable from /proc/meminfo where
+    there is one, else the physical pages the OS reports free; None when neither is known."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_allocation(name, nbytes, what="the arrays it needs"):
+    """Refuse, before allocating, a size that cannot fit in memory.
+
+    ``name`` is the argument (or arguments) that decide the size, ``nbytes`` the bytes asked for
+    (any non-negative integer, even one far beyond 2**64). Raises InputError naming both."""
+    nbytes = int(nbytes)
+    avail = available_memory()
+    if nbytes > 2 ** 62 or (avail is not None and nbytes > avail):
+        have = "unknown" if avail is None else f"{avail:,} available"
+        raise InputError(f"{name} asks for {nbytes:,} bytes for {what} ({have}); "
+                         f"choose a smaller {name}")
+    return nbytes

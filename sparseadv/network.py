@@ -69,6 +69,12 @@ class ShiftedReLUNet:
     def __repr__(self):
         return f"ShiftedReLUNet(m={self.m}, d={self.d}, b={self.b:.6g})"
 
+    def to_torch(self, dtype=None):
+        """A ``torch.nn.Module`` computing the same f (optional extra ``torch``); the weights are
+        copied. See ``sparseadv._torch.to_torch``."""
+        from ._torch import to_torch
+        return to_torch(self, dtype=dtype)
+
     # -- dense evaluation (every neuron, blocked BLAS) ---------------------------------------
 
     def _pass(self, X, want_h=False, want_fired=False):
