@@ -19,24 +19,42 @@ def check_bool(name, value):
     return bool(value)
 
 
+# Sizes and counts become numpy int64 (array shapes, loop bounds in C); a larger one can never work.
+INT64_MAX = 2 ** 63 - 1
+
+
+def _short(value):
+    """repr of value, cut short (a 400-digit integer is not a readable message)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:20] + "..." + text[-8:]
+
+
 def check_positive_int(name, value):
-    """A positive Python/numpy integer (bool rejected)."""
+    """A positive Python/numpy integer that fits in int64 (bool rejected)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise InputTypeError(f"{name} must be a positive integer, got {value!r}")
+        raise InputTypeError(f"{name} must be a positive integer, got {_short(value)}")
     if value <= 0:
         raise InputError(f"{name} must be a positive integer, got {value}")
+    if value > INT64_MAX:
+        raise InputError(f"{name} must be a positive integer <= 2**63 - 1, got {_short(value)}")
     return int(value)
 
 
-def check_real(name, value, *, low=None, low_inclusive=True, allow_none=False):
-    """A finite real scalar (Python, numpy or 0-d array), optionally bounded below."""
+def check_real(name, value, *, low=None, low_inclusive=True, high=None, allow_none=False):
+    """A finite real scalar (Python, numpy or 0-d array), optionally bounded below and above.
+
+    A Python int too large for a float (``10**400``) is a wrong value, not an OverflowError."""
     if value is None and allow_none:
         return None
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise InputTypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
+        raise InputTypeError(f"{name} must be a real number, got {_short(value)}")
+    try:
+        value = float(value)
+    except (OverflowError, ValueError):
+        raise InputError(f"{name} must be a finite real number representable as a float64, "
+                         f"got {_short(value)}") from None
     if not np.isfinite(value):
         raise InputError(f"{name} must be finite, got {value}")
     if low is not None:
@@ -44,6 +62,8 @@ def check_real(name, value, *, low=None, low_inclusive=True, allow_none=False):
             raise InputError(f"{name} must be >= {low}, got {value}")
         if not low_inclusive and value <= low:
             raise InputError(f"{name} must be > {low}, got {value}")
+    if high is not None and value > high:
+        raise InputError(f"{name} must be <= {high:g}, got {value:g}")
     return value
 
 
@@ -108,12 +128,18 @@ def check_Xy(X, y, d):
     return X, y
 
 
-def check_seed(seed):
-    """None, a non-negative integer, or a numpy Generator."""
+def check_seed(seed, name="seed"):
+    """None, a non-negative integer, or a numpy Generator (returned as given, int as int).
+
+    A wrong type (bool, float, str) is an InputTypeError, a negative integer an InputError;
+    both name the argument (``name``)."""
     if seed is None or isinstance(seed, np.random.Generator):
         return seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise InputTypeError(f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r}")
+    expected = "None, a non-negative integer or a numpy Generator"
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise InputTypeError(f"{name} must be {expected}, got {_short(seed)}")
+    if seed < 0:
+        raise InputError(f"{name} must be {expected}, got {seed}")
     return int(seed)
 
 
@@ -137,11 +163,15 @@ def check_allocation(name, nbytes, what="the arrays it needs"):
     """Refuse, before allocating, a size that cannot fit in memory.
 
     ``name`` is the argument (or arguments) that decide the size, ``nbytes`` the bytes asked for
-    (any non-negative integer, even one far beyond 2**64). Raises InputError naming both."""
+    (any non-negative integer, even one far beyond 2**64). Raises InputError naming both, e.g.
+    ``m, d asks for 8,796,093,022,208 bytes for the weights (16,000,000,000 available); choose
+    a smaller m, d``. Nothing is allocated here: call it before the allocation."""
     nbytes = int(nbytes)
+    if nbytes < 0:
+        raise InputError(f"{name} gives a negative size ({nbytes:,} bytes) for {what}")
     avail = available_memory()
     if nbytes > 2 ** 62 or (avail is not None and nbytes > avail):
-        have = "unknown" if avail is None else f"{avail:,} available"
+        have = "available memory unknown" if avail is None else f"{avail:,} available"
         raise InputError(f"{name} asks for {nbytes:,} bytes for {what} ({have}); "
                          f"choose a smaller {name}")
     return nbytes

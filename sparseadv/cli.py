@@ -1,7 +1,10 @@
 """The ``sparseadv`` command line: ``train``, ``reproduce``, ``bench`` and ``--version``.
 
-Run ``sparseadv COMMAND --help`` for each command's options. Errors in the input (bad data
-files, impossible options) print one line ``sparseadv: error: ...`` and exit with status 2.
+Run ``sparseadv COMMAND --help`` for each command's options. Errors in the input (bad data or
+checkpoint files, impossible options, sizes that do not fit in memory: the classes of
+``sparseadv.errors``) and errors of the operating system print one line
+``sparseadv: error: ...`` and exit with status 2; any other exception is a bug in sparseadv and
+shows its traceback.
 """
 import argparse
 import json
@@ -10,6 +13,7 @@ import signal
 import sys
 
 from . import _argtypes as argtypes
+from .errors import CheckpointError, InputError, SparseAdvError
 
 __all__ = ["main", "build_parser"]
 
@@ -31,7 +35,7 @@ FULL_ESTIMATE = ("at most about 30-90 minutes on 2 cores (estimated from the den
                  "at ~10 GFLOP/s, a quarter of the measured dense rate; not measured)")
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """An option combination that cannot work; reported as one line, exit status 2."""
 
 
@@ -77,10 +81,10 @@ def build_parser():
     tr.add_argument("--d", type=argtypes.positive_int, help="dimension of a synthetic data set "
                                                    "(default 16)")
     tr.add_argument("--m", type=argtypes.positive_int, help="width: number of neurons (default 4096)")
-    tr.add_argument("--eps", type=argtypes.eps, help="attack radius, >= 0; 0 is standard training "
-                                             "(default 0.05)")
+    tr.add_argument("--eps", type=argtypes.eps, help="attack radius, in [0, 1e150]; 0 is standard "
+                                             "training (default 0.05)")
     tr.add_argument("--steps", type=argtypes.positive_int, help="PGD steps (default 3)")
-    tr.add_argument("--step-size", type=argtypes.positive_float,
+    tr.add_argument("--step-size", type=argtypes.step_size,
                     help="PGD step length (default 2.5 eps / steps)")
     tr.add_argument("--norm", type=argtypes.norm, help="attack norm: 2 or inf (default 2)")
     tr.add_argument("--random-start", action="store_true", default=None,
@@ -156,7 +160,7 @@ def _build_data(cfg):
             raise UsageError("--data digits needs scikit-learn: pip install "
                              "'sparseadv[digits]'") from None
         return split.X_train, split.y_train, split.X_test, split.y_test
-    if source.lower().endswith((".npz", ".csv")):
+    if _is_data_file(source):
         X, y = load_data_file(source, normalize=cfg["normalize"])
         return X, y, None, None
     raise UsageError(f"--data must be sphere, teacher, separated, digits or a .npz/.csv file, "
@@ -211,70 +215,137 @@ def _history_dict(records, fields):
     return {k: np.array([r[k] for r in records]) for k in fields}
 
 
-def cmd_train(args, out=None, err=None):
-    import numpy as np
-
+def _resume_config(args, given):
+    """(checkpoint, config) of ``--resume``: the checkpoint checked by io.load_checkpoint, its
+    config by _runs.check_config, and the options given now checked against the frozen ones."""
     from . import io
-    from .engines import ENGINES
-    from .network import ShiftedReLUNet
-    from .trainer import RECORD_FIELDS, AdversarialTrainer
+    from ._runs import check_config
 
-    out = sys.stdout if out is None else out
-    err = sys.stderr if err is None else err
+    ckpt = io.load_checkpoint(args.resume)
+    cfg = dict(check_config(ckpt["path"], ckpt["config"]))
+    if cfg["m"] != ckpt["W"].shape[0]:
+        raise CheckpointError(f"{ckpt['path']}: the config says m={cfg['m']} but W has "
+                              f"{ckpt['W'].shape[0]} rows")
+    for key in _FROZEN:
+        if key in given and given[key] != cfg.get(key):
+            raise UsageError(f"--{key.replace('_', '-')}={given[key]} conflicts with the "
+                             f"checkpoint in {args.resume} ({key}={cfg.get(key)}); "
+                             f"drop the option to resume")
+    cfg["iterations"] = given.get("iterations", cfg["iterations"])
+    cfg["checkpoint_every"] = given.get("checkpoint_every", cfg["checkpoint_every"])
+    cfg["out"] = given.get("out", args.resume)
+    return ckpt, cfg
+
+
+def _check_sizes(cfg):
+    """Refuse, before allocating, sizes whose arrays cannot fit in memory: the (n, d) data of
+    a synthetic set, the (m, d) weights (several copies: network, gradient, engine) and the
+    (n, m) pre-activations of one dense pass."""
+    from ._validation import check_allocation
+    n, d = cfg["n"], cfg["d"]
+    check_allocation("--n, --d", 8 * n * d, "the (n, d) data")
+    check_allocation("--m, --d", 3 * 8 * cfg["m"] * d, "the (m, d) weights and their gradient")
+    check_allocation("--n, --m", 8 * n * cfg["m"], "the (n, m) pre-activations")
+
+
+def cmd_train(args, out=None, err=None):
+    from . import io
+    from ._runs import RunLock
+    from .engines import ENGINES
+
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k, None) is not None}
-    ckpt = None
     if args.resume:
-        ckpt = io.load_checkpoint(args.resume)
-        cfg = dict(ckpt["config"])
-        for key in _FROZEN:
-            if key in given and given[key] != cfg.get(key):
-                raise UsageError(f"--{key.replace('_', '-')}={given[key]} conflicts with the "
-                                 f"checkpoint in {args.resume} ({key}={cfg.get(key)}); "
-                                 f"drop the option to resume")
-        cfg["iterations"] = given.get("iterations", cfg["iterations"])
-        cfg["checkpoint_every"] = given.get("checkpoint_every", cfg["checkpoint_every"])
-        cfg["out"] = given.get("out", args.resume)
+        ckpt, cfg = _resume_config(args, given)
     else:
-        cfg = dict(TRAIN_DEFAULTS)
-        cfg.update(given)
+        ckpt, cfg = None, dict(TRAIN_DEFAULTS, **given)
     if cfg["engine"] not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(_registered_engines())} "
                          f"(installed engines), got {cfg['engine']!r}")
-    if cfg["data"] == "digits" or cfg["data"].lower().endswith((".npz", ".csv")):
+    synthetic = cfg["data"] in _synthetic_names()
+    if not (synthetic or cfg["data"] == "digits" or _is_data_file(cfg["data"])):
+        raise UsageError(f"--data must be sphere, teacher, separated, digits or a .npz/.csv "
+                         f"file, got {cfg['data']!r}")
+    if not synthetic:
         for key in ("n", "d"):
             if key in given and not ckpt:
                 raise UsageError(f"--{key} applies to synthetic data only; {cfg['data']} "
                                  f"fixes it")
-    X, y, X_test, y_test = _build_data(cfg)
-    cfg["n"], cfg["d"] = int(X.shape[0]), int(X.shape[1])
-
-    attack = _make_attack(cfg)
-    if ckpt is not None:
-        if ckpt["W"].shape[1] != X.shape[1]:
-            raise UsageError(f"the checkpoint's weights have d={ckpt['W'].shape[1]} but the "
-                             f"data has d={X.shape[1]}")
-        net = ShiftedReLUNet.from_arrays(ckpt["W"], ckpt["a"], ckpt["b"])
-        if ckpt["rng_state"] is not None:
-            attack._rng.bit_generator.state = ckpt["rng_state"]
-        lr = ckpt["lr"] if ckpt["lr"] is not None else cfg["lr"]
-        start = ckpt["iteration"]
-        history = ckpt["history"]
-        records = [{k: history[k][i].item() for k in RECORD_FIELDS if k in history}
-                   for i in range(start)] if all(k in history for k in RECORD_FIELDS) else []
     else:
-        net = ShiftedReLUNet(cfg["m"], cfg["d"], seed=cfg["seed"])
-        lr = cfg["lr"]
-        start = 0
-        records = []
-    trainer = AdversarialTrainer(net, attack, lr=lr, engine=cfg["engine"])
-    trainer.iterations_ = start
+        _check_sizes(cfg)
     outdir = cfg["out"]
     os.makedirs(outdir, exist_ok=True)
+    with RunLock(outdir):
+        # Under the lock no other run writes here: a temporary file is a killed save's.
+        io.remove_stale_temporaries(outdir, (io.CHECKPOINT_NAME, "weights.npz", "history.npz"))
+        return _train(args, cfg, ckpt, outdir, sys.stdout if out is None else out,
+                      sys.stderr if err is None else err)
+
+
+def _is_data_file(source):
+    return source.lower().endswith((".npz", ".csv"))
+
+
+def _synthetic_names():
+    from .datasets import DATASETS
+    return tuple(DATASETS)
+
+
+def _restore(ckpt, cfg, X, y, attack):
+    """(net, lr, start, records) of a resumed run, after checking that the checkpoint fits the
+    data it is resumed on."""
+    from . import io
+    from .network import ShiftedReLUNet
+    from .trainer import RECORD_FIELDS
+
+    path = ckpt["path"]
+    if ckpt["W"].shape[1] != X.shape[1]:
+        raise UsageError(f"the checkpoint's weights have d={ckpt['W'].shape[1]} but the "
+                         f"data has d={X.shape[1]}")
+    stored = ckpt["data"].get("fingerprint")
+    if stored is not None and stored != io.data_fingerprint(X, y):
+        raise CheckpointError(f"{path}: the data {cfg['data']} changed since the checkpoint "
+                              f"was written (then n={ckpt['config']['n']}, "
+                              f"d={ckpt['config']['d']}; now n={X.shape[0]}, d={X.shape[1]}, "
+                              f"other content); resume needs the same data")
+    history = ckpt["history"]
+    missing = [k for k in RECORD_FIELDS if k not in history]
+    if missing:
+        raise CheckpointError(f"{path}: the history lacks {', '.join(missing)}")
+    net = ShiftedReLUNet.from_arrays(ckpt["W"], ckpt["a"], ckpt["b"])
+    if ckpt["rng_state"] is not None:
+        try:
+            attack._rng.bit_generator.state = ckpt["rng_state"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"{path}: unusable attack RNG state ({exc})") from None
+    lr = ckpt["lr"] if ckpt["lr"] is not None else cfg["lr"]
+    start = ckpt["iteration"]
+    records = [{k: history[k][i].item() for k in RECORD_FIELDS} for i in range(start)]
+    return net, lr, start, records
+
+
+def _train(args, cfg, ckpt, outdir, out, err):
+    import numpy as np
+
+    from . import io
+    from .network import ShiftedReLUNet
+    from .trainer import RECORD_FIELDS, AdversarialTrainer
+
+    X, y, X_test, y_test = _build_data(cfg)
+    cfg["n"], cfg["d"] = int(X.shape[0]), int(X.shape[1])
+    _check_sizes(cfg)
+    attack = _make_attack(cfg)
+    if ckpt is not None:
+        net, lr, start, records = _restore(ckpt, cfg, X, y, attack)
+    else:
+        net = ShiftedReLUNet(cfg["m"], cfg["d"], seed=cfg["seed"])
+        lr, start, records = cfg["lr"], 0, []
+    trainer = AdversarialTrainer(net, attack, lr=lr, engine=cfg["engine"])
+    trainer.iterations_ = start
     attack_spec = dict(eps=attack.eps, steps=attack.steps, step_size=attack.step_size,
                        norm=cfg["norm"], random_start=attack.random_start,
                        seed=cfg["seed"] + 2, kind=type(attack).__name__)
     data_spec = dict(source=cfg["data"], n=cfg["n"], d=cfg["d"], seed=cfg["seed"] + 1,
-                     normalize=cfg["normalize"])
+                     normalize=cfg["normalize"], fingerprint=io.data_fingerprint(X, y))
 
     def save(iteration):
         io.save_checkpoint(
@@ -387,7 +458,6 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    from .io import DataError
     try:
         if args.command == "train":
             return cmd_train(args)
@@ -395,11 +465,12 @@ def main(argv=None):
             return cmd_reproduce(args, argv)
         if args.command == "bench":
             return cmd_bench(args)
-    except (DataError, UsageError, ValueError, TypeError, OSError) as exc:
+    except (SparseAdvError, OSError) as exc:
+        # Only the project's own errors (bad usage, bad data or checkpoint files) and the
+        # operating system's are one line; anything else is a bug and shows its traceback.
         message = " ".join(str(exc).split()) or type(exc).__name__
-        if isinstance(exc, OSError) and not isinstance(exc, DataError):
-            message = f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}".strip(": ") \
-                if exc.strerror else message
+        if isinstance(exc, OSError) and exc.strerror:
+            message = f"{exc.strerror}: {exc.filename or ''}".strip(": ")
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
     raise AssertionError(args.command)  # pragma: no cover

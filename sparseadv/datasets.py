@@ -1,4 +1,4 @@
-"""Data sets for the experiments, all satisfying the data contract of DESIGN.md section 2.
+"""Data sets for the experiments, all satisfying the data contract of docs/design.md §2.
 
 Every generator returns ``X`` as a float64, C-contiguous ``(n, d)`` array whose rows have unit
 l2 norm (the network's threshold ``b = sqrt(0.4 ln m)`` is calibrated for unit-norm inputs) and
@@ -13,10 +13,12 @@ from ``seed`` (None, an int, or a Generator), so the same integer seed gives the
 """
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import numpy as np
+
+from ._validation import check_allocation, check_positive_int, check_real, check_seed
+from .errors import InputError, InputTypeError
 
 __all__ = ["Split", "sphere", "teacher", "separated", "load_digits", "make", "DATASETS"]
 
@@ -24,27 +26,18 @@ __all__ = ["Split", "sphere", "teacher", "separated", "load_digits", "make", "DA
 # --------------------------------------------------------------------------- helpers
 
 def _rng(seed):
-    """Turn ``seed`` (None, int or Generator) into a Generator; a Generator is used as is."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, (bool, np.bool_)):
-        # default_rng(True) would silently mean seed 1; almost certainly a mistake.
-        raise ValueError(f"seed must be None, an integer or a numpy Generator, got {seed!r}")
-    return np.random.default_rng(seed)
+    """Turn ``seed`` (None, int or Generator) into a Generator; a Generator is used as is.
+    A bool (``default_rng(True)`` would silently mean seed 1) or a negative seed is refused."""
+    seed = check_seed(seed)
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def _check_pos_int(name, value):
-    # bool is an Integral subclass; n=True is a bug, not "one point".
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_real(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
-            or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    return float(value)
+def _check_size(n, d):
+    """Validated n, d, refusing sizes whose (n, d) float64 arrays cannot fit in memory."""
+    n = check_positive_int("n", n)
+    d = check_positive_int("d", d)
+    check_allocation("n, d", 8 * n * d, "the (n, d) data arrays")
+    return n, d
 
 
 def _unit_rows(Z):
@@ -83,8 +76,7 @@ def sphere(n, d, seed=None):
     y : ndarray of shape (n,)
         Labels in {-1, +1}, fair coin flips independent of ``X``.
     """
-    n = _check_pos_int("n", n)
-    d = _check_pos_int("d", d)
+    n, d = _check_size(n, d)
     rng = _rng(seed)
     X = _uniform_sphere(rng, n, d)
     y = np.where(rng.random(n) < 0.5, -1.0, 1.0)
@@ -113,9 +105,8 @@ def teacher(n, d, width=16, seed=None):
     X : ndarray of shape (n, d)
     y : ndarray of shape (n,)
     """
-    n = _check_pos_int("n", n)
-    d = _check_pos_int("d", d)
-    width = _check_pos_int("width", width)
+    n, d = _check_size(n, d)
+    width = check_positive_int("width", width)
     rng = _rng(seed)
     # Teacher first, then points: the teacher for a seed does not depend on n.
     U = rng.standard_normal((width, d))
@@ -150,7 +141,7 @@ def _margin_points(rng, u, n, d, margin):
     """
     p = _margin_acceptance(d, margin)
     if p <= 0.0 or n / p > _MAX_MARGIN_DRAWS:
-        raise ValueError(
+        raise InputError(
             f"margin={margin} is too large for d={d}: a uniform point has |<u, x>| >= margin "
             f"with probability {p:.3g}, so placing n={n} points would need about "
             f"{n / p if p > 0 else float('inf'):.3g} draws")
@@ -163,7 +154,7 @@ def _margin_points(rng, u, n, d, margin):
         batch = int(min(max(1.2 * need / p + 16, 64), 1 << 22))
         drawn += batch
         if drawn > 2 * _MAX_MARGIN_DRAWS:  # only reachable with absurd bad luck
-            raise ValueError(f"could not place n={n} points with margin={margin} in d={d}")
+            raise InputError(f"could not place n={n} points with margin={margin} in d={d}")
         g = rng.standard_normal(batch)
         c = rng.chisquare(d - 1, batch) if d > 1 else np.zeros(batch)
         t = g / np.sqrt(g * g + c)
@@ -192,7 +183,7 @@ def _enforce_min_dist(rng, u, n, d, margin, min_dist):
     from scipy.spatial import cKDTree
 
     if n >= 2 and min_dist > 2.0:
-        raise ValueError(f"min_dist={min_dist} exceeds the sphere's diameter 2; "
+        raise InputError(f"min_dist={min_dist} exceeds the sphere's diameter 2; "
                          f"cannot place n={n} points")
     kept = np.empty((0, d))
     max_candidates = max(200 * n, 20_000)
@@ -200,7 +191,7 @@ def _enforce_min_dist(rng, u, n, d, margin, min_dist):
     while kept.shape[0] < n:
         need = n - kept.shape[0]
         if drawn >= max_candidates:
-            raise ValueError(
+            raise InputError(
                 f"could not place n={n} points with pairwise distance >= min_dist={min_dist} "
                 f"(d={d}, margin={margin}): placed {kept.shape[0]} after {drawn} candidates; "
                 f"lower min_dist or n")
@@ -255,20 +246,19 @@ def separated(n, d, margin=0.1, min_dist=None, seed=None, return_direction=False
 
     Raises
     ------
-    ValueError
-        On bad arguments, if ``margin`` is unreachable in dimension ``d`` at a practical
+    InputTypeError (a TypeError), InputError (a ValueError)
+        On arguments of the wrong type or value, if ``margin`` is unreachable in dimension ``d`` at a practical
         cost, or if ``n`` points with pairwise distance ``min_dist`` cannot be placed within
         a bounded number of candidates.
     """
-    n = _check_pos_int("n", n)
-    d = _check_pos_int("d", d)
-    margin = _check_real("margin", margin)
+    n, d = _check_size(n, d)
+    margin = check_real("margin", margin)
     if not 0.0 <= margin < 1.0:
-        raise ValueError(f"margin must be in [0, 1), got {margin!r}")
+        raise InputError(f"margin must be in [0, 1), got {margin!r}")
     if min_dist is not None:
-        min_dist = _check_real("min_dist", min_dist)
+        min_dist = check_real("min_dist", min_dist)
         if min_dist <= 0.0:
-            raise ValueError(f"min_dist must be positive or None, got {min_dist!r}")
+            raise InputError(f"min_dist must be positive or None, got {min_dist!r}")
     rng = _rng(seed)
     u = rng.standard_normal(d)
     u /= np.linalg.norm(u)
@@ -316,9 +306,9 @@ def load_digits(test_size=0.25, seed=0):
     ImportError
         If scikit-learn (the optional ``digits`` extra) is not installed.
     """
-    test_size = _check_real("test_size", test_size)
+    test_size = check_real("test_size", test_size)
     if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+        raise InputError(f"test_size must be in (0, 1), got {test_size!r}")
     try:
         from sklearn.datasets import load_digits as _sk_load_digits
     except ImportError as err:
@@ -369,9 +359,10 @@ def make(name, n, d, seed=None, **kw):
     -------
     X, y : ndarray
     """
-    try:
-        fn = DATASETS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown data set name {name!r}; valid names: "
-                         f"{', '.join(sorted(DATASETS))}") from None
+    valid = ", ".join(sorted(DATASETS))
+    if not isinstance(name, str):
+        raise InputTypeError(f"name must be a data set name ({valid}), got {name!r}")
+    if name not in DATASETS:
+        raise InputError(f"unknown data set name {name!r}; valid names: {valid}")
+    fn = DATASETS[name]
     return fn(n, d, seed=seed, **kw)

@@ -1,7 +1,7 @@
 """Closed-form quantities from the paper, and the fits that compare measurements against them.
 
 The sublinear algorithm rests on one fact: with Gaussian weights ``w_r ~ N(0, I_d)`` and the
-shifted-ReLU threshold ``b = sqrt(0.4 ln m)`` (DESIGN.md section 2), a unit-norm input fires
+shifted-ReLU threshold ``b = sqrt(0.4 ln m)`` (docs/design.md §2), a unit-norm input fires
 (``<w_r, x> > b``) only ``m Q(b) <= m^{4/5}`` of the ``m`` neurons in expectation, where ``Q``
 is the standard normal upper tail. This module provides
 
@@ -9,7 +9,7 @@ is the standard normal upper tail. This module provides
   :func:`expected_fired`, :func:`fired_bound`, :func:`fired_prob_bound`),
 - the cost of the dense baseline iteration that the sparse engines are measured against
   (:func:`dense_flops`, :func:`dense_inner_products`), matching the work counters of
-  DESIGN.md section 4,
+  docs/design.md §4,
 - log-log least-squares fits that turn measured counts or times into scaling exponents with
   confidence intervals (:func:`fit_power_law`, :func:`fit_exponents`).
 
@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import special, stats
+
+from .errors import InputError, InputTypeError
 
 __all__ = [
     "default_threshold", "gaussian_tail", "expected_fired", "fired_bound", "fired_prob_bound",
@@ -39,15 +41,30 @@ def _as_int_array(name, value, minimum):
     Integral floats such as ``4096.0`` (e.g. from ``np.logspace``) are accepted; bools are not.
     """
     if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    arr = np.asarray(value)
+        raise InputTypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):  # ragged lists and the like
+        raise InputTypeError(f"{name} must be an integer >= {minimum} or an array of them, "
+                             f"got {value!r}") from None
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
                                  or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise InputTypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if arr.size and (not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))
                      or np.any(arr < minimum)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return arr, arr.ndim == 0
+
+
+def _float_array(name, value):
+    """``value`` as a float64 array; text, objects and ragged lists are a wrong type."""
+    if isinstance(value, (str, bytes)):
+        raise InputTypeError(f"{name} must be a real number or an array of them, got {value!r}")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        raise InputTypeError(f"{name} must be a real number or an array of them, "
+                             f"got {value!r}") from None
 
 
 def _out(arr, scalar):
@@ -56,9 +73,10 @@ def _out(arr, scalar):
 
 def _exact_int(name, value, minimum):
     """A Python int (exact, unbounded) for the counting formulas."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
-            or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise InputTypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -94,7 +112,7 @@ def gaussian_tail(t):
     -------
     float or ndarray
     """
-    arr = np.asarray(t, dtype=np.float64)
+    arr = _float_array("t", t)
     return _out(special.ndtr(-arr), arr.ndim == 0)
 
 
@@ -119,15 +137,15 @@ def expected_fired(m, b=None, norm=1.0):
     float or ndarray
     """
     arr, scalar = _as_int_array("m", m, 1)
-    norm_ = np.asarray(norm, dtype=np.float64)
+    norm_ = _float_array("norm", norm)
     if not np.all(np.isfinite(norm_)) or np.any(norm_ <= 0):
-        raise ValueError(f"norm must be positive and finite, got {norm!r}")
+        raise InputError(f"norm must be positive and finite, got {norm!r}")
     if b is None:
         b_ = np.sqrt(0.4 * np.log(arr.astype(np.float64)))
     else:
-        b_ = np.asarray(b, dtype=np.float64)
+        b_ = _float_array("b", b)
         if np.any(np.isnan(b_)):
-            raise ValueError(f"b must be a real number, got {b!r}")
+            raise InputError(f"b must be a real number, got {b!r}")
         scalar = scalar and b_.ndim == 0
     out = arr * special.ndtr(-b_ / norm_)
     return _out(out, scalar and norm_.ndim == 0)
@@ -209,7 +227,7 @@ def dense_inner_products(m, n, steps):
     for the loss/residuals, and one recomputation inside the blocked weight-gradient pass
     (which re-derives the firing pattern block by block instead of storing an ``m x n``
     mask): ``m n (steps + 2)``. This is the number the sparse engines' inner-product counters
-    (DESIGN.md section 4) are compared against.
+    (docs/design.md §4) are compared against.
 
     Parameters
     ----------
@@ -250,11 +268,11 @@ class PowerLawFit(NamedTuple):
 
 
 def _positive_1d(name, values):
-    arr = np.asarray(values, dtype=np.float64)
+    arr = _float_array(name, values)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+        raise InputError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError(f"{name} must contain only positive finite values")
+        raise InputError(f"{name} must contain only positive finite values")
     return arr
 
 
@@ -282,14 +300,14 @@ def fit_power_law(x, y):
     x = _positive_1d("x", x)
     y = _positive_1d("y", y)
     if x.size != y.size:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+        raise InputError(f"x and y must have the same length, got {x.size} and {y.size}")
     if x.size < 2:
-        raise ValueError(f"x must have at least 2 points, got {x.size}")
+        raise InputError(f"x must have at least 2 points, got {x.size}")
     lx, ly = np.log(x), np.log(y)
     mx = lx.mean()
     sxx = np.sum((lx - mx) ** 2)
     if sxx == 0.0:
-        raise ValueError("x must contain at least two distinct values")
+        raise InputError("x must contain at least two distinct values")
     alpha = float(np.sum((lx - mx) * (ly - ly.mean())) / sxx)
     c = float(ly.mean() - alpha * mx)
     n = int(x.size)
@@ -372,18 +390,20 @@ def fit_exponents(sizes, values):
 
     Raises
     ------
-    ValueError
+    InputError (a ValueError)
         On non-positive values, mismatched lengths, too few observations, or when the
         varying variables are collinear in log space (their exponents are not identifiable).
     """
-    if not isinstance(sizes, Mapping) or len(sizes) == 0:
-        raise ValueError("sizes must be a non-empty dict of name -> array")
+    if not isinstance(sizes, Mapping):
+        raise InputTypeError(f"sizes must be a dict of name -> array, got {type(sizes).__name__}")
+    if len(sizes) == 0:
+        raise InputError("sizes must be a non-empty dict of name -> array")
     v = _positive_1d("values", values)
     names, cols, dropped = [], [], []
     for name, arr in sizes.items():
         s = _positive_1d(f"sizes[{name!r}]", arr)
         if s.size != v.size:
-            raise ValueError(f"sizes[{name!r}] has length {s.size}, values has {v.size}")
+            raise InputError(f"sizes[{name!r}] has length {s.size}, values has {v.size}")
         ls = np.log(s)
         if np.all(ls == ls[0]):
             dropped.append(name)
@@ -393,12 +413,12 @@ def fit_exponents(sizes, values):
     n = int(v.size)
     p = len(names) + 1
     if n < p:
-        raise ValueError(f"values has {n} observations, fewer than the {p} coefficients")
+        raise InputError(f"values has {n} observations, fewer than the {p} coefficients")
     A = np.column_stack(cols + [np.ones(n)])
     lv = np.log(v)
     coef, _, rank, _ = np.linalg.lstsq(A, lv, rcond=None)
     if rank < p:
-        raise ValueError(f"the varying sizes {names} are collinear in log space; "
+        raise InputError(f"the varying sizes {names} are collinear in log space; "
                          f"their exponents cannot be separated")
     dof = n - p
     if dof > 0:

@@ -24,7 +24,8 @@ def setup():
     (dict(m=True, d=3), TypeError, "m"),
     (dict(m=4, d=3, b=np.nan), ValueError, "b"),
     (dict(m=4, d=3, b="x"), TypeError, "b"),
-    (dict(m=4, d=3, seed=-1), TypeError, "seed"),
+    (dict(m=4, d=3, seed=-1), ValueError, "seed"),
+    (dict(m=4, d=3, seed=1.5), TypeError, "seed"),
 ])
 def test_network_constructor(kwargs, exc, word):
     with pytest.raises(exc, match=word):

@@ -5,6 +5,7 @@ import pytest
 from scipy.spatial.distance import pdist
 
 from sparseadv import datasets
+from sparseadv.errors import InputError, InputTypeError
 from sparseadv.datasets import load_digits, make, separated, sphere, teacher
 
 GENERATORS = [sphere, teacher, separated]
@@ -118,13 +119,36 @@ def test_make_dispatch():
         make("spheres", 10, 3)
 
 
+def _exc(bad, real=False):
+    """The convention: a wrong type is an InputTypeError, a wrong value an InputError (a float
+    is a wrong type for a count, a value for a real argument)."""
+    wrong_type = (bool, str, type(None)) if real else (bool, str, type(None), float)
+    return InputTypeError if isinstance(bad, wrong_type) else InputError
+
+
 @pytest.mark.parametrize("gen", GENERATORS)
-@pytest.mark.parametrize("bad", [0, -3, 2.0, True, "5", None])
+@pytest.mark.parametrize("bad", [0, -3, 2.0, True, "5", None, 2 ** 63])
 def test_bad_n_d(gen, bad):
-    with pytest.raises(ValueError, match=r"\bn must be a positive integer"):
+    exc = InputError if bad == 2 ** 63 else _exc(bad)
+    with pytest.raises(exc, match=r"\bn must be a positive integer"):
         gen(bad, 3)
-    with pytest.raises(ValueError, match=r"\bd must be a positive integer"):
+    with pytest.raises(exc, match=r"\bd must be a positive integer"):
         gen(3, bad)
+
+
+@pytest.mark.parametrize("gen", GENERATORS)
+def test_sizes_that_cannot_fit_are_refused_before_allocating(gen):
+    # 2**31 x 2**31 float64 is 32 EiB: a MemoryError (or an OOM kill) without the check.
+    with pytest.raises(InputError, match=r"n, d asks for 36,893,488,147,419,103,232 bytes"):
+        gen(2 ** 31, 2 ** 31, seed=0)
+
+
+@pytest.mark.parametrize("seed,exc", [(-1, InputError), (True, InputTypeError),
+                                      (1.5, InputTypeError), ("0", InputTypeError)])
+@pytest.mark.parametrize("gen", GENERATORS)
+def test_bad_seed_names_seed(gen, seed, exc):
+    with pytest.raises(exc, match=r"^seed must be None, a non-negative integer"):
+        gen(5, 3, seed=seed)
 
 
 def test_bad_n_message():
@@ -134,21 +158,23 @@ def test_bad_n_message():
 
 @pytest.mark.parametrize("margin", [-0.1, 1.0, 1.5, float("nan"), "0.1", True])
 def test_bad_margin(margin):
-    with pytest.raises(ValueError, match="margin"):
+    with pytest.raises(_exc(margin, real=True), match="margin"):
         separated(10, 3, margin=margin)
 
 
 @pytest.mark.parametrize("min_dist", [0.0, -1.0, float("inf"), "x"])
 def test_bad_min_dist(min_dist):
-    with pytest.raises(ValueError, match="min_dist"):
+    with pytest.raises(_exc(min_dist, real=True), match="min_dist"):
         separated(10, 3, min_dist=min_dist)
 
 
 def test_bad_width_and_seed():
     with pytest.raises(ValueError, match="width"):
         teacher(10, 3, width=0)
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(InputTypeError, match="seed"):
         sphere(10, 3, seed=True)
+    with pytest.raises(InputTypeError, match="name must be a data set name"):
+        make(3, 10, 3)
 
 
 # --------------------------------------------------------------------------- digits
@@ -216,7 +242,7 @@ def test_digits_seeded():
 
 @pytest.mark.parametrize("test_size", [0.0, 1.0, -0.2, 1.5, "0.25"])
 def test_digits_bad_test_size(test_size):
-    with pytest.raises(ValueError, match="test_size"):
+    with pytest.raises(_exc(test_size, real=True), match="test_size"):
         load_digits(test_size=test_size)
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sparseadv import io
+from sparseadv.errors import CheckpointError, DataFileError, InputError
 
 
 def _write(path, text):
@@ -145,8 +146,8 @@ def test_crash_before_replace(tmp_path, monkeypatch):
 
 
 def test_bad_checkpoint(tmp_path):
-    with pytest.raises(io.DataError, match="no checkpoint"):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
         io.load_checkpoint(tmp_path)
     (tmp_path / io.CHECKPOINT_NAME).write_bytes(b"garbage")
-    with pytest.raises(io.DataError, match="unreadable checkpoint"):
+    with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         io.load_checkpoint(tmp_path)

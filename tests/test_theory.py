@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from sparseadv.errors import InputError, InputTypeError
 from sparseadv.theory import (
     ExponentFits, PowerLawFit, default_threshold, dense_flops, dense_inner_products,
     expected_fired, fired_bound, fired_prob_bound, fit_exponents, fit_power_law, gaussian_tail,
@@ -145,7 +146,8 @@ def test_fit_exponents_noisy_and_dropped():
                                 expected_fired])
 @pytest.mark.parametrize("bad", [0, -5, 2.5, True, np.array([4, 0]), float("nan"), "8"])
 def test_bad_m(fn, bad):
-    with pytest.raises(ValueError, match=r"\bm must be"):
+    exc = InputTypeError if isinstance(bad, (bool, str)) else InputError
+    with pytest.raises(exc, match=r"\bm must be"):
         fn(bad)
 
 
@@ -156,24 +158,32 @@ def test_bad_norm(norm):
 
 
 def test_bad_b():
-    with pytest.raises(ValueError, match=r"\bb must"):
+    with pytest.raises(InputError, match=r"\bb must"):
         expected_fired(100, b=float("nan"))
+    with pytest.raises(InputTypeError, match=r"\bb must"):
+        expected_fired(100, b="x")
+    with pytest.raises(InputTypeError, match=r"\bt must"):
+        gaussian_tail([1, [2, 3]])
+    with pytest.raises(InputTypeError, match=r"\bnorm must"):
+        expected_fired(100, norm="big")
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    (dict(m=0, n=1, d=1, steps=1), "m"), (dict(m=1, n=-1, d=1, steps=1), "n"),
-    (dict(m=1, n=1, d=True, steps=1), "d"), (dict(m=1, n=1, d=1, steps=-1), "steps"),
-    (dict(m=1, n=1, d=1, steps=1.5), "steps"),
+@pytest.mark.parametrize("kwargs,name,exc", [
+    (dict(m=0, n=1, d=1, steps=1), "m", InputError),
+    (dict(m=1, n=-1, d=1, steps=1), "n", InputError),
+    (dict(m=1, n=1, d=True, steps=1), "d", InputTypeError),
+    (dict(m=1, n=1, d=1, steps=-1), "steps", InputError),
+    (dict(m=1, n=1, d=1, steps=1.5), "steps", InputTypeError),
 ])
-def test_bad_dense_flops(kwargs, name):
-    with pytest.raises(ValueError, match=rf"\b{name} must"):
+def test_bad_dense_flops(kwargs, name, exc):
+    with pytest.raises(exc, match=rf"\b{name} must"):
         dense_flops(**kwargs)
 
 
 def test_bad_dense_inner_products():
     with pytest.raises(ValueError, match=r"\bm must"):
         dense_inner_products(0, 1, 1)
-    with pytest.raises(ValueError, match=r"\bn must"):
+    with pytest.raises(InputTypeError, match=r"\bn must"):
         dense_inner_products(1, 2.0, 1)
     with pytest.raises(ValueError, match=r"\bsteps must"):
         dense_inner_products(1, 1, -2)
@@ -195,8 +205,12 @@ def test_bad_fit_power_law():
 
 
 def test_bad_fit_exponents():
-    with pytest.raises(ValueError, match="sizes"):
+    with pytest.raises(InputError, match="sizes"):
         fit_exponents({}, [1, 2])
+    with pytest.raises(InputTypeError, match="sizes must be a dict"):
+        fit_exponents([[1, 2]], [1, 2])
+    with pytest.raises(InputTypeError, match=r"\bvalues must"):
+        fit_exponents({"m": [1, 2]}, ["a", "b"])
     with pytest.raises(ValueError, match=r"sizes\['m'\]"):
         fit_exponents({"m": [1, 0, 3]}, [1, 2, 3])
     with pytest.raises(ValueError, match=r"sizes\['n'\]"):
