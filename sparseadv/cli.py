@@ -315,12 +315,20 @@ def _restore(ckpt, cfg, X, y, attack):
     if ckpt["rng_state"] is not None:
         try:
             attack._rng.bit_generator.state = ckpt["rng_state"]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise CheckpointError(f"{path}: unusable attack RNG state ({exc})") from None
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise CheckpointError(f"{path}: unusable attack RNG state "
+                                  f"({type(exc).__name__}: {exc})") from None
     lr = ckpt["lr"] if ckpt["lr"] is not None else cfg["lr"]
     start = ckpt["iteration"]
     records = [{k: history[k][i].item() for k in RECORD_FIELDS} for i in range(start)]
     return net, lr, start, records
+
+
+def _diverged(iteration, what, lr, outdir):
+    from .errors import DivergenceError
+    raise DivergenceError(f"training diverged at iteration {iteration}: {what} (lr={lr:.4g}); "
+                          f"lower --lr or --eps; the last checkpoint in {outdir}, if any, is "
+                          f"intact")
 
 
 def _train(args, cfg, ckpt, outdir, out, err):
@@ -348,6 +356,9 @@ def _train(args, cfg, ckpt, outdir, out, err):
                      normalize=cfg["normalize"], fingerprint=io.data_fingerprint(X, y))
 
     def save(iteration):
+        # Never save (or report) weights that are no longer finite; the last checkpoint stays.
+        if not (np.isfinite(net.W).all() and np.isfinite(net.a).all()):
+            _diverged(iteration, "the weights are no longer finite", trainer.lr_, outdir)
         io.save_checkpoint(
             outdir, W=net.W, a=net.a, b=net.b, iteration=iteration, lr=trainer.lr_,
             attack=attack_spec,
@@ -368,6 +379,9 @@ def _train(args, cfg, ckpt, outdir, out, err):
             try:
                 while it < target and flag.signum is None:
                     rec = trainer.step(X, y)
+                    if not np.isfinite(rec["loss"]):
+                        _diverged(it + 1, f"the robust loss is {rec['loss']}", trainer.lr_,
+                                  outdir)
                     records.append(rec)
                     it += 1
                     if bar is not None:

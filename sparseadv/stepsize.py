@@ -20,6 +20,8 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, eigsh
 
+from .errors import InputError
+
 
 GRAM_MAX_N = 4096   # explicit n x n Gram matrix up to here (128 MB at the limit)
 
@@ -55,6 +57,6 @@ def auto_lr(net, X):
     """n / lambda_max(H): see the module docstring. Raises if no neuron fires on any point."""
     lam = ntk_max_eigenvalue(net, X)
     if not lam > 0:
-        raise ValueError("lr='auto' needs at least one fired neuron on the training points; "
+        raise InputError("lr='auto' needs at least one fired neuron on the training points; "
                          "no neuron fires (lower b or widen the network), or pass a float lr")
     return X.shape[0] / lam

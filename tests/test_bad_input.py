@@ -170,3 +170,17 @@ def test_auto_lr_without_fired_neurons_is_clear(setup):
     net2 = ShiftedReLUNet.from_arrays(net.W, net.a, 100.0)
     with pytest.raises(ValueError, match="lr='auto'"):
         AdversarialTrainer(net2, PGD(0.1, 2), lr="auto").step(X, y)
+
+
+@pytest.mark.parametrize("make,word", [
+    (lambda: ShiftedReLUNet(4, 3, b=10 ** 400), "b"),
+    (lambda: PGD(10 ** 400, 3), "eps"),
+    (lambda: PGD(0.1, 3, step_size=-(10 ** 400)), "step_size"),
+    (lambda: FGSM(10 ** 400), "eps"),
+    (lambda: AdversarialTrainer(ShiftedReLUNet(4, 3, seed=0), PGD(0.1, 2), lr=10 ** 400), "lr"),
+])
+def test_ints_too_big_for_a_float_are_value_errors_naming_the_argument(make, word):
+    """Issue 15 item 7: 10**400 used to escape as an OverflowError from float()."""
+    from sparseadv.errors import InputError
+    with pytest.raises(InputError, match=rf"^{word} must be a finite real number"):
+        make()

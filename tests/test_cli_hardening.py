@@ -316,3 +316,19 @@ def test_project_errors_and_os_errors_are_one_line(tmp_path, monkeypatch, capsys
         monkeypatch.setattr(sparseadv.trainer.AdversarialTrainer, "step", broken)
         assert cli.main(["train", "--out", str(tmp_path / "o"), "--iterations", "1"] + SMALL) == 2
         one_line(capsys.readouterr().err, words)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("args", [["--lr", "1e200"], ["--eps", "1e150"],
+                                  ["--eps", "1e100", "--norm", "inf"]])
+def test_divergence_is_an_error_not_exit_0(tmp_path, capsys, args):
+    """Issue 15 item 4 at the command line: with lr = 1e200 (or a radius the auto lr cannot
+    follow) the weights became NaN and the run exited 0 reporting robust loss 0.5."""
+    out = tmp_path / "o"
+    code = cli.main(["train", "--out", str(out), "--iterations", "4",
+                     "--checkpoint-every", "1"] + SMALL + args)
+    assert code == 2
+    one_line(capsys.readouterr().err, "diverge", "lr")
+    if (out / io.CHECKPOINT_NAME).exists():   # what was saved is finite and resumable
+        assert np.isfinite(io.load_checkpoint(out)["W"]).all()
+    assert not (out / "weights.npz").exists()
