@@ -82,6 +82,12 @@ def _is_number(cell):
 
 
 def _load_csv(path):
+    # The rows are parsed into Python lists first: several times the file's size in memory.
+    try:
+        check_allocation("file", 8 * os.path.getsize(path))
+    except InputError:
+        raise DataFileError(f"{path}: a CSV file of {os.path.getsize(path):,} bytes is too large "
+                            f"to parse in the memory available; convert it to .npz") from None
     # utf-8-sig: a byte-order mark (Excel writes one) would otherwise turn the first cell into
     # "\ufeff1.0", which is not a number, so the first data row would be taken for a header.
     try:

@@ -332,3 +332,14 @@ def test_divergence_is_an_error_not_exit_0(tmp_path, capsys, args):
     if (out / io.CHECKPOINT_NAME).exists():   # what was saved is finite and resumable
         assert np.isfinite(io.load_checkpoint(out)["W"]).all()
     assert not (out / "weights.npz").exists()
+
+
+def test_csv_too_large_for_memory_is_refused_before_parsing(tmp_path, monkeypatch):
+    from sparseadv import _validation
+    path = tmp_path / "d.csv"
+    path.write_text("1,2,1\n3,4,-1\n")
+    monkeypatch.setattr(_validation, "available_memory", lambda: 50)
+    with pytest.raises(DataFileError, match="too large to parse in the memory available"):
+        io.load_data_file(path)
+    monkeypatch.setattr(_validation, "available_memory", lambda: 10 ** 6)
+    assert io.load_data_file(path)[0].shape == (2, 2)

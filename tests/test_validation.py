@@ -13,7 +13,7 @@ def test_error_classes_are_the_builtins_and_the_projects():
 
 
 @pytest.mark.parametrize("name", ["b", "eps", "lr"])
-@pytest.mark.parametrize("value", [10 ** 400, -(10 ** 400)])
+@pytest.mark.parametrize("value", [10 ** 400, -(10 ** 400)], ids=["1e400", "-1e400"])
 def test_check_real_int_too_big_for_a_float_is_a_value_error(name, value):
     with pytest.raises(InputError, match=rf"^{name} must be a finite real number") as err:
         v.check_real(name, value)
@@ -40,7 +40,8 @@ def test_check_real_bounds():
 
 @pytest.mark.parametrize("value,exc", [(0, InputError), (-1, InputError), (2 ** 63, InputError),
                                        (10 ** 400, InputError), (2.0, InputTypeError),
-                                       (True, InputTypeError), ("3", InputTypeError)])
+                                       (True, InputTypeError), ("3", InputTypeError)],
+                         ids=["0", "-1", "2**63", "1e400", "2.0", "True", "'3'"])
 def test_check_positive_int_bad(value, exc):
     with pytest.raises(exc, match=r"^leaf_size must be a positive integer"):
         v.check_positive_int("leaf_size", value)
