@@ -130,7 +130,7 @@ def _load_csv(path):
     return data[:, :-1], data[:, -1]
 
 
-def _member_header(path, archive, key):
+def _member_header(path, archive, key, error):
     """(shape, dtype) of ``key`` read from its .npy header, without reading the data."""
     with archive.zip.open(key + ".npy") as fp:
         version = np.lib.format.read_magic(fp)
@@ -139,16 +139,15 @@ def _member_header(path, archive, key):
         elif version == (2, 0):
             shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
         else:
-            raise DataFileError(f"{path}: array {key!r} has .npy format version {version}, "
-                                f"expected 1.0 or 2.0")
+            raise error(f"{path}: array {key!r} has .npy format version {version}, "
+                        f"expected 1.0 or 2.0")
     return shape, dtype
 
 
 def _read_npz(path, keys=None, error=DataFileError, unreadable="not a readable .npz file"):
     """Read the arrays ``keys`` (None: all) of the .npz at ``path`` (those present), refusing
-    with ``error``
-    a damaged archive, object arrays, and, before loading it, any array whose header asks for
-    more memory than there is. Returns ``(dict key -> array, names of all members)``."""
+    with ``error`` a damaged archive, object arrays, and, before loading it, any array whose
+    header asks for more memory than there is. Returns ``(dict key -> array, member names)``."""
     try:
         archive = np.load(path, allow_pickle=False)
     except _ZIP_ERRORS as exc:
@@ -161,7 +160,7 @@ def _read_npz(path, keys=None, error=DataFileError, unreadable="not a readable .
             for key in archive.files if keys is None else keys:
                 if key not in archive.files:
                     continue
-                shape, dtype = _member_header(path, archive, key)
+                shape, dtype = _member_header(path, archive, key, error)
                 if dtype.hasobject:
                     raise error(f"{path}: array {key!r} holds Python objects (pickles), "
                                 f"which sparseadv does not load")

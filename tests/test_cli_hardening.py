@@ -343,3 +343,27 @@ def test_csv_too_large_for_memory_is_refused_before_parsing(tmp_path, monkeypatc
         io.load_data_file(path)
     monkeypatch.setattr(_validation, "available_memory", lambda: 10 ** 6)
     assert io.load_data_file(path)[0].shape == (2, 2)
+
+
+def test_checkpoint_with_a_huge_or_damaged_member_is_refused(tmp_path, capsys):
+    out = _checkpoint(tmp_path)
+    path = out / io.CHECKPOINT_NAME
+    good = path.read_bytes()
+    with np.load(path) as zf:                      # rewrite it with a 64 GiB header for W
+        members = {k: zf[k] for k in zf.files if k != "W"}
+    import io as _io
+    buf = _io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
+                                               "shape": (2 ** 33, 1)})
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("W.npy", buf.getvalue() + b"\0" * 64)
+        for k, arr in members.items():
+            b = _io.BytesIO()
+            np.save(b, arr)
+            z.writestr(k + ".npy", b.getvalue())
+    with pytest.raises(CheckpointError, match=r"array 'W' declares shape \(8589934592, 1\)"):
+        io.load_checkpoint(out)
+    path.write_bytes(good[:len(good) - 40])
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(out), "--iterations", "4", "--no-progress"]) == 2
+    one_line(capsys.readouterr().err, "unreadable checkpoint")
