@@ -8,6 +8,8 @@ Only numpy and the standard library at import time: ``benchmarks/common.py`` loa
 by path from the checkout, so that the suite's sizes stay the same when asv benchmarks an
 older commit that has no ``sparseadv.analysis``.
 """
+import math
+
 import numpy as np
 
 AXES = ("m", "n", "d")
@@ -69,3 +71,20 @@ def problem(m, n, d, seed=0):
     from sparseadv.network import ShiftedReLUNet
     X, y = datasets.sphere(n, d, seed=seed + 1)
     return ShiftedReLUNet(m, d, seed=seed), np.ascontiguousarray(X), y
+
+
+def hsr_problem(m, d, n=1024, seed=0):
+    """(W, X, b) of the half-space reporting benchmarks: m Gaussian rows N(0, I_d), n unit
+    queries uniform on the sphere, b = sqrt(0.4 ln m); ``d == "sub4"``: weights near a
+    4-dimensional subspace of R^64 (W = G @ B + 0.01 noise, B a random orthonormal 4 x 64
+    basis)."""
+    rng = np.random.default_rng(seed)
+    if d == "sub4":
+        B = np.linalg.qr(rng.standard_normal((64, 4)))[0].T
+        W = rng.standard_normal((m, 4)) @ B + 0.01 * rng.standard_normal((m, 64))
+        d = 64
+    else:
+        W = rng.standard_normal((m, d))
+    X = rng.standard_normal((n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return W, X, math.sqrt(0.4 * math.log(m))
