@@ -262,11 +262,13 @@ def test_from_asv_report_says_what_it_read(tmp_path, capsys):
     out = tmp_path / "asv-rep"
     assert bench.main(["--from-asv", ASV_RESULTS, "--out", str(out), "--no-plots"]) == 0
     err = capsys.readouterr().err
-    assert "asv commit:" in err and "asv sqrt: bench_fake.FakeEngines: 7 points" in err
+    assert "asv commit:" in err
+    assert ("asv sqrt: bench_fake.FakeEngines (time_iteration, track_fired_pairs, "
+            "track_inner_products): 7 points") in err
     assert "3 distinct m, 1 distinct n, 1 distinct d" in err       # DenseIteration
     md = (out / "scaling.md").read_text()
     assert "asv results" in md and "| sqrt | inner_products |" in md
-    assert "asv dense: bench_fake.DenseIteration: 3 points" in md
+    assert "asv dense: bench_fake.DenseIteration (track_inner_products): 3 points" in md
     assert len(list(csv.DictReader(open(out / "scaling.csv")))) == 3 + 7 + 7
 
 
@@ -309,7 +311,7 @@ def test_asv_too_few_points_is_refused(tmp_path, capsys):
         bench.main(["--from-asv", root, "--out", str(tmp_path / "o")])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "asv dense: bench_dense.DenseIteration: 3 points; 2 distinct m" in err
+    assert "asv dense: bench_dense.DenseIteration (time_iteration): 3 points; 2 distinct m" in err
     assert "fewer than 3 distinct values of m, n and d for every engine" in err
 
 

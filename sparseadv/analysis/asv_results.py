@@ -17,6 +17,8 @@ import math
 import os
 
 from ..engines.base import COUNTER_NAMES
+
+QUANTITIES = ("seconds",) + COUNTER_NAMES
 from ..errors import DataFileError, InputError
 
 
@@ -150,7 +152,7 @@ def _entry_rows(bench, entry, names, i_res, i_par, path):
 def load_asv_results(results_dir, machine=None, commit=None):
     """``(rows, info)`` from the newest result file under ``results_dir`` (or the one of
     ``machine`` / whose commit starts with ``commit``). ``info``: file, commit, env, machine,
-    classes ({engine: class read}), ignored ([(engine, class passed over)]), threads
+    classes ({engine: class read}), methods ({engine: benchmark methods read}), ignored ([(engine, class passed over)]), threads
     ({pool: threads} of ``Threads.track_threads``), env_vars, machine_info."""
     path, data = _pick_file(results_dir, machine, commit)
     param_names = _param_names(results_dir)
@@ -178,13 +180,16 @@ def load_asv_results(results_dir, machine=None, commit=None):
     classes, ignored = _pick_classes(per_class, engine_param)
     rows = [row for (clspath, engine), rows_of in per_class.items()
             if classes[engine] == clspath for row in rows_of.values()]
+    methods = {e: sorted({("time_iteration" if q == "seconds" else f"track_{q}")
+                          for r in rows if r["engine"] == e for q in r if q in QUANTITIES})
+               for e in classes}
     if not rows:
         raise DataFileError(f"{path}: no benchmark with an (m, n, d) parameter 'm_n_d' and a "
                             f"time_iteration or track_<counter> method")
     info = {"file": path, "commit": data.get("commit_hash"), "env": data.get("env_name"),
             "machine": data.get("params", {}).get("machine"),
             "env_vars": data.get("env_vars", {}), "classes": classes, "ignored": ignored,
-            "threads": threads}
+            "methods": methods, "threads": threads}
     machine_json = os.path.join(os.path.dirname(path), "machine.json")
     if os.path.exists(machine_json):
         try:

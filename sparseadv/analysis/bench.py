@@ -144,8 +144,9 @@ def asv_summary(rows, info):
              ("asv machine", info["machine"]), ("asv environment", info["env"])]
     for engine, erows in by_engine(rows).items():
         count = distinct(erows)
-        lines.append((f"asv {engine}", f"{info['classes'][engine]}: {len(erows)} points; "
-                      + ", ".join(f"{count[a]} distinct {a}" for a in AXES)))
+        read = ", ".join(info["methods"].get(engine, []))
+        lines.append((f"asv {engine}", f"{info['classes'][engine]} ({read}): {len(erows)} "
+                      f"points; " + ", ".join(f"{count[a]} distinct {a}" for a in AXES)))
     if info["ignored"]:
         lines.append(("asv classes passed over (another grid or setting)",
                       ", ".join(f"{e}: {c}" for e, c in info["ignored"])))

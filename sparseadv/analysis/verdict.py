@@ -42,12 +42,14 @@ def half_slopes(entry):
     return lower.exponent, upper.exponent
 
 
-def sublinearity(entry):
-    """(status, reason) for a fit entry of ``fit.fit_quantity`` (None: not measured)."""
+def sublinearity(entry, work=(WORK,)):
+    """(status, reason) for a fit entry of ``fit.fit_quantity`` (None: not measured).
+    ``work``: the quantities accepted as work counts (another count, such as a tree's inner
+    products per query, may be judged by the same rule)."""
     limit = 1.0 - MARGIN
     if entry is None:
-        return INCONCLUSIVE, f"no {WORK.replace('_', ' ')} counted"
-    if entry["quantity"] != WORK:
+        return INCONCLUSIVE, f"no {' or '.join(w.replace('_', ' ') for w in work)} counted"
+    if entry["quantity"] not in work:
         return INCONCLUSIVE, f"{entry['quantity']} does not decide (only work counts do)"
     pairs = max(m * n for m, n, _ in entry["sizes"])
     if pairs < MIN_PAIRS:
