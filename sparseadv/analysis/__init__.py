@@ -7,7 +7,8 @@
 * ``tables``, ``plots``, ``environment``: CSV, Markdown, PNG and the machine description;
 * ``asv_results``: the asv results reader;
 * ``bench``: the ``sparseadv bench`` command; ``estimate``: run-time estimates;
-* ``oracle``, ``torch_peer``: the contenders engines are measured against.
+* ``contenders``, ``oracle``, ``torch_peer``, ``timing``: what ``tools/engine_compare.py`` and
+  the other table scripts run (engines with options, the oracle, the PyTorch peer).
 
 Used by ``sparseadv bench``, by E3 of ``sparseadv reproduce`` and by the asv suite.
 Submodules are imported on demand (nothing heavy here).

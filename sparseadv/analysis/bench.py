@@ -229,7 +229,10 @@ def main(argv=None, prog=None):
     if args.from_asv is not None:
         rows, note, extra = _from_asv(args, parser)
     else:
-        rows, note, extra = _run(args)
+        try:
+            rows, note, extra = _run(args)
+        except InputError as exc:
+            parser.error(str(exc))
     fitted = fit_rows(rows)
     os.makedirs(args.out, exist_ok=True)
     write_csv(args.out, "scaling.csv", rows, ROW_FIELDS)
