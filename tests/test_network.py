@@ -103,3 +103,32 @@ def test_exactly_at_threshold_does_not_fire():
     G = net.input_gradient(X, np.array([0.0]))
     # f = (1/sqrt 2)(1 - 0.5); grad = f * (1/sqrt 2) * w_1 = 0.25 * [1, 0]
     np.testing.assert_allclose(G, [[0.25, 0.0]], rtol=1e-15)
+
+
+def test_huge_network_is_refused_naming_m_d_and_the_bytes():
+    from sparseadv.errors import InputError
+    with pytest.raises(InputError, match=r"m and d asks for [\d,]+ bytes") as info:
+        ShiftedReLUNet(2 ** 31, 2 ** 31)
+    assert "36,893,488," in str(info.value)
+
+
+def test_apply_step_notifies_every_engine_and_assignment_resets_them():
+    from sparseadv.engines import make_engine
+    net = ShiftedReLUNet(40, 3, seed=0)
+    engines = [make_engine(name, net) for name in ("dense", "tree", "certified")]
+    log = []
+    for eng in engines:
+        eng.weights_changed = lambda rows, e=eng: log.append((e.name, "changed", list(rows)))
+        eng.weights_reset = lambda e=eng: log.append((e.name, "reset"))
+    net.apply_step(np.array([2, 5]), np.ones((2, 3)), 0.1)
+    assert log == [(e.name, "changed", [2, 5]) for e in engines]
+    log.clear()
+    net.W = net.W * 2
+    net.b = 0.3
+    net.a = -net.a
+    assert log == [(e.name, "reset") for e in engines] * 3
+    import pickle
+    again = pickle.loads(pickle.dumps(net))       # engines are not pickled with the network
+    assert np.array_equal(again.W, net.W) and again.b == net.b
+    again.apply_step(np.array([0]), np.ones((1, 3)), 1.0)
+    assert len(log) == 9
