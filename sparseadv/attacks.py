@@ -23,7 +23,7 @@ import numpy as np
 from ._validation import check_bool, check_positive_int, check_real, check_seed, check_Xy
 from .errors import DivergenceError, InputError
 from .engines import make_engine
-from .engines.base import ThreatModel
+from .engines.base import ThreatModel, fix_extreme_norms
 
 
 def _check_norm(norm):
@@ -41,26 +41,13 @@ def _check_norm(norm):
     raise InputError(f"norm must be 2 or numpy.inf (or 'l2' / 'linf'), got {norm!r}")
 
 
-# Row norms whose squares could underflow or overflow are recomputed from scaled rows.
-_NORM_SAFE = (1e-140, 1e140)
-
-
 def _row_norms(A):
-    """(l2 norm of each row of A, ids of the rows that needed scaling or None). Rows of
-    ordinary size keep numpy's bits; a row whose norm lies outside ``_NORM_SAFE`` (its squared
-    entries may have underflowed or overflowed) is divided by its largest entry first."""
+    """(l2 norm of each row of A, ids of the rows that needed scaling or None): numpy's bits
+    for rows of ordinary size, a scaled computation where the squares could underflow or
+    overflow (``engines.base.fix_extreme_norms``)."""
     with np.errstate(over="ignore", under="ignore"):
         norms = np.linalg.norm(A, axis=1)
-    extreme = np.flatnonzero(~((norms > _NORM_SAFE[0]) & (norms < _NORM_SAFE[1])))
-    if len(extreme):
-        rows = A[extreme]
-        peak = np.abs(rows).max(axis=1)
-        scaled = peak > 0
-        norms[extreme[~scaled]] = 0.0
-        big = extreme[scaled]
-        norms[big] = peak[scaled] * np.linalg.norm(rows[scaled] / peak[scaled][:, None], axis=1)
-        return norms, extreme
-    return norms, None
+    return norms, fix_extreme_norms(A, norms)
 
 
 class PGD:
