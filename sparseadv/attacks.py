@@ -129,10 +129,11 @@ class PGD:
         """The adversarial points x_i + delta_i, shape (n, d); X and y are not modified.
 
         ``engine`` computes the gradients: a name of ``sparseadv.engines.ENGINES`` (built for
-        ``net`` with ``engine_options``) or an engine bound to ``net``. Starts an iteration on
-        the engine (``begin_iteration``) and runs the attack loop (``run``)."""
+        ``net`` with ``engine_options``; None means "dense") or an engine bound to ``net``.
+        Starts an iteration on the engine (``begin_iteration``) and runs the attack loop
+        (``run``)."""
         X, y = check_Xy(X, y, net.d)
-        engine = make_engine(engine, net, **engine_options)
+        engine = make_engine("dense" if engine is None else engine, net, **engine_options)
         engine.begin_iteration(X, y, self.threat_model)
         return self.run(X, y, engine)
 

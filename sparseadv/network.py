@@ -19,6 +19,10 @@ from ._validation import (check_allocation, check_matrix, check_positive_int, ch
 from .theory import default_threshold
 
 
+# apply_step checks the moved rows one by one only when its bound on |W| passes this
+_SAFE_PEAK = 1e300
+
+
 class ShiftedReLUNet:
     """Two-layer network f(W, x) = m^{-1/2} sum_r a_r relu(<w_r, x> - b).
 
@@ -71,6 +75,7 @@ class ShiftedReLUNet:
     @W.setter
     def W(self, value):
         self._W = np.ascontiguousarray(value, dtype=np.float64)
+        self._peak = None               # bound on max |W| (apply_step): unknown
         self._notify_reset()
 
     @property
@@ -96,7 +101,8 @@ class ShiftedReLUNet:
     def add_listener(self, listener):
         """Tell ``listener`` (an engine) of every weight change: ``weights_changed(rows)`` after
         ``apply_step``, ``weights_reset()`` after a replacement or a rolled-back step. Held by
-        weak reference (an engine that is gone is no longer told)."""
+        weak reference (an engine that is gone is no longer told, and is forgotten here)."""
+        self._live_listeners()
         self._listeners.append(weakref.ref(listener))
 
     def _live_listeners(self):
@@ -116,31 +122,67 @@ class ShiftedReLUNet:
         with W unchanged, when the step would leave non-finite weights. ``rows`` are sorted
         distinct neuron ids, G has shape (len(rows), d)."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
+        G = np.asarray(G)
         W = self._W
-        # the rows to restore on failure (every row: a plain copy, no gather)
+        # Finite weights without a pass over them: |w - lr g| <= max|W| + lr max|G|, so
+        # while that bound (kept from step to step) is far below the float64 maximum every
+        # new weight is finite; only beyond it are the moved rows checked one by one.
+        with np.errstate(over="ignore", invalid="ignore"):
+            g_peak = max(float(G.max()), -float(G.min())) if G.size else 0.0
+            bound = self._abs_bound() + float(lr) * g_peak
+        if not np.isfinite(g_peak):                 # NaN or inf in G (max and min see NaN)
+            raise DivergenceError(self._divergence(lr))
+        if len(rows) and (rows[0] < 0 or rows[-1] >= W.shape[0]
+                          or (len(rows) > 1 and not np.all(rows[1:] > rows[:-1]))):
+            raise InputError(f"rows must be sorted distinct neuron ids in 0..{W.shape[0] - 1}")
+        # the rows to restore on failure, in a buffer kept from step to step
         moved = slice(None) if len(rows) == W.shape[0] else rows
-        backup = W[moved].copy() if isinstance(moved, slice) else W[moved]
+        backup = self._backup_buffer(len(rows))
+        if isinstance(moved, slice):
+            np.copyto(backup, W)
+        else:
+            np.take(W, rows, axis=0, out=backup)
         listeners = self._live_listeners()
         told = False
         try:
             _core.sub_scaled_rows(W, rows, G, lr)
-            if not np.isfinite(W[moved]).all():
-                raise DivergenceError(
-                    f"the weight step gave non-finite weights: the learning rate lr={lr:g} is "
-                    f"likely too large for this data and b; the last finite weights are kept")
+            if not bound < _SAFE_PEAK:
+                if not np.isfinite(W[moved]).all():
+                    raise DivergenceError(self._divergence(lr))
+                bound = None                        # measured afresh at the next step
+            self._peak = bound
             told = True
             for listener in listeners:
                 listener.weights_changed(rows)
         except BaseException:
             W[moved] = backup
+            self._peak = None
             if told:
                 for listener in listeners:
                     listener.weights_reset()
             raise
 
+    @staticmethod
+    def _divergence(lr):
+        return (f"the weight step gave non-finite weights: the learning rate lr={lr:g} is "
+                f"likely too large for this data and b; the last finite weights are kept")
+
+    def _abs_bound(self):
+        """An upper bound on max |W| (measured when unknown)."""
+        if getattr(self, "_peak", None) is None:
+            self._peak = max(float(self._W.max()), -float(self._W.min()))
+        return self._peak
+
+    def _backup_buffer(self, k):
+        buf = getattr(self, "_backup", None)
+        if buf is None or buf.shape[0] < k or buf.shape[1] != self._W.shape[1]:
+            buf = self._backup = np.empty((max(k, self._W.shape[0]), self._W.shape[1]))
+        return buf[:k]
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_listeners", None)   # engines are not part of the network
+        state.pop("_backup", None)      # a work buffer of apply_step
         return state
 
     def __setstate__(self, state):

@@ -88,13 +88,13 @@ def test_perturb_takes_an_engine_name_or_an_engine_of_the_same_network(small_pro
     W, a, b, X, y = small_problem
     net = ShiftedReLUNet.from_arrays(W, a, b)
     expect = PGD(0.1, 3).perturb(net, X, y)
-    for engine in ("dense", "tree", "certified", make_engine("certified", net)):
+    for engine in ("dense", None, "tree", "certified", make_engine("certified", net)):
         np.testing.assert_allclose(PGD(0.1, 3).perturb(net, X, y, engine=engine), expect,
                                    rtol=0, atol=1e-12)
     other = make_engine("dense", net.copy())
     with pytest.raises(InputError, match="different network"):
         PGD(0.1, 3).perturb(net, X, y, engine=other)
-    for bad in ("sparse", 3, None):
+    for bad in ("sparse", 3, net):
         with pytest.raises(InputError, match="engine"):
             PGD(0.1, 3).perturb(net, X, y, engine=bad)
 

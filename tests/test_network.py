@@ -188,3 +188,28 @@ def test_apply_step_notifies_every_engine_and_assignment_resets_them():
     assert np.array_equal(again.W, net.W) and again.b == net.b
     again.apply_step(np.array([0]), np.ones((1, 3)), 1.0)
     assert len(log) == 9
+
+
+def test_apply_step_checks_rows_and_gradient_before_touching_w():
+    from sparseadv.errors import DivergenceError, InputError
+    net = ShiftedReLUNet(10, 2, seed=0)
+    W0 = net.W.copy()
+    for rows in ([3, 1], [1, 1], [-1, 2], [2, 10]):
+        with pytest.raises(InputError, match="rows"):
+            net.apply_step(np.array(rows), np.ones((2, 2)), 1.0)
+    with pytest.raises(ValueError, match="G"):
+        net.apply_step(np.array([1, 2]), np.ones((3, 2)), 1.0)
+    for bad in (np.nan, np.inf, -np.inf):
+        G = np.ones((2, 2))
+        G[1, 0] = bad
+        with pytest.raises(DivergenceError, match="lr"):
+            net.apply_step(np.array([1, 2]), G, 1.0)
+    assert np.array_equal(net.W, W0)
+    # the bound on |W| carried between steps: many small steps, then one that overflows
+    for _ in range(15):                 # the bound passes 1e300: rows checked, W finite
+        net.apply_step(np.arange(10), np.full((10, 2), -1e299), 1.0)
+    assert np.isfinite(net.W).all() and net.W.min() > 1.4e300
+    W1 = net.W.copy()
+    with pytest.raises(DivergenceError):
+        net.apply_step(np.arange(10), np.full((10, 2), -1e308), 2.0)
+    assert np.array_equal(net.W, W1)
