@@ -332,3 +332,21 @@ def test_planted_bound_bugs_are_caught(term, name, monkeypatch):
     assert fired.tolist() == [0] and f[0] == 0.0
     with pytest.raises(RuntimeError, match="missing"):
         _bound_scenario(name, verify=True)
+
+
+def test_pass_index_is_checked_and_verify_checks_the_ball():
+    from sparseadv.errors import InputError
+    X, y = _data(20, 4, 3)
+    net = ShiftedReLUNet(200, 4, seed=0)
+    eng = CertifiedEngine(net, verify=True)
+    attack = PGD(0.05, 2)
+    eng.begin_iteration(X, y, attack.threat_model)
+    for bad_pass, Z in ((3, X), (-1, X), (1, X[:10])):
+        with pytest.raises(InputError, match="pass_index"):
+            eng.forward(Z, pass_index=bad_pass)
+    far = X.copy()
+    far[4] += 0.2                                   # outside the 0.05-ball: breaks the promise
+    with pytest.raises(RuntimeError, match="outside"):
+        eng.forward(far, pass_index=1)
+    f, fired = eng.forward(far)                     # no index: evaluated densely, no promise
+    np.testing.assert_array_equal(fired, net.fired_counts(far))
