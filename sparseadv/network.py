@@ -1,15 +1,26 @@
-"""The two-layer shifted-ReLU network of the paper (DESIGN.md §2).
+"""The two-layer shifted-ReLU network of the paper (docs/design.md §2).
 
 f(W, x) = m^{-1/2} * sum_r a_r * max(<w_r, x> - b, 0), with W trained and a fixed. The
 network's own methods evaluate every neuron (the blocked dense kernels of ``_core``); the
 sparse engines in ``sparseadv.engines`` compute the same quantities over fired neurons only.
+
+The network owns its weights (docs/design.md §6): ``apply_step`` is the one in-place change,
+all or nothing, and tells every engine bound to the network (its listeners) which rows moved;
+assigning ``W``, ``a`` or ``b`` tells them to forget what they derived from the old values.
 """
+import weakref
+
 import numpy as np
 
 from . import _core
-from ._validation import (check_matrix, check_positive_int, check_real, check_seed,
-                          check_vector, check_Xy)
+from .errors import DivergenceError, InputError
+from ._validation import (check_allocation, check_matrix, check_positive_int, check_real,
+                          check_seed, check_vector, check_Xy)
 from .theory import default_threshold
+
+
+# apply_step checks the moved rows one by one only when its bound on |W| passes this
+_SAFE_PEAK = 1e300
 
 
 class ShiftedReLUNet:
@@ -34,8 +45,10 @@ class ShiftedReLUNet:
     def __init__(self, m, d, b=None, seed=None):
         m = check_positive_int("m", m)
         d = check_positive_int("d", d)
+        check_allocation("m and d", 8 * m * d + 16 * m, f"the weights W ({m} x {d} float64)")
         b = default_threshold(m) if b is None else check_real("b", b)
         rng = np.random.default_rng(check_seed(seed))
+        self._listeners = []
         self.W = np.ascontiguousarray(rng.standard_normal((m, d)))
         self.a = np.where(rng.random(m) < 0.5, -1.0, 1.0)
         self.b = float(b)
@@ -47,8 +60,134 @@ class ShiftedReLUNet:
         a = np.array(check_vector("a", a, length=W.shape[0], length_name="the rows of W",
                                   allow_int=True), dtype=np.float64, copy=True)
         net = cls.__new__(cls)
+        net._listeners = []
         net.W, net.a, net.b = W, a, check_real("b", b)
         return net
+
+    # -- the weights and who is told when they change -----------------------------------------
+
+    @property
+    def W(self):
+        """The trained weights (m, d), float64 C-contiguous. Change them in place only through
+        ``apply_step``; assigning a new array notifies the engines (``weights_reset``)."""
+        return self._W
+
+    @W.setter
+    def W(self, value):
+        self._W = np.ascontiguousarray(value, dtype=np.float64)
+        self._peak = None               # bound on max |W| (apply_step): unknown
+        self._notify_reset()
+
+    @property
+    def a(self):
+        """The fixed output signs (m,), float64."""
+        return self._a
+
+    @a.setter
+    def a(self, value):
+        self._a = np.ascontiguousarray(value, dtype=np.float64)
+        self._notify_reset()
+
+    @property
+    def b(self):
+        """The threshold: neuron r fires on x iff <w_r, x> > b."""
+        return self._b
+
+    @b.setter
+    def b(self, value):
+        self._b = float(value)
+        self._notify_reset()
+
+    def add_listener(self, listener):
+        """Tell ``listener`` (an engine) of every weight change: ``weights_changed(rows)`` after
+        ``apply_step``, ``weights_reset()`` after a replacement or a rolled-back step. Held by
+        weak reference (an engine that is gone is no longer told, and is forgotten here)."""
+        self._live_listeners()
+        self._listeners.append(weakref.ref(listener))
+
+    def _live_listeners(self):
+        alive = [ref() for ref in self._listeners]
+        self._listeners = [ref for ref, obj in zip(self._listeners, alive) if obj is not None]
+        return [obj for obj in alive if obj is not None]
+
+    def _notify_reset(self):
+        for listener in self._live_listeners():
+            listener.weights_reset()
+
+    def apply_step(self, rows, G, lr):
+        """W[rows] -= lr * G in place, then ``weights_changed(rows)`` on every listener.
+
+        All or nothing: on any exception inside (KeyboardInterrupt included) the previous rows
+        are put back and the listeners reset before it propagates. Raises DivergenceError,
+        with W unchanged, when the step would leave non-finite weights. ``rows`` are sorted
+        distinct neuron ids, G has shape (len(rows), d)."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        G = np.asarray(G)
+        W = self._W
+        # Finite weights without a pass over them: |w - lr g| <= max|W| + lr max|G|, so
+        # while that bound (kept from step to step) is far below the float64 maximum every
+        # new weight is finite; only beyond it are the moved rows checked one by one.
+        with np.errstate(over="ignore", invalid="ignore"):
+            g_peak = max(float(G.max()), -float(G.min())) if G.size else 0.0
+            bound = self._abs_bound() + float(lr) * g_peak
+        if not np.isfinite(g_peak):                 # NaN or inf in G (max and min see NaN)
+            raise DivergenceError(self._divergence(lr))
+        if len(rows) and (rows[0] < 0 or rows[-1] >= W.shape[0]
+                          or (len(rows) > 1 and not np.all(rows[1:] > rows[:-1]))):
+            raise InputError(f"rows must be sorted distinct neuron ids in 0..{W.shape[0] - 1}")
+        # the rows to restore on failure, in a buffer kept from step to step
+        moved = slice(None) if len(rows) == W.shape[0] else rows
+        backup = self._backup_buffer(len(rows))
+        if isinstance(moved, slice):
+            np.copyto(backup, W)
+        else:
+            np.take(W, rows, axis=0, out=backup)
+        listeners = self._live_listeners()
+        told = False
+        try:
+            _core.sub_scaled_rows(W, rows, G, lr)
+            if not bound < _SAFE_PEAK:
+                if not np.isfinite(W[moved]).all():
+                    raise DivergenceError(self._divergence(lr))
+                bound = None                        # measured afresh at the next step
+            self._peak = bound
+            told = True
+            for listener in listeners:
+                listener.weights_changed(rows)
+        except BaseException:
+            W[moved] = backup
+            self._peak = None
+            if told:
+                for listener in listeners:
+                    listener.weights_reset()
+            raise
+
+    @staticmethod
+    def _divergence(lr):
+        return (f"the weight step gave non-finite weights: the learning rate lr={lr:g} is "
+                f"likely too large for this data and b; the last finite weights are kept")
+
+    def _abs_bound(self):
+        """An upper bound on max |W| (measured when unknown)."""
+        if getattr(self, "_peak", None) is None:
+            self._peak = max(float(self._W.max()), -float(self._W.min()))
+        return self._peak
+
+    def _backup_buffer(self, k):
+        buf = getattr(self, "_backup", None)
+        if buf is None or buf.shape[0] < k or buf.shape[1] != self._W.shape[1]:
+            buf = self._backup = np.empty((max(k, self._W.shape[0]), self._W.shape[1]))
+        return buf[:k]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_listeners", None)   # engines are not part of the network
+        state.pop("_backup", None)      # a work buffer of apply_step
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._listeners = []
 
     @property
     def m(self):

@@ -1,8 +1,9 @@
 """The adversarial trainer: attack with the current weights, then one full-batch gradient step.
 
-One iteration (DESIGN.md §2): X~ = attack(W, X, y); W <- W - lr grad_W L(W; X~, y). The trainer
-is engine-agnostic: the engine (dense, tree or certified, see ``sparseadv.engines``) supplies
-the gradients, and every engine yields the same weights to round-off. Each iteration returns a
+One iteration (docs/design.md §2): X~ = attack(W, X, y); W <- W - lr grad_W L(W; X~, y). The
+trainer is engine-agnostic: the engine (dense, tree or certified, see ``sparseadv.engines``)
+supplies the gradients, and every engine yields the same weights to round-off. ``step`` follows
+the engine protocol of docs/design.md §6 (``sparseadv.engines.base``) call for call. Each iteration returns a
 record with the robust loss before the step, the fired neurons per input, the engine's work
 counters and the seconds spent per phase; ``fit`` stacks the records into a history.
 """
@@ -10,11 +11,11 @@ import time
 
 import numpy as np
 
-from . import _core
 from ._validation import check_positive_int, check_real, check_Xy
 from .attacks import PGD
 from .engines import make_engine
 from .engines.base import COUNTER_NAMES
+from .errors import DivergenceError
 from .network import ShiftedReLUNet
 from .stepsize import auto_lr
 
@@ -62,25 +63,43 @@ class AdversarialTrainer:
         X, y = check_Xy(X, y, self.net.d)
         return self._step(X, y)
 
+    # overflow is reported once, as a DivergenceError, not as numpy warnings on the way
+    @np.errstate(over="ignore", invalid="ignore")
     def _step(self, X, y):
-        net, engine = self.net, self.engine
+        """One iteration, all or nothing: until ``net.apply_step`` commits it, nothing but
+        per-iteration engine state has changed, and an exception of any kind (KeyboardInterrupt
+        included) leaves W, the engine, the attack's random stream and ``iterations_`` as they
+        were (``apply_step`` rolls itself back; docs/design.md §6)."""
+        net, engine, attack = self.net, self.engine, self.attack
         n = X.shape[0]
         t0 = time.perf_counter()
         if self.lr_ is None:
             self.lr_ = auto_lr(net, X)
-        engine.begin_iteration(X, y, self.attack)
-        t1 = time.perf_counter()
-        Xt = self.attack._perturb(net, X, y, engine)
-        t2 = time.perf_counter()
-        f, fired = engine.forward(Xt)
-        resid = f - y
-        loss = 0.5 * float(np.dot(resid, resid)) / n
-        t3 = time.perf_counter()
-        rows, G = engine.weight_gradient(Xt, resid * (net.scale / n))
-        _core.sub_scaled_rows(net.W, np.ascontiguousarray(rows, dtype=np.int64), G, self.lr_)
-        engine.end_iteration(rows)
-        t4 = time.perf_counter()
+        random_state = attack._random_state()
+        try:
+            threat = attack.threat_model
+            final = threat.steps                # the pass index of the final points
+            engine.begin_iteration(X, y, threat)
+            t1 = time.perf_counter()
+            Xt = attack.run(X, y, engine)
+            t2 = time.perf_counter()
+            f, fired = engine.forward(Xt, pass_index=final)
+            resid = f - y
+            loss = 0.5 * float(np.dot(resid, resid)) / n
+            if not np.isfinite(loss):
+                raise DivergenceError(
+                    f"the robust loss is not finite: the weights have diverged (the learning "
+                    f"rate lr={self.lr_:g} is likely too large) or b or the data are out of "
+                    f"range; the last finite weights are kept")
+            t3 = time.perf_counter()
+            rows, G = engine.weight_gradient(Xt, resid * (net.scale / n), pass_index=final)
+            # the commit: W and every engine bound to net move together, or neither does
+            net.apply_step(rows, G, self.lr_)
+        except BaseException:
+            attack._set_random_state(random_state)
+            raise
         self.iterations_ += 1
+        t4 = time.perf_counter()
         record = {"loss": loss, "fired_mean": float(fired.mean()), "fired_max": int(fired.max())}
         record.update(engine.counters)
         record.update(lr=self.lr_, seconds_attack=t2 - t1, seconds_forward=t3 - t2,

@@ -130,8 +130,9 @@ def test_verify_detects_a_broken_certificate():
     net = ShiftedReLUNet(400, 5, seed=1)
     tr = AdversarialTrainer(net, PGD(0.05, 2), lr=0.5, engine="certified", verify=True)
     tr.step(X, y)
-    # move weights behind the engine's back (breaks the engine contract): verify must notice
-    net.W += 0.5
+    # move weights in place behind the engine's back (breaks the engine contract: not through
+    # net.apply_step; assigning net.W would notify the engine): verify must notice
+    net.W[...] += 0.5
     with pytest.raises(RuntimeError, match="missing"):
         tr.step(X, y)
 
@@ -172,24 +173,24 @@ def test_weight_gradient_without_forward_mask_and_outside_the_region(norm):
     dense, eng = make_engine("dense", net), CertifiedEngine(net, verify=True)
     coef = np.random.default_rng(1).standard_normal(40)
     for it in range(3):
-        eng.begin_iteration(X, y, attack)
+        eng.begin_iteration(X, y, attack.threat_model)
         Xin = attack.perturb(net, X, y)               # in the balls, no forward() before
         Xout, _ = _data(40, 5, 20 + it)               # far from X: dense path
-        for Z in (X, Xin, Xout):
-            rows, G = eng.weight_gradient(Z, coef)
+        # pass 0 (clean points) and pass K (in the balls): candidates; no index: dense path
+        for Z, pass_index in ((X, 0), (Xin, attack.steps), (Xout, None)):
+            rows, G = eng.weight_gradient(Z, coef, pass_index=pass_index)
             rd, Gd = dense.weight_gradient(Z, coef)
             full = np.zeros_like(Gd)
             full[rows] = G
             np.testing.assert_allclose(full, Gd, rtol=1e-12, atol=1e-14)
-        net.W[rows] -= 0.5 * G                        # move the weights as the trainer does
-        eng.end_iteration(rows)
+        net.apply_step(rows, G, 0.5)                  # move the weights as the trainer does
 
 
 def test_points_outside_the_certified_region_are_evaluated_densely():
     X, y = _data(30, 4, 7)
     net = ShiftedReLUNet(300, 4, seed=1)
     eng = CertifiedEngine(net)
-    eng.begin_iteration(X, y, PGD(0.01, 1))
+    eng.begin_iteration(X, y, PGD(0.01, 1).threat_model)
     Z, _ = _data(30, 4, 8)
     f, fired = eng.forward(Z)
     np.testing.assert_allclose(f, net.forward(Z), rtol=1e-12, atol=1e-14)
@@ -259,3 +260,93 @@ def test_results_independent_of_thread_count(engine):
         outs.append(subprocess.run([sys.executable, "-c", code], env=env, check=True,
                                    capture_output=True, text=True).stdout)
     assert outs[0] == outs[1] == outs[2]
+
+
+# One neuron, b = 1, each scenario putting anchor, drift and perturbation along one direction
+# so that one term of the candidate bound decides (engines/candidates.py's docstring):
+# (anchor weights w°, clean point x, drift Δ, perturbation δ, budget, eps, norm, the term).
+_S2 = np.sqrt(0.5)
+BOUND_SCENARIOS = {
+    "eps*|w°|_2": ([0.95, 0.0], [1.0, 0.0], [0.0, 0.0], [0.1, 0.0], 0.0, 0.1, 2),
+    # issue 15 item 9: 0.92 * 1.1 = 1.012 > b after a drift of 0.49 within the budget 0.5
+    "B*(|x|+eps)": ([0.43, 0.0], [1.0, 0.0], [0.49, 0.0], [0.1, 0.0], 0.5, 0.1, 2),
+    "eps*|w°|_1": ([0.6, 0.6], [1.0, 0.0], [0.0, 0.0], [0.35, 0.35], 0.0, 0.35, np.inf),
+    "B*eps*sqrt(d)": ([0.1, 0.1], [_S2, _S2], [0.53, 0.53], [0.1, 0.1], 0.75, 0.1, np.inf),
+}
+
+
+def _bound_scenario(name, verify):
+    w0, x, drift, delta, budget, eps, norm = BOUND_SCENARIOS[name]
+    net = ShiftedReLUNet.from_arrays([w0], [1.0], 1.0)
+    X, y = np.array([x]), np.array([0.0])
+    eng = CertifiedEngine(net, budget=budget, refine=False, verify=verify)
+    threat = PGD(eps, 1, norm=norm).threat_model
+    eng.begin_iteration(X, y, threat)                   # anchors w°
+    if any(drift):
+        net.apply_step(np.array([0]), -np.array([drift]), 1.0)   # within the budget
+    eng.begin_iteration(X, y, threat)
+    Xt = X + np.array([delta])
+    f, fired = eng.forward(Xt, pass_index=1)
+    return float(np.dot(net.W[0], Xt[0])), f, fired, eng
+
+
+@pytest.mark.parametrize("name", sorted(BOUND_SCENARIOS))
+def test_each_bound_term_reports_its_fired_pair(name):
+    score, f, fired, eng = _bound_scenario(name, verify=True)
+    assert score > 1.0 and eng.rebuilds_ == 1 and eng.counters["reanchored"] == 0
+    assert fired.tolist() == [1]
+    assert f[0] == pytest.approx(score - 1.0, rel=1e-12)
+
+
+def _without(term):
+    """A copy of AnchoredCandidates.threshold with one term of the bound removed."""
+    from sparseadv.engines.candidates import SLACK
+
+    def threshold(self, norm2, norm1, budget):
+        dual = self.eps * (norm1 if self.norm == np.inf else norm2)
+        l2_radius = self.eps if term == "sqrt(d)" else self.ball_l2_radius
+        if term == "dual":
+            dual = 0.0 * dual
+        elif term == "l1":
+            dual = self.eps * norm2
+        slack = SLACK * (abs(self.b) + dual + (norm2 + budget) * (self.max_point_norm
+                                                                  + self.ball_l2_radius))
+        margin = 0.0 if term == "B*eps" else budget * l2_radius
+        return np.ascontiguousarray(self.b - dual - margin - slack)
+    return threshold
+
+
+@pytest.mark.parametrize("term,name", [
+    ("dual", "eps*|w°|_2"), ("B*eps", "B*(|x|+eps)"), ("B*|x|", "B*(|x|+eps)"),
+    ("l1", "eps*|w°|_1"), ("sqrt(d)", "B*eps*sqrt(d)"),
+])
+def test_planted_bound_bugs_are_caught(term, name, monkeypatch):
+    """The scenarios above are sharp: removing any one term of the bound (a planted bug) makes
+    the engine miss the fired pair, and both the plain assertions and ``verify`` see it."""
+    from sparseadv.engines import candidates
+    if term == "B*|x|":
+        monkeypatch.setattr(candidates, "l2_row_norms", lambda A: np.zeros(len(A)))
+    else:
+        monkeypatch.setattr(candidates.AnchoredCandidates, "threshold", _without(term))
+    _, f, fired, _ = _bound_scenario(name, verify=False)
+    assert fired.tolist() == [0] and f[0] == 0.0
+    with pytest.raises(RuntimeError, match="missing"):
+        _bound_scenario(name, verify=True)
+
+
+def test_pass_index_is_checked_and_verify_checks_the_ball():
+    from sparseadv.errors import InputError
+    X, y = _data(20, 4, 3)
+    net = ShiftedReLUNet(200, 4, seed=0)
+    eng = CertifiedEngine(net, verify=True)
+    attack = PGD(0.05, 2)
+    eng.begin_iteration(X, y, attack.threat_model)
+    for bad_pass, Z in ((3, X), (-1, X), (1, X[:10])):
+        with pytest.raises(InputError, match="pass_index"):
+            eng.forward(Z, pass_index=bad_pass)
+    far = X.copy()
+    far[4] += 0.2                                   # outside the 0.05-ball: breaks the promise
+    with pytest.raises(RuntimeError, match="outside"):
+        eng.forward(far, pass_index=1)
+    f, fired = eng.forward(far)                     # no index: evaluated densely, no promise
+    np.testing.assert_array_equal(fired, net.fired_counts(far))
