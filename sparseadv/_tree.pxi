@@ -29,12 +29,17 @@
 #
 # Query (x, b), depth-first with an explicit stack. For a node with centre c, radius R and
 # every row w in it, <c,x> - R||x|| <= <w,x> <= <c,x> + R||x||. Floating point: all
-# computed quantities are within (d+4) eps (||c|| + R) ||x|| of the exact ones, so the tests
-# use a slack s = SLACK_REL * ((||c|| + R) ||x|| + |b|), SLACK_REL = 1e-10 (valid for d up to
-# ~1e5):
+# computed quantities are within (d+4) eps (||c|| + R) ||x|| of the exact ones, plus an
+# absolute (2d + 8) 2^-1074 for gradual underflow, so the tests use a slack
+# s = SLACK_REL * ((||c|| + R) ||x|| + |b|) + (2d + 8) 2^-1074, SLACK_REL = 1e-10 (valid for
+# d up to ~1e5); the node test is ``sa_tree_node_decide`` (sparseadv/_src/sa_tree.h):
 #   upper = <c,x> + R||x|| <= b - s  -> prune (no row can fire, even as computed);
 #   lower = <c,x> - R||x|| >  b + s  -> report the whole node without a dot product (every row
 #                                       fires, exactly and as computed by the scan kernel);
+# ||x||, ||c|| and R are computed so that they neither underflow nor overflow (``sa_norm_safe``
+# scales by max |x_k|; a radius whose plain sum of squares is outside [2^-900, 2^900] is
+# recomputed the same way), so the bounds stay proofs for ||x|| from 1e-300 to 1e300; the
+# Python wrapper refuses inputs whose inner products could overflow.
 #   otherwise a leaf is scanned (blocked dot products over its contiguous rows) and an inner
 #   node is descended. Ambiguous cases always fall to exact evaluation: exactness is never
 #   traded. The result of one query is then sorted by original index (``_sort_idx``: insertion
@@ -45,13 +50,9 @@
 # afterwards indptr is a prefix sum and the segments are copied into ``indices`` in parallel.
 # No atomics; work counters are per thread (padded) and summed, so they are deterministic.
 #
-# Blocked brute force (``hsr_brute_csr``): prange over tiles of queries; each thread takes a
-# tile of queries through all rows, one ``gemm_rm`` per (queries x rows) tile into its own
-# buffer, thresholded at once, hits appended to the per-query buffers of its own queries, then
-# merged into CSR. Tiles stay below OpenBLAS's multithreading threshold so every dgemm runs on
-# the calling thread (see _GEMM_SERIAL_MAX). It is BruteForceHSR's kernel and the tree's high-d
-# fallback; the fallback policy (a pilot of a few queries through the tree, then a cost model
-# on their exact work counts) lives in sparseadv/hsr.py, PartitionTree.query_batch.
+# The blocked brute force (``hsr_brute_csr``, the tree's high-d fallback and BruteForceHSR's
+# kernel) lives in _dense.pxi; the fallback policy (a pilot of a few queries through the tree,
+# then a cost model on their exact work counts) in sparseadv/hsr.py, PartitionTree.query_batch.
 #
 # Update (rows, values): the row is overwritten in place in ``data`` (position pos[r]) and in
 # ``W``; then the path from the root to the leaf holding that position is walked (child chosen
@@ -60,16 +61,23 @@
 # accumulated as ``loose_sum`` = sum over nodes of size * (radius - radius0), which the wrapper
 # compares with ``base_sum`` = sum over nodes of size * radius0 to decide when to rebuild.
 
-from libc.stdlib cimport calloc
+from cython.parallel cimport prange
+from libc.math cimport sqrt, fabs
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memset, memcpy
+cimport numpy as cnp
 
-cdef double _SLACK_REL = 1e-10
+cdef extern from "sa_tree.h":
+    int sa_ctz64(unsigned long long x) noexcept nogil
+    double sa_dist_safe(const double* a, const double* b, Py_ssize_t d) noexcept nogil
+    int sa_sumsq_in_range(double q) noexcept nogil
+    double sa_tree_slack(double cn, double radius, double xn, double b,
+                         Py_ssize_t d) noexcept nogil
+    int sa_tree_node_decide(double cx, double radius, double cn, double xn, double b,
+                            Py_ssize_t d) noexcept nogil
+
 cdef enum:
     _INSERTION_MAX = 48
-
-ctypedef struct _IdxBuf:
-    cnp.int64_t* a
-    Py_ssize_t n
-    Py_ssize_t cap
 
 
 ctypedef struct _TreeView:
@@ -85,37 +93,6 @@ ctypedef struct _TreeView:
     Py_ssize_t n_nodes
     Py_ssize_t first_leaf
     int key_bits
-
-
-cdef inline int _buf_reserve(_IdxBuf* buf, Py_ssize_t extra) noexcept nogil:
-    """Make room for ``extra`` more entries; 0 on success, -1 when out of memory."""
-    cdef Py_ssize_t need = buf.n + extra
-    cdef Py_ssize_t cap
-    cdef void* tmp
-    if need <= buf.cap:
-        return 0
-    cap = buf.cap * 2 if buf.cap > 0 else 256
-    while cap < need:
-        cap = cap * 2
-    tmp = realloc(buf.a, cap * sizeof(cnp.int64_t))
-    if tmp == NULL:
-        return -1
-    buf.a = <cnp.int64_t*>tmp
-    buf.cap = cap
-    return 0
-
-
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    static inline int sa_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
-    #else
-    static inline int sa_ctz64(unsigned long long x) {
-        int k = 0; while (!(x & 1ULL)) { x >>= 1; ++k; } return k;
-    }
-    #endif
-    """
-    int sa_ctz64(unsigned long long x) noexcept nogil
 
 
 cdef int _sort_idx(cnp.int64_t* a, Py_ssize_t n, _IdxBuf* tmp, int key_bits,
@@ -270,11 +247,9 @@ cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf*
     cdef Py_ssize_t d = t.d
     cdef Py_ssize_t k, p, s, e, node, top
     cdef Py_ssize_t start = out.n
-    cdef double xn = 0.0, cx, rx, slack, babs = fabs(b)
+    cdef double xn = sa_norm_safe(x, d), cx
+    cdef int decision
     cdef const double* c
-    for k in range(d):
-        xn = xn + x[k] * x[k]
-    xn = sqrt(xn)
     stack[0] = 0
     top = 1
     while top > 0:
@@ -285,13 +260,12 @@ cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf*
         cx = 0.0
         for k in range(d):
             cx = cx + c[k] * x[k]
-        rx = t.radius[node] * xn
-        slack = _SLACK_REL * ((t.cnorm[node] + t.radius[node]) * xn + babs)
-        if cx + rx <= b - slack:
+        decision = sa_tree_node_decide(cx, t.radius[node], t.cnorm[node], xn, b, d)
+        if decision < 0:
             continue
         s = t.nstart[node]
         e = t.nend[node]
-        if cx - rx > b + slack:
+        if decision > 0:
             if _buf_reserve(out, e - s) != 0:
                 return -1
             memcpy(out.a + out.n, t.idx + s, (e - s) * sizeof(cnp.int64_t))
@@ -311,6 +285,18 @@ cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf*
         return 0
     return _sort_idx(out.a + start, out.n - start, tmp, t.key_bits, bitmap,
                      (t.m + 63) // 64)
+
+
+def _tree_node_decision(double cx, double radius, double cnorm, double xn, double b,
+                        Py_ssize_t d):
+    """The node test of a query (``sa_tree_node_decide``): -1 prune, 1 report the whole node,
+    0 undecided; exposed so that tests can check each term of the bound directly."""
+    return sa_tree_node_decide(cx, radius, cnorm, xn, b, d)
+
+
+def _safe_norm(const double[::1] x not None):
+    """||x||_2 as the tree computes it for a query (``sa_norm_safe``: no under/overflow)."""
+    return sa_norm_safe(&x[0], x.shape[0]) if x.shape[0] > 0 else 0.0
 
 
 cdef void _select(double* key, cnp.int64_t* idx, Py_ssize_t n, Py_ssize_t kth) noexcept nogil:
@@ -397,7 +383,16 @@ cdef void _build_nodes(const double* W, Py_ssize_t m, Py_ssize_t d, cnp.int64_t*
             if dist > best:
                 best = dist
                 far_a = p
-        radius[node] = sqrt(best)
+        if sa_sumsq_in_range(best):
+            radius[node] = sqrt(best)
+        else:
+            # tiny or huge rows: the sums of squares under- or overflowed; recompute safely
+            best = 0.0
+            for p in range(s, e):
+                dist = sa_dist_safe(W + idx[p] * d, c, d)
+                if dist > best:
+                    best = dist
+            radius[node] = best
         if node >= first_leaf:
             continue
         mid = s + n // 2
@@ -576,10 +571,7 @@ cdef class _BallTree:
                 memcpy(&self.data[p, 0], &self.W[self.idx[p], 0], self.d * sizeof(double))
                 self.pos[self.idx[p]] = p
             for i in range(self.n_nodes):
-                s = 0.0
-                for k in range(self.d):
-                    s = s + self.centers[i, k] * self.centers[i, k]
-                self.cnorm[i] = sqrt(s)
+                self.cnorm[i] = sa_norm_safe(&self.centers[i, 0], self.d)
                 tot = tot + (self.nend[i] - self.nstart[i]) * self.radius0[i]
         self.base_sum = tot
 
@@ -631,7 +623,7 @@ cdef class _BallTree:
         t.first_leaf = self.first_leaf
         t.key_bits = self.key_bits
 
-    def query(self, const double[::1] x, double b):
+    def query(self, const double[::1] x not None, double b):
         """(sorted int64 indices, counters (nodes, inner products, reported w/o eval))."""
         cdef _TreeView t
         cdef _IdxBuf out, tmp
@@ -639,6 +631,9 @@ cdef class _BallTree:
         cdef cnp.int64_t* stack = <cnp.int64_t*>malloc((self.n_levels + 2) * sizeof(cnp.int64_t))
         cdef cnp.uint64_t* bitmap = <cnp.uint64_t*>calloc((self.m + 63) // 64, sizeof(cnp.uint64_t))
         cdef int rc
+        if x.shape[0] != self.d:
+            free(stack); free(bitmap)
+            raise InputError(f"_BallTree.query: x must have length {self.d}, got {x.shape[0]}")
         if stack == NULL or bitmap == NULL:
             free(stack); free(bitmap)
             raise MemoryError()
@@ -661,7 +656,8 @@ cdef class _BallTree:
         free(out.a)
         return res, (int(cnt[0]), int(cnt[1]), int(cnt[2]))
 
-    def query_batch(self, const double[:, ::1] X, double b, bint sort=True, out=None):
+    def query_batch(self, const double[:, ::1] X not None, double b, bint sort=True,
+                    out=None):
         """CSR (indptr, indices) of the tree query for every row of X, nogil, prange over
         points with per-thread output buffers (the tree's own, kept between calls; fresh
         ones when another thread is querying this tree at the same time). ``out``: an int64
@@ -671,6 +667,9 @@ cdef class _BallTree:
         cdef _IdxBuf* bufs
         cdef _IdxBuf* tmps
         cdef bint own = self._qbusy
+        if X.shape[1] != self.d:
+            raise InputError(f"_BallTree.query_batch: X must have {self.d} columns, got "
+                             f"{X.shape[1]}")
         if T < 1:
             T = 1
         if own:
@@ -756,13 +755,19 @@ cdef class _BallTree:
             raise MemoryError()
         return indptr, indices, (int(c0), int(c1), int(c2))
 
-    def update(self, const cnp.int64_t[::1] rows, const double[:, ::1] values,
+    def update(self, const cnp.int64_t[::1] rows not None, const double[:, ::1] values not None,
                bint full=False):
         """Overwrite rows (original indices) with values and widen radii on their paths.
         values[j] is the new row rows[j]; with ``full``, values is a whole m x d matrix and
         values[rows[j]] is (so a caller holding all of W need not gather a copy)."""
         cdef Py_ssize_t j, r, p, node, left, k, s, d = self.d
         cdef double dist, v, grow = 0.0
+        if values.shape[1] != d or (full and values.shape[0] != self.m) or (
+                not full and values.shape[0] != rows.shape[0]):
+            raise InputError("_BallTree.update: values must have shape (len(rows), d), or "
+                             "(m, d) with full=True")
+        if not _rows_in_range(rows, self.m):
+            raise InputError(f"_BallTree.update: rows must be in [0, {self.m})")
         with nogil:
             for j in range(rows.shape[0]):
                 r = rows[j]
@@ -776,7 +781,10 @@ cdef class _BallTree:
                     for k in range(d):
                         v = values[s, k] - self.centers[node, k]
                         dist = dist + v * v
-                    dist = sqrt(dist)
+                    if sa_sumsq_in_range(dist):
+                        dist = sqrt(dist)
+                    else:
+                        dist = sa_dist_safe(&values[s, 0], &self.centers[node, 0], d)
                     if dist > self.radius[node]:
                         grow = grow + ((self.nend[node] - self.nstart[node])
                                        * (dist - self.radius[node]))
@@ -786,114 +794,3 @@ cdef class _BallTree:
                     left = 2 * node + 1
                     node = left if p < self.nend[left] else left + 1
         self.loose_sum += grow
-
-
-cdef enum:
-    # OpenBLAS (pthreads build, as shipped in the NumPy/SciPy wheels) runs a dgemm on its own
-    # thread pool once M*N*K >= 4 * 65536; its spinning workers then fight our OpenMP threads
-    # for the cores (measured here: 100x slowdowns on a loaded 2-core machine). Brute-force
-    # tiles are kept below that size, so each dgemm runs on the calling thread and the
-    # parallelism is ours alone (one tile of queries per OpenMP thread).
-    _GEMM_SERIAL_MAX = 262143
-    _BRUTE_TILE_DOUBLES = 65536
-
-
-cdef void _brute_tile_shape(Py_ssize_t n, Py_ssize_t m, Py_ssize_t d, Py_ssize_t tile,
-                            Py_ssize_t* nb, Py_ssize_t* mb) noexcept nogil:
-    """Queries x rows per tile: nb*mb <= tile doubles (default 64K = 512 KB per thread) and
-    nb*mb*d <= _GEMM_SERIAL_MAX when that allows at least 8 x 8."""
-    cdef Py_ssize_t q = 64, r
-    while q > 8 and q * q * d > _GEMM_SERIAL_MAX:
-        q = q // 2
-    if q > n:
-        q = n
-    r = _GEMM_SERIAL_MAX // (q * d)
-    if tile <= 0:
-        tile = _BRUTE_TILE_DOUBLES
-    if r > tile // q:
-        r = tile // q
-    if r < 8:
-        r = 8
-    if r > m:
-        r = m
-    nb[0] = q
-    mb[0] = r
-
-
-def hsr_brute_csr(const double[:, ::1] W, const double[:, ::1] X, double b,
-                  Py_ssize_t tile=0):
-    """Blocked brute-force half-space reporting: CSR (indptr, indices) of
-    {r : <w_r, x_i> > b} for every row x_i of X, indices ascending.
-
-    prange over tiles of queries; each thread runs through all rows in tiles, one dgemm per
-    (queries x rows) tile into its own buffer, thresholds the tile at once and appends hits to
-    the per-query buffers of its queries (no other thread touches them); then the buffers are
-    merged into CSR."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
-    cdef Py_ssize_t nb, mb, nblk, blk, i0, r0, ib, rb, i, r
-    cdef _IdxBuf* q
-    cdef _IdxBuf* qi
-    cdef double* Z
-    cdef double* zrow
-    cdef bint oom = False
-    cdef cnp.int64_t[::1] ind
-    if d < 1:
-        raise ValueError("hsr_brute_csr: X must have at least one column")
-    if W.shape[1] != d:
-        raise ValueError(f"hsr_brute_csr: W has {W.shape[1]} columns, X has {d}")
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    cdef cnp.int64_t[::1] ip = indptr
-    if n == 0 or m == 0:
-        return indptr, np.zeros(0, dtype=np.int64)
-    _brute_tile_shape(n, m, d, tile, &nb, &mb)
-    nblk = (n + nb - 1) // nb
-    q = <_IdxBuf*>calloc(n, sizeof(_IdxBuf))
-    cdef char* fail = <char*>calloc(n + 1, sizeof(char))
-    if q == NULL or fail == NULL:
-        free(q); free(fail)
-        raise MemoryError()
-    with nogil, parallel():
-        Z = <double*>malloc(nb * mb * sizeof(double))
-        for blk in prange(nblk, schedule='dynamic'):
-            if Z == NULL:
-                fail[n] = 1
-                continue
-            i0 = blk * nb
-            ib = nb if i0 + nb <= n else n - i0
-            r0 = 0
-            while r0 < m:
-                rb = mb if r0 + mb <= m else m - r0
-                gemm_rm(b'N', b'T', <int>ib, <int>rb, <int>d, 1.0, &X[i0, 0], <int>d,
-                        &W[r0, 0], <int>d, 0.0, Z, <int>rb)
-                for i in range(ib):
-                    qi = q + i0 + i
-                    zrow = Z + i * rb
-                    for r in range(rb):
-                        if zrow[r] > b:
-                            if qi.n == qi.cap:
-                                if _buf_reserve(qi, 1) != 0:
-                                    fail[i0 + i] = 1
-                                    break
-                            qi.a[qi.n] = r0 + r
-                            qi.n = qi.n + 1
-                r0 = r0 + mb
-        free(Z)
-    for i in range(n + 1):
-        if fail[i]:
-            oom = True
-    for i in range(n):
-        ip[i + 1] = ip[i] + q[i].n
-    free(fail)
-    if not oom:
-        indices = np.empty(ip[n], dtype=np.int64)
-        ind = indices
-        with nogil:
-            for i in prange(n, schedule='static'):
-                if q[i].n > 0:
-                    memcpy(&ind[ip[i]], q[i].a, q[i].n * sizeof(cnp.int64_t))
-    for i in range(n):
-        free(q[i].a)
-    free(q)
-    if oom:
-        raise MemoryError()
-    return indptr, indices
