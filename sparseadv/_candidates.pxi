@@ -23,17 +23,18 @@ def _out_int32(out, Py_ssize_t size, Py_ssize_t need, str what):
         return np.empty(size, dtype=np.int32)
     if not isinstance(out, np.ndarray) or out.dtype != np.int32 or out.ndim != 1 \
             or not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"{what}: out_idx must be a writeable contiguous 1-d int32 array")
+        raise InputTypeError(f"{what}: out_idx must be a writeable contiguous 1-d int32 "
+                             f"array, got {type(out).__name__}")
     if out.shape[0] < need:
-        raise ValueError(f"{what}: out_idx must have at least {need} entries, got "
+        raise InputError(f"{what}: out_idx must have at least {need} entries, got "
                          f"{out.shape[0]}")
     return out[:size]
 
 
-def compact_pairs(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
-                  const cnp.uint8_t[::1] mask, int bit, out_idx=None,
+def compact_pairs(const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
+                  const cnp.uint8_t[::1] mask not None, bit, out_idx=None,
                   const double[::1] vals=None, double[::1] out_vals=None,
-                  cnp.uint8_t[::1] out_bit0=None):
+                  cnp.uint8_t[::1] out_bit0=None, bint check=True):
     """The sub-CSR of the pairs whose ``mask`` has bit ``bit`` set (neuron-major, order kept).
 
     Used by the certified engine to carry the pairs that can still fire into the next pass.
@@ -42,14 +43,22 @@ def compact_pairs(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
     always enough), not overlapping cidx, to write into (the result is a view of its head).
     With ``vals`` (one per pair), ``out_vals`` receives the kept pairs' values, and with
     ``out_bit0`` the kept pairs' mask bit 0 (both at least as long as the result; the
-    certified engine's start state for ``nm_track_forward``)."""
+    certified engine's start state for ``nm_track_forward``). ``bit`` in [0, 7]. ``check``:
+    validate every offset (monotone, from 0 to len(cidx)); False only for the engine's own."""
     cdef Py_ssize_t m = cptr.shape[0] - 1, r, k, j, nb
     cdef cnp.int64_t c
-    cdef cnp.uint8_t flag = <cnp.uint8_t>(1 << bit)
+    cdef cnp.uint8_t flag = <cnp.uint8_t>(1 << _int_arg("compact_pairs", "bit", bit, 0, 7))
+    cdef int bad = 0
     if mask.shape[0] != cidx.shape[0]:
-        raise ValueError("compact_pairs: mask must have the length of cidx")
+        raise InputError("compact_pairs: mask must have the length of cidx")
     if m < 0 or cptr[0] != 0 or cptr[m] != cidx.shape[0]:
-        raise ValueError("compact_pairs: offsets must start at 0 and end at len(cidx)")
+        bad = 1
+    elif check:
+        with nogil:
+            bad = _check_offsets(cptr, cidx.shape[0])
+    if bad:
+        raise InputError("compact_pairs: cptr (offsets) must start at 0, be non-decreasing "
+                         "and end at len(cidx)")
     counts = np.zeros(m + 1, dtype=np.int64)
     cdef cnp.int64_t[::1] cnt = counts
     # blocks of neurons with about equal numbers of pairs, several per thread
@@ -70,23 +79,23 @@ def compact_pairs(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
     cdef cnp.int64_t[::1] op = out_ptr
     out_idx = _out_int32(out_idx, op[m], op[m], "compact_pairs")
     if op[m] > 0 and np.may_share_memory(out_idx, np.asarray(cidx)):
-        raise ValueError("compact_pairs: out_idx must not overlap cidx")
+        raise InputError("compact_pairs: out_idx must not overlap cidx")
     cdef cnp.int32_t[::1] oi = out_idx
     cdef const double* Vp = NULL
     cdef double* OVp = NULL
     cdef cnp.uint8_t* OBp = NULL
     if (vals is None) != (out_vals is None):
-        raise ValueError("compact_pairs: vals and out_vals go together")
+        raise InputError("compact_pairs: vals and out_vals go together")
     if vals is not None:
         if vals.shape[0] != cidx.shape[0] or out_vals.shape[0] < op[m]:
-            raise ValueError("compact_pairs: vals must have the length of cidx and out_vals "
+            raise InputError("compact_pairs: vals must have the length of cidx and out_vals "
                              "room for the result")
         if op[m] > 0:
             Vp = &vals[0]
             OVp = &out_vals[0]
     if out_bit0 is not None:
         if out_bit0.shape[0] < op[m]:
-            raise ValueError("compact_pairs: out_bit0 must have room for the result")
+            raise InputError("compact_pairs: out_bit0 must have room for the result")
         if op[m] > 0:
             OBp = &out_bit0[0]
     with nogil:
@@ -106,10 +115,10 @@ def compact_pairs(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
     return out_ptr, out_idx
 
 
-def anchor_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
-                      const cnp.int64_t[::1] rows, const double[::1] thr,
-                      const double[::1] budget, const double[::1] xnorm, double band_h=0.0,
-                      Py_ssize_t block=0):
+def anchor_candidates(const double[:, ::1] X not None, const double[:, ::1] Wa not None,
+                      const cnp.int64_t[::1] rows not None, const double[::1] thr not None,
+                      const double[::1] budget not None, const double[::1] xnorm not None,
+                      double band_h=0.0, block=0):
     """Candidate lists of the neurons ``rows`` against all n points.
 
     Point i is a candidate of rows[k] iff S[k, i] + budget[k] * xnorm[i] > thr[k], with
@@ -119,27 +128,33 @@ def anchor_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
     with the OpenMP ones), tests them and appends the kept point ids to its own buffer; the
     buffers are then copied into place. Returns (ptr (len(rows) + 1,) int64, idx int32
     sorted within each row, band, inner products) where band counts the kept pairs with
-    S + budget*xnorm - thr <= band_h (density estimate)."""
+    S + budget*xnorm - thr <= band_h (density estimate). ``block`` in [0, 2**20] (0: 64)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0]
     cdef Py_ssize_t RB, PT, nblk, T, j, k, k0, k1, kb, i0, ib, tid, need, cap
     cdef cnp.int64_t tot
+    cdef Py_ssize_t blk_rows = _int_arg("anchor_candidates", "block", block, 0, 2 ** 20)
+    cdef Py_ssize_t kb_max
     if d < 1:
-        raise ValueError("anchor_candidates: X must have at least one column")
-    if Wa.shape[1] != d or thr.shape[0] != nr or budget.shape[0] != nr or xnorm.shape[0] != n:
-        raise ValueError("anchor_candidates: inconsistent shapes")
+        raise InputError("anchor_candidates: X must have at least one column")
+    _dims_fit("anchor_candidates", d=d)
+    _shapes("anchor_candidates", ("Wa", 1, Wa.shape[1], d), ("thr", 0, thr.shape[0], nr),
+            ("budget", 0, budget.shape[0], nr), ("xnorm", 0, xnorm.shape[0], n))
     if n >= 2 ** 31 - 1:
-        raise ValueError("anchor_candidates: n must be < 2**31")
+        raise InputError("anchor_candidates: n must be < 2**31")
     if not _rows_in_range(rows, Wa.shape[0]):
-        raise ValueError("anchor_candidates: row out of range")
+        raise InputError("anchor_candidates: row out of range")
     ptr = np.zeros(nr + 1, dtype=np.int64)
     if nr == 0 or n == 0:
         return ptr, np.zeros(0, dtype=np.int32), 0, 0
-    RB = block if block > 0 else 64
+    RB = blk_rows if blk_rows > 0 else 64
     PT = (1 << 18) // (RB * d) if RB * d < (1 << 18) else 1
     if PT > n:
         PT = n
     nblk = (nr + RB - 1) // RB
     T = _nthreads()
+    # a block never holds more than nr rows: the per-thread score buffers hold kb_max rows
+    kb_max = RB if RB < nr else nr
+    check_allocation("block", T * kb_max * (n + d + 1) * 8, "the per-thread score blocks")
     cnt_arr = np.zeros(nr, dtype=np.int64)
     band_arr = np.zeros(nr, dtype=np.int64)
     blk_arr = np.zeros((nblk, 2), dtype=np.int64)        # (thread, offset in its buffer)
@@ -158,9 +173,9 @@ def anchor_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
         free(tbuf); free(tlen); free(tcap)
         raise MemoryError()
     with nogil, parallel(num_threads=T):
-        S = <double*>malloc(RB * n * sizeof(double))
-        Wb = <double*>malloc(RB * d * sizeof(double))
-        offs = <cnp.int64_t*>malloc((RB + 1) * sizeof(cnp.int64_t))
+        S = <double*>malloc(kb_max * n * sizeof(double))
+        Wb = <double*>malloc(kb_max * d * sizeof(double))
+        offs = <cnp.int64_t*>malloc((kb_max + 1) * sizeof(cnp.int64_t))
         if S == NULL or Wb == NULL or offs == NULL:
             failed_p[0] = 1
         for j in prange(nblk, schedule='dynamic'):
@@ -226,10 +241,10 @@ def anchor_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
     return ptr, idx, int(band_arr.sum()), int(nr) * int(n)
 
 
-def filter_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
-                      const cnp.int64_t[::1] rows, const double[::1] thr,
-                      const double[::1] budget, const double[::1] xnorm,
-                      const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
+def filter_candidates(const double[:, ::1] X not None, const double[:, ::1] Wa not None,
+                      const cnp.int64_t[::1] rows not None, const double[::1] thr not None,
+                      const double[::1] budget not None, const double[::1] xnorm not None,
+                      const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
                       bint check=True):
     """Shrink the candidate lists of ``rows``: keep point i of row r = rows[k] iff
     <Wa_r, x_i> + budget[k] xnorm[i] > thr[k], testing only the current candidates of r (valid
@@ -239,16 +254,16 @@ def filter_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0], k, r
     cdef cnp.int64_t p, tot = 0
     cdef int code
-    if Wa.shape[1] != d or thr.shape[0] != nr or budget.shape[0] != nr or xnorm.shape[0] != n:
-        raise ValueError("filter_candidates: inconsistent shapes")
+    _shapes("filter_candidates", ("Wa", 1, Wa.shape[1], d), ("thr", 0, thr.shape[0], nr),
+            ("budget", 0, budget.shape[0], nr), ("xnorm", 0, xnorm.shape[0], n))
     if cptr.shape[0] != Wa.shape[0] + 1:
-        raise ValueError("filter_candidates: cptr must have length m + 1")
+        raise InputError("filter_candidates: cptr must have length m + 1")
     if not _rows_in_range(rows, Wa.shape[0]):
-        raise ValueError("filter_candidates: row out of range")
+        raise InputError("filter_candidates: row out of range")
     if check:
         with nogil:
             code = _check_nm_csr(cptr, cidx, n)
-        _raise_csr(code, "filter_candidates")
+        _raise_csr(code, "filter_candidates", "cptr", "cidx")
     src = np.zeros(nr + 1, dtype=np.int64)
     cdef cnp.int64_t[::1] sp = src
     for k in range(nr):
@@ -286,9 +301,9 @@ def filter_candidates(const double[:, ::1] X, const double[:, ::1] Wa,
     return ptr, idx, int(sp[nr])
 
 
-def csr_replace_rows(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
-                     const cnp.int64_t[::1] rows, const cnp.int64_t[::1] new_ptr,
-                     const cnp.int32_t[::1] new_idx, out_idx=None):
+def csr_replace_rows(const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
+                     const cnp.int64_t[::1] rows not None, const cnp.int64_t[::1] new_ptr not None,
+                     const cnp.int32_t[::1] new_idx not None, out_idx=None):
     """A new neuron-major CSR equal to (cptr, cidx) except that row rows[k] (rows sorted,
     distinct) holds new_idx[new_ptr[k]:new_ptr[k+1]]. Returns (cptr, cidx). ``out_idx``:
     optional int32 array, at least as long as the result and not overlapping the inputs, to
@@ -297,20 +312,20 @@ def csr_replace_rows(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
     cdef cnp.int64_t len_
     cdef int bad
     if new_ptr.shape[0] != nr + 1:
-        raise ValueError("csr_replace_rows: new_ptr must have length len(rows) + 1")
+        raise InputError("csr_replace_rows: new_ptr must have length len(rows) + 1")
     with nogil:
         bad = _check_offsets(new_ptr, new_idx.shape[0])
     if bad:
-        raise ValueError("csr_replace_rows: new_ptr must start at 0, be non-decreasing and end "
+        raise InputError("csr_replace_rows: new_ptr must start at 0, be non-decreasing and end "
                          "at len(new_idx)")
     with nogil:
         bad = _check_offsets(cptr, cidx.shape[0])
     if bad:
-        raise ValueError("csr_replace_rows: cptr must have at least one entry, start at 0, be "
+        raise InputError("csr_replace_rows: cptr must have at least one entry, start at 0, be "
                          "non-decreasing and end at len(cidx)")
     for k in range(nr):
         if rows[k] < 0 or rows[k] >= m or (k > 0 and rows[k] <= rows[k - 1]):
-            raise ValueError("csr_replace_rows: rows must be sorted, distinct and in range")
+            raise InputError("csr_replace_rows: rows must be sorted, distinct and in range")
     out_ptr = np.empty(m + 1, dtype=np.int64)
     cdef cnp.int64_t[::1] op = out_ptr
     with nogil:
@@ -328,7 +343,7 @@ def csr_replace_rows(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
         return out_ptr, out_idx
     if np.may_share_memory(out_idx, np.asarray(cidx)) or np.may_share_memory(out_idx,
                                                                      np.asarray(new_idx)):
-        raise ValueError("csr_replace_rows: out_idx must not overlap cidx or new_idx")
+        raise InputError("csr_replace_rows: out_idx must not overlap cidx or new_idx")
     cdef cnp.int32_t[::1] oi = out_idx
     with nogil:
         k = 0
@@ -351,15 +366,15 @@ def csr_replace_rows(const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
     return out_ptr, out_idx
 
 
-def row_drift(const double[:, ::1] W, const double[:, ::1] Wa, const cnp.int64_t[::1] rows,
-              double[::1] out):
+def row_drift(const double[:, ::1] W not None, const double[:, ::1] Wa not None,
+              const cnp.int64_t[::1] rows not None, double[::1] out not None):
     """out[k] = ||W[rows[k]] - Wa[rows[k]]||_2."""
     cdef Py_ssize_t d = W.shape[1], nr = rows.shape[0], k, j
     cdef double s, t
-    if Wa.shape[0] != W.shape[0] or Wa.shape[1] != d or out.shape[0] != nr:
-        raise ValueError("row_drift: inconsistent shapes")
+    _shapes("row_drift", ("Wa", 0, Wa.shape[0], W.shape[0]), ("Wa", 1, Wa.shape[1], d),
+            ("out", 0, out.shape[0], nr))
     if not _rows_in_range(rows, W.shape[0]):
-        raise ValueError("row_drift: row out of range")
+        raise InputError("row_drift: row out of range")
     with nogil:
         for k in prange(nr, schedule='static'):
             s = 0.0
@@ -369,16 +384,16 @@ def row_drift(const double[:, ::1] W, const double[:, ::1] Wa, const cnp.int64_t
             out[k] = sqrt(s)
 
 
-def copy_rows_norms(const double[:, ::1] W, double[:, ::1] Wa, const cnp.int64_t[::1] rows,
-                    double[::1] norm2, double[::1] norm1):
+def copy_rows_norms(const double[:, ::1] W not None, double[:, ::1] Wa not None,
+                    const cnp.int64_t[::1] rows not None, double[::1] norm2 not None,
+                    double[::1] norm1 not None):
     """Wa[r] = W[r] for r in rows, and norm2[r], norm1[r] = ||W[r]||_2, ||W[r]||_1."""
     cdef Py_ssize_t d = W.shape[1], nr = rows.shape[0], k, j, r
     cdef double s2, s1, t
-    if Wa.shape[0] != W.shape[0] or Wa.shape[1] != d or norm2.shape[0] != W.shape[0] \
-            or norm1.shape[0] != W.shape[0]:
-        raise ValueError("copy_rows_norms: inconsistent shapes")
+    _shapes("copy_rows_norms", ("Wa", 0, Wa.shape[0], W.shape[0]), ("Wa", 1, Wa.shape[1], d),
+            ("norm2", 0, norm2.shape[0], W.shape[0]), ("norm1", 0, norm1.shape[0], W.shape[0]))
     if not _rows_in_range(rows, W.shape[0]):
-        raise ValueError("copy_rows_norms: row out of range")
+        raise InputError("copy_rows_norms: row out of range")
     with nogil:
         for k in prange(nr, schedule='static'):
             r = rows[k]
@@ -393,12 +408,13 @@ def copy_rows_norms(const double[:, ::1] W, double[:, ::1] Wa, const cnp.int64_t
             norm1[r] = s1
 
 
-def row_norms(const double[:, ::1] W, double[::1] norm2, double[::1] norm1):
+def row_norms(const double[:, ::1] W not None, double[::1] norm2 not None,
+              double[::1] norm1 not None):
     """norm2[r], norm1[r] = ||W[r]||_2, ||W[r]||_1 for every row (no m x d temporary)."""
     cdef Py_ssize_t m = W.shape[0], d = W.shape[1], r, j
     cdef double s2, s1, t
     if norm2.shape[0] != m or norm1.shape[0] != m:
-        raise ValueError("row_norms: norm2 and norm1 must have length m")
+        raise InputError("row_norms: norm2 and norm1 must have length m")
     with nogil:
         for r in prange(m, schedule='static'):
             s2 = 0.0

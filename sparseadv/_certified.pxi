@@ -53,18 +53,18 @@ cdef extern from "sa_certified.h":
     void sa_nm_track(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
                      double scale, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
                      cnp.int64_t r0, cnp.int64_t r1, cnp.int32_t lo, cnp.int32_t hi,
-                     double* z_last, double* path_last, cnp.uint8_t* st, const double* mv, double cap,
-                     const double* wd, const double* slack, double* H, double* F0,
+                     double* z_last, double* path_last, cnp.uint8_t* st, const double* mv,
+                     double cap, const double* wd, const double* slack, double* H, double* F0,
                      cnp.int64_t* cnt, cnp.int32_t* sel, cnp.int64_t* n_eval,
                      cnp.int64_t* n_flip) noexcept nogil
 
 
-def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a, double b,
-               double scale, const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
-               double[::1] f_out, double[:, ::1] H_out=None, cnp.int64_t[::1] fired_out=None,
-               cnp.uint8_t[::1] mask_out=None, bint check=True,
-               const double[::1] keep_thr=None, double[::1] F0_out=None,
-               double[::1] z_out=None):
+def nm_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
+               const double[::1] a not None, double b, double scale,
+               const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
+               double[::1] f_out not None, double[:, ::1] H_out=None,
+               cnp.int64_t[::1] fired_out=None, cnp.uint8_t[::1] mask_out=None, bint check=True,
+               const double[::1] keep_thr=None, double[::1] F0_out=None, double[::1] z_out=None):
     """Forward pass over neuron-major candidate pairs (outputs overwritten):
 
     f_i = scale * sum_{r: i in cand(r), <w_r,x_i> > b} a_r (<w_r,x_i> - b),
@@ -88,49 +88,49 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
     cdef double* Xp
     cdef int code
     if d < 1:
-        raise ValueError("nm_forward: X must have at least one column")
-    if W.shape[1] != d or a.shape[0] != m or cptr.shape[0] != m + 1 or f_out.shape[0] != n:
-        raise ValueError("nm_forward: inconsistent shapes")
+        raise InputError("nm_forward: X must have at least one column")
+    _shapes("nm_forward", ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m),
+            ("cptr", 0, cptr.shape[0], m + 1), ("f_out", 0, f_out.shape[0], n))
     if n >= 2 ** 31 - 1:
-        raise ValueError("nm_forward: n must be < 2**31")
+        raise InputError("nm_forward: n must be < 2**31")
     if H_out is not None:
         if H_out.shape[0] != n or H_out.shape[1] != d:
-            raise ValueError("nm_forward: H_out must have shape (n, d)")
+            raise InputError("nm_forward: H_out must have shape (n, d)")
         Hp = &H_out[0, 0]
     if fired_out is not None:
         if fired_out.shape[0] != n:
-            raise ValueError("nm_forward: fired_out must have length n")
+            raise InputError("nm_forward: fired_out must have length n")
         Fp = &fired_out[0]
     if mask_out is not None:
         if mask_out.shape[0] != cidx.shape[0]:
-            raise ValueError("nm_forward: mask_out must have the length of cidx")
+            raise InputError("nm_forward: mask_out must have the length of cidx")
         if mask_out.shape[0] > 0:
             Mp = &mask_out[0]
     cdef const double* Kp = NULL
     if keep_thr is not None:
         if keep_thr.shape[0] != m:
-            raise ValueError("nm_forward: keep_thr must have length m")
+            raise InputError("nm_forward: keep_thr must have length m")
         if Mp == NULL and cidx.shape[0] > 0:
-            raise ValueError("nm_forward: keep_thr needs mask_out")
+            raise InputError("nm_forward: keep_thr needs mask_out")
         if m > 0:
             Kp = &keep_thr[0]
     cdef double* F0p = NULL
     cdef double* Zp = NULL
     if F0_out is not None:
         if F0_out.shape[0] != n:
-            raise ValueError("nm_forward: F0_out must have length n")
+            raise InputError("nm_forward: F0_out must have length n")
         if n > 0:
             F0p = &F0_out[0]
             F0_out[:] = 0.0
     if z_out is not None:
         if z_out.shape[0] != cidx.shape[0]:
-            raise ValueError("nm_forward: z_out must have the length of cidx")
+            raise InputError("nm_forward: z_out must have the length of cidx")
         if z_out.shape[0] > 0:
             Zp = &z_out[0]
     if check:
         with nogil:
             code = _check_nm_csr(cptr, cidx, n)
-        _raise_csr(code, "nm_forward")
+        _raise_csr(code, "nm_forward", "cptr", "cidx")
     f_out[:] = 0.0
     if Hp != NULL:
         H_out[:, :] = 0.0
@@ -159,13 +159,14 @@ def nm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
     return int(counters[0].sum()), int(counters[1].sum())
 
 
-def nm_track_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
-                     double b, double scale, const cnp.int64_t[::1] cptr,
-                     const cnp.int32_t[::1] cidx, double[::1] zref, double[::1] mref,
-                     cnp.uint8_t[::1] state, const double[::1] path, double cap,
-                     const double[::1] wd, const double[::1] slack, double[:, ::1] H,
-                     double[::1] F0, cnp.int64_t[::1] fired, double[::1] f_out,
-                     bint check=True):
+def nm_track_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
+                     const double[::1] a not None, double b, double scale,
+                     const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
+                     double[::1] zref not None, double[::1] mref not None,
+                     cnp.uint8_t[::1] state not None, const double[::1] path not None, double cap,
+                     const double[::1] wd not None, const double[::1] slack not None,
+                     double[:, ::1] H not None, double[::1] F0 not None,
+                     cnp.int64_t[::1] fired not None, double[::1] f_out not None, bint check=True):
     """One pass of a tracked forward over a candidate list that stays fixed while the points
     move. The state (all updated in place) is, per pair k of cidx: zref[k], the score when
     last evaluated, mref[k], the point's path length then, state[k] (1 = fired); per point:
@@ -183,20 +184,21 @@ def nm_track_forward(const double[:, ::1] X, const double[:, ::1] W, const doubl
     cdef Py_ssize_t nnz = cidx.shape[0]
     cdef int code
     if d < 1:
-        raise ValueError("nm_track_forward: X must have at least one column")
-    if (W.shape[1] != d or a.shape[0] != m or cptr.shape[0] != m + 1 or f_out.shape[0] != n
-            or zref.shape[0] != nnz or mref.shape[0] != nnz or state.shape[0] != nnz
-            or path.shape[0] != n or wd.shape[0] != m or slack.shape[0] != m
-            or H.shape[0] != n or H.shape[1] != d or F0.shape[0] != n or fired.shape[0] != n):
-        raise ValueError("nm_track_forward: inconsistent shapes")
+        raise InputError("nm_track_forward: X must have at least one column")
+    _shapes("nm_track_forward", ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m),
+            ("cptr", 0, cptr.shape[0], m + 1), ("f_out", 0, f_out.shape[0], n),
+            ("zref", 0, zref.shape[0], nnz), ("mref", 0, mref.shape[0], nnz),
+            ("state", 0, state.shape[0], nnz), ("path", 0, path.shape[0], n),
+            ("wd", 0, wd.shape[0], m), ("slack", 0, slack.shape[0], m), ("H", 0, H.shape[0], n),
+            ("H", 1, H.shape[1], d), ("F0", 0, F0.shape[0], n), ("fired", 0, fired.shape[0], n))
     if n >= 2 ** 31 - 1:
-        raise ValueError("nm_track_forward: n must be < 2**31")
+        raise InputError("nm_track_forward: n must be < 2**31")
     if not cap >= 0:
-        raise ValueError("nm_track_forward: cap must be >= 0")
+        raise InputError("nm_track_forward: cap must be >= 0")
     if check:
         with nogil:
             code = _check_nm_csr(cptr, cidx, n)
-        _raise_csr(code, "nm_track_forward")
+        _raise_csr(code, "nm_track_forward", "cptr", "cidx")
     if n == 0:
         return 0, 0
     bounds, counters = _point_blocks(n)
@@ -228,10 +230,11 @@ def nm_track_forward(const double[:, ::1] X, const double[:, ::1] W, const doubl
     return int(counters[0].sum()) + n, int(counters[1].sum())
 
 
-def nm_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
-                   double b, const double[::1] coef, const cnp.int64_t[::1] cptr,
-                   const cnp.int32_t[::1] cidx, const cnp.int64_t[::1] rows,
-                   double[:, ::1] G_out, const cnp.uint8_t[::1] mask=None, bint check=True):
+def nm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not None,
+                   const double[::1] a not None, double b, const double[::1] coef not None,
+                   const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
+                   const cnp.int64_t[::1] rows not None, double[:, ::1] G_out not None,
+                   const cnp.uint8_t[::1] mask=None, bint check=True):
     """G_out[k] = sum_{i in cand(rows[k]), fired} coef_i a_r x_i  (r = rows[k]; overwritten).
 
     Fired means bit 0 of mask[p] is set (mask[p] & 1) for the pair at position p of cidx when
@@ -243,21 +246,23 @@ def nm_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[
     cdef const cnp.uint8_t* Mp = NULL
     cdef double* Gp
     cdef int code = 0
-    if W.shape[1] != d or a.shape[0] != m or cptr.shape[0] != m + 1 or coef.shape[0] != n:
-        raise ValueError("nm_weight_grad: inconsistent shapes")
+    _shapes("nm_weight_grad", ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m),
+            ("cptr", 0, cptr.shape[0], m + 1), ("coef", 0, coef.shape[0], n))
     if G_out.shape[0] != nr or G_out.shape[1] != d:
-        raise ValueError("nm_weight_grad: G_out must have shape (len(rows), d)")
+        raise InputError("nm_weight_grad: G_out must have shape (len(rows), d)")
     if mask is not None:
         if mask.shape[0] != cidx.shape[0]:
-            raise ValueError("nm_weight_grad: mask must have the length of cidx")
+            raise InputError("nm_weight_grad: mask must have the length of cidx")
         if mask.shape[0] > 0:
             Mp = &mask[0]
     if check:
         with nogil:
             code = _check_nm_csr(cptr, cidx, n)
             if code == 0 and not _rows_in_range(rows, m):
-                code = 2
-        _raise_csr(code, "nm_weight_grad")
+                code = 4
+        if code == 4:
+            raise InputError(f"nm_weight_grad: rows must be in [0, {m})")
+        _raise_csr(code, "nm_weight_grad", "cptr", "cidx")
     if nr == 0:
         return 0, 0
     # blocks of rows: many more blocks than threads for load balance, fixed by nr only

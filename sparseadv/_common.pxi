@@ -5,6 +5,7 @@
 cimport numpy as cnp
 from libc.stdlib cimport calloc, free, realloc
 
+from ._validation import check_allocation
 from .errors import InputError, InputTypeError
 
 cdef extern from "sa_omp.h":
@@ -73,6 +74,15 @@ def _int_arg(str func, str name, value, lo, hi):
     return value
 
 
+def _shapes(str func, *checks):
+    """``checks``: (argument name, axis, actual, expected) tuples; InputError naming the first
+    argument whose size along ``axis`` is not the expected one."""
+    for name, axis, actual, expected in checks:
+        if actual != expected:
+            raise InputError(f"{func}: inconsistent shapes: {name}.shape[{axis}] is {actual}, "
+                             f"expected {expected}")
+
+
 def _dims_fit(str func, **dims):
     """Every named dimension fits in a C int (BLAS sizes, int32 point ids)."""
     for name, v in dims.items():
@@ -125,8 +135,8 @@ def _raise_csr(int code, str what, str ptr="the offsets", str idx="the indices")
     """Raise InputError for a non-zero code of _check_nm_csr / _check_pm_csr (naming the
     offsets and indices arguments ``ptr`` and ``idx``)."""
     if code == 1:
-        raise InputError(f"{what}: {ptr} must start at 0, be non-decreasing and end at "
-                         f"len({idx})")
+        raise InputError(f"{what}: {ptr} (offsets) must start at 0, be non-decreasing and "
+                         f"end at len({idx})")
     if code == 2:
         raise InputError(f"{what}: {idx} has an entry out of range")
     if code == 3:

@@ -38,12 +38,13 @@ cdef inline Py_ssize_t _neuron_tile(Py_ssize_t d, Py_ssize_t m, Py_ssize_t volum
     return rb
 
 
-def dense_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
-                  double b, double scale, double[::1] f_out, double[:, ::1] H_out=None,
-                  cnp.int64_t[::1] fired_out=None, Py_ssize_t volume=262144):
+def dense_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
+                  const double[::1] a not None, double b, double scale, double[::1] f_out not None,
+                  double[:, ::1] H_out=None, cnp.int64_t[::1] fired_out=None, volume=262144):
     """f_i = scale * sum_r a_r relu(<w_r, x_i> - b); optionally
     H_i = scale * sum_r a_r 1[<w_r, x_i> > b] w_r (so that grad_x loss_i = (f_i - y_i) H_i)
-    and fired_i = #{r : <w_r, x_i> > b}. Outputs are overwritten. Returns m*n (inner products)."""
+    and fired_i = #{r : <w_r, x_i> > b}. Outputs are overwritten. ``volume``: the largest
+    m*n*k of one tile's dgemm, in [0, 2**62] (0: 262144). Returns m*n (inner products)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
     cdef Py_ssize_t rb, ntiles, t, i0, r0, ib, crb, i, r
     cdef bint want_h = H_out is not None, want_fired = fired_out is not None
@@ -53,15 +54,16 @@ def dense_forward(const double[:, ::1] X, const double[:, ::1] W, const double[:
     cdef double* M
     cdef int failed = 0
     cdef int* failed_p = &failed
+    cdef Py_ssize_t vol = _int_arg("dense_forward", "volume", volume, 0, 2 ** 62)
     if d < 1:
-        raise ValueError("dense_forward: X must have at least one column")
-    if W.shape[1] != d or a.shape[0] != m or f_out.shape[0] != n:
-        raise ValueError("dense_forward: inconsistent shapes (W must be (m, d), a (m,), "
-                         "f_out (n,) for X (n, d))")
+        raise InputError("dense_forward: X must have at least one column")
+    _dims_fit("dense_forward", m=m, d=d)
+    _shapes("dense_forward", ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m),
+            ("f_out", 0, f_out.shape[0], n))
     if want_h and (H_out.shape[0] != n or H_out.shape[1] != d):
-        raise ValueError("dense_forward: H_out must have shape (n, d)")
+        raise InputError("dense_forward: H_out must have shape (n, d)")
     if want_fired and fired_out.shape[0] != n:
-        raise ValueError("dense_forward: fired_out must have length n")
+        raise InputError("dense_forward: fired_out must have length n")
     if n == 0 or m == 0:
         f_out[:] = 0.0
         if want_h:
@@ -69,7 +71,7 @@ def dense_forward(const double[:, ::1] X, const double[:, ::1] W, const double[:
         if want_fired:
             fired_out[:] = 0
         return 0
-    rb = _neuron_tile(d, m, volume)
+    rb = _neuron_tile(d, m, vol)
     ntiles = (n + _PTILE - 1) // _PTILE
     with nogil, parallel():
         Z = <double*>malloc(_PTILE * rb * sizeof(double))
@@ -117,9 +119,9 @@ def dense_forward(const double[:, ::1] X, const double[:, ::1] W, const double[:
     return n * m
 
 
-def dense_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
-                      double b, const double[::1] coef, double[:, ::1] G_out,
-                      Py_ssize_t volume=262144):
+def dense_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not None,
+                      const double[::1] a not None, double b, const double[::1] coef not None,
+                      double[:, ::1] G_out not None, volume=262144):
     """G_r = sum_i coef_i * a_r * 1[<w_r, x_i> > b] * x_i for every neuron r (overwrites G_out).
 
     With coef_i = (f_i - y_i) / (n sqrt(m)) this is the gradient of the training loss in W.
@@ -131,19 +133,20 @@ def dense_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const doub
     cdef double c
     cdef int failed = 0
     cdef int* failed_p = &failed
+    cdef Py_ssize_t vol = _int_arg("dense_weight_grad", "volume", volume, 0, 2 ** 62)
     if d < 1:
-        raise ValueError("dense_weight_grad: X must have at least one column")
-    if W.shape[1] != d or a.shape[0] != m or coef.shape[0] != n:
-        raise ValueError("dense_weight_grad: inconsistent shapes (W must be (m, d), a (m,), "
-                         "coef (n,) for X (n, d))")
+        raise InputError("dense_weight_grad: X must have at least one column")
+    _dims_fit("dense_weight_grad", m=m, d=d)
+    _shapes("dense_weight_grad", ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m),
+            ("coef", 0, coef.shape[0], n))
     if G_out.shape[0] != m or G_out.shape[1] != d:
-        raise ValueError("dense_weight_grad: G_out must have shape (m, d)")
+        raise InputError("dense_weight_grad: G_out must have shape (m, d)")
     if m == 0:
         return 0
     G_out[:, :] = 0.0
     if n == 0:
         return 0
-    rb = _neuron_tile(d, m, volume)
+    rb = _neuron_tile(d, m, vol)
     ntiles = (m + rb - 1) // rb
     with nogil, parallel():
         Z = <double*>malloc(_PTILE * rb * sizeof(double))

@@ -14,10 +14,11 @@ cdef extern from "sa_pointmajor.h":
                    cnp.int64_t* n_eval, cnp.int64_t* n_fired) noexcept nogil
 
 
-def pm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a, double b,
-               double scale, const cnp.int64_t[::1] indptr, const cnp.int64_t[::1] indices,
-               double[::1] f_out, double[:, ::1] H_out=None, cnp.int64_t[::1] fired_out=None,
-               bint check=True):
+def pm_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
+               const double[::1] a not None, double b, double scale,
+               const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1] indices not None,
+               double[::1] f_out not None, double[:, ::1] H_out=None,
+               cnp.int64_t[::1] fired_out=None, bint check=True):
     """Forward pass over point-major pairs (CSR over points: neurons of point i in
     indices[indptr[i]:indptr[i+1]]); same outputs as ``nm_forward`` (f, optional H, fired),
     overwritten. Parallel over points. With neuron ids sorted within each point, the results
@@ -27,20 +28,20 @@ def pm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
     cdef double* Hp = NULL
     cdef cnp.int64_t* Fp = NULL
     cdef int code
-    if W.shape[1] != d or a.shape[0] != m or indptr.shape[0] != n + 1 or f_out.shape[0] != n:
-        raise ValueError("pm_forward: inconsistent shapes")
+    _shapes("pm_forward", ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m),
+            ("indptr", 0, indptr.shape[0], n + 1), ("f_out", 0, f_out.shape[0], n))
     if H_out is not None:
         if H_out.shape[0] != n or H_out.shape[1] != d:
-            raise ValueError("pm_forward: H_out must have shape (n, d)")
+            raise InputError("pm_forward: H_out must have shape (n, d)")
         Hp = &H_out[0, 0]
     if fired_out is not None:
         if fired_out.shape[0] != n:
-            raise ValueError("pm_forward: fired_out must have length n")
+            raise InputError("pm_forward: fired_out must have length n")
         Fp = &fired_out[0]
     if check:
         with nogil:
             code = _check_pm_csr(indptr, indices, m)
-        _raise_csr(code, "pm_forward")
+        _raise_csr(code, "pm_forward", "indptr", "indices")
     if n == 0:
         return 0, 0
     per = 16
@@ -57,8 +58,8 @@ def pm_forward(const double[:, ::1] X, const double[:, ::1] W, const double[::1]
     return int(ev.sum()), int(nf.sum())
 
 
-def csr_transpose(const cnp.int64_t[::1] indptr, const cnp.int64_t[::1] indices,
-                  Py_ssize_t ncols, bint check=True):
+def csr_transpose(const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1] indices not None,
+                  ncols, bint check=True):
     """Point-major (indptr over n rows, neuron ids) -> neuron-major (cptr (ncols + 1) int64,
     cidx int32 point ids), by a stable counting sort: point ids increase within each neuron.
     ``check``: validate the offsets and that every neuron id is in [0, ncols) (a serial
@@ -66,15 +67,17 @@ def csr_transpose(const cnp.int64_t[::1] indptr, const cnp.int64_t[::1] indices,
     cdef Py_ssize_t n = indptr.shape[0] - 1, nnz = indices.shape[0], i, r
     cdef cnp.int64_t k
     cdef int code = 0
-    if n < 0 or ncols < 0:
-        raise ValueError("csr_transpose: indptr must have at least one entry and ncols be >= 0")
+    cdef Py_ssize_t nc = _int_arg("csr_transpose", "ncols", ncols, 0, 2 ** 62)
+    if n < 0:
+        raise InputError("csr_transpose: indptr must have at least one entry")
+    check_allocation("ncols", (nc + 1) * 16 + nnz * 4, "the transposed offsets")
     if n >= 2 ** 31 - 1:
-        raise ValueError("csr_transpose: n must be < 2**31")
+        raise InputError("csr_transpose: n must be < 2**31")
     if check:
         with nogil:
-            code = _check_pm_csr(indptr, indices, ncols)
-        _raise_csr(code, "csr_transpose")
-    cptr = np.zeros(ncols + 1, dtype=np.int64)
+            code = _check_pm_csr(indptr, indices, nc)
+        _raise_csr(code, "csr_transpose", "indptr", "indices")
+    cptr = np.zeros(nc + 1, dtype=np.int64)
     cidx = np.empty(nnz, dtype=np.int32)
     cdef cnp.int64_t[::1] cp = cptr
     cdef cnp.int32_t[::1] ci = cidx
@@ -82,7 +85,7 @@ def csr_transpose(const cnp.int64_t[::1] indptr, const cnp.int64_t[::1] indices,
     with nogil:
         for k in range(nnz):
             cp[indices[k] + 1] += 1
-        for r in range(ncols):
+        for r in range(nc):
             cp[r + 1] += cp[r]
     cur = cptr[:-1].copy()
     with nogil:
@@ -94,9 +97,10 @@ def csr_transpose(const cnp.int64_t[::1] indptr, const cnp.int64_t[::1] indices,
     return cptr, cidx
 
 
-def pm_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
-                   double b, const double[::1] coef, const cnp.int64_t[::1] indptr,
-                   const cnp.int64_t[::1] indices, bint check=True):
+def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not None,
+                   const double[::1] a not None, double b, const double[::1] coef not None,
+                   const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1] indices not None,
+                   bint check=True):
     """Weight gradient over point-major pairs: transposes them to neuron-major (counting sort)
     and runs ``nm_weight_grad``. ``check`` is passed to ``csr_transpose`` (False skips the
     validation of the pairs: only for pairs known valid, e.g. a tree query's answer). Returns
@@ -104,8 +108,8 @@ def pm_weight_grad(const double[:, ::1] X, const double[:, ::1] W, const double[
     listed at least once (a superset of the neurons with a non-zero gradient) and G_rows[k]
     the gradient of neuron rows[k]."""
     cdef Py_ssize_t m = W.shape[0]
-    if coef.shape[0] != X.shape[0] or indptr.shape[0] != X.shape[0] + 1:
-        raise ValueError("pm_weight_grad: inconsistent shapes")
+    _shapes("pm_weight_grad", ("coef", 0, coef.shape[0], X.shape[0]),
+            ("indptr", 0, indptr.shape[0], X.shape[0] + 1))
     cptr, cidx = csr_transpose(indptr, indices, m, check)
     rows = np.flatnonzero(np.diff(cptr)).astype(np.int64)
     G = np.empty((rows.shape[0], X.shape[1]))

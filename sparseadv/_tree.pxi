@@ -287,8 +287,7 @@ cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf*
                      (t.m + 63) // 64)
 
 
-def _tree_node_decision(double cx, double radius, double cnorm, double xn, double b,
-                        Py_ssize_t d):
+def _tree_node_decision(double cx, double radius, double cnorm, double xn, double b, Py_ssize_t d):
     """The node test of a query (``sa_tree_node_decide``): -1 prune, 1 report the whole node,
     0 undecided; exposed so that tests can check each term of the bound directly."""
     return sa_tree_node_decide(cx, radius, cnorm, xn, b, d)
