@@ -480,15 +480,20 @@ cdef class _BallTree:
             self._qtmps[i].n = 0
         return 0
 
-    def __init__(self, W, Py_ssize_t leaf_size, state=None):
+    def __init__(self, W, leaf_size, state=None):
         """Build from W (copied), or restore from ``state`` (the dict of ``get_state``)."""
-        cdef Py_ssize_t m = W.shape[0], d = W.shape[1], q
-        if leaf_size < 1:
-            raise ValueError(f"_BallTree: leaf_size must be >= 1, got {leaf_size}")
+        cdef Py_ssize_t m, d, q
+        cdef Py_ssize_t ls = _int_arg("_BallTree", "leaf_size", leaf_size, 1, 2 ** 62)
+        if not (isinstance(W, np.ndarray) and W.ndim == 2 and W.dtype.kind == "f"):
+            raise InputTypeError("_BallTree: W must be a 2-D floating-point array")
+        if W.shape[0] < 1 or W.shape[1] < 1 or not np.isfinite(W).all():
+            raise InputError("_BallTree: W must be non-empty and finite")
+        m = W.shape[0]
+        d = W.shape[1]
         self.m = m
         self.d = d
-        self.leaf_size = leaf_size
-        q = (m - 1) // leaf_size
+        self.leaf_size = ls
+        q = (m - 1) // ls
         self.n_levels = 1
         while q >= 2:
             q = q // 2
