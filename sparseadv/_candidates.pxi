@@ -130,6 +130,8 @@ def anchor_candidates(const double[:, ::1] X not None, const double[:, ::1] Wa n
     sorted within each row, band, inner products) where band counts the kept pairs with
     S + budget*xnorm - thr <= band_h (density estimate). ``block`` in [0, 2**20] (0: 64)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0]
+    # RB: rows per block (one dgemm score block S of RB x n per thread); PT: points per dgemm
+    # tile (RB * PT * d <= 2^18 multiply-adds); tbuf/tlen/tcap: per-thread kept-id buffers
     cdef Py_ssize_t RB, PT, nblk, T, j, k, k0, k1, kb, i0, ib, tid, need, cap
     cdef cnp.int64_t tot
     cdef Py_ssize_t blk_rows = _int_arg("anchor_candidates", "block", block, 0, 2 ** 20)

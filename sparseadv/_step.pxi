@@ -5,8 +5,7 @@ cimport numpy as cnp
 #
 #
 # numpy's fancy-indexed form gathers the rows, allocates lr * G and scatters back: three passes
-# over m x d doubles (0.2 s per iteration at m = 2^18, d = 64, more than a certified attack
-# step). Here it is one pass. The arithmetic is meant to be numpy's (t = lr * g rounded, then
+# over m x d doubles (at large m, more than a certified attack step). Here it is one pass. The arithmetic is meant to be numpy's (t = lr * g rounded, then
 # w - t), so that dense and sparse engines, which use this kernel for every row set, stay
 # bitwise comparable. setup.py does not disable FMA contraction (no -ffp-contract=off); on
 # x86-64 this loop is compiled for the baseline ISA (no -march flags), which has no FMA

@@ -62,7 +62,8 @@
 # compares with ``base_sum`` = sum over nodes of size * radius0 to decide when to rebuild.
 
 from cython.parallel cimport prange
-from libc.math cimport sqrt, fabs
+from libc.float cimport DBL_MAX
+from libc.math cimport sqrt, fabs, INFINITY
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset, memcpy
 cimport numpy as cnp
@@ -760,18 +761,35 @@ cdef class _BallTree:
         return indptr, indices, (int(c0), int(c1), int(c2))
 
     def update(self, const cnp.int64_t[::1] rows not None, const double[:, ::1] values not None,
-               bint full=False):
+               bint full=False, double max_abs=INFINITY):
         """Overwrite rows (original indices) with values and widen radii on their paths.
         values[j] is the new row rows[j]; with ``full``, values is a whole m x d matrix and
-        values[rows[j]] is (so a caller holding all of W need not gather a copy)."""
+        values[rows[j]] is (so a caller holding all of W need not gather a copy). The new
+        rows must be finite with entries of magnitude <= ``max_abs`` (checked first, in one
+        pass: nothing is written otherwise). Returns the largest |entry| of the new rows."""
         cdef Py_ssize_t j, r, p, node, left, k, s, d = self.d
-        cdef double dist, v, grow = 0.0
+        cdef double dist, v, grow = 0.0, vmax = 0.0
+        cdef bint finite = True
         if values.shape[1] != d or (full and values.shape[0] != self.m) or (
                 not full and values.shape[0] != rows.shape[0]):
             raise InputError("_BallTree.update: values must have shape (len(rows), d), or "
                              "(m, d) with full=True")
         if not _rows_in_range(rows, self.m):
             raise InputError(f"_BallTree.update: rows must be in [0, {self.m})")
+        with nogil:
+            for j in range(rows.shape[0]):
+                s = rows[j] if full else j
+                for k in range(d):
+                    v = fabs(values[s, k])
+                    if not v <= DBL_MAX:           # inf or NaN
+                        finite = False
+                    elif v > vmax:
+                        vmax = v
+        if not finite:
+            raise InputError("the new rows must be finite (contain NaN or infinity)")
+        if vmax > max_abs:
+            raise InputError(f"the new rows have entries up to {vmax:.3g}, above the limit "
+                             f"{max_abs:.3g}")
         with nogil:
             for j in range(rows.shape[0]):
                 r = rows[j]
@@ -798,3 +816,4 @@ cdef class _BallTree:
                     left = 2 * node + 1
                     node = left if p < self.nend[left] else left + 1
         self.loose_sum += grow
+        return vmax

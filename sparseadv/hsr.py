@@ -263,8 +263,7 @@ class PartitionTree(_HSRBase):
         constants were fitted on timings of both paths at d = 2 and d = 16); when the tree is
         estimated dearer, the remaining queries go through the blocked GEMM path (exact as
         well). "tree" and "brute" force one path. ``query`` (one point) always uses the tree.
-        Measured (m = 2**17, Gaussian rows): the tree is kept at d <= 4 and for weights near a
-        4-dim subspace of R^64; d >= 8 falls back to GEMM after the pilot.
+        Where the policy switches is measured in docs/benchmarks.md.
     pilot_queries : int >= 1, default 8.
     brute_flop_weight : float > 0, default 0.25: a GEMM flop relative to a leaf-scan flop.
 
@@ -415,8 +414,7 @@ class PartitionTree(_HSRBase):
         their root paths widen (O(depth * d) per row); the tree rebuilds itself afterwards
         when the rebuild policy says so (see the class docstring). Answers stay exact."""
         r, v = _check_update(rows, values, self._m, self._d)
-        self._apply_update(r, v, False)
-        self._wmax = max(self._wmax, _max_abs(v))     # an upper bound (never shrinks)
+        self._apply_update(r, v, False, "values")
 
     def update_from(self, rows, W):
         """Set rows ``rows`` to ``W[rows]`` where W is a full (m, d) float64 C-contiguous
@@ -430,18 +428,18 @@ class PartitionTree(_HSRBase):
                 and W.shape == (self._m, self._d)):
             raise InputError(f"W must be a C-contiguous float64 array of shape "
                              f"({self._m}, {self._d})")
-        moved = W[r]                                  # O(len(rows) d), like update's copy
-        if not np.isfinite(moved).all():
-            raise InputError("W[rows] must be finite (contains NaN or infinity)")
-        vmax = _max_abs(moved)
-        _check_row_range("W", vmax, self._m, self._d)
-        self._apply_update(r, W, True)
-        self._wmax = max(self._wmax, vmax)
+        self._apply_update(r, W, True, "W[rows]")
 
-    def _apply_update(self, r, v, full):
+    def _apply_update(self, r, v, full, name):
         if r.size == 0:
             return
-        self._tree.update(r, v, full)
+        # the new rows are checked (finite, in range) before anything is written
+        try:
+            vmax = self._tree.update(r, v, full, _PRODUCT_MAX / (self._m * self._d))
+        except InputError as e:
+            raise InputError(f"{name}: {e} (need m * d * max|{name}| <= {_PRODUCT_MAX:g})"
+                             if "limit" in str(e) else f"{name}: {e}") from None
+        self._wmax = max(self._wmax, vmax)            # an upper bound (never shrinks)
         self._updates_since_build += r.size
         if (self.looseness > self.rebuild_factor
                 or self._updates_since_build > self.rebuild_fraction * self._m):

@@ -104,7 +104,10 @@ static inline double sa_dot(const double* w, const double* x, ptrdiff_t d)
     double a[4] = {0.0, 0.0, 0.0, 0.0}, b[4] = {0.0, 0.0, 0.0, 0.0}, s;
     ptrdiff_t j = 0, l;
     for (; j + 8 <= d; j += 8)
-        for (l = 0; l < 4; ++l) { a[l] += w[j + l] * x[j + l]; b[l] += w[j + 4 + l] * x[j + 4 + l]; }
+        for (l = 0; l < 4; ++l) {
+            a[l] += w[j + l] * x[j + l];
+            b[l] += w[j + 4 + l] * x[j + 4 + l];
+        }
     if (j + 4 <= d) { for (l = 0; l < 4; ++l) a[l] += w[j + l] * x[j + l]; j += 4; }
     for (l = 0; l < 4; ++l) a[l] += b[l];
     s = (a[0] + a[1]) + (a[2] + a[3]);
@@ -127,7 +130,7 @@ static inline void sa_axpy(double alpha, const double* x, double* y, ptrdiff_t d
 
 /* Rows gathered at random are prefetched a few pairs ahead: rows of X in the tracked
    kernel (a thread's X and H rows together do not fit in L2), rows of W in the
-   point-major forward (measured at m = 2^18, d = 3: 0.044 -> 0.025 s per pass). */
+   point-major forward (a measured gain: docs/benchmarks.md). */
 #define SA_PF 8
 #define SA_PF_PM 16
 static inline __attribute__((always_inline)) void
