@@ -65,7 +65,7 @@ def compact_pairs(const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] c
     nb = 8 * _nthreads()
     if nb > m:
         nb = m if m > 0 else 1
-    bounds = np.searchsorted(np.asarray(cptr), np.linspace(0, cptr[m], nb + 1)[1:-1])
+    bounds = np.searchsorted(np.asarray(cptr), np.linspace(0, cptr[m], nb + 1)[1:nb])
     blk = np.concatenate(([0], np.minimum(bounds, m), [m])).astype(np.int64)
     cdef cnp.int64_t[::1] bl = blk
     with nogil:

@@ -5,6 +5,8 @@
 cimport numpy as cnp
 from libc.stdlib cimport calloc, free, realloc
 
+import numpy as np
+
 from ._validation import check_allocation
 from .errors import InputError, InputTypeError
 

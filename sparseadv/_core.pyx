@@ -20,6 +20,8 @@ header also compiles standalone with -Wall -Wextra -Werror, see .ci/check_c_warn
                       ``hsr_brute_csr`` (``dense_fired_pairs``). The baseline every sparse
                       engine is measured against.
 * ``_tree.pxi``       the partition (ball) tree for half-space reporting over the weight rows
+                      (the _BallTree class: build, restore, queries, updates);
+  ``_tree_search.pxi`` its nogil routines: sort, leaf scan, traversal, node construction
                       (C helpers: ``sa_tree.h``, norms that neither under- nor overflow, the
                       node test).
 * ``_pointmajor.pxi`` the tree engine's kernels over point-major pairs (``sa_pointmajor.h``):
@@ -33,19 +35,14 @@ header also compiles standalone with -Wall -Wextra -Werror, see .ci/check_c_warn
 Conventions shared by all kernels: float64, C-contiguous row-major arrays, neuron r fires on x
 iff <w_r, x> > b (strict), output scale 1/sqrt(m) folded in by the caller-provided ``scale``.
 """
-import numpy as np
 cimport numpy as cnp
-cimport cython
-from cython.parallel cimport prange, parallel
-from libc.math cimport sqrt, fabs
-from libc.stdlib cimport malloc, free, realloc
-from libc.string cimport memset, memcpy
 
 cnp.import_array()
 
 include "_common.pxi"
 include "_blas.pxi"
 include "_dense.pxi"
+include "_tree_search.pxi"
 include "_tree.pxi"
 include "_pointmajor.pxi"
 include "_certified.pxi"

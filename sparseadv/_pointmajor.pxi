@@ -87,7 +87,7 @@ def csr_transpose(const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1]
             cp[indices[k] + 1] += 1
         for r in range(nc):
             cp[r + 1] += cp[r]
-    cur = cptr[:-1].copy()
+    cur = cptr[:nc].copy()
     with nogil:
         for i in range(n):
             for k in range(indptr[i], indptr[i + 1]):
