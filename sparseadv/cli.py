@@ -10,6 +10,7 @@ import signal
 import sys
 
 from . import _argtypes as argtypes
+from .distributed import cli_support
 
 __all__ = ["main", "build_parser"]
 
@@ -104,6 +105,7 @@ def build_parser():
                          "default 10)")
     tr.add_argument("--no-progress", dest="progress", action="store_false",
                     help="no progress bar")
+    cli_support.add_arguments(tr)
 
     # -- reproduce
     rp = sub.add_parser(
@@ -217,7 +219,7 @@ def cmd_train(args, out=None, err=None):
     from . import io
     from .engines import ENGINES
     from .network import ShiftedReLUNet
-    from .trainer import RECORD_FIELDS, AdversarialTrainer
+    from .trainer import RECORD_FIELDS
 
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
@@ -266,7 +268,7 @@ def cmd_train(args, out=None, err=None):
         lr = cfg["lr"]
         start = 0
         records = []
-    trainer = AdversarialTrainer(net, attack, lr=lr, engine=cfg["engine"])
+    trainer = cli_support.make_trainer(args, net, attack, lr, cfg["engine"])
     trainer.iterations_ = start
     outdir = cfg["out"]
     os.makedirs(outdir, exist_ok=True)
@@ -277,6 +279,7 @@ def cmd_train(args, out=None, err=None):
                      normalize=cfg["normalize"])
 
     def save(iteration):
+        cli_support.sync(trainer, net)
         io.save_checkpoint(
             outdir, W=net.W, a=net.a, b=net.b, iteration=iteration, lr=trainer.lr_,
             attack=attack_spec,
@@ -317,6 +320,7 @@ def cmd_train(args, out=None, err=None):
     finally:
         if bar is not None:
             bar.close()
+        cli_support.close(trainer)
     hist = _history_dict(records, RECORD_FIELDS)
     io.atomic_save_npz(os.path.join(outdir, "weights.npz"),
                        {"W": net.W, "a": net.a, "b": np.array(net.b)})

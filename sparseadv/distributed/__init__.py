@@ -9,12 +9,23 @@
 
 Needs the optional extra ``distributed`` (``pip install 'sparseadv[distributed]'``); this
 package imports without it and says so, with an ``InputError``, when a cluster is needed.
+The names load on first use, so the command line's ``cli_support`` imports nothing heavy.
 See docs/distributed.md and docs/design.md §8.
 """
-from .cluster import Cluster, require_distributed
-from .faults import GridTaskError, ShardError
-from .sweep import map_grid
-from .trainer import SHARDED_RECORD_FIELDS, ShardedTrainer, split_rows
+import importlib
 
-__all__ = ["ShardedTrainer", "SHARDED_RECORD_FIELDS", "split_rows", "ShardError",
-           "GridTaskError", "Cluster", "require_distributed", "map_grid"]
+_WHERE = {"ShardedTrainer": "trainer", "SHARDED_RECORD_FIELDS": "trainer",
+          "split_rows": "trainer", "ShardError": "faults", "GridTaskError": "faults",
+          "Cluster": "cluster", "require_distributed": "cluster", "map_grid": "sweep"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

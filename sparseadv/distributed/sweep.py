@@ -37,16 +37,19 @@ def _failed(index, point, exc):
                          f"{type(exc).__name__}: {' '.join(str(exc).split())}", index=index)
 
 
-def map_grid(points, func, client, progress=None):
+def map_grid(points, func, client, progress=None, mode="auto"):
     """``[func(p) for p in points]``, each call a task on the cluster of ``client``, at most
     one per worker at a time; results in the order of ``points``. ``progress(done, total)``
-    is called after each finished point. A failing point raises ``GridTaskError``."""
+    is called after each finished point. A failing point raises ``GridTaskError``.
+    ``mode``: "resources", "pinned" or "auto" (resources when every worker has one)."""
     distributed = require_distributed()
     if not callable(func):
         raise InputTypeError(f"func must be callable, got {func!r}")
     if not isinstance(client, distributed.Client):
         raise InputTypeError(f"client must be a distributed.Client, got "
                              f"{type(client).__name__}")
+    if mode not in ("auto", "resources", "pinned"):
+        raise InputError(f"mode must be 'auto', 'resources' or 'pinned', got {mode!r}")
     points = list(points)
     if not points:
         return []
@@ -63,7 +66,12 @@ def map_grid(points, func, client, progress=None):
         index[fut.key] = i
         return fut
 
-    if _has_timing_resource(client):
+    if mode == "auto":
+        mode = "resources" if _has_timing_resource(client) else "pinned"
+    elif mode == "resources" and not _has_timing_resource(client):
+        raise InputError(f"mode='resources' needs a {TIMING_RESOURCE!r} resource on every "
+                         f"worker (start them with --resources {TIMING_RESOURCE}=1)")
+    if mode == "resources":
         pending = [submit(i, resources={TIMING_RESOURCE: 1}) for i in range(len(points))]
         queue, home = [], {}
     else:
@@ -74,25 +82,26 @@ def map_grid(points, func, client, progress=None):
             fut = submit(queue.pop(), workers=[addr], allow_other_workers=True)
             home[fut.key] = addr
             pending.append(fut)
-    done = 0
-    ac = distributed.as_completed(pending)
-    try:
-        for fut in ac:
-            i = index[fut.key]
-            try:
-                results[i] = fut.result()
-            except Exception as exc:  # noqa: BLE001 - the task's own error, reported with i
-                raise _failed(i, points[i], exc) from exc
-            done += 1
-            if progress is not None:
-                progress(done, len(points))
-            addr = home.pop(fut.key, None)
-            if queue and addr is not None:
-                nxt = submit(queue.pop(), workers=[addr], allow_other_workers=True)
-                home[nxt.key] = addr
-                ac.add(nxt)
-    except BaseException:
-        for fut in list(ac.futures):
-            fut.cancel()
-        raise
+    with client.as_current():    # as_completed finds the client through get_client()
+        done = 0
+        ac = distributed.as_completed(pending)
+        try:
+            for fut in ac:
+                i = index[fut.key]
+                try:
+                    results[i] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - the task's own error, reported with i
+                    raise _failed(i, points[i], exc) from exc
+                done += 1
+                if progress is not None:
+                    progress(done, len(points))
+                addr = home.pop(fut.key, None)
+                if queue and addr is not None:
+                    nxt = submit(queue.pop(), workers=[addr], allow_other_workers=True)
+                    home[nxt.key] = addr
+                    ac.add(nxt)
+        except BaseException:
+            for fut in list(ac.futures):
+                fut.cancel()
+            raise
     return results

@@ -251,7 +251,8 @@ class ShardedTrainer(CheckpointMixin):
         if self._failed is not None:
             raise self._failed
         t0 = time.perf_counter()
-        futures = [getattr(actor, method)(*args) for actor in self._actors]
+        with self.client.as_current():     # actors find their client through get_client()
+            futures = [getattr(actor, method)(*args) for actor in self._actors]
         results, failed = [], None
         for s, fut in enumerate(futures):
             try:
@@ -269,10 +270,16 @@ class ShardedTrainer(CheckpointMixin):
             raise self._failed
         return results
 
+    def _on_shard(self, s, method, *args):
+        """``method(*args)`` on shard s alone, waited for (fault injection in the tests)."""
+        with self.client.as_current():
+            return getattr(self._actors[s], method)(*args).result(timeout=self.call_timeout)
+
     def _roll_back(self, results):
         """Undo the weight step on the shards that applied it (best effort: a shard that
         cannot be reached has lost its state anyway)."""
-        undo = [self._actors[s].rollback() for s, r in enumerate(results) if r is not None]
+        with self.client.as_current():
+            undo = [self._actors[s].rollback() for s, r in enumerate(results) if r is not None]
         for fut in undo:
             try:
                 fut.result(timeout=self.call_timeout)
