@@ -1,4 +1,4 @@
-"""Adversarial attacks (the inner maximisation), exactly as DESIGN.md §2 defines them.
+"""Adversarial attacks (the inner maximisation), exactly as docs/design.md §2 defines them.
 
 Per example, K steps from delta = 0 (or a random point of the ball with ``random_start``):
 
@@ -10,12 +10,19 @@ Per example, K steps from delta = 0 (or a random point of the ball with ``random
 The default step size is 2.5 * eps / steps. Inputs are points on the sphere, not pixels: no
 clipping to [0, 1]. Gradients come from an engine (``sparseadv.engines``), dense by default, so
 the same attack code runs on the dense, tree and certified engines.
+
+The loop is public: ``perturb`` is the complete attack (it starts an iteration on the engine),
+``run`` the loop alone, for a caller that manages the iteration (the trainer, docs/design.md
+§6): it asks the engine for the input gradient at the points after k steps with
+``pass_index=k``, and keeps every point inside the ball of ``threat_model``.
 """
 import numbers
 
 import numpy as np
 
 from ._validation import check_bool, check_positive_int, check_real, check_seed, check_Xy
+from .engines import make_engine
+from .engines.base import ThreatModel
 
 
 def _check_norm(norm):
@@ -87,19 +94,32 @@ class PGD:
             delta[over] *= (self.eps / length[over])[:, None]
         return delta
 
-    def perturb(self, net, X, y, engine=None):
-        """The adversarial points x_i + delta_i, shape (n, d); X and y are not modified."""
-        X, y = check_Xy(X, y, net.d)
-        return self._perturb(net, X, y, engine)
+    @property
+    def threat_model(self):
+        """The ThreatModel of this attack (what an engine is told once per iteration)."""
+        return ThreatModel(eps=self.eps, norm=self.norm, steps=self.steps,
+                           step_size=self.step_size, random_start=self.random_start)
 
-    def _perturb(self, net, X, y, engine):
-        if engine is None:
-            from .engines.dense import DenseEngine
-            engine = DenseEngine(net)
+    def perturb(self, net, X, y, engine="dense", **engine_options):
+        """The adversarial points x_i + delta_i, shape (n, d); X and y are not modified.
+
+        ``engine`` computes the gradients: a name of ``sparseadv.engines.ENGINES`` (built for
+        ``net`` with ``engine_options``) or an engine bound to ``net``. Starts an iteration on
+        the engine (``begin_iteration``) and runs the attack loop (``run``)."""
+        X, y = check_Xy(X, y, net.d)
+        engine = make_engine(engine, net, **engine_options)
+        engine.begin_iteration(X, y, self.threat_model)
+        return self.run(X, y, engine)
+
+    def run(self, X, y, engine):
+        """The attack loop on validated float64 (X, y), for a caller that has started the
+        iteration with ``engine.begin_iteration(X, y, self.threat_model)``: K calls
+        ``engine.input_gradient(X + delta_k, y, pass_index=k)``, k = 0 .. K - 1; returns the
+        points after K steps, X + delta_K (pass K of the iteration)."""
         n, d = X.shape
         delta = self._random_delta(n, d) if self.random_start else np.zeros((n, d))
-        for _ in range(self.steps):
-            G, _f = engine.input_gradient(X + delta, y)
+        for k in range(self.steps):
+            G, _f = engine.input_gradient(X + delta, y, pass_index=k)
             if self.norm == np.inf:
                 delta += self.step_size * np.sign(G)
             else:

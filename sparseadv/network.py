@@ -1,12 +1,19 @@
-"""The two-layer shifted-ReLU network of the paper (DESIGN.md §2).
+"""The two-layer shifted-ReLU network of the paper (docs/design.md §2).
 
 f(W, x) = m^{-1/2} * sum_r a_r * max(<w_r, x> - b, 0), with W trained and a fixed. The
 network's own methods evaluate every neuron (the blocked dense kernels of ``_core``); the
 sparse engines in ``sparseadv.engines`` compute the same quantities over fired neurons only.
+
+The network owns its weights (docs/design.md §6): ``apply_step`` is the one in-place change,
+all or nothing, and tells every engine bound to the network (its listeners) which rows moved;
+assigning ``W``, ``a`` or ``b`` tells them to forget what they derived from the old values.
 """
+import weakref
+
 import numpy as np
 
 from . import _core
+from .errors import DivergenceError, InputError
 from ._validation import (check_matrix, check_positive_int, check_real, check_seed,
                           check_vector, check_Xy)
 from .theory import default_threshold
@@ -36,6 +43,7 @@ class ShiftedReLUNet:
         d = check_positive_int("d", d)
         b = default_threshold(m) if b is None else check_real("b", b)
         rng = np.random.default_rng(check_seed(seed))
+        self._listeners = []
         self.W = np.ascontiguousarray(rng.standard_normal((m, d)))
         self.a = np.where(rng.random(m) < 0.5, -1.0, 1.0)
         self.b = float(b)
@@ -47,8 +55,94 @@ class ShiftedReLUNet:
         a = np.array(check_vector("a", a, length=W.shape[0], length_name="the rows of W",
                                   allow_int=True), dtype=np.float64, copy=True)
         net = cls.__new__(cls)
+        net._listeners = []
         net.W, net.a, net.b = W, a, check_real("b", b)
         return net
+
+    # -- the weights and who is told when they change -----------------------------------------
+
+    @property
+    def W(self):
+        """The trained weights (m, d), float64 C-contiguous. Change them in place only through
+        ``apply_step``; assigning a new array notifies the engines (``weights_reset``)."""
+        return self._W
+
+    @W.setter
+    def W(self, value):
+        self._W = np.ascontiguousarray(value, dtype=np.float64)
+        self._notify_reset()
+
+    @property
+    def a(self):
+        """The fixed output signs (m,), float64."""
+        return self._a
+
+    @a.setter
+    def a(self, value):
+        self._a = np.ascontiguousarray(value, dtype=np.float64)
+        self._notify_reset()
+
+    @property
+    def b(self):
+        """The threshold: neuron r fires on x iff <w_r, x> > b."""
+        return self._b
+
+    @b.setter
+    def b(self, value):
+        self._b = float(value)
+        self._notify_reset()
+
+    def add_listener(self, listener):
+        """Tell ``listener`` (an engine) of every weight change: ``weights_changed(rows)`` after
+        ``apply_step``, ``weights_reset()`` after a replacement or a rolled-back step. Held by
+        weak reference (an engine that is gone is no longer told)."""
+        self._listeners.append(weakref.ref(listener))
+
+    def _live_listeners(self):
+        alive = [ref() for ref in self._listeners]
+        self._listeners = [ref for ref, obj in zip(self._listeners, alive) if obj is not None]
+        return [obj for obj in alive if obj is not None]
+
+    def _notify_reset(self):
+        for listener in self._live_listeners():
+            listener.weights_reset()
+
+    def apply_step(self, rows, G, lr):
+        """W[rows] -= lr * G in place, then ``weights_changed(rows)`` on every listener.
+
+        All or nothing: on any exception inside (KeyboardInterrupt included) the previous rows
+        are put back and the listeners reset before it propagates. Raises DivergenceError,
+        with W unchanged, when the step would leave non-finite weights. ``rows`` are sorted
+        distinct neuron ids, G has shape (len(rows), d)."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        W = self._W
+        backup = W[rows]        # fancy indexing copies: the rows to restore on failure
+        listeners = self._live_listeners()
+        told = False
+        try:
+            _core.sub_scaled_rows(W, rows, G, lr)
+            if not np.isfinite(W[rows]).all():
+                raise DivergenceError(
+                    f"the weight step gave non-finite weights (lr={lr:g}); the learning rate "
+                    f"is likely too large for this data and b; the last finite weights are kept")
+            told = True
+            for listener in listeners:
+                listener.weights_changed(rows)
+        except BaseException:
+            W[rows] = backup
+            if told:
+                for listener in listeners:
+                    listener.weights_reset()
+            raise
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_listeners", None)   # engines are not part of the network
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._listeners = []
 
     @property
     def m(self):

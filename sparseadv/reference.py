@@ -1,4 +1,4 @@
-"""A plain-numpy implementation of one adversarial iteration (DESIGN.md §2), written without
+"""A plain-numpy implementation of one adversarial iteration (docs/design.md §2), written without
 any of sparseadv's kernels.
 
 It forms the full (n x m) score matrix at every step, as the obvious numpy code would. Two uses:

@@ -1,8 +1,9 @@
 """The adversarial trainer: attack with the current weights, then one full-batch gradient step.
 
-One iteration (DESIGN.md §2): X~ = attack(W, X, y); W <- W - lr grad_W L(W; X~, y). The trainer
-is engine-agnostic: the engine (dense, tree or certified, see ``sparseadv.engines``) supplies
-the gradients, and every engine yields the same weights to round-off. Each iteration returns a
+One iteration (docs/design.md §2): X~ = attack(W, X, y); W <- W - lr grad_W L(W; X~, y). The
+trainer is engine-agnostic: the engine (dense, tree or certified, see ``sparseadv.engines``)
+supplies the gradients, and every engine yields the same weights to round-off. ``step`` follows
+the engine protocol of docs/design.md §6 (``sparseadv.engines.base``) call for call. Each iteration returns a
 record with the robust loss before the step, the fired neurons per input, the engine's work
 counters and the seconds spent per phase; ``fit`` stacks the records into a history.
 """
@@ -10,11 +11,11 @@ import time
 
 import numpy as np
 
-from . import _core
 from ._validation import check_positive_int, check_real, check_Xy
 from .attacks import PGD
 from .engines import make_engine
 from .engines.base import COUNTER_NAMES
+from .errors import DivergenceError
 from .network import ShiftedReLUNet
 from .stepsize import auto_lr
 
@@ -63,22 +64,29 @@ class AdversarialTrainer:
         return self._step(X, y)
 
     def _step(self, X, y):
-        net, engine = self.net, self.engine
+        net, engine, attack = self.net, self.engine, self.attack
         n = X.shape[0]
         t0 = time.perf_counter()
         if self.lr_ is None:
             self.lr_ = auto_lr(net, X)
-        engine.begin_iteration(X, y, self.attack)
+        threat = attack.threat_model
+        final = threat.steps                    # the pass index of the final points
+        engine.begin_iteration(X, y, threat)
         t1 = time.perf_counter()
-        Xt = self.attack._perturb(net, X, y, engine)
+        Xt = attack.run(X, y, engine)
         t2 = time.perf_counter()
-        f, fired = engine.forward(Xt)
+        f, fired = engine.forward(Xt, pass_index=final)
         resid = f - y
         loss = 0.5 * float(np.dot(resid, resid)) / n
+        if not np.isfinite(loss):
+            raise DivergenceError(
+                f"the robust loss is not finite (lr={self.lr_:g}): the weights have diverged "
+                "(the learning rate is likely too large) or b or the data are out of range; "
+                "the weights are unchanged")
         t3 = time.perf_counter()
-        rows, G = engine.weight_gradient(Xt, resid * (net.scale / n))
-        _core.sub_scaled_rows(net.W, np.ascontiguousarray(rows, dtype=np.int64), G, self.lr_)
-        engine.end_iteration(rows)
+        rows, G = engine.weight_gradient(Xt, resid * (net.scale / n), pass_index=final)
+        # all or nothing: W and every engine bound to net move together, or neither does
+        net.apply_step(rows, G, self.lr_)
         t4 = time.perf_counter()
         self.iterations_ += 1
         record = {"loss": loss, "fired_mean": float(fired.mean()), "fired_max": int(fired.max())}

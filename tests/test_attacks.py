@@ -1,4 +1,4 @@
-"""PGD / FGSM against the contract of DESIGN.md §2 and against the plain-numpy reference."""
+"""PGD / FGSM against the contract of docs/design.md §2 and against the plain-numpy reference."""
 import numpy as np
 import pytest
 

@@ -130,8 +130,9 @@ def test_verify_detects_a_broken_certificate():
     net = ShiftedReLUNet(400, 5, seed=1)
     tr = AdversarialTrainer(net, PGD(0.05, 2), lr=0.5, engine="certified", verify=True)
     tr.step(X, y)
-    # move weights behind the engine's back (breaks the engine contract): verify must notice
-    net.W += 0.5
+    # move weights in place behind the engine's back (breaks the engine contract: not through
+    # net.apply_step; assigning net.W would notify the engine): verify must notice
+    net.W[...] += 0.5
     with pytest.raises(RuntimeError, match="missing"):
         tr.step(X, y)
 
@@ -172,24 +173,24 @@ def test_weight_gradient_without_forward_mask_and_outside_the_region(norm):
     dense, eng = make_engine("dense", net), CertifiedEngine(net, verify=True)
     coef = np.random.default_rng(1).standard_normal(40)
     for it in range(3):
-        eng.begin_iteration(X, y, attack)
+        eng.begin_iteration(X, y, attack.threat_model)
         Xin = attack.perturb(net, X, y)               # in the balls, no forward() before
         Xout, _ = _data(40, 5, 20 + it)               # far from X: dense path
-        for Z in (X, Xin, Xout):
-            rows, G = eng.weight_gradient(Z, coef)
+        # pass 0 (clean points) and pass K (in the balls): candidates; no index: dense path
+        for Z, pass_index in ((X, 0), (Xin, attack.steps), (Xout, None)):
+            rows, G = eng.weight_gradient(Z, coef, pass_index=pass_index)
             rd, Gd = dense.weight_gradient(Z, coef)
             full = np.zeros_like(Gd)
             full[rows] = G
             np.testing.assert_allclose(full, Gd, rtol=1e-12, atol=1e-14)
-        net.W[rows] -= 0.5 * G                        # move the weights as the trainer does
-        eng.end_iteration(rows)
+        net.apply_step(rows, G, 0.5)                  # move the weights as the trainer does
 
 
 def test_points_outside_the_certified_region_are_evaluated_densely():
     X, y = _data(30, 4, 7)
     net = ShiftedReLUNet(300, 4, seed=1)
     eng = CertifiedEngine(net)
-    eng.begin_iteration(X, y, PGD(0.01, 1))
+    eng.begin_iteration(X, y, PGD(0.01, 1).threat_model)
     Z, _ = _data(30, 4, 8)
     f, fired = eng.forward(Z)
     np.testing.assert_allclose(f, net.forward(Z), rtol=1e-12, atol=1e-14)

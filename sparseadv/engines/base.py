@@ -1,66 +1,147 @@
-"""The engine interface: how the trainer and the attacks talk to dense and sparse engines.
+"""The engine protocol: how the trainer, the attacks and the network talk to an engine.
 
-An engine computes, for the network it is bound to, the three quantities one adversarial
-iteration needs, at the (perturbed) points the attack produces:
+An engine computes, for the network it is bound to, the quantities one adversarial iteration
+needs, at the points the attack produces. Every engine reproduces docs/design.md §2 to
+round-off and counts its work in ``counters`` under the same names (§4). The protocol
+(docs/design.md §6) is explicit: the engine is told everything it may rely on, and guesses
+nothing.
 
-* ``input_gradient(Xt, y)`` -> (G, f): per-example input gradients and outputs (attack steps);
-* ``forward(Xt)`` -> (f, fired): outputs and fired-neuron counts at the final points;
-* ``weight_gradient(Xt, coef)`` -> (rows, G_rows): sum_i coef_i a_r 1[fired] x_i for the neurons
-  ``rows`` that can have a non-zero gradient (all of them for the dense engine);
+One iteration, in call order (``AdversarialTrainer.step`` does exactly this)::
 
-and is told when an iteration starts (``begin_iteration``, with the clean points, so a sparse
-engine can build its candidate sets) and which weight rows changed (``end_iteration``). Every
-engine reproduces DESIGN.md §2 to round-off and counts its work in ``counters`` with the same
-names, so reports and benchmarks can compare engines directly.
+    threat = attack.threat_model                       # ThreatModel, immutable
+    engine.begin_iteration(X, y, threat)               # clean points; resets the counters
+    Xt = attack.run(X, y, engine)                      # calls, for k = 0 .. K-1:
+        # engine.input_gradient(X + delta_k, y, pass_index=k) -> (G, f)
+    f, fired = engine.forward(Xt, pass_index=K)        # K = threat.steps
+    rows, G = engine.weight_gradient(Xt, coef, pass_index=K)
+    net.apply_step(rows, G, lr)                        # W[rows] -= lr G, then, on every
+        # engine bound to net: engine.weights_changed(rows)
+
+The pass index. ``pass_index=k`` (0 <= k <= threat.steps) says: these are the points after k
+attack steps of the current iteration, x_i + delta_i with delta_i inside the threat model's
+ball (the attack guarantees it). Pass 0 is at the clean points exactly unless
+``threat.random_start``; ``forward`` and ``weight_gradient`` of one pass receive the same
+points, so an engine may reuse what ``forward`` found for the ``weight_gradient`` of the same
+pass. ``pass_index=None`` (the default) says nothing about the points: the engine must evaluate
+them without any of those assumptions (the certified engine uses the dense kernels there).
+
+Weights. The network owns them: ``net.apply_step`` is the only in-place change, and it notifies
+every engine bound to the network through one path, ``weights_changed(rows)`` (the rows that
+moved, sorted). Assigning ``net.W``, ``net.a`` or ``net.b`` anew, or a step that fails half-way
+(any exception, KeyboardInterrupt included), calls ``weights_reset()`` instead: the engine drops
+or marks stale whatever it derived from the weights, and rebuilds it from ``net`` on its next
+use. Either way an engine is never out of step with ``net.W``.
 
 Arrays an engine returns may be its work buffers (``Engine._work``): they are valid until the
 engine's next call, which is all the trainer and the attacks need.
 """
+import dataclasses
+import numbers
+
 import numpy as np
+
+from ..errors import InputError, InputTypeError
 
 # Work counters every engine reports (zero where a concept does not apply to an engine).
 COUNTER_NAMES = ("inner_products", "candidate_pairs", "fired_pairs", "reanchored",
                  "nodes_visited")
 
 
+@dataclasses.dataclass(frozen=True)
+class ThreatModel:
+    """What an attack may do to each point in one iteration (built by the attack, given to the
+    engine once per iteration by ``begin_iteration``).
+
+    eps : radius of the ball around each clean point; norm : 2 or numpy.inf (its geometry);
+    steps : the attack's K (passes 0 .. K - 1 are attack steps, pass K the final points);
+    step_size : the attack's alpha; random_start : pass 0 starts at a random point of the ball.
+    """
+
+    eps: float
+    norm: float
+    steps: int
+    step_size: float
+    random_start: bool
+
+    def __post_init__(self):
+        if self.norm not in (2, np.inf):
+            raise InputError(f"norm must be 2 or numpy.inf, got {self.norm!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral) \
+                or self.steps < 1:
+            raise InputError(f"steps must be a positive integer, got {self.steps!r}")
+        if not (self.eps >= 0 and np.isfinite(self.eps)):
+            raise InputError(f"eps must be finite and >= 0, got {self.eps!r}")
+
+    @property
+    def starts_clean(self):
+        """True when pass 0 is at the clean points exactly (no random start, or eps = 0)."""
+        return not self.random_start or self.eps == 0
+
+
+def _as_threat_model(threat):
+    """The ThreatModel given, or an attack's (``attack.threat_model``)."""
+    if isinstance(threat, ThreatModel):
+        return threat
+    model = getattr(threat, "threat_model", None)
+    if isinstance(model, ThreatModel):
+        return model
+    raise InputTypeError(f"threat must be a ThreatModel (attack.threat_model), got "
+                         f"{type(threat).__name__}")
+
+
 class Engine:
-    """Base class; subclasses set ``name`` and implement ``input_gradient``, ``forward`` and
-    ``weight_gradient``; ``begin_iteration`` and ``end_iteration`` are hooks."""
+    """Base class. Subclasses set ``name`` and implement ``input_gradient``, ``forward`` and
+    ``weight_gradient``; ``begin_iteration``, ``weights_changed`` and ``weights_reset`` are
+    hooks (the protocol is in the module docstring)."""
 
     name = "base"
 
     def __init__(self, net):
         self.net = net
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self.threat = None          # the ThreatModel of the current iteration
         self._bufs = {}
+        net.add_listener(self)
 
     def reset_counters(self):
         for key in self.counters:
             self.counters[key] = 0
 
-    def begin_iteration(self, X, y, attack):
-        """Called with the clean points before the attack of each iteration."""
+    def begin_iteration(self, X, y, threat):
+        """Start an iteration at the clean points X (validated, float64) under ``threat`` (a
+        ThreatModel; an attack is accepted and its ``threat_model`` used). Resets the
+        counters."""
         self.reset_counters()
+        self.threat = _as_threat_model(threat)
 
-    def input_gradient(self, Xt, y):
+    def input_gradient(self, Xt, y, pass_index=None):
+        """(G, f): the gradient in x of each example's loss 0.5 (f(x_i) - y_i)^2, shape (n, d),
+        and the outputs f, shape (n,), at the points Xt."""
         raise NotImplementedError
 
-    def forward(self, Xt):
+    def forward(self, Xt, pass_index=None):
+        """(f, fired): outputs and fired-neuron counts at the points Xt."""
         raise NotImplementedError
 
-    def weight_gradient(self, Xt, coef):
+    def weight_gradient(self, Xt, coef, pass_index=None):
+        """(rows, G_rows): G_r = sum_i coef_i a_r 1[<w_r, x_i> > b] x_i for the sorted neuron ids
+        ``rows`` that can have a non-zero gradient (all m for the dense engine)."""
         raise NotImplementedError
 
-    def end_iteration(self, rows):
-        """Called after ``net.W[rows]`` changed."""
+    def weights_changed(self, rows):
+        """``net.W[rows]`` moved in place (``net.apply_step``); ``rows`` sorted int64."""
+
+    def weights_reset(self):
+        """``net.W``, ``a`` or ``b`` were replaced, or a step was rolled back: forget what was
+        derived from them."""
 
     def _work(self, key, size, dtype=np.float64):
         """A flat work array of ``size`` entries, reused across passes and iterations.
 
         Why: the large per-iteration arrays (weight gradients, pair masks, candidate lists: up
-        to hundreds of MB at m = 2^18) cost their page faults again on every fresh allocation,
-        measured at up to 0.4 s of system time per iteration. A buffer only grows (by at least
-        a quarter, so slowly growing sizes settle), and its unused tail is never touched."""
+        to hundreds of MB at m = 2^18) cost their page faults again on every fresh allocation.
+        A buffer only grows (by at least a quarter, so slowly growing sizes settle), and its
+        unused tail is never touched."""
         dtype = np.dtype(dtype)
         buf = self._bufs.get(key)
         if buf is None or buf.dtype != dtype or buf.size < size:

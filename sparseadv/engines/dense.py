@@ -5,7 +5,8 @@ Each pass is one call into ``_core.dense_forward`` / ``_core.dense_weight_grad``
 thread, so each tile's dgemm does at most 2^18 multiply-adds) and do every product in dgemm.
 An iteration with K attack steps evaluates (K + 2) m n inner products: K attack passes, the
 forward pass for the loss at the final points and the recomputation inside the weight-gradient
-pass (the mask is not stored, to keep memory O(tile)).
+pass (the mask is not stored, to keep memory O(tile)). The pass index and the threat model
+change nothing here: every pass evaluates every pair.
 """
 import numpy as np
 
@@ -20,7 +21,7 @@ class DenseEngine(Engine):
         super().__init__(net)
         self.volume = int(volume)  # max m*n*k of one tile dgemm (see _dense.pxi)
 
-    def input_gradient(self, Xt, y):
+    def input_gradient(self, Xt, y, pass_index=None):
         net = self.net
         n = Xt.shape[0]
         f = np.empty(n)
@@ -30,7 +31,7 @@ class DenseEngine(Engine):
         G *= (f - y)[:, None]
         return G, f
 
-    def forward(self, Xt):
+    def forward(self, Xt, pass_index=None):
         net = self.net
         n = Xt.shape[0]
         f = np.empty(n)
@@ -41,7 +42,7 @@ class DenseEngine(Engine):
         self._add("fired_pairs", fired.sum())
         return f, fired
 
-    def weight_gradient(self, Xt, coef):
+    def weight_gradient(self, Xt, coef, pass_index=None):
         net = self.net
         G = self._work("wgrad", net.W.size).reshape(net.W.shape)
         self._add("inner_products",

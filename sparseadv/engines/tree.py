@@ -14,8 +14,11 @@ cost more (28 ms per pass) than the gathers it saves; ``candidate_pairs`` = pair
 K + 1 queries of the iteration; ``nodes_visited`` from the tree; ``fired_pairs`` at the final
 points, as every engine counts them.
 
-The engine assumes ``net.W`` changes only through the trainer that owns it; after changing
-``net.W`` by hand call ``engine.resync()``.
+The tree follows ``net.W`` through the protocol (docs/design.md §6): ``weights_changed(rows)``
+updates those rows in the tree; ``weights_reset()`` (new weights, or a rolled-back step) marks it
+stale and the next query rebuilds it from ``net.W``. After changing ``net.W`` in place by hand,
+call ``engine.resync()``. The weight gradient of pass k reuses the pairs the forward pass of
+pass k found (same points, by the protocol); at any other points it queries the tree again.
 """
 import numpy as np
 
@@ -33,14 +36,22 @@ class TreeEngine(Engine):
         super().__init__(net)
         self.tree_options = dict(leaf_size=leaf_size, **tree_options)
         self.tree = PartitionTree(net.W, **self.tree_options)
-        self._pairs = None
+        self._stale = False         # the tree no longer matches net.W: rebuild before use
+        self._forward_pairs = None  # (pass index, indptr, indices) of the last forward pass
         self._last_nnz = 0
 
     def resync(self):
         """Rebuild the tree from ``net.W`` (after the weights were changed outside training)."""
         self.tree = PartitionTree(self.net.W, **self.tree_options)
+        self._stale = False
+
+    def begin_iteration(self, X, y, threat):
+        super().begin_iteration(X, y, threat)
+        self._forward_pairs = None
 
     def _query(self, Xt):
+        if self._stale:
+            self.resync()
         before = self.tree.stats
         # unsorted answers: the point-major kernels take any order, and the order the tree
         # traverses in is deterministic, so results stay reproducible bit for bit
@@ -55,7 +66,7 @@ class TreeEngine(Engine):
         self._add("candidate_pairs", len(indices))
         return indptr, indices
 
-    def input_gradient(self, Xt, y):
+    def input_gradient(self, Xt, y, pass_index=None):
         net = self.net
         indptr, indices = self._query(Xt)
         f = np.empty(Xt.shape[0])
@@ -66,7 +77,7 @@ class TreeEngine(Engine):
         H *= (f - y)[:, None]
         return H, f
 
-    def forward(self, Xt):
+    def forward(self, Xt, pass_index=None):
         net = self.net
         indptr, indices = self._query(Xt)
         f = np.empty(Xt.shape[0])
@@ -75,18 +86,30 @@ class TreeEngine(Engine):
                                   fired, False)
         self._add("inner_products", ev)
         self._add("fired_pairs", nf)
-        self._pairs = (indptr, indices)
+        self._forward_pairs = None if pass_index is None else (pass_index, indptr, indices)
         return f, fired
 
-    def weight_gradient(self, Xt, coef):
+    def weight_gradient(self, Xt, coef, pass_index=None):
         net = self.net
-        indptr, indices = self._pairs
+        if (pass_index is not None and self._forward_pairs is not None
+                and self._forward_pairs[0] == pass_index):
+            _, indptr, indices = self._forward_pairs
+        else:
+            indptr, indices = self._query(Xt)
         # the pairs come from the tree: no re-validation before the transpose
         rows, G, ev, _ = _core.pm_weight_grad(Xt, net.W, net.a, net.b, coef, indptr, indices,
                                               False)
         self._add("inner_products", ev)
         return rows, G
 
-    def end_iteration(self, rows):
+    def weights_changed(self, rows):
+        self._forward_pairs = None
+        if self._stale:
+            return                                  # rebuilt from net.W at the next query
+        self._stale = True                          # until the update below has completed
         self.tree.update_from(rows, self.net.W)     # no m x d gather, no duplicate search
-        self._pairs = None
+        self._stale = False
+
+    def weights_reset(self):
+        self._forward_pairs = None
+        self._stale = True

@@ -1,0 +1,194 @@
+"""The certified engine's anchored candidate sets: anchors, drift budgets and the neuron-major
+CSR of candidate points (docs/design.md §3, "Certified candidate sets").
+
+For each neuron r: an anchor w_r° (its weights when last anchored), a drift budget B_r, and
+the candidate points of r, stored neuron-major (CSR over neurons, point ids sorted within each
+neuron). With Δ_r = w_r − w_r° and x̃ = x_i + δ, ‖δ‖_p ≤ ε:
+
+    ⟨w_r, x̃⟩ = ⟨w_r°, x_i⟩ + ⟨w_r°, δ⟩ + ⟨Δ_r, x̃⟩
+             ≤ s_ri + ε ‖w_r°‖_p* + ‖Δ_r‖₂ (‖x_i‖₂ + ‖δ‖₂),
+
+with s_ri = ⟨w_r°, x_i⟩, p* = 2 and ‖δ‖₂ ≤ ε for the l2 ball, p* = 1 and ‖δ‖₂ ≤ ε√d for the
+l∞ ball (``ball_l2_radius`` below: ε or ε√d). While ‖Δ_r‖₂ ≤ B_r, the pair (i, r) can fire
+only if
+
+    s_ri + B_r ‖x_i‖₂ > b − ε ‖w_r°‖_p* − B_r ε₂ − slack_r
+
+so those pairs are the candidates. ‖x_i‖₂ is each clean point's own norm (no unit-norm
+assumption); slack_r = 1e-9 (|b| + ε‖w_r°‖_p* + (‖w_r°‖₂ + B_r)(max_i ‖x_i‖₂ + ε₂)) absorbs
+floating-point round-off (a relative 1e-9 where the errors are ~1e-15).
+
+Budgets (``auto``). The first build gives every neuron ``initial_budget``. A neuron's drift rate
+v_r (‖Δ_r‖ per update since its anchoring) is measured at its first update and whenever it is
+re-anchored, and its budget is then set to the minimiser of the modelled cost per iteration
+
+    P · n · φ · c · B   +   ρ · n · v_r / B     →     B_r = sqrt(ρ v_r / (P φ c)),
+
+clipped to [1.1 v_r, 4 · initial_budget]: the first term is the candidate pairs a budget B
+adds (P = passes per iteration over the anchored sets, φ = density of anchored scores at the
+candidate threshold per unit of score, measured by the anchoring GEMMs as the fraction of pairs
+within 0.1 σ of the threshold, c = mean ‖x_i‖ + ε₂), the second the amortised re-anchoring (n
+inner products every B / v_r iterations, ρ = ``reanchor_cost``). A budget changes only then:
+past its budget a neuron is re-anchored with the modelled budget; at its first update, when the
+modelled budget is below 3/4 of the current one and the neuron has drifted at most half of it,
+the budget is lowered and the list shrunk in place (only its current candidates re-tested).
+A fixed budget (``auto=False``) never changes (0: re-anchor whenever a neuron moves).
+"""
+import numpy as np
+
+from .. import _core
+from .base import all_rows
+
+SLACK = 1e-9        # relative round-off allowance of every certified bound
+
+
+class AnchoredCandidates:
+    """Anchors, budgets and candidate CSR of one network on one set of clean points under one
+    ball (eps, norm). Built by one blocked GEMM of all m rows against all n points.
+
+    ``work(key, size, dtype)`` gives reusable work buffers and ``add(counter, value)`` counts
+    work (both the owning engine's)."""
+
+    def __init__(self, net, X, threat, budget, auto, initial_budget, reanchor_cost, work, add):
+        m, d = net.W.shape
+        self.points = np.array(X, dtype=np.float64, order="C", copy=True)  # the clean points
+        self.point_norms = np.sqrt(np.einsum("ij,ij->i", self.points, self.points))
+        self.max_point_norm = float(self.point_norms.max())
+        self.eps = float(threat.eps)
+        self.norm = threat.norm
+        self.ball_l2_radius = self.eps * (np.sqrt(d) if self.norm == np.inf else 1.0)
+        # every position of a point in an iteration lies within this distance (attack norm)
+        # of its clean point: ε plus the rounding of x + δ
+        self.region_radius = self.eps * (1 + 1e-9) + 1e-12 * (1 + self.max_point_norm)
+        self.b = float(net.b)
+        self.auto = auto
+        self.initial_budget = initial_budget
+        self.reanchor_cost = reanchor_cost
+        self._work, self._add = work, add
+        self.anchor_W = np.empty((m, d))            # w_r°
+        self.anchor_norm2 = np.empty(m)             # ‖w_r°‖₂
+        self.anchor_norm1 = np.empty(m)             # ‖w_r°‖₁
+        self.budget = np.full(m, float(budget))     # B_r
+        self.age = np.zeros(m, dtype=np.int64)      # updates since anchoring
+        self.rate_known = np.zeros(m, dtype=bool)   # drift rate measured once already
+        self.band_pairs = 0     # anchored pairs within band_halfwidth of their threshold
+        self.band_rows = 0      # neurons those counts come from
+        self.passes = 1         # P of the cost model, set by the engine every iteration
+        self._buffer = 0        # which of the two CSR work buffers the next splice writes
+        rows = all_rows(m)
+        _core.copy_rows_norms(net.W, self.anchor_W, rows, self.anchor_norm2, self.anchor_norm1)
+        sigma = (float(np.median(self.anchor_norm2))
+                 * float(np.sqrt(np.mean(self.point_norms ** 2))) / np.sqrt(d))
+        self.band_halfwidth = 0.1 * sigma if sigma > 0 else 0.1
+        ptr, idx, band, ip = _core.anchor_candidates(
+            self.points, self.anchor_W, rows, self.thresholds(rows), self.budget,
+            self.point_norms, self.band_halfwidth)
+        self.band_pairs += band
+        self.band_rows += m
+        self._add("inner_products", ip)
+        self._add("reanchored", m)
+        self._set_csr(ptr, idx)
+
+    def valid_for(self, net, X, threat):
+        """True when these sets were built for the clean points X, the ball of ``threat`` and
+        the network's b (the weights are followed through the engine protocol)."""
+        return (threat.eps == self.eps and threat.norm == self.norm and net.b == self.b
+                and X.shape == self.points.shape and np.array_equal(X, self.points))
+
+    def _set_csr(self, ptr, idx):
+        self.ptr, self.idx = ptr, idx       # neuron-major CSR: points of neuron r in
+        self.rows = np.flatnonzero(np.diff(ptr)).astype(np.int64)   # idx[ptr[r]:ptr[r+1]]
+
+    def threshold(self, norm2, norm1, budget):
+        """b − ε‖w‖_* − B ε₂ − slack: the right-hand side of the candidate test for rows with
+        norms ‖w‖₂ = norm2, ‖w‖₁ = norm1 and budgets B (B = 0 at the current weights: the
+        engine's per-iteration refinement)."""
+        dual = self.eps * (norm1 if self.norm == np.inf else norm2)
+        slack = SLACK * (abs(self.b) + dual
+                         + (norm2 + budget) * (self.max_point_norm + self.ball_l2_radius))
+        return np.ascontiguousarray(self.b - dual - budget * self.ball_l2_radius - slack)
+
+    def thresholds(self, rows):
+        """Candidate thresholds of the anchored rows ``rows`` at their budgets."""
+        return self.threshold(self.anchor_norm2[rows], self.anchor_norm1[rows],
+                              self.budget[rows])
+
+    def anchor(self, W, rows):
+        """Re-anchor the sorted neuron ids ``rows`` at W: one blocked GEMM against all n
+        points."""
+        if len(rows) == 0:
+            return
+        _core.copy_rows_norms(W, self.anchor_W, rows, self.anchor_norm2, self.anchor_norm1)
+        self.age[rows] = 0
+        ptr, idx, band, ip = _core.anchor_candidates(
+            self.points, self.anchor_W, rows, self.thresholds(rows),
+            np.ascontiguousarray(self.budget[rows]), self.point_norms, self.band_halfwidth)
+        self.band_pairs += band
+        self.band_rows += len(rows)
+        self._add("inner_products", ip)
+        self._add("reanchored", len(rows))
+        self._replace_rows(rows, ptr, idx)
+
+    def shrink(self, rows):
+        """Re-test the current candidates of ``rows`` against their (raised) thresholds."""
+        if len(rows) == 0:
+            return
+        ptr, idx, ip = _core.filter_candidates(
+            self.points, self.anchor_W, rows, self.thresholds(rows),
+            np.ascontiguousarray(self.budget[rows]), self.point_norms, self.ptr, self.idx,
+            False)                                  # our own CSR: no re-validation
+        self._add("inner_products", ip)
+        self._replace_rows(rows, ptr, idx)
+
+    def _replace_rows(self, rows, ptr, idx):
+        """Splice new lists for ``rows`` into the CSR, written into the one of two work buffers
+        that does not hold the current lists."""
+        size = len(self.idx) - int((self.ptr[rows + 1] - self.ptr[rows]).sum()) + len(idx)
+        self._buffer = 1 - self._buffer
+        out = self._work(f"cidx{self._buffer}", size, np.int32)
+        self._set_csr(*_core.csr_replace_rows(self.ptr, self.idx, rows, ptr, idx, out))
+
+    def auto_budget(self, rate):
+        """The cost-model budget for drift rates ``rate`` (module docstring)."""
+        n = self.points.shape[0]
+        phi = self.band_pairs / (self.band_halfwidth * n * max(self.band_rows, 1))
+        c = float(np.mean(self.point_norms)) + self.ball_l2_radius
+        cap = 4.0 * self.initial_budget
+        if phi > 0 and c > 0:
+            B = np.sqrt(self.reanchor_cost * rate / (self.passes * phi * c))
+        else:
+            B = np.full_like(rate, self.initial_budget)
+        return np.minimum(np.maximum(B, 1.1 * rate), np.maximum(cap, 1.1 * rate))
+
+    def weights_moved(self, W, rows):
+        """After W[rows] moved (sorted distinct ids): measure the drifts, adapt the budgets
+        (auto), and re-anchor the neurons past their budgets."""
+        drift = np.empty(len(rows))
+        _core.row_drift(W, self.anchor_W, rows, drift)
+        self.age[rows] += 1
+        budget = self.budget[rows]
+        over = drift > budget
+        if self.auto:
+            rate = drift / self.age[rows]
+            target = self.auto_budget(rate)
+            first = ~self.rate_known[rows]
+            shrink = first & ~over & (target < 0.75 * budget) & (drift <= 0.5 * target)
+            self.rate_known[rows[first]] = True
+            self.budget[rows[over]] = target[over]
+            self.budget[rows[shrink]] = target[shrink]
+            self.shrink(rows[shrink])
+        self.anchor(W, rows[over])
+
+    def missing_pairs(self, fired_ptr, fired_idx, ptr, idx):
+        """Keys (r * n + i) of the fired pairs (point-major CSR ``fired_ptr``/``fired_idx``)
+        that the neuron-major list (ptr, idx) lacks."""
+        n, m = self.points.shape[0], len(ptr) - 1
+        if not len(fired_idx):
+            return np.empty(0, dtype=np.int64)
+        keys = fired_idx * n + np.repeat(np.arange(n, dtype=np.int64), np.diff(fired_ptr))
+        listed = np.repeat(np.arange(m, dtype=np.int64), np.diff(ptr)) * n + idx.astype(np.int64)
+        if not len(listed):
+            return keys
+        pos = np.searchsorted(listed, keys)
+        pos[pos == len(listed)] = 0
+        return keys[listed[pos] != keys]
