@@ -9,21 +9,22 @@ partial outputs and input gradients sum to the full network's.
 The worker is stateful (a Dask actor, see ``sparseadv.distributed.trainer``); its methods are
 the phases of one iteration, called by the client in this order:
 
-    begin()                 commit the previous step, start the iteration (engine hook)
-    input_pass(Xt) x K      partial outputs f_s and partial input gradients H_s = ∇_x f_s
-    forward_pass(Xt)        partial outputs and fired counts at the final points
-    weight_step(coef, lr)   weight gradient and step over the shard's rows, kept revocable
-    (commit() or rollback())
+    begin(threat)               commit the previous step; engine.begin_iteration(X, y, threat)
+    input_pass(Xt, k), k < K    partial outputs f_s and partial input gradients H_s = ∇_x f_s
+    forward_pass(Xt, K)         partial outputs and fired counts at the final points
+    weight_step(coef, lr, K)    weight gradient and ``net.apply_step`` over the shard's rows,
+                                kept revocable (then commit() or rollback())
 
-A step is revocable until the next ``begin``/``commit``: the rows it changed keep their previous
-values in a backup, so that if another shard fails while applying the same step the client can
-``rollback()`` this one (the iteration is then applied nowhere).
+with the pass indices of the engine protocol (docs/design.md §6; ``engines.base``). A step is
+revocable until the next ``begin``/``commit``: the rows it changed keep their previous values
+in a backup, so that if another shard fails while applying the same step the client can
+``rollback()`` this one (the iteration is then applied nowhere); the engine is then told
+``weights_reset()``, as the protocol asks after a rolled-back step.
 """
 import os
 
 import numpy as np
 
-from .. import _core
 from ..engines import make_engine
 from ..network import ShiftedReLUNet
 from .autolr import fired_count_gram
@@ -59,15 +60,11 @@ class ShardWorker:
     """Rows [lo, hi) of the network with their own engine; runs on a Dask worker.
 
     Parameters: W (rows, d) and a (rows,) of the shard, b, m_total (the whole network's
-    width), the engine's name and options, and the attack (its eps/norm/steps are what
-    the engines read; its random state is not used here)."""
+    width), the engine's name and options."""
 
-    def __init__(self, W, a, b, m_total, engine, engine_options, attack):
+    def __init__(self, W, a, b, m_total, engine, engine_options):
         self.net = ShardNet.from_rows(W, a, b, m_total)
-        self.engine_name = engine
-        self.engine_options = dict(engine_options)
-        self.engine = make_engine(engine, self.net, **self.engine_options)
-        self.attack = attack
+        self.engine = make_engine(engine, self.net, **dict(engine_options))
         self.X = self.y = self._Xt = None
         self._backup = None
         self._fault = None
@@ -77,33 +74,33 @@ class ShardWorker:
     def set_data(self, X, y):
         self.X, self.y = X, y
 
-    def begin(self):
+    def begin(self, threat):
         self._check_fault("begin")
         self.commit()
-        self.engine.begin_iteration(self.X, self.y, self.attack)
+        self.engine.begin_iteration(self.X, self.y, threat)
 
-    def input_pass(self, Xt):
+    def input_pass(self, Xt, pass_index):
         self._check_fault("input_pass")
-        H, f = self.engine.input_gradient(Xt, _UnitResidual())
+        H, f = self.engine.input_gradient(Xt, _UnitResidual(), pass_index=pass_index)
         return np.array(f), np.array(H)     # copies: engine buffers are reused
 
-    def forward_pass(self, Xt):
+    def forward_pass(self, Xt, pass_index):
         self._check_fault("forward_pass")
-        f, fired = self.engine.forward(Xt)
+        f, fired = self.engine.forward(Xt, pass_index=pass_index)
         self._Xt = Xt
         return np.array(f), np.array(fired)
 
-    def weight_step(self, coef, lr):
-        """Weight gradient over this shard's rows and the step W[rows] −= lr·G, revocable
-        until ``commit``; returns the engine's counters of the iteration."""
+    def weight_step(self, coef, lr, pass_index):
+        """Weight gradient over this shard's rows at the points of the last ``forward_pass``
+        and ``net.apply_step``, revocable until ``commit``; returns the engine's counters of
+        the iteration."""
         self._check_fault("weight_step")
-        W = self.net.W
-        rows, G = self.engine.weight_gradient(self._Xt, coef)
+        rows, G = self.engine.weight_gradient(self._Xt, coef, pass_index=pass_index)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
-        self._backup = (rows.copy(), W[rows])
+        backup = (rows.copy(), self.net.W[rows])
+        self.net.apply_step(rows, G, lr)        # all or nothing on this shard
+        self._backup = backup
         try:
-            _core.sub_scaled_rows(W, rows, G, lr)
-            self.engine.end_iteration(rows)
             self._check_fault("apply")
         except BaseException:
             self.rollback()
@@ -115,14 +112,14 @@ class ShardWorker:
         self._backup = None
 
     def rollback(self):
-        """Undo an uncommitted ``weight_step`` (restores the rows; the engine is rebuilt,
-        since its structures were already told about the new rows)."""
+        """Undo an uncommitted ``weight_step``: the rows get their previous values back and
+        the engine is told ``weights_reset()`` (it was already told of the new rows)."""
         if self._backup is None:
             return False
         rows, old = self._backup
         self.net.W[rows] = old
         self._backup = None
-        self.engine = make_engine(self.engine_name, self.net, **self.engine_options)
+        self.engine.weights_reset()
         return True
 
     # -- queries ------------------------------------------------------------------------------

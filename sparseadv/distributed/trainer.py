@@ -31,7 +31,7 @@ import numpy as np
 from .._validation import check_Xy
 from ..attacks import PGD
 from ..engines import ENGINES
-from ..errors import InputError, InputTypeError
+from ..errors import DivergenceError, InputError, InputTypeError
 from ..network import ShiftedReLUNet
 from ..stepsize import auto_lr
 from ..trainer import RECORD_FIELDS
@@ -97,13 +97,11 @@ class _ShardedPasses:
 
     def __init__(self, trainer):
         self.trainer = trainer
-        self.passes = 0
 
-    def input_gradient(self, Xt, y):
-        self.passes += 1
-        parts = self.trainer._call("input_pass", Xt,
-                                   phase=f"attack pass {self.passes} of "
-                                         f"{self.trainer.attack.steps}")
+    def input_gradient(self, Xt, y, pass_index=None):
+        parts = self.trainer._call("input_pass", Xt, pass_index,
+                                   phase=f"attack pass {pass_index} (of 0 .. "
+                                         f"{self.trainer.attack.steps - 1})")
         f = _sum_in_order([p[0] for p in parts])
         H = _sum_in_order([p[1] for p in parts])
         H *= (f - y)[:, None]
@@ -220,7 +218,7 @@ class ShardedTrainer(CheckpointMixin):
                                            workers=[addr], direct=True)
                 self._futures.append(self.client.submit(
                     ShardWorker, rows, net.a[lo:hi], net.b, net.m, self.engine_name,
-                    self.engine_options, self.attack, actor=True, workers=[addr],
+                    self.engine_options, actor=True, workers=[addr],
                     allow_other_workers=False, pure=False, key=f"sparseadv-shard-{s}-{tag}"))
             for s, fut in enumerate(self._futures):
                 try:
@@ -266,6 +264,8 @@ class ShardedTrainer(CheckpointMixin):
         if failed is not None:
             if method == "weight_step":
                 self._roll_back(results)
+                if isinstance(failed[1], DivergenceError):   # W unchanged on every shard
+                    raise DivergenceError(f"shard {failed[0]}: {failed[1]}") from failed[1]
             self._failed = self._shard_error(failed[0], phase, failed[1])
             raise self._failed
         return results
@@ -309,18 +309,22 @@ class ShardedTrainer(CheckpointMixin):
         self._send_data(X, y)
         if self.lr_ is None:
             self.lr_ = self._auto_lr(X)
-        self._call("begin", phase="the start")
+        threat = self.attack.threat_model
+        final = threat.steps                    # the pass index of the final points
+        self._call("begin", threat, phase="the start")
         t1 = time.perf_counter()
-        self._passes.passes = 0
-        Xt = self.attack._perturb(None, X, y, self._passes)
+        Xt = self.attack.run(X, y, self._passes)
         t2 = time.perf_counter()
-        parts = self._call("forward_pass", Xt, phase="the forward pass")
+        parts = self._call("forward_pass", Xt, final, phase="the forward pass")
         f = _sum_in_order([p[0] for p in parts])
         fired = _sum_in_order([p[1] for p in parts])
         resid = f - y
         loss = 0.5 * float(np.dot(resid, resid)) / n
+        if not np.isfinite(loss):
+            raise DivergenceError(f"the robust loss is not finite (lr={self.lr_:g}): the "
+                                  f"weights have diverged; the weights are unchanged")
         t3 = time.perf_counter()
-        counters = self._call("weight_step", resid * (self.scale / n), self.lr_,
+        counters = self._call("weight_step", resid * (self.scale / n), self.lr_, final,
                               phase="the weight step")
         t4 = time.perf_counter()
         self.iterations_ += 1
