@@ -26,7 +26,7 @@ def client():
     # two threads per worker, so that map_grid's one-task-per-worker rule is what keeps two
     # grid points apart (the shards use one actor thread each either way)
     cluster = distributed.LocalCluster(n_workers=3, threads_per_worker=2, processes=True,
-                                       dashboard_address=None, silence_logs=logging.ERROR,
+                                       dashboard_address=":0", silence_logs=logging.ERROR,
                                        resources={"timing": 1})
     client = distributed.Client(cluster, set_as_default=False)
     client.wait_for_workers(3, timeout=120)

@@ -37,13 +37,17 @@ def add_arguments(parser):
                             "single process's, so either can resume the other)")
 
 
-def cluster_from_args(args, min_workers=1, timeout=10.0):
-    """A ``Cluster`` for ``--scheduler``/``--local-cluster``, or None when neither is given."""
+def cluster_from_args(args, min_workers=1, timeout=None):
+    """A ``Cluster`` for ``--scheduler``/``--local-cluster``, or None when neither is given.
+    ``timeout`` (seconds to reach the scheduler): by default Dask's own setting
+    ``distributed.comm.timeouts.connect`` (environment: DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)."""
     scheduler = getattr(args, "scheduler", None)
     local = getattr(args, "local_cluster", None)
     if scheduler is None and local is None:
         return None
-    from .cluster import Cluster
+    from .cluster import Cluster, connect_timeout
+    if timeout is None:
+        timeout = connect_timeout()
     return Cluster(scheduler=scheduler, local_cluster=local, timeout=timeout,
                    min_workers=min_workers)
 

@@ -10,7 +10,7 @@ import logging
 
 from ..errors import InputError
 
-__all__ = ["require_distributed", "Cluster", "worker_addresses"]
+__all__ = ["require_distributed", "Cluster", "worker_addresses", "connect_timeout"]
 
 INSTALL_HINT = "pip install 'sparseadv[distributed]'"
 
@@ -45,6 +45,14 @@ def _check_reachable(address, timeout):
     except Exception as exc:  # noqa: BLE001 - a server that speaks another protocol
         raise InputError(f"{address!r} did not answer as a Dask scheduler "
                          f"({type(exc).__name__})") from None
+
+
+def connect_timeout():
+    """Dask's connect timeout in seconds (``distributed.comm.timeouts.connect``)."""
+    require_distributed()
+    import dask
+    from dask.utils import parse_timedelta
+    return float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s"))
 
 
 def worker_addresses(client):
@@ -86,7 +94,7 @@ class Cluster:
                                      f"got {local_cluster!r}")
                 self.local = distributed.LocalCluster(
                     n_workers=local_cluster, threads_per_worker=1, processes=True,
-                    dashboard_address=None, resources={"timing": 1},
+                    dashboard_address=":0", resources={"timing": 1},
                     silence_logs=logging.ERROR if quiet else logging.WARNING)
                 self.client = distributed.Client(self.local, set_as_default=False)
                 self.client.wait_for_workers(local_cluster, timeout=max(timeout, 60))

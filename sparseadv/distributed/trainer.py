@@ -234,8 +234,10 @@ class ShardedTrainer(CheckpointMixin):
     def _shard_error(self, s, phase, exc):
         lo, hi = self.bounds[s]
         done = self.iterations_
-        lost = "worker was lost" in str(exc).lower() or "closed" in type(exc).__name__.lower()
-        cause = "its worker died" if lost else f"{type(exc).__name__}: {exc}"
+        # a lost worker shows as OSError (a call in flight) or "Worker holding Actor was lost"
+        lost = isinstance(exc, OSError) or "was lost" in str(exc)
+        cause = f"{type(exc).__name__}: {exc}"
+        cause = f"its worker died or cannot be reached ({cause})" if lost else cause
         msg = (f"shard {s} of {len(self.bounds)} (neurons {lo}:{hi}, worker "
                f"{self.workers[s]}) failed during {phase} of iteration {done + 1}: "
                f"{' '.join(str(cause).split())}; the last completed iteration is {done} and "
@@ -249,11 +251,18 @@ class ShardedTrainer(CheckpointMixin):
         if self._failed is not None:
             raise self._failed
         t0 = time.perf_counter()
+        futures = []
         with self.client.as_current():     # actors find their client through get_client()
-            futures = [getattr(actor, method)(*args) for actor in self._actors]
+            for actor in self._actors:
+                try:
+                    futures.append(getattr(actor, method)(*args))
+                except Exception as exc:  # noqa: BLE001 - an actor known to be lost
+                    futures.append(exc)
         results, failed = [], None
         for s, fut in enumerate(futures):
             try:
+                if isinstance(fut, Exception):
+                    raise fut
                 results.append(fut.result(timeout=self.call_timeout))
             except Exception as exc:  # noqa: BLE001 - a lost worker raises several types
                 results.append(None)
