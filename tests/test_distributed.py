@@ -13,7 +13,7 @@ distributed = pytest.importorskip("distributed")
 
 from sparseadv import PGD, AdversarialTrainer, ShiftedReLUNet  # noqa: E402
 from sparseadv.distributed import (Cluster, GridTaskError, ShardedTrainer,  # noqa: E402
-                                   ShardError, map_grid, split_rows)
+                                   GridTask, ShardError, map_grid, split_rows)
 from sparseadv.errors import InputError, InputTypeError  # noqa: E402
 
 M, N, D, ITERS = 90, 24, 4, 3
@@ -257,6 +257,16 @@ def test_map_grid_overlap_detector_works(client):
     addr = sorted(client.scheduler_info()["workers"])[0]
     futs = [client.submit(_worker_and_overlap, i, workers=[addr], pure=False) for i in range(4)]
     assert any(o[1] for o in client.gather(futs))
+
+
+def _point_sum(scale, m, n, d, offset=0):
+    return scale * (m + n + d) + offset
+
+
+def test_map_grid_with_grid_task(client):
+    points = [(1, 2, 3), (4, 5, 6), (7, 8, 9)]
+    task = GridTask(_point_sum, 10, offset=1)
+    assert map_grid(points, task, client) == [10 * sum(p) + 1 for p in points]
 
 
 def test_map_grid_bad_input(client):

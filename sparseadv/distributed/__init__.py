@@ -16,7 +16,8 @@ import importlib
 
 _WHERE = {"ShardedTrainer": "trainer", "SHARDED_RECORD_FIELDS": "trainer",
           "split_rows": "trainer", "ShardError": "faults", "GridTaskError": "faults",
-          "Cluster": "cluster", "require_distributed": "cluster", "map_grid": "sweep"}
+          "Cluster": "cluster", "require_distributed": "cluster", "map_grid": "sweep",
+          "GridTask": "sweep"}
 
 __all__ = sorted(_WHERE)
 

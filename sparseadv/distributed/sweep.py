@@ -21,9 +21,26 @@ from ..errors import InputError, InputTypeError
 from .cluster import require_distributed, worker_addresses
 from .faults import GridTaskError
 
-__all__ = ["map_grid", "TIMING_RESOURCE"]
+__all__ = ["map_grid", "GridTask", "TIMING_RESOURCE"]
 
 TIMING_RESOURCE = "timing"
+
+
+class GridTask:
+    """``GridTask(func, *args, **kwargs)(point)`` is ``func(*args, *point, **kwargs)``: a
+    picklable task for ``map_grid`` when ``func`` is a module-level function, e.g.
+    ``GridTask(measure_point, engines, steps=3)`` for points (m, n, d)."""
+
+    def __init__(self, func, *args, **kwargs):
+        if not callable(func):
+            raise InputTypeError(f"func must be callable, got {func!r}")
+        self.func, self.args, self.kwargs = func, args, kwargs
+
+    def __call__(self, point):
+        return self.func(*self.args, *point, **self.kwargs)
+
+    def __repr__(self):
+        return f"GridTask({getattr(self.func, '__qualname__', self.func)!r})"
 
 
 def _has_timing_resource(client):
