@@ -276,3 +276,27 @@ def test_map_grid_bad_input(client):
         map_grid([1], _square, "tcp://127.0.0.1:1")
     with pytest.raises(InputError, match="mode must be"):
         map_grid([1], _square, client, mode="fast")
+
+
+def test_distributed_bench_tool(client, tmp_path, capsys):
+    """tools/distributed_bench.py: the table's rows, the bytes of the communication table and
+    weights equal to the single process's."""
+    import importlib.util
+    import json
+    import os
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "tools", "distributed_bench.py")
+    spec = importlib.util.spec_from_file_location("distributed_bench", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "rows.json"
+    n, d, K = 16, 4, 2
+    assert tool.main(["--m", "128", "--n", str(n), "--d", str(d), "--steps", str(K),
+                      "--iterations", "1", "--warmup", "1", "--engine", "tree",
+                      "--scheduler", client.scheduler.address, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["config"] for r in rows] == ["single process, 2 threads", "1 shard", "2 shards"]
+    for k, r in zip([1, 2], rows[1:]):
+        assert r["mb_sent"] * 1e6 == pytest.approx(k * 8 * ((K + 1) * n * d + n))
+        assert r["mb_received"] * 1e6 == pytest.approx(k * 8 * (K * n * (d + 1) + 2 * n))
+        assert r["max_rel_diff"] <= 1e-12
+    assert "| 2 shards |" in capsys.readouterr().out
