@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The asv part of CI: benchmark discovery (`asv check`) and one quick pass (each benchmark
 # called once) over a few small cases, so that a benchmark that no longer imports, raises or
-# times out fails CI. Then the scaling report is built from the results just written, which
-# checks the asv-results reader against the installed asv. Takes 1-3 minutes on 2 cores.
+# times out fails CI. Then `sparseadv bench --from-asv` builds the scaling report from the
+# results just written, which checks the asv results reader (sparseadv.analysis.asv_results)
+# against the installed asv. Takes 1-3 minutes on 2 cores.
 #
 # Needs: the package importable by `python` (pip install -e .), asv, threadpoolctl.
 # Exit status: non-zero when discovery fails, when any selected benchmark fails or times out
@@ -35,7 +36,8 @@ set +e
     --bench 'bench_dense\.DenseIteration\.time_iteration' \
     --bench 'bench_dense\.DenseScaling\.track_inner_products' \
     --bench 'bench_dense\.Attack\.' \
-    --bench 'bench_attack\.AttackEngines\.time_attack' 2>&1 | tee "$log"
+    --bench 'bench_attack\.AttackEngines\.time_attack' \
+    --bench 'bench_contenders\.OracleIteration\.time_iteration' 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 if [ "$rc" -ne 0 ]; then
@@ -53,8 +55,8 @@ if ! grep -Eq '[[:space:]]ok[[:space:]]*$' "$log"; then
 fi
 
 if [ -n "${commit:-}" ]; then
-    echo "== scaling report from these asv results"
-    python -m sparseadv.scaling --from-asv .asv/results --machine "$MACHINE" \
+    echo "== sparseadv bench --from-asv (the scaling report from these results)"
+    python -m sparseadv bench --from-asv .asv/results --machine "$MACHINE" \
         --commit "$commit" --engines dense --out "$out" --no-plots
 fi
 echo "asv_quick: ok"

@@ -8,22 +8,19 @@ commit are skipped (n/a).
 Every timed call is a fresh attack: the certified engine's first pass after
 ``begin_iteration`` evaluates the anchored sets and refines them, later passes use the refined
 sets, so a second ``perturb`` without a new ``begin_iteration`` would time something else.
-Hence ``number = 1`` and ``warmup_time = 0``: asv runs ``setup`` (which calls
+Hence ``common.OneCall`` (``number = 1``, ``warmup_time = 0``): asv runs ``setup`` (which calls
 ``begin_iteration``) before every sample, and each sample is exactly one ``perturb``, the same
 sequence that ``track_attack_inner_products`` counts.
 """
-from .common import ENGINE_NAMES, LARGE, problem, require_engine
+from .common import ENGINE_NAMES, LARGE, OneCall, problem, require_engine
 
 SIZES = [(4096, 256, 16), (16384, 256, 16)] + ([(65536, 1024, 64)] if LARGE else [])
 
 
-class AttackEngines:
+class AttackEngines(OneCall):
+    # one perturb per sample, no untimed calls in between: setup precedes every sample
     params = [ENGINE_NAMES, SIZES, [3]]
     param_names = ["engine", "m_n_d", "steps"]
-    timeout = 300
-    number = 1          # one perturb per sample ...
-    warmup_time = 0.0   # ... and no untimed calls in between: setup precedes every sample
-    repeat = (3, 10, 20.0)
 
     def setup(self, engine, size, steps):
         require_engine(engine)

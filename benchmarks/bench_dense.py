@@ -4,20 +4,19 @@ Sizes are bundled as (m, n, d) tuples; data are seeded in setup. Counts (track_)
 """
 import numpy as np
 
-from .common import LARGE, SCALING_SIZES, problem, thread_info
-
-from sparseadv import PGD, AdversarialTrainer, reference
+from .common import LARGE, SCALING_SIZES, Benchmark, problem, thread_info
 
 DENSE_SIZES = [(4096, 256, 16), (16384, 256, 16), (16384, 1024, 64)]
 if LARGE:
     DENSE_SIZES += [(65536, 1024, 64), (262144, 1024, 64)]
 
 
-class _DenseStep:
+class _DenseStep(Benchmark):
     """One dense iteration after a warm-up iteration in setup (shared by the classes below;
     the leading underscore keeps asv from collecting it on its own)."""
 
     def setup(self, size, steps):
+        from sparseadv import PGD, AdversarialTrainer
         m, n, d = size
         self.net, self.X, self.y = problem(m, n, d)
         self.trainer = AdversarialTrainer(self.net, PGD(0.05, steps), lr=1.0, engine="dense")
@@ -35,7 +34,6 @@ class _DenseStep:
 class DenseIteration(_DenseStep):
     params = [DENSE_SIZES, [3]]
     param_names = ["m_n_d", "steps"]
-    timeout = 300
 
     def peakmem_iteration(self, size, steps):
         self.trainer.step(self.X, self.y)
@@ -48,7 +46,7 @@ class DenseIteration(_DenseStep):
 
 class DenseScaling(_DenseStep):
     """The dense iteration over the scaling grid (m-, n- and d-slices; ``SCALING_SIZES``), with
-    its work counters: what ``python -m sparseadv.scaling --from-asv`` fits exponents to."""
+    its work counters: what ``sparseadv bench --from-asv`` fits exponents to."""
     params = [SCALING_SIZES, [3]]
     param_names = ["m_n_d", "steps"]
     timeout = 600 if LARGE else 120
@@ -62,27 +60,28 @@ class DenseScaling(_DenseStep):
     track_fired_pairs.unit = "pairs"
 
 
-class NumpyIteration:
+class NumpyIteration(Benchmark):
     """The same iteration written as the obvious numpy code (full n x m temporaries)."""
     params = [[s for s in DENSE_SIZES if s[0] * s[1] <= 2 ** 26], [3]]
     param_names = ["m_n_d", "steps"]
-    timeout = 300
 
     def setup(self, size, steps):
         m, n, d = size
         self.net, self.X, self.y = problem(m, n, d)
 
     def time_iteration(self, size, steps):
+        from sparseadv import reference
         reference.iteration(self.net.W, self.net.a, self.net.b, self.X, self.y, 0.05, steps, 1.0)
 
 
-class Attack:
+class Attack(Benchmark):
     """The PGD attack alone (dense gradients), l2 and l-inf."""
     params = [[(16384, 256, 16)] + ([(65536, 1024, 64)] if LARGE else []), ["2", "inf"]]
     param_names = ["m_n_d", "norm"]
 
     def setup(self, size, norm):
         m, n, d = size
+        from sparseadv import PGD
         self.net, self.X, self.y = problem(m, n, d)
         self.attack = PGD(0.05, 3, norm=np.inf if norm == "inf" else 2)
 
@@ -90,7 +89,7 @@ class Attack:
         self.attack.perturb(self.net, self.X, self.y)
 
 
-class Threads:
+class Threads(Benchmark):
     """The thread counts in force while the suite runs (``common.thread_info``): asv.conf.json
     pins them through environment variables, and this records what the benchmark process
     actually got (largest BLAS pool via threadpoolctl; OpenMP's maximum via sparseadv._core),

@@ -1,44 +1,48 @@
-"""asv benchmarks of one adversarial iteration per engine (``common.ENGINE_NAMES``: dense,
-tree, certified; an engine missing from a commit's registry is skipped, shown as n/a).
+"""asv: one adversarial iteration per engine (``common.ENGINE_NAMES``; an engine missing from
+a commit's registry is skipped, shown as n/a).
 
-Sizes are bundled in one tuple parameter (m, n, d); data and network come from
-``common.problem`` (seeded, uniform on the sphere, random +-1 labels), built in ``setup``,
-which also runs one warm-up step (the sparse engines build their structures there), so every
-benchmark measures a steady-state step. Default grid: small (a couple of minutes on 2 cores).
-``SPARSEADV_BENCH_GRID=large`` (``common.LARGE``) selects m up to 2^18, n in {256, 1024, 4096},
+Sizes are bundled in one (m, n, d) tuple parameter; data and network from ``common.problem``,
+built in ``setup``, which also runs one warm-up step (the sparse engines build their
+structures there), so every benchmark measures a steady-state step. l2 PGD, eps = 0.05,
+lr = "auto". ``SPARSEADV_BENCH_GRID=large`` selects m up to 2^18, n in {256, 1024, 4096},
 d in {3, 16, 64, 256}.
 
-``python -m sparseadv.scaling --from-asv`` reads this class for every engine that no
-``*Scaling`` class covers (``bench_dense.DenseScaling`` covers dense).
+``sparseadv bench --from-asv`` reads this class for every engine that no ``*Scaling`` class
+covers (``bench_dense.DenseScaling`` covers dense).
 """
-from .common import ENGINE_NAMES, LARGE, problem, require_engine
+from .common import ENGINE_NAMES, LARGE, Benchmark, problem, require_engine
 
 if LARGE:
-    _SIZES = [(m, n, d) for m in (2 ** 12, 2 ** 14, 2 ** 16, 2 ** 18)
-              for n in (256, 1024, 4096) for d in (3, 16, 64, 256)]
+    SIZES = [(m, n, d) for m in (2 ** 12, 2 ** 14, 2 ** 16, 2 ** 18)
+             for n in (256, 1024, 4096) for d in (3, 16, 64, 256)]
+    MEMORY_SIZES = [(2 ** 18, 1024, 64), (2 ** 20, 1024, 64)]
 else:
-    _SIZES = [(m, 256, d) for m in (2 ** 12, 2 ** 14) for d in (3, 16, 64)]
+    SIZES = [(m, 256, d) for m in (2 ** 12, 2 ** 14) for d in (3, 16, 64)]
+    MEMORY_SIZES = [(2 ** 14, 256, 64)]
 
 
-class EngineIteration:
-    """One l2-PGD (eps = 0.05, 3 steps, lr = "auto") adversarial iteration."""
+class _Trained(Benchmark):
+    """A trainer of ``engine`` after one warm-up step (and one more measured by track_)."""
 
-    params = (ENGINE_NAMES, _SIZES)
-    param_names = ["engine", "size (m, n, d)"]
-    timeout = 600
-    number = 1
-    repeat = (1, 5, 60.0)
-
-    def setup(self, engine, size):
+    def setup(self, engine, size, steps=3):
         require_engine(engine)
         from sparseadv import PGD, AdversarialTrainer
         m, n, d = size
         net, self.X, self.y = problem(m, n, d)
-        self.trainer = AdversarialTrainer(net, PGD(0.05, steps=3), lr="auto", engine=engine)
+        self.trainer = AdversarialTrainer(net, PGD(0.05, steps=steps), lr="auto",
+                                          engine=engine)
         self.trainer.step(self.X, self.y)                  # warm-up: lr, structures
-        # the step measured by the track_ benchmarks (one more step, deterministic)
-        self.record = self.trainer.step(self.X, self.y)
+        self.record = self.trainer.step(self.X, self.y)    # what the track_ methods report
         self.n = n
+
+
+class EngineIteration(_Trained):
+    """One l2-PGD (eps = 0.05, 3 steps, lr = "auto") adversarial iteration."""
+    params = (ENGINE_NAMES, SIZES)
+    param_names = ["engine", "m_n_d"]
+    timeout = 600
+    number = 1
+    repeat = (1, 5, 60.0)
 
     def time_iteration(self, engine, size):
         self.trainer.step(self.X, self.y)
@@ -61,3 +65,15 @@ class EngineIteration:
     def track_reanchored(self, engine, size):
         return self.record["reanchored"]
     track_reanchored.unit = "neurons"
+
+
+class EngineMemory(_Trained):
+    """Peak resident memory of a process that runs an engine's iteration (setup included:
+    asv's peakmem is the process's high-water mark), at the sizes where memory matters
+    (large grid: m = 2^18 and 2^20, n = 1024, d = 64, steps 3 and 10)."""
+    params = (ENGINE_NAMES, MEMORY_SIZES, [3, 10] if LARGE else [3])
+    param_names = ["engine", "m_n_d", "steps"]
+    timeout = 1200 if LARGE else 300
+
+    def peakmem_iteration(self, engine, size, steps):
+        self.trainer.step(self.X, self.y)

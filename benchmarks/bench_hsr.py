@@ -1,15 +1,16 @@
 """asv benchmarks: the partition tree against blocked brute force (half-space reporting).
 
-Weights: m Gaussian rows N(0, I_d), d in {2, 3, 4, 8, 16, 64}, plus "sub4": weights near a
-4-dimensional subspace of R^64 (W = G @ B + 0.01 noise, B a random orthonormal 4 x 64 basis).
-Queries: 1024 unit-norm points uniform on the sphere, threshold b = sqrt(0.4 ln m).
+Data: ``common.hsr_problem`` (``sparseadv.analysis.grid``): m Gaussian rows N(0, I_d),
+d in {2, 3, 4, 8, 16, 64}, plus "sub4": weights near a 4-dimensional subspace of R^64;
+1024 unit-norm queries uniform on the sphere, threshold b = sqrt(0.4 ln m).
 Sizes are bundled as (m, d) tuples. The default grid keeps m <= 2**15 so the suite is fast;
 ``SPARSEADV_BENCH_GRID=large`` adds m up to 2**18.
 """
-import math
 import os
 
 import numpy as np
+
+from .common import Benchmark, hsr_problem
 
 try:
     from sparseadv.hsr import BruteForceHSR, PartitionTree
@@ -33,26 +34,11 @@ def _grid():
 SIZES = _grid()
 
 
-def make_data(m, d, n=N_QUERIES, seed=0):
-    """(W, X, b) for size (m, d); d == "sub4" is the 4-dim subspace case in R^64."""
-    rng = np.random.default_rng(seed)
-    if d == "sub4":
-        B = np.linalg.qr(rng.standard_normal((64, 4)))[0].T
-        W = rng.standard_normal((m, 4)) @ B + 0.01 * rng.standard_normal((m, 64))
-        dd = 64
-    else:
-        W = rng.standard_normal((m, d))
-        dd = d
-    X = rng.standard_normal((n, dd))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    return W, X, math.sqrt(0.4 * math.log(m))
-
-
 def _make(kind, W):
     return PartitionTree(W) if kind == "tree" else BruteForceHSR(W)
 
 
-class Build:
+class Build(Benchmark):
     """Construction time (the tree sorts; brute force only copies W)."""
     params = (SIZES, ["tree", "brute"])
     param_names = ["m_d", "structure"]
@@ -60,7 +46,7 @@ class Build:
     def setup(self, m_d, kind):
         if PartitionTree is None:
             raise NotImplementedError("sparseadv is not built")
-        self.W = make_data(*m_d, n=1)[0]
+        self.W = hsr_problem(*m_d, n=1)[0]
 
     def time_build(self, m_d, kind):
         _make(kind, self.W)
@@ -69,17 +55,16 @@ class Build:
         _make(kind, self.W)
 
 
-class QueryBatch:
+class QueryBatch(Benchmark):
     """1024 queries at b = sqrt(0.4 ln m); track_ is the fraction of the m*n inner
     products evaluated (1.0 for brute force)."""
     params = (SIZES, ["tree", "brute"])
     param_names = ["m_d", "structure"]
-    timeout = 300
 
     def setup(self, m_d, kind):
         if PartitionTree is None:
             raise NotImplementedError("sparseadv is not built")
-        W, self.X, self.b = make_data(*m_d)
+        W, self.X, self.b = hsr_problem(*m_d, n=N_QUERIES)
         self.s = _make(kind, W)
         self.m = W.shape[0]
 
@@ -99,7 +84,7 @@ class QueryBatch:
     track_nodes_per_query.unit = "nodes"
 
 
-class Update:
+class Update(Benchmark):
     """Move 1% of the rows by small noise (the tree widens the radii on their root paths).
 
     Updates only: the tree is built with its rebuild policy switched off
@@ -114,7 +99,7 @@ class Update:
     def setup(self, m_d, kind):
         if PartitionTree is None:
             raise NotImplementedError("sparseadv is not built")
-        W = make_data(*m_d, n=1)[0]
+        W = hsr_problem(*m_d, n=1)[0]
         rng = np.random.default_rng(1)
         if kind == "tree":
             try:
@@ -138,7 +123,7 @@ class Update:
     track_rebuilds.unit = "rebuilds"
 
 
-class SingleQuery:
+class SingleQuery(Benchmark):
     """One query at a time (the tree path, no fallback)."""
     params = ([s for s in SIZES if s[1] in (2, 3, 16, "sub4")], ["tree", "brute"])
     param_names = ["m_d", "structure"]
@@ -146,7 +131,7 @@ class SingleQuery:
     def setup(self, m_d, kind):
         if PartitionTree is None:
             raise NotImplementedError("sparseadv is not built")
-        W, X, self.b = make_data(*m_d, n=16)
+        W, X, self.b = hsr_problem(*m_d, n=16)
         self.X = X
         self.s = _make(kind, W)
 

@@ -1,46 +1,54 @@
-"""Shared helpers of the asv suite and the table scripts: seeded data, grid selection, engine
-names, thread counts, median timing.
+"""Shared ground of the asv suite: the base class, the grids, seeded data, engine names,
+thread counts.
 
-The default grids run in a few minutes on 2 cores; ``SPARSEADV_BENCH_GRID=large`` selects the
-opt-in paper-scale grids (see README "Benchmarks").
+The default sizes run in a few minutes on 2 cores; ``SPARSEADV_BENCH_GRID=large`` selects the
+opt-in paper-scale sizes (docs/benchmarks.md).
+
+Sizes and data come from ``sparseadv/analysis/grid.py``, loaded by path from this checkout
+rather than imported from the installed package: asv benchmarks older commits with the
+current suite, and those have no ``sparseadv.analysis``; the file needs only numpy.
 """
+import importlib.util
 import os
-import statistics
-import time
 
-import numpy as np
+_GRID_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "sparseadv",
+                        "analysis", "grid.py")
+_spec = importlib.util.spec_from_file_location("_sparseadv_bench_grid", _GRID_PY)
+grid = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(grid)
 
-GRID = os.environ.get("SPARSEADV_BENCH_GRID", "default").lower()
-LARGE = GRID == "large"
+problem = grid.problem
+hsr_problem = grid.hsr_problem
 
+LARGE = os.environ.get("SPARSEADV_BENCH_GRID", "default").lower() == "large"
 
-def _slices(center, ms, ns, ds):
-    m0, n0, d0 = center
-    pts = {(m0, n0, d0)}
-    pts.update((m, n0, d0) for m in ms)
-    pts.update((m0, n, d0) for n in ns)
-    pts.update((m0, n0, d) for d in ds)
-    return sorted(pts)
+#: The scaling grid of ``sparseadv bench`` (``DenseScaling``; ``--from-asv`` fits it).
+SCALING_SIZES = grid.grid_points("large" if LARGE else "default")
 
-
-# The (m, n, d) grid of the scaling report (``python -m sparseadv.scaling``, same numbers as
-# ``sparseadv.scaling.GRIDS``, repeated here so that the suite also runs on older commits):
-# an m-slice, an n-slice and a d-slice through a centre point, which identify all three
-# exponents. ``--from-asv`` reads every benchmark with an ``m_n_d`` parameter.
-if LARGE:
-    SCALING_SIZES = _slices((65536, 1024, 32), [2 ** k for k in range(10, 21)],
-                            [256, 512, 1024, 2048, 4096], [8, 16, 32, 64, 128])
-else:
-    SCALING_SIZES = _slices((16384, 256, 16), [2 ** k for k in range(12, 17)],
-                            [128, 256, 512], [8, 16, 32])
-
-# Every engine the suite knows by name; those not in this commit's registry are skipped
-# (setup raises NotImplementedError, which asv records as n/a, not as a failure).
+#: Every engine the suite knows by name; those not in a commit's registry are skipped.
 ENGINE_NAMES = ["dense", "tree", "certified"]
 
 
+class Benchmark:
+    """Base of every asv class here: the timing attributes in one place (asv's defaults
+    except a longer timeout; subclasses override what they need)."""
+    timeout = 300
+    number = 0             # asv default: calls per sample chosen by asv
+    repeat = 0             # asv default: (1, 10, 20.0) samples
+    warmup_time = -1       # asv default
+
+
+class OneCall(Benchmark):
+    """One call per sample and no untimed calls in between, for benchmarks whose ``setup``
+    prepares exactly one call (asv runs ``setup`` before every sample)."""
+    number = 1
+    warmup_time = 0.0
+    repeat = (3, 10, 20.0)
+
+
 def require_engine(name):
-    """Skip the current asv benchmark (NotImplementedError) when ``name`` is not registered."""
+    """Skip the current benchmark (NotImplementedError: asv shows n/a, not a failure) when
+    ``name`` is not registered in this commit."""
     try:
         from sparseadv.engines import ENGINES
     except ImportError:
@@ -49,26 +57,10 @@ def require_engine(name):
         raise NotImplementedError(f"engine {name!r} is not in this commit")
 
 
-def unit_sphere(n, d, seed):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    return X
-
-
-def problem(m, n, d, seed=0):
-    """(net, X, y): a Gaussian-initialised network and n unit-sphere points with ±1 labels."""
-    from sparseadv import ShiftedReLUNet
-    X = unit_sphere(n, d, seed + 1)
-    y = np.where(np.random.default_rng(seed + 2).random(n) < 0.5, -1.0, 1.0)
-    return ShiftedReLUNet(m, d, seed=seed), X, y
-
-
 def thread_info():
     """Thread counts in force: the environment variables, the BLAS pools (threadpoolctl, when
-    installed) and OpenMP's maximum (``sparseadv._core``, when built). ``bench_dense.Threads``
-    records the numbers with every asv run; ``python -m sparseadv.scaling --from-asv`` prints
-    them in the report's setup."""
+    installed) and OpenMP's maximum (``sparseadv._core``, when built); ``bench_dense.Threads``
+    records them with every asv run and ``sparseadv bench --from-asv`` prints them."""
     info = {k: os.environ.get(k, "") for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                "MKL_NUM_THREADS")}
     try:
@@ -83,15 +75,3 @@ def thread_info():
     except (ImportError, AttributeError):
         pass
     return info
-
-
-def median_times(fns, repeats):
-    """Median wall time of each function over ``repeats`` runs, the runs interleaved
-    (f, g, f, g, ...) so that all see the same machine load. One function: a plain median."""
-    ts = [[] for _ in fns]
-    for _ in range(repeats):
-        for k, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            ts[k].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in ts]

@@ -10,6 +10,7 @@ import signal
 import sys
 
 from . import _argtypes as argtypes
+from .analysis.estimate import FULL_ESTIMATE  # also quoted by REPORT.md
 from .distributed import cli_support
 
 __all__ = ["main", "build_parser"]
@@ -25,11 +26,6 @@ TRAIN_DEFAULTS = dict(data="separated", n=256, d=16, m=4096, eps=0.05, steps=3, 
 # Options that define the run and must not change on resume.
 _FROZEN = ("data", "n", "d", "m", "eps", "steps", "step_size", "norm", "engine", "lr", "seed",
            "random_start", "normalize")
-
-# not measured: the dense cost model at ~10 GFLOP/s, a quarter of the dense engine's measured
-# rate (benchmarks/dense_table.py), so an upper estimate; the reproduction report quotes it too
-FULL_ESTIMATE = ("at most about 30-90 minutes on 2 cores (estimated from the dense cost model "
-                 "at ~10 GFLOP/s, a quarter of the measured dense rate; not measured)")
 
 
 class UsageError(ValueError):
@@ -134,8 +130,8 @@ def build_parser():
                     help="no progress bars")
 
     # -- bench
-    bn = sub.add_parser("bench", help="scaling benchmarks (sparseadv.scaling), if installed",
-                        add_help=False)
+    bn = sub.add_parser("bench", help="cost of an iteration against m, n, d per engine "
+                        "(runs a grid, or reads asv results with --from-asv)", add_help=False)
     bn.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -363,17 +359,8 @@ def cmd_reproduce(args, argv):
 
 
 def cmd_bench(args):
-    import importlib.util
-    try:
-        spec = importlib.util.find_spec("sparseadv.scaling")
-    except ImportError:
-        spec = None
-    if spec is None:
-        raise UsageError("bench needs the sparseadv.scaling module, which this installation "
-                         "does not have")
-    from . import scaling
-    result = scaling.main(list(args.args))
-    return int(result or 0)
+    from .analysis.bench import main as bench_main
+    return int(bench_main(list(args.args), prog=f"{PROG} bench") or 0)
 
 
 def main(argv=None):
@@ -383,8 +370,8 @@ def main(argv=None):
     argv = list(argv)
     parser = build_parser()
     if argv and argv[0] == "bench":
-        # Everything after "bench" belongs to sparseadv.scaling (argparse's REMAINDER cannot
-        # take a leading option such as "bench --help").
+        # Everything after "bench" belongs to sparseadv.analysis.bench (argparse's REMAINDER
+        # cannot take a leading option such as "bench --help").
         args = argparse.Namespace(command="bench", args=argv[1:])
     else:
         args = parser.parse_args(argv)

@@ -1,25 +1,63 @@
-"""The one-off benchmark scripts' helpers: engine specs with options, and the kernel profile
-(its per-kernel calls and tracked-pass counts agree with the engine's own counters)."""
+"""The one-off scripts in tools/: run as `python tools/NAME.py` (subprocess) and their helpers
+imported from their path (importlib): engine specs with options, the contenders' table, and
+the kernel profile (its per-kernel calls and tracked-pass counts agree with the engine's)."""
+import importlib.util
+import os
 import pathlib
+import subprocess
 import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-import engine_compare  # noqa: E402
-import kernel_profile  # noqa: E402
+from sparseadv.analysis.contenders import parse_engine
+
+TOOLS = pathlib.Path(__file__).resolve().parents[1] / "tools"
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", TOOLS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_tool(name, *args):
+    env = dict(os.environ, PYTHONPATH=str(TOOLS.parent) + os.pathsep
+               + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, str(TOOLS / f"{name}.py"), *args], env=env,
+                          capture_output=True, text=True, check=True, timeout=600).stdout
 
 
 def test_parse_engine():
-    assert engine_compare.parse_engine("dense") == ("dense", {})
-    assert engine_compare.parse_engine("certified:lazy=false,budget=0.05,x=abc,k=3") == (
+    assert parse_engine("dense") == ("dense", {})
+    assert parse_engine("certified:lazy=false,budget=0.05,x=abc,k=3") == (
         "certified", {"lazy": False, "budget": 0.05, "x": "abc", "k": 3})
     with pytest.raises(SystemExit, match="KEY=VALUE"):
-        engine_compare.parse_engine("certified:lazy")
+        parse_engine("certified:lazy")
+    assert load_tool("engine_compare").parse_engine is parse_engine
+
+
+def test_engine_compare_table_with_the_references():
+    engines = ["dense", "certified:lazy=false", "oracle"]
+    try:
+        import torch  # noqa: F401
+        engines.append("torch64")
+    except ImportError:
+        pass
+    out = run_tool("engine_compare", "--engines", *engines, "--m", "2048", "--n", "64",
+                   "--d", "6", "--iters", "1", "--dense-iters", "1")
+    assert out.startswith("m=2048 n=64 d=6 steps=3 eps=0.05 (l2), lr=auto")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in out.splitlines()
+            if line.startswith("| ") and not line.startswith("| engine")}
+    assert list(rows) == engines
+    # every contender does the dense engine's fired pairs (same start, same iteration)
+    assert len({r[6] for r in rows.values() if r[6] != "0.000e+00"}) == 1
+    assert rows["dense"][9] == "1.0x" and float(rows["oracle"][10].strip(" |x")) > 1
 
 
 @pytest.mark.parametrize("spec", ["certified", "certified:lazy=false", "tree", "dense"])
 def test_kernel_profile_counts_every_pass(spec):
+    kernel_profile = load_tool("kernel_profile")
     steps, iters = 3, 2
     rows = kernel_profile.profile(spec, 2048, 64, 6, steps, iters, 0.05, 0)
     assert len(rows) == iters
@@ -40,3 +78,13 @@ def test_kernel_profile_counts_every_pass(spec):
     from sparseadv import _core
     from sparseadv.engines import certified
     assert certified._core is _core
+
+
+def test_table_scripts_run():
+    out = run_tool("dense_table", "--m", "1024", "--n", "32", "--d", "4", "--repeats", "1")
+    assert "| sparseadv dense engine" in out and "| plain numpy" in out
+    out = run_tool("hsr_table", "--m", "1024", "--n", "16", "--repeat", "1", "--cases", "3,8")
+    assert out.count("| tree") + out.count("| 3 |") + out.count("| 8 |") >= 2
+    out = run_tool("engine_table", "--m-min", "10", "--m-max", "12", "--n", "32", "--d", "4",
+                   "--iters", "1")
+    assert "Fitted: inner products per iteration ~ m^" in out

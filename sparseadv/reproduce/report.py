@@ -5,49 +5,24 @@ functions of the metrics dicts the experiments return, so they can be tested on 
 numbers); nothing in the claims table is hard-coded. A verdict is one of "holds", "partly holds",
 "does not hold" or "not measured", with what was measured and the regime it covers.
 """
-import csv
 import json
 import math
 import os
-import platform
 import sys
 import time
 import traceback
 
 import numpy as np
 
-from ..cli import FULL_ESTIMATE  # one wording for the CLI help and the report
+from ..analysis.environment import environment
+from ..analysis.estimate import FULL_ESTIMATE  # one wording for the CLI help and the report
+from ..analysis.fit import fit_dict
+from ..analysis.tables import fmt_fit, md_table, write_csv
 
 # --------------------------------------------------------------------------- shared helpers
 
 TOL_EXACT = 1e-8   # relative difference that still counts as "the same to round-off"
 MIN_GAIN = 0.01    # robust-accuracy gain (1 point) below which two models count as tied
-
-
-def write_csv(out, name, rows):
-    """Write a list of dicts as CSV (union of keys, in first-seen order); returns the path."""
-    path = os.path.join(out, name)
-    keys = []
-    for r in rows:
-        for k in r:
-            if k not in keys:
-                keys.append(k)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (repr(float(v)) if isinstance(v, (float, np.floating)) else v)
-                        for k, v in r.items()})
-    return path
-
-
-def md_table(header, rows):
-    def cell(x):
-        return str(x).replace("|", "\\|")
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(x) for x in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def progress_iter(items, desc, progress):
@@ -56,21 +31,6 @@ def progress_iter(items, desc, progress):
         return items
     from tqdm.auto import tqdm
     return tqdm(items, desc=desc, leave=True, file=sys.stderr)
-
-
-def fit_dict(fit):
-    """A ``theory.PowerLawFit`` as a JSON-friendly dict."""
-    return {"exponent": float(fit.exponent), "intercept": float(fit.intercept),
-            "stderr": float(fit.stderr), "ci_low": float(fit.ci_low),
-            "ci_high": float(fit.ci_high), "n": int(fit.n)}
-
-
-def fmt_fit(f):
-    if not f:
-        return "n/a"
-    if not (math.isfinite(f["ci_low"]) and math.isfinite(f["ci_high"])):
-        return f"{f['exponent']:.3f} (no CI: {f['n']} points)"
-    return f"{f['exponent']:.3f} [{f['ci_low']:.3f}, {f['ci_high']:.3f}]"
 
 
 def _upper(f):
@@ -311,47 +271,6 @@ def make_configs(mode="quick", seed=0):
 
 
 CONFIGS = ("quick", "full", "tiny")
-
-# --------------------------------------------------------------------------- environment
-
-
-def _memory_gib():
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    except (ValueError, OSError, AttributeError):
-        return float("nan")
-
-
-def environment():
-    """Machine, library versions and thread settings, as a dict of strings."""
-    from .. import __version__
-    info = {"platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor() or "unknown",
-            "python": sys.version.split()[0],
-            "cpu_count": str(os.cpu_count())}
-    try:
-        info["cpus_usable"] = str(len(os.sched_getaffinity(0)))
-    except AttributeError:
-        pass
-    info["memory"] = f"{_memory_gib():.1f} GiB"
-    versions = {"sparseadv": __version__}
-    for mod in ("numpy", "scipy", "tqdm", "matplotlib", "sklearn", "threadpoolctl", "Cython"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            versions[mod] = "not installed"
-    env = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                  "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
-    pools = []
-    try:
-        from threadpoolctl import threadpool_info
-        for p in threadpool_info():
-            pools.append(f"{p.get('user_api')}/{p.get('internal_api')} "
-                         f"{p.get('version') or ''}: {p.get('num_threads')} threads")
-    except ImportError:
-        pools.append("threadpoolctl not installed")
-    return info, versions, env, pools
-
 
 # --------------------------------------------------------------------------- run
 

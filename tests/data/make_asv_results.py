@@ -4,7 +4,7 @@
 
 Copies the fixture project into a temporary git repository, registers a machine "fixture"
 under a temporary HOME (so ~/.asv-machine.json is not touched) and runs
-``asv run --python=same --quick --set-commit-hash HEAD``. Takes 10-30 s. tests/test_scaling.py
+``asv run --python=same --quick --set-commit-hash HEAD``. Takes 10-30 s. tests/test_analysis.py
 calls ``generate`` itself when SPARSEADV_TEST_ASV=1.
 """
 import os

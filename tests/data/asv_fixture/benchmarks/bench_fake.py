@@ -1,9 +1,11 @@
 """Fake benchmarks with exactly known counts, shaped like the sparseadv suite.
 
-tests/test_scaling.py parses the asv results of these (tests/data/asv_results/, made by
+tests/test_analysis.py parses the asv results of these (tests/data/asv_results/, made by
 tests/data/make_asv_results.py) and checks the exponents it recovers.
 """
-SIZES = [(64, 8, 4), (128, 8, 4), (256, 8, 4), (128, 16, 4), (128, 8, 8)]
+# one-factor slices through (128, 16, 8): three distinct values per axis (the reader's minimum)
+SIZES = [(64, 16, 8), (128, 16, 8), (256, 16, 8), (128, 8, 8), (128, 32, 8), (128, 16, 4),
+         (128, 16, 16)]
 
 
 class FakeEngines:

@@ -1,57 +1,29 @@
-"""Per-iteration time and work of any engines on one setting, measured in one run.
+"""Per-iteration time and work of engines and references on one setting, measured in one run.
 
-    python benchmarks/engine_compare.py --engines dense tree certified --m 262144 --n 1024 \
+    python tools/engine_compare.py --engines dense tree certified --m 262144 --n 1024 \
         --d 3 --steps 3 --iters 10
 
-Each engine runs in a fresh process (one after the other), so no engine inherits another's
-heap or cache state. Data: uniform on the sphere, random ±1 labels, l2 PGD (eps 0.05), lr = "auto" (each engine
-from the same start). Time is the median over the iterations after the first (the first
-builds the structures and picks lr); counters are medians too. Prints a Markdown table.
+Each contender runs in a fresh process (one after the other), so none inherits another's
+heap or cache state. Data: uniform on the sphere, random ±1 labels, l2 PGD (eps 0.05),
+lr = "auto" (all from the same start; ``sparseadv.analysis.contenders.run``). Time is the
+median over the iterations after the first (the first builds the structures and picks lr);
+counters are medians too. Prints a Markdown table.
 
 An engine may carry options, ``NAME:KEY=VALUE[,KEY=VALUE]`` (values: true/false, numbers or
 text), so variants compare in one run, e.g. the certified engine's tracked passes on and off:
 
-    python benchmarks/engine_compare.py --engines certified certified:lazy=false --d 16
+    python tools/engine_compare.py --engines certified certified:lazy=false --d 16
+
+References: ``oracle`` (the same iteration handed the exact fired pairs of every pass, found
+outside the timed region) and ``torch32`` / ``torch64`` (PyTorch on CPU: autograd PGD and an
+SGD step, float32 / float64; needs torch):
+
+    python tools/engine_compare.py --engines dense certified oracle torch32 torch64 --d 64
 """
 import argparse
 import multiprocessing
-import time
 
-import numpy as np
-
-import sparseadv as sa
-
-
-def parse_engine(spec):
-    """``"certified:lazy=false,budget=0.05"`` -> ("certified", {"lazy": False, "budget": 0.05})."""
-    name, _, opts = spec.partition(":")
-    options = {}
-    for item in filter(None, opts.split(",")):
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise SystemExit(f"engine option {item!r} in {spec!r}: expected KEY=VALUE")
-        low = text.lower()
-        if low in ("true", "false"):
-            options[key] = low == "true"
-        else:
-            try:
-                options[key] = float(text) if any(c in text for c in ".e") else int(text)
-            except ValueError:
-                options[key] = text
-    return name, options
-
-
-def run(engine, m, n, d, steps, iters, eps, seed):
-    name, options = parse_engine(engine)
-    X, y = sa.datasets.sphere(n, d, seed=seed + 1)
-    net = sa.ShiftedReLUNet(m, d, seed=seed)
-    tr = sa.AdversarialTrainer(net, sa.PGD(eps, steps), lr="auto", engine=name, **options)
-    t0 = time.perf_counter()
-    tr.step(X, y)
-    first = time.perf_counter() - t0
-    recs = [tr.step(X, y) for _ in range(iters)]
-    med = {k: float(np.median([r[k] for r in recs])) for k in recs[0]}
-    return first, med
+from sparseadv.analysis.contenders import parse_engine, run
 
 
 def main():
@@ -87,7 +59,8 @@ def main():
         su = wr = ""
         if base is not None:
             su = f"{base[3]['seconds'] / med['seconds']:.1f}x"
-            wr = f"{base[3]['inner_products'] / med['inner_products']:.1f}x"
+            wr = (f"{base[3]['inner_products'] / med['inner_products']:.1f}x"
+                  if med["inner_products"] else "")
         print(f"| {e} | {it} | {med['seconds']:.3f} | {first:.2f} | {med['inner_products']:.3e} | "
               f"{med['candidate_pairs']:.3e} | {med['fired_pairs']:.3e} | "
               f"{med['nodes_visited']:.3e} | {med['reanchored']:.0f} | {su} | {wr} |")

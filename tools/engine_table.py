@@ -1,19 +1,15 @@
 """Growth of the certified engine's work with the width m (the issue's alpha <= 0.85 check).
 
-    python benchmarks/engine_table.py [--m-min 12] [--m-max 17] [--n 1024] [--d 64] [--iters 3]
+    python tools/engine_table.py [--m-min 12] [--m-max 17] [--n 1024] [--d 64] [--iters 3]
 
 Runs the certified engine at m = 2^m_min ... 2^m_max (same setting and measurement as
-``engine_compare.py``, whose ``run`` it uses; engine-vs-engine tables come from that script)
+``engine_compare.py``: ``sparseadv.analysis.contenders.run``; engine-vs-engine tables come from that script)
 and fits inner products per iteration ~ m^alpha with a 95% interval (``theory.fit_power_law``).
 """
 import argparse
 
+from sparseadv.analysis.contenders import run
 from sparseadv.theory import fit_power_law
-
-try:                                   # imported by asv's discovery as benchmarks.engine_table
-    from .engine_compare import run
-except ImportError:                    # run as a script: python benchmarks/engine_table.py
-    from engine_compare import run
 
 
 def main():

@@ -5,7 +5,7 @@ sphere, b = sqrt(0.4 ln m), d in {2, 3, 4, 8, 16, 64} plus weights near a 4-dime
 subspace of R^64 (W = G @ B + 0.01 noise, B a random orthonormal 4 x 64 basis). For each
 case: fraction of the m*n inner products the tree evaluated, median wall time of
 ``PartitionTree.query_batch`` and of ``BruteForceHSR.query_batch`` over ``--repeat`` runs,
-and their ratio. Usage: ``PYTHONPATH=. python benchmarks/hsr_table.py [--m 131072]``.
+and their ratio. Usage: ``python tools/hsr_table.py [--m 131072]``.
 """
 import argparse
 import math
@@ -13,20 +13,16 @@ import os
 
 import numpy as np
 
-try:                                   # imported by asv's discovery as benchmarks.hsr_table
-    from .bench_hsr import make_data
-    from .common import median_times
-except ImportError:                    # run as a script: python benchmarks/hsr_table.py
-    from bench_hsr import make_data
-    from common import median_times
+from sparseadv.analysis.grid import hsr_problem
+from sparseadv.analysis.timing import median_times
 
 SUBSPACE_CASE = "64 (4-dim subspace)"
 
 
 def make_case(name, m, n, seed=0):
-    """(W, X) of a table row: ``bench_hsr.make_data`` (same data as the asv suite), the
-    subspace case named as in the table."""
-    W, X, _ = make_data(m, "sub4" if name == SUBSPACE_CASE else int(name), n=n, seed=seed)
+    """(W, X) of a table row: ``analysis.grid.hsr_problem`` (same data as the asv suite),
+    the subspace case named as in the table."""
+    W, X, _ = hsr_problem(m, "sub4" if name == SUBSPACE_CASE else int(name), n=n, seed=seed)
     return W, X
 
 

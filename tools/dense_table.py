@@ -1,6 +1,6 @@
 """Seconds per dense iteration and GFLOP/s, next to the plain-numpy iteration, in one run.
 
-    python benchmarks/dense_table.py [--m 65536 --n 1024 --d 64 --steps 3 --repeats 5]
+    python tools/dense_table.py [--m 65536 --n 1024 --d 64 --steps 3 --repeats 5]
 
 GFLOP/s uses the nominal 16 m n d flops of a 3-step iteration (4 m n d (steps + 1) in general,
 ``theory.dense_flops``); the blocked engine actually does one extra score pass (2 m n d) in its
@@ -8,10 +8,7 @@ weight-gradient pass, which is not credited.
 """
 import argparse
 
-try:                                   # imported by asv's discovery as benchmarks.dense_table
-    from .common import median_times
-except ImportError:                    # run as a script: python benchmarks/dense_table.py
-    from common import median_times
+from sparseadv.analysis.timing import median_times
 
 
 def main():

@@ -1,6 +1,6 @@
 """Why sparseadv sets OMP_WAIT_POLICY=PASSIVE: the same work under each wait policy.
 
-    python benchmarks/omp_wait_table.py [--m 65536 --n 1024 --d 64]
+    python tools/omp_wait_table.py [--m 65536 --n 1024 --d 64]
 
 Each policy runs in a fresh process (libgomp reads the variable once, at load). The work
 is one training step of the chosen engine (OpenMP regions of the compiled core) followed by a

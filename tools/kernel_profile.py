@@ -1,7 +1,7 @@
 """Where one engine's iteration spends its time: seconds per compiled kernel, per iteration.
 
-    python benchmarks/kernel_profile.py --engine certified --m 262144 --d 64 --steps 10
-    python benchmarks/kernel_profile.py --engine tree --d 3
+    python tools/kernel_profile.py --engine certified --m 262144 --d 64 --steps 10
+    python tools/kernel_profile.py --engine tree --d 3
 
 Every ``sparseadv._core`` function an engine module calls (and the partition tree's
 ``query_batch`` / ``update_from``) is wrapped with a timer; the table gives, per kernel, the
@@ -19,10 +19,8 @@ import time
 
 import numpy as np
 
-try:
-    from .engine_compare import parse_engine
-except ImportError:          # run as a script
-    from engine_compare import parse_engine
+from sparseadv.analysis.contenders import parse_engine
+from sparseadv.analysis.grid import problem
 
 
 class _TimedCore:
@@ -55,7 +53,6 @@ def _timed(fn, name, log, passes=None):
 
 
 def profile(spec, m, n, d, steps, iters, eps, seed):
-    # imported here: asv imports every module of benchmarks/, also on commits without engines
     import sparseadv as sa
     from sparseadv import _core
     from sparseadv.engines import certified, dense, tree
@@ -65,8 +62,7 @@ def profile(spec, m, n, d, steps, iters, eps, seed):
     for mod in (certified, dense, tree):
         mod._core = _TimedCore(_core, log, passes)
     try:
-        X, y = sa.datasets.sphere(n, d, seed=seed + 1)
-        net = sa.ShiftedReLUNet(m, d, seed=seed)
+        net, X, y = problem(m, d=d, n=n, seed=seed)
         tr = sa.AdversarialTrainer(net, sa.PGD(eps, steps), lr="auto", engine=name, **options)
         pt = getattr(tr.engine, "tree", None)
         if pt is not None:

@@ -1,0 +1,78 @@
+"""The asv suite's new classes run outside asv (CI also runs a few cases through asv:
+.ci/asv_quick.sh): setup, the timed call and the counts, at the smallest default sizes."""
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def suite():
+    """The ``benchmarks`` package of this checkout, loaded from its path."""
+    spec = importlib.util.spec_from_file_location(
+        "benchmarks", ROOT / "benchmarks" / "__init__.py",
+        submodule_search_locations=[str(ROOT / "benchmarks")])
+    pkg = importlib.util.module_from_spec(spec)
+    saved = sys.modules.get("benchmarks")
+    sys.modules["benchmarks"] = pkg
+    spec.loader.exec_module(pkg)
+    try:
+        yield lambda name: importlib.import_module(f"benchmarks.{name}")
+    finally:
+        for key in [k for k in sys.modules if k == "benchmarks" or k.startswith("benchmarks.")]:
+            del sys.modules[key]
+        if saved is not None:
+            sys.modules["benchmarks"] = saved
+
+
+def test_every_class_uses_the_base(suite):
+    common = suite("common")
+    for name in ("bench_dense", "bench_engines", "bench_attack", "bench_hsr",
+                 "bench_stepsize", "bench_contenders"):
+        mod = suite(name)
+        classes = [v for k, v in vars(mod).items() if isinstance(v, type)
+                   and v.__module__ == mod.__name__ and not k.startswith("_")]
+        assert classes and all(issubclass(c, common.Benchmark) for c in classes), name
+    grid = common.grid
+    from sparseadv.analysis import grid as package_grid
+    assert common.SCALING_SIZES == package_grid.grid_points("default")
+    assert grid.GRIDS == package_grid.GRIDS
+
+
+def test_oracle_benchmark_times_one_prepared_iteration(suite):
+    bc = suite("bench_contenders")
+    size = bc.SIZES[0]
+    b = bc.OracleIteration()
+    b.setup(size, 3)
+    W0 = b.W0.copy()
+    assert (b.net.W == W0).all()                     # the timed call starts from W0
+    b.time_iteration(size, 3)
+    assert not (b.net.W == W0).all()
+    from sparseadv import PGD, AdversarialTrainer
+    from sparseadv.analysis.grid import problem
+    net, X, y = problem(*size)
+    rec = AdversarialTrainer(net, PGD(0.05, 3), lr="auto", engine="dense").step(X, y)
+    assert b.track_fired_pairs(size, 3) == rec["fired_pairs"]
+    assert b.track_inner_products(size, 3) < rec["inner_products"]
+
+
+def test_torch_benchmark(suite):
+    bc = suite("bench_contenders")
+    b = bc.TorchIteration()
+    try:
+        b.setup(bc.SIZES[0], 3, "float32")
+    except NotImplementedError:
+        pytest.skip("torch not installed")
+    b.time_iteration(bc.SIZES[0], 3, "float32")
+
+
+def test_engine_memory_benchmark(suite):
+    be = suite("bench_engines")
+    b = be.EngineMemory()
+    b.setup("certified", be.MEMORY_SIZES[0], 3)
+    b.peakmem_iteration("certified", be.MEMORY_SIZES[0], 3)
+    with pytest.raises(NotImplementedError):
+        b.setup("no-such-engine", be.MEMORY_SIZES[0], 3)
