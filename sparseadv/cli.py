@@ -128,6 +128,7 @@ def build_parser():
                          "default: leave them as they are)")
     rp.add_argument("--no-progress", dest="progress", action="store_false",
                     help="no progress bars")
+    cli_support.add_cluster_arguments(rp)     # E3's grid points as tasks on a Dask cluster
 
     # -- bench
     bn = sub.add_parser("bench", help="cost of an iteration against m, n, d per engine "
@@ -350,10 +351,11 @@ def cmd_reproduce(args, argv):
         if bad:
             raise UsageError(f"--engines: {', '.join(bad)} not installed (installed: "
                              f"{', '.join(known)})")
-    path = reproduce.run(out=args.out, mode=args.mode or "quick", seed=args.seed,
-                         engines=engines, only=args.only, progress=args.progress,
-                         threads=args.threads,
-                         command=[PROG] + list(argv))
+    with cli_support.sweep_cluster(args) as client:
+        path = reproduce.run(out=args.out, mode=args.mode or "quick", seed=args.seed,
+                             engines=engines, only=args.only, progress=args.progress,
+                             threads=args.threads, command=[PROG] + list(argv),
+                             client=client)
     print(f"wrote {path}")
     return 0
 

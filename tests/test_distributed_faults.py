@@ -214,3 +214,56 @@ def test_cli_scheduler_and_local_cluster_exclusive(capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(TRAIN + ["--scheduler", "tcp://127.0.0.1:1", "--local-cluster", "2"])
     assert info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- sweeps
+
+def test_bench_on_a_cluster_gives_the_same_exponents(client, tmp_path, monkeypatch):
+    """``sparseadv bench --scheduler`` (every grid point a task): the same rows but for the
+    times, so the same fitted work exponents, as a local run."""
+    from sparseadv.analysis import bench, fit, grid, tables
+    from sparseadv.reproduce import report
+    monkeypatch.setitem(grid.GRIDS, "tiny", report.make_configs("tiny")["e3"].grid())
+    common = ["--grid", "tiny", "--engines", "dense,tree", "--repeats", "1", "--warmup", "0",
+              "--quiet", "--no-plots"]
+    assert bench.main(common + ["--out", str(tmp_path / "local")]) == 0
+    assert bench.main(common + ["--out", str(tmp_path / "dask"),
+                                "--scheduler", client.scheduler.address]) == 0
+    local = tables.read_csv(tmp_path / "local" / "scaling.csv")
+    remote = tables.read_csv(tmp_path / "dask" / "scaling.csv")
+    counters = [q for q in fit.QUANTITIES if q != "seconds"]
+    assert [(r["engine"], r["m"], r["n"], r["d"]) for r in remote] == \
+        [(r["engine"], r["m"], r["n"], r["d"]) for r in local]
+    for a, b in zip(local, remote):
+        assert {q: a[q] for q in counters + ["lr", "loss"]} == \
+            {q: b[q] for q in counters + ["lr", "loss"]}
+    key = [(f["engine"], f["quantity"]) for f in fit.fit_rows(local)]
+    assert key == [(f["engine"], f["quantity"]) for f in fit.fit_rows(remote)]
+    for f_local, f_remote in zip(fit.fit_rows(local), fit.fit_rows(remote)):
+        if f_local["quantity"] == "inner_products":
+            assert f_local["fits"]["m"].exponent == f_remote["fits"]["m"].exponent
+    md = (tmp_path / "dask" / "scaling.md").read_text()
+    assert "every grid point a task on the scheduler given of 2 Dask workers" in md
+    with pytest.raises(SystemExit):     # cluster options apply to runs only
+        bench.main(["--from-asv", str(tmp_path), "--scheduler", client.scheduler.address,
+                    "--out", str(tmp_path / "x")])
+
+
+def test_reproduce_e3_on_a_cluster(client, tmp_path, monkeypatch, capsys):
+    """``sparseadv reproduce --scheduler``: E3's grid runs as tasks, with the work counts of a
+    local run (the report is written as usual)."""
+    from sparseadv.analysis import tables
+    from sparseadv.reproduce import report
+    real = report.make_configs
+    monkeypatch.setattr(report, "make_configs", lambda mode, seed=0: real("tiny", seed))
+    rows = {}
+    for name, extra in [("local", []), ("dask", ["--scheduler", client.scheduler.address])]:
+        out = tmp_path / name
+        assert cli.main(["reproduce", "--only", "e3", "--engines", "dense", "--no-progress",
+                         "--out", str(out)] + extra) == 0
+        assert (out / "REPORT.md").exists()
+        rows[name] = tables.read_csv(out / "e3_cost.csv")
+    assert [{k: r[k] for k in ("m", "n", "d", "inner_products", "fired_pairs", "lr")}
+            for r in rows["dask"]] == \
+        [{k: r[k] for k in ("m", "n", "d", "inner_products", "fired_pairs", "lr")}
+         for r in rows["local"]]

@@ -8,11 +8,13 @@ client's ``net``, so the single-process checkpoint code writes the same file eit
 ``close(trainer)`` releases the shards and the cluster. Bad values raise ``InputError``
 (one line, exit status 2 on the command line).
 """
+import contextlib
+
 from .. import _argtypes as argtypes
 from ..errors import InputError
 
-__all__ = ["add_arguments", "add_cluster_arguments", "cluster_from_args", "make_trainer",
-           "sync", "close"]
+__all__ = ["add_arguments", "add_cluster_arguments", "cluster_from_args", "sweep_cluster", "sweep_note",
+           "make_trainer", "sync", "close"]
 
 
 def add_cluster_arguments(parser):
@@ -50,6 +52,28 @@ def cluster_from_args(args, min_workers=1, timeout=None):
         timeout = connect_timeout()
     return Cluster(scheduler=scheduler, local_cluster=local, timeout=timeout,
                    min_workers=min_workers)
+
+
+@contextlib.contextmanager
+def sweep_cluster(args):
+    """The client of ``--scheduler``/``--local-cluster`` (closed afterwards), or None."""
+    cluster = cluster_from_args(args)
+    if cluster is None:
+        yield None
+        return
+    with cluster:
+        yield cluster.client
+
+
+def sweep_note(cluster):
+    """The (option, text) line a report gives for a sweep run on ``cluster``."""
+    from .cluster import worker_addresses
+    where = "a local cluster" if cluster.local is not None else "the scheduler given"
+    n = len(worker_addresses(cluster.client))
+    return ("--scheduler / --local-cluster",
+            f"every grid point a task on {where} of {n} Dask worker{'s' * (n != 1)}, at most "
+            f"one per worker at a time (sparseadv.distributed.map_grid); the times are the "
+            f"workers' (--threads limits only this process)")
 
 
 def make_trainer(args, net, attack, lr, engine):
