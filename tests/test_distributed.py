@@ -121,8 +121,19 @@ def test_fit_history_and_callback(client):
         hist = tr.fit(X, y, 5, progress=True, callback=callback)
         assert tr.iterations_ == 3
     assert len(hist["loss"]) == 3 and len(hist["bytes_sent"]) == 3
+    assert _actors_left(client) == 0           # close() released the shards on the workers
     assert list(hist["loss"]) == [r["loss"] for r in seen]
     assert set(hist) >= {"inner_products", "seconds_waiting", "bytes_received", "lr"}
+
+
+def _actors_left(client, wait=10.0):
+    import time
+    deadline = time.monotonic() + wait
+    while True:
+        left = sum(client.run(lambda dask_worker: len(dask_worker.state.actors)).values())
+        if left == 0 or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 def test_split_rows():
