@@ -21,8 +21,9 @@ import numbers
 import numpy as np
 
 from ._validation import check_bool, check_positive_int, check_real, check_seed, check_Xy
+from .errors import DivergenceError, InputError
 from .engines import make_engine
-from .engines.base import ThreatModel
+from .engines.base import ThreatModel, fix_extreme_norms
 
 
 def _check_norm(norm):
@@ -37,7 +38,16 @@ def _check_norm(norm):
             return 2
         if norm == np.inf:
             return np.inf
-    raise ValueError(f"norm must be 2 or numpy.inf (or 'l2' / 'linf'), got {norm!r}")
+    raise InputError(f"norm must be 2 or numpy.inf (or 'l2' / 'linf'), got {norm!r}")
+
+
+def _row_norms(A):
+    """(l2 norm of each row of A, ids of the rows that needed scaling or None): numpy's bits
+    for rows of ordinary size, a scaled computation where the squares could underflow or
+    overflow (``engines.base.fix_extreme_norms``)."""
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(A, axis=1)
+    return norms, fix_extreme_norms(A, norms)
 
 
 class PGD:
@@ -63,9 +73,15 @@ class PGD:
         self.eps = check_real("eps", eps, low=0.0)
         self.steps = check_positive_int("steps", steps)
         if step_size is None:
-            self.step_size = 2.5 * self.eps / self.steps
+            self.step_size = 2.5 * self.eps / self.steps    # Python floats: inf, no error
+            name = "eps"
         else:
             self.step_size = check_real("step_size", step_size, low=0.0, low_inclusive=False)
+            name = "step_size"
+        if not np.isfinite(self.eps + self.step_size):
+            raise InputError(f"{name} is too large: eps + step_size must stay finite (a "
+                             f"perturbation plus one step), got eps={self.eps:g}, "
+                             f"step_size={self.step_size:g}")
         self.norm = _check_norm(norm)
         self.random_start = check_bool("random_start", random_start)
         self.seed = check_seed(seed)
@@ -75,6 +91,15 @@ class PGD:
         norm = "inf" if self.norm == np.inf else "2"
         return (f"{type(self).__name__}(eps={self.eps:g}, steps={self.steps}, "
                 f"step_size={self.step_size:g}, norm={norm}, random_start={self.random_start})")
+
+    def _random_state(self):
+        """The state of the random start's generator (None without random start), so that a
+        caller can undo an attack that did not complete (the trainer's all-or-nothing step)."""
+        return self._rng.bit_generator.state if self.random_start else None
+
+    def _set_random_state(self, state):
+        if state is not None:
+            self._rng.bit_generator.state = state
 
     def _random_delta(self, n, d):
         if self.norm == np.inf:
@@ -88,7 +113,7 @@ class PGD:
         if self.norm == np.inf:
             np.clip(delta, -self.eps, self.eps, out=delta)
             return delta
-        length = np.linalg.norm(delta, axis=1)
+        length, _ = _row_norms(delta)
         over = length > self.eps
         if over.any():
             delta[over] *= (self.eps / length[over])[:, None]
@@ -120,11 +145,21 @@ class PGD:
         delta = self._random_delta(n, d) if self.random_start else np.zeros((n, d))
         for k in range(self.steps):
             G, _f = engine.input_gradient(X + delta, y, pass_index=k)
+            if not np.isfinite(G).all():
+                raise DivergenceError(
+                    f"the input gradient at attack step {k} is not finite: the weights have "
+                    "diverged (in training, the learning rate lr is likely too large) or b, "
+                    "eps or the data are out of range")
             if self.norm == np.inf:
                 delta += self.step_size * np.sign(G)
             else:
-                gnorm = np.linalg.norm(G, axis=1)
+                gnorm, extreme = _row_norms(G)
                 moving = gnorm > 0
+                if extreme is not None:
+                    moving[extreme] = False
+                    # normalise first there: step_size / gnorm could overflow
+                    ext = extreme[gnorm[extreme] > 0]
+                    delta[ext] += self.step_size * (G[ext] / gnorm[ext][:, None])
                 delta[moving] += (self.step_size / gnorm[moving])[:, None] * G[moving]
             self._project(delta)
         return X + delta

@@ -14,8 +14,8 @@ import numpy as np
 
 from . import _core
 from .errors import DivergenceError, InputError
-from ._validation import (check_matrix, check_positive_int, check_real, check_seed,
-                          check_vector, check_Xy)
+from ._validation import (check_allocation, check_matrix, check_positive_int, check_real,
+                          check_seed, check_vector, check_Xy)
 from .theory import default_threshold
 
 
@@ -41,6 +41,7 @@ class ShiftedReLUNet:
     def __init__(self, m, d, b=None, seed=None):
         m = check_positive_int("m", m)
         d = check_positive_int("d", d)
+        check_allocation("m and d", 8 * m * d + 16 * m, f"the weights W ({m} x {d} float64)")
         b = default_threshold(m) if b is None else check_real("b", b)
         rng = np.random.default_rng(check_seed(seed))
         self._listeners = []
@@ -116,20 +117,22 @@ class ShiftedReLUNet:
         distinct neuron ids, G has shape (len(rows), d)."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         W = self._W
-        backup = W[rows]        # fancy indexing copies: the rows to restore on failure
+        # the rows to restore on failure (every row: a plain copy, no gather)
+        moved = slice(None) if len(rows) == W.shape[0] else rows
+        backup = W[moved].copy() if isinstance(moved, slice) else W[moved]
         listeners = self._live_listeners()
         told = False
         try:
             _core.sub_scaled_rows(W, rows, G, lr)
-            if not np.isfinite(W[rows]).all():
+            if not np.isfinite(W[moved]).all():
                 raise DivergenceError(
-                    f"the weight step gave non-finite weights (lr={lr:g}); the learning rate "
-                    f"is likely too large for this data and b; the last finite weights are kept")
+                    f"the weight step gave non-finite weights: the learning rate lr={lr:g} is "
+                    f"likely too large for this data and b; the last finite weights are kept")
             told = True
             for listener in listeners:
                 listener.weights_changed(rows)
         except BaseException:
-            W[rows] = backup
+            W[moved] = backup
             if told:
                 for listener in listeners:
                     listener.weights_reset()

@@ -63,32 +63,43 @@ class AdversarialTrainer:
         X, y = check_Xy(X, y, self.net.d)
         return self._step(X, y)
 
+    # overflow is reported once, as a DivergenceError, not as numpy warnings on the way
+    @np.errstate(over="ignore", invalid="ignore")
     def _step(self, X, y):
+        """One iteration, all or nothing: until ``net.apply_step`` commits it, nothing but
+        per-iteration engine state has changed, and an exception of any kind (KeyboardInterrupt
+        included) leaves W, the engine, the attack's random stream and ``iterations_`` as they
+        were (``apply_step`` rolls itself back; docs/design.md §6)."""
         net, engine, attack = self.net, self.engine, self.attack
         n = X.shape[0]
         t0 = time.perf_counter()
         if self.lr_ is None:
             self.lr_ = auto_lr(net, X)
-        threat = attack.threat_model
-        final = threat.steps                    # the pass index of the final points
-        engine.begin_iteration(X, y, threat)
-        t1 = time.perf_counter()
-        Xt = attack.run(X, y, engine)
-        t2 = time.perf_counter()
-        f, fired = engine.forward(Xt, pass_index=final)
-        resid = f - y
-        loss = 0.5 * float(np.dot(resid, resid)) / n
-        if not np.isfinite(loss):
-            raise DivergenceError(
-                f"the robust loss is not finite (lr={self.lr_:g}): the weights have diverged "
-                "(the learning rate is likely too large) or b or the data are out of range; "
-                "the weights are unchanged")
-        t3 = time.perf_counter()
-        rows, G = engine.weight_gradient(Xt, resid * (net.scale / n), pass_index=final)
-        # all or nothing: W and every engine bound to net move together, or neither does
-        net.apply_step(rows, G, self.lr_)
-        t4 = time.perf_counter()
+        random_state = attack._random_state()
+        try:
+            threat = attack.threat_model
+            final = threat.steps                # the pass index of the final points
+            engine.begin_iteration(X, y, threat)
+            t1 = time.perf_counter()
+            Xt = attack.run(X, y, engine)
+            t2 = time.perf_counter()
+            f, fired = engine.forward(Xt, pass_index=final)
+            resid = f - y
+            loss = 0.5 * float(np.dot(resid, resid)) / n
+            if not np.isfinite(loss):
+                raise DivergenceError(
+                    f"the robust loss is not finite: the weights have diverged (the learning "
+                    f"rate lr={self.lr_:g} is likely too large) or b or the data are out of "
+                    f"range; the last finite weights are kept")
+            t3 = time.perf_counter()
+            rows, G = engine.weight_gradient(Xt, resid * (net.scale / n), pass_index=final)
+            # the commit: W and every engine bound to net move together, or neither does
+            net.apply_step(rows, G, self.lr_)
+        except BaseException:
+            attack._set_random_state(random_state)
+            raise
         self.iterations_ += 1
+        t4 = time.perf_counter()
         record = {"loss": loss, "fired_mean": float(fired.mean()), "fired_max": int(fired.max())}
         record.update(engine.counters)
         record.update(lr=self.lr_, seconds_attack=t2 - t1, seconds_forward=t3 - t2,

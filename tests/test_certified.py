@@ -260,3 +260,75 @@ def test_results_independent_of_thread_count(engine):
         outs.append(subprocess.run([sys.executable, "-c", code], env=env, check=True,
                                    capture_output=True, text=True).stdout)
     assert outs[0] == outs[1] == outs[2]
+
+
+# One neuron, b = 1, each scenario putting anchor, drift and perturbation along one direction
+# so that one term of the candidate bound decides (engines/candidates.py's docstring):
+# (anchor weights w°, clean point x, drift Δ, perturbation δ, budget, eps, norm, the term).
+_S2 = np.sqrt(0.5)
+BOUND_SCENARIOS = {
+    "eps*|w°|_2": ([0.95, 0.0], [1.0, 0.0], [0.0, 0.0], [0.1, 0.0], 0.0, 0.1, 2),
+    # issue 15 item 9: 0.92 * 1.1 = 1.012 > b after a drift of 0.49 within the budget 0.5
+    "B*(|x|+eps)": ([0.43, 0.0], [1.0, 0.0], [0.49, 0.0], [0.1, 0.0], 0.5, 0.1, 2),
+    "eps*|w°|_1": ([0.6, 0.6], [1.0, 0.0], [0.0, 0.0], [0.35, 0.35], 0.0, 0.35, np.inf),
+    "B*eps*sqrt(d)": ([0.1, 0.1], [_S2, _S2], [0.53, 0.53], [0.1, 0.1], 0.75, 0.1, np.inf),
+}
+
+
+def _bound_scenario(name, verify):
+    w0, x, drift, delta, budget, eps, norm = BOUND_SCENARIOS[name]
+    net = ShiftedReLUNet.from_arrays([w0], [1.0], 1.0)
+    X, y = np.array([x]), np.array([0.0])
+    eng = CertifiedEngine(net, budget=budget, refine=False, verify=verify)
+    threat = PGD(eps, 1, norm=norm).threat_model
+    eng.begin_iteration(X, y, threat)                   # anchors w°
+    if any(drift):
+        net.apply_step(np.array([0]), -np.array([drift]), 1.0)   # within the budget
+    eng.begin_iteration(X, y, threat)
+    Xt = X + np.array([delta])
+    f, fired = eng.forward(Xt, pass_index=1)
+    return float(np.dot(net.W[0], Xt[0])), f, fired, eng
+
+
+@pytest.mark.parametrize("name", sorted(BOUND_SCENARIOS))
+def test_each_bound_term_reports_its_fired_pair(name):
+    score, f, fired, eng = _bound_scenario(name, verify=True)
+    assert score > 1.0 and eng.rebuilds_ == 1 and eng.counters["reanchored"] == 0
+    assert fired.tolist() == [1]
+    assert f[0] == pytest.approx(score - 1.0, rel=1e-12)
+
+
+def _without(term):
+    """A copy of AnchoredCandidates.threshold with one term of the bound removed."""
+    from sparseadv.engines.candidates import SLACK
+
+    def threshold(self, norm2, norm1, budget):
+        dual = self.eps * (norm1 if self.norm == np.inf else norm2)
+        l2_radius = self.eps if term == "sqrt(d)" else self.ball_l2_radius
+        if term == "dual":
+            dual = 0.0 * dual
+        elif term == "l1":
+            dual = self.eps * norm2
+        slack = SLACK * (abs(self.b) + dual + (norm2 + budget) * (self.max_point_norm
+                                                                  + self.ball_l2_radius))
+        margin = 0.0 if term == "B*eps" else budget * l2_radius
+        return np.ascontiguousarray(self.b - dual - margin - slack)
+    return threshold
+
+
+@pytest.mark.parametrize("term,name", [
+    ("dual", "eps*|w°|_2"), ("B*eps", "B*(|x|+eps)"), ("B*|x|", "B*(|x|+eps)"),
+    ("l1", "eps*|w°|_1"), ("sqrt(d)", "B*eps*sqrt(d)"),
+])
+def test_planted_bound_bugs_are_caught(term, name, monkeypatch):
+    """The scenarios above are sharp: removing any one term of the bound (a planted bug) makes
+    the engine miss the fired pair, and both the plain assertions and ``verify`` see it."""
+    from sparseadv.engines import candidates
+    if term == "B*|x|":
+        monkeypatch.setattr(candidates, "l2_row_norms", lambda A: np.zeros(len(A)))
+    else:
+        monkeypatch.setattr(candidates.AnchoredCandidates, "threshold", _without(term))
+    _, f, fired, _ = _bound_scenario(name, verify=False)
+    assert fired.tolist() == [0] and f[0] == 0.0
+    with pytest.raises(RuntimeError, match="missing"):
+        _bound_scenario(name, verify=True)

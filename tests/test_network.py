@@ -103,3 +103,88 @@ def test_exactly_at_threshold_does_not_fire():
     G = net.input_gradient(X, np.array([0.0]))
     # f = (1/sqrt 2)(1 - 0.5); grad = f * (1/sqrt 2) * w_1 = 0.25 * [1, 0]
     np.testing.assert_allclose(G, [[0.25, 0.0]], rtol=1e-15)
+
+
+@pytest.mark.parametrize("engine", ["dense", "tree", "certified"])
+def test_weight_gradient_exactly_at_threshold(engine):
+    """The weight gradient of a pair whose score equals b exactly is 0 (fires on >, not >=),
+    in the network and in every engine."""
+    from sparseadv import PGD
+    from sparseadv.engines import make_engine
+    W = np.array([[0.5, 0.25], [1.0, 0.0]])
+    net = ShiftedReLUNet.from_arrays(W, [1.0, 1.0], 0.5)
+    X, y = np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([3.0, 1.0])
+    # row 0 is at the threshold on point 0 (0.5 == b) and fires on no point; row 1 fires on
+    # point 0 only: dL/dw_1 = (1/n)(f_0 - y_0)(1/sqrt 2) x_0
+    G = net.weight_gradient(X, y)
+    f0 = (1.0 - 0.5) / np.sqrt(2)
+    np.testing.assert_allclose(G, [[0.0, 0.0], [(f0 - 3.0) / 2 / np.sqrt(2), 0.0]], rtol=1e-15)
+    eng = make_engine(engine, net)
+    eng.begin_iteration(X, y, PGD(0.0, 1).threat_model)
+    coef = (net.forward(X) - y) * (net.scale / 2)
+    for pass_index in (None, 0, 1):
+        rows, Gr = eng.weight_gradient(X, coef, pass_index=pass_index)
+        full = np.zeros_like(W)
+        full[rows] = Gr
+        np.testing.assert_allclose(full, G, rtol=1e-15)
+
+
+@pytest.mark.parametrize("engine", ["dense", "tree", "certified"])
+def test_weight_gradient_at_other_points_than_the_forward(engine):
+    """weight_gradient at points B after forward at points A must not reuse A's fired pairs:
+    only a forward of the same pass (same index, same points by the protocol) may be reused."""
+    from sparseadv import PGD
+    from sparseadv.engines import make_engine
+    rng = np.random.default_rng(3)
+    net = ShiftedReLUNet(400, 3, b=0.8, seed=4)
+    X = rng.standard_normal((30, 3))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = rng.choice([-1.0, 1.0], 30)
+    attack = PGD(0.2, 2)
+    A = attack.perturb(net, X, y)                   # pass 2 points
+    B = X + 0.2 * np.roll(A - X, 1, axis=0)         # other points in the balls
+    coef = rng.standard_normal(30)
+    dense = make_engine("dense", net)
+    for Z, pass_index in ((B, None), (X, 0), (B, 1)):
+        eng = make_engine(engine, net)
+        eng.begin_iteration(X, y, attack.threat_model)
+        eng.forward(A, pass_index=2)
+        rows, G = eng.weight_gradient(Z, coef, pass_index=pass_index)
+        _, Gd = dense.weight_gradient(Z, coef)
+        full = np.zeros_like(Gd)
+        full[rows] = G
+        np.testing.assert_allclose(full, Gd, rtol=1e-12, atol=1e-14)
+    # the same pass reuses the forward's pairs and gives the same gradient
+    rows, G = eng.weight_gradient(A, coef, pass_index=2)
+    full = np.zeros_like(Gd)
+    full[rows] = G
+    np.testing.assert_allclose(full, dense.weight_gradient(A, coef)[1], rtol=1e-12, atol=1e-14)
+
+
+def test_huge_network_is_refused_naming_m_d_and_the_bytes():
+    from sparseadv.errors import InputError
+    with pytest.raises(InputError, match=r"m and d asks for [\d,]+ bytes") as info:
+        ShiftedReLUNet(2 ** 31, 2 ** 31)
+    assert "36,893,488," in str(info.value)
+
+
+def test_apply_step_notifies_every_engine_and_assignment_resets_them():
+    from sparseadv.engines import make_engine
+    net = ShiftedReLUNet(40, 3, seed=0)
+    engines = [make_engine(name, net) for name in ("dense", "tree", "certified")]
+    log = []
+    for eng in engines:
+        eng.weights_changed = lambda rows, e=eng: log.append((e.name, "changed", list(rows)))
+        eng.weights_reset = lambda e=eng: log.append((e.name, "reset"))
+    net.apply_step(np.array([2, 5]), np.ones((2, 3)), 0.1)
+    assert log == [(e.name, "changed", [2, 5]) for e in engines]
+    log.clear()
+    net.W = net.W * 2
+    net.b = 0.3
+    net.a = -net.a
+    assert log == [(e.name, "reset") for e in engines] * 3
+    import pickle
+    again = pickle.loads(pickle.dumps(net))       # engines are not pickled with the network
+    assert np.array_equal(again.W, net.W) and again.b == net.b
+    again.apply_step(np.array([0]), np.ones((1, 3)), 1.0)
+    assert len(log) == 9

@@ -50,3 +50,14 @@ def test_rejects_same_bad_input_as_dense(engine):
             with pytest.raises(exc, match="X"):
                 tr.step(bad, y)
             assert np.array_equal(net.W, W0)
+
+
+@pytest.mark.parametrize("volume,exc", [(1e30, TypeError), ("x", TypeError), (0, ValueError),
+                                        (10 ** 30, ValueError), (True, TypeError)])
+def test_dense_volume_is_checked_at_construction(volume, exc):
+    from sparseadv.engines import make_engine
+    from sparseadv.errors import InputError, InputTypeError
+    net = ShiftedReLUNet(16, 3, seed=0)
+    with pytest.raises(InputTypeError if exc is TypeError else InputError, match="volume"):
+        make_engine("dense", net, volume=volume)
+    make_engine("dense", net, volume=4096)

@@ -118,3 +118,44 @@ def test_weight_step_kernel_matches_numpy():
     with pytest.raises(ValueError, match="G must have shape"):
         _core.sub_scaled_rows(W, rows, G[:3], 1.0)
     assert np.array_equal(W, W0)
+
+
+def test_one_step_follows_the_engine_protocol(small_problem):
+    """The call order of docs/design.md §6, with the pass index of every call."""
+    from sparseadv.engines import DenseEngine, ThreatModel
+    W, a, b, X, y = small_problem
+    calls = []
+
+    class Recording(DenseEngine):
+        def begin_iteration(self, X, y, threat):
+            calls.append(("begin_iteration", threat))
+            super().begin_iteration(X, y, threat)
+
+        def input_gradient(self, Xt, y, pass_index=None):
+            calls.append(("input_gradient", pass_index))
+            return super().input_gradient(Xt, y, pass_index)
+
+        def forward(self, Xt, pass_index=None):
+            calls.append(("forward", pass_index))
+            return super().forward(Xt, pass_index)
+
+        def weight_gradient(self, Xt, coef, pass_index=None):
+            calls.append(("weight_gradient", pass_index))
+            return super().weight_gradient(Xt, coef, pass_index)
+
+        def weights_changed(self, rows):
+            calls.append(("weights_changed", len(rows)))
+
+    net = ShiftedReLUNet.from_arrays(W, a, b)
+    attack = PGD(0.05, 3, norm=np.inf)
+    AdversarialTrainer(net, attack, lr=0.1, engine=Recording(net)).step(X, y)
+    threat = ThreatModel(eps=0.05, norm=np.inf, steps=3, step_size=attack.step_size,
+                         random_start=False)
+    assert calls == [("begin_iteration", threat), ("input_gradient", 0), ("input_gradient", 1),
+                     ("input_gradient", 2), ("forward", 3), ("weight_gradient", 3),
+                     ("weights_changed", W.shape[0])]
+    with pytest.raises(Exception):
+        threat.eps = 1.0                            # immutable
+    for bad in (dict(norm=1), dict(steps=0), dict(eps=-1.0), dict(eps=np.inf)):
+        with pytest.raises(ValueError):
+            ThreatModel(**{**threat.__dict__, **bad})

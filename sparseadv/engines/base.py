@@ -156,3 +156,33 @@ class Engine:
 
 def all_rows(m):
     return np.arange(m, dtype=np.int64)
+
+
+# l2 norms outside this range may have lost their squares to underflow or overflow
+NORM_SAFE_RANGE = (1e-140, 1e140)
+
+
+def fix_extreme_norms(A, norms):
+    """Make ``norms`` (the l2 norms of the rows of A, computed the plain way, sqrt of summed
+    squares) exact at any scale: the rows whose norm lies outside ``NORM_SAFE_RANGE`` are
+    recomputed from the row divided by its largest entry, in place; ordinary rows keep their
+    bits. Returns the ids of the recomputed rows, or None when there are none."""
+    low, high = NORM_SAFE_RANGE
+    extreme = np.flatnonzero(~((norms > low) & (norms < high)))
+    if not len(extreme):
+        return None
+    rows = A[extreme]
+    peak = np.abs(rows).max(axis=1)
+    scaled = peak > 0
+    norms[extreme[~scaled]] = 0.0
+    norms[extreme[scaled]] = peak[scaled] * np.linalg.norm(
+        rows[scaled] / peak[scaled][:, None], axis=1)
+    return extreme
+
+
+def l2_row_norms(A):
+    """The l2 norm of every row of A, exact at any scale (``fix_extreme_norms``)."""
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.sqrt(np.einsum("ij,ij->i", A, A))
+    fix_extreme_norms(A, norms)
+    return norms

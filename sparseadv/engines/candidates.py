@@ -37,9 +37,19 @@ A fixed budget (``auto=False``) never changes (0: re-anchor whenever a neuron mo
 import numpy as np
 
 from .. import _core
-from .base import all_rows
+from .base import NORM_SAFE_RANGE, all_rows, l2_row_norms
 
 SLACK = 1e-9        # relative round-off allowance of every certified bound
+
+
+def _rms(v):
+    """sqrt(mean(v²)), scaled where the squares could underflow or overflow."""
+    with np.errstate(over="ignore", under="ignore"):
+        rms = float(np.sqrt(np.mean(v ** 2)))
+    if not NORM_SAFE_RANGE[0] < rms < NORM_SAFE_RANGE[1]:
+        peak = float(np.abs(v).max())
+        rms = peak * float(np.sqrt(np.mean((v / peak) ** 2))) if peak > 0 else 0.0
+    return rms
 
 
 class AnchoredCandidates:
@@ -52,7 +62,7 @@ class AnchoredCandidates:
     def __init__(self, net, X, threat, budget, auto, initial_budget, reanchor_cost, work, add):
         m, d = net.W.shape
         self.points = np.array(X, dtype=np.float64, order="C", copy=True)  # the clean points
-        self.point_norms = np.sqrt(np.einsum("ij,ij->i", self.points, self.points))
+        self.point_norms = l2_row_norms(self.points)        # exact at any scale
         self.max_point_norm = float(self.point_norms.max())
         self.eps = float(threat.eps)
         self.norm = threat.norm
@@ -77,8 +87,7 @@ class AnchoredCandidates:
         self._buffer = 0        # which of the two CSR work buffers the next splice writes
         rows = all_rows(m)
         _core.copy_rows_norms(net.W, self.anchor_W, rows, self.anchor_norm2, self.anchor_norm1)
-        sigma = (float(np.median(self.anchor_norm2))
-                 * float(np.sqrt(np.mean(self.point_norms ** 2))) / np.sqrt(d))
+        sigma = float(np.median(self.anchor_norm2)) * _rms(self.point_norms) / np.sqrt(d)
         self.band_halfwidth = 0.1 * sigma if sigma > 0 else 0.1
         ptr, idx, band, ip = _core.anchor_candidates(
             self.points, self.anchor_W, rows, self.thresholds(rows), self.budget,

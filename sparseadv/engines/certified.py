@@ -59,7 +59,7 @@ import numpy as np
 from .. import _core
 from .._validation import check_bool, check_real
 from ..errors import InputError
-from .base import Engine
+from .base import Engine, l2_row_norms
 from .candidates import SLACK, AnchoredCandidates
 from .dense import DenseEngine
 
@@ -222,7 +222,7 @@ class CertifiedEngine(Engine):
         """Row norms of D in the attack's norm (l2 or l∞)."""
         if self._sets.norm == np.inf:
             return np.abs(D).max(axis=1)
-        return np.sqrt(np.einsum("ij,ij->i", D, D))
+        return l2_row_norms(D)          # exact for tiny moves too (no underflow to 0)
 
     def _refinement_thresholds(self):
         """Per-neuron refinement threshold at the current weights (module docstring), with

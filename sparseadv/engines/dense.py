@@ -11,15 +11,22 @@ change nothing here: every pass evaluates every pair.
 import numpy as np
 
 from .. import _core
+from .._validation import check_positive_int
+from ..errors import InputError
 from .base import Engine, all_rows
+
+_MAX_VOLUME = 2 ** 40       # any larger tile volume gives the same tiles (whole m) anyway
 
 
 class DenseEngine(Engine):
     name = "dense"
 
     def __init__(self, net, volume=262144):
+        volume = check_positive_int("volume", volume)  # max m*n*k of one tile dgemm (_dense.pxi)
+        if volume > _MAX_VOLUME:
+            raise InputError(f"volume must be at most 2**40 multiply-adds per tile, got {volume}")
         super().__init__(net)
-        self.volume = int(volume)  # max m*n*k of one tile dgemm (see _dense.pxi)
+        self.volume = volume
 
     def input_gradient(self, Xt, y, pass_index=None):
         net = self.net

@@ -6,11 +6,12 @@ gradient then run over those pairs only (``_core.pm_forward`` / ``_core.pm_weigh
 the weight step the rows that changed are updated in the tree (which rebuilds itself when its
 bounds have grown loose, see ``PartitionTree``).
 
+Point-major kernels are used although they gather weight rows: turning the tree's answer
+neuron-major (a counting sort over m) cost more than the gathers it saves (docs/benchmarks.md).
+
 Work counted per iteration: ``inner_products`` = the tree's evaluated dot products (leaf scans)
 plus one per reported pair in each kernel (the output needs <w_r, x> - b, which a wholesale
-node report does not compute). Point-major kernels are used although they gather weight rows:
-measured at d = 3, m = 2^18, turning the tree's answer neuron-major (a counting sort over m)
-cost more (28 ms per pass) than the gathers it saves; ``candidate_pairs`` = pairs the tree reported, summed over the
+node report does not compute); ``candidate_pairs`` = pairs the tree reported, summed over the
 K + 1 queries of the iteration; ``nodes_visited`` from the tree; ``fired_pairs`` at the final
 points, as every engine counts them.
 
