@@ -311,3 +311,23 @@ def test_distributed_bench_tool(client, tmp_path, capsys):
         assert r["mb_received"] * 1e6 == pytest.approx(k * 8 * (K * n * (d + 1) + 2 * n))
         assert r["max_rel_diff"] <= 1e-12
     assert "| 2 shards |" in capsys.readouterr().out
+
+
+def test_divergence_rolls_back_and_trainer_stays_usable(client):
+    """A shard whose step gives non-finite weights (net.apply_step's DivergenceError) rolls
+    the others back; the attack's random stream is restored, so a retry at a sane lr gives
+    the single process's weights."""
+    from sparseadv.errors import DivergenceError
+    net, X, y = problem()
+    ref, _ = reference(net, X, y, PGD(0.1, 2, random_start=True, seed=4), 0.5, "dense",
+                       iterations=2)
+    with ShardedTrainer(net, PGD(0.1, 2, random_start=True, seed=4), 0.5, shards=UNEQUAL,
+                        client=client) as tr:
+        tr.step(X, y)
+        tr.lr_ = np.inf      # every shard's step is non-finite (inf * 0 = nan)
+        with pytest.raises(DivergenceError, match="non-finite"):
+            tr.step(X, y)
+        assert tr.iterations_ == 1
+        tr.lr_ = 0.5
+        tr.step(X, y)
+        assert_weights_close(tr.gather().W, ref.net.W)

@@ -259,14 +259,19 @@ class ShardedTrainer(CheckpointMixin):
                 except Exception as exc:  # noqa: BLE001 - an actor known to be lost
                     futures.append(exc)
         results, failed = [], None
-        for s, fut in enumerate(futures):
-            try:
-                if isinstance(fut, Exception):
-                    raise fut
-                results.append(fut.result(timeout=self.call_timeout))
-            except Exception as exc:  # noqa: BLE001 - a lost worker raises several types
-                results.append(None)
-                failed = failed or (s, exc)
+        try:
+            for s, fut in enumerate(futures):
+                try:
+                    if isinstance(fut, Exception):
+                        raise fut
+                    results.append(fut.result(timeout=self.call_timeout))
+                except Exception as exc:  # noqa: BLE001 - a lost worker raises several types
+                    results.append(None)
+                    failed = failed or (s, exc)
+        except BaseException:       # KeyboardInterrupt while waiting: the step must not stay
+            if method == "weight_step":
+                self._roll_back([True] * len(futures))   # queued after the step on each shard
+            raise
         self._wait += time.perf_counter() - t0
         self._sent += _payload(args) * len(futures)
         self._received += sum(_payload(r) for r in results)
@@ -318,23 +323,28 @@ class ShardedTrainer(CheckpointMixin):
         self._send_data(X, y)
         if self.lr_ is None:
             self.lr_ = self._auto_lr(X)
-        threat = self.attack.threat_model
-        final = threat.steps                    # the pass index of the final points
-        self._call("begin", threat, phase="the start")
-        t1 = time.perf_counter()
-        Xt = self.attack.run(X, y, self._passes)
-        t2 = time.perf_counter()
-        parts = self._call("forward_pass", Xt, final, phase="the forward pass")
-        f = _sum_in_order([p[0] for p in parts])
-        fired = _sum_in_order([p[1] for p in parts])
-        resid = f - y
-        loss = 0.5 * float(np.dot(resid, resid)) / n
-        if not np.isfinite(loss):
-            raise DivergenceError(f"the robust loss is not finite (lr={self.lr_:g}): the "
-                                  f"weights have diverged; the weights are unchanged")
-        t3 = time.perf_counter()
-        counters = self._call("weight_step", resid * (self.scale / n), self.lr_, final,
-                              phase="the weight step")
+        random_state = self.attack._random_state()    # restored if the iteration fails
+        try:
+            threat = self.attack.threat_model
+            final = threat.steps                # the pass index of the final points
+            self._call("begin", threat, phase="the start")
+            t1 = time.perf_counter()
+            Xt = self.attack.run(X, y, self._passes)
+            t2 = time.perf_counter()
+            parts = self._call("forward_pass", Xt, final, phase="the forward pass")
+            f = _sum_in_order([p[0] for p in parts])
+            fired = _sum_in_order([p[1] for p in parts])
+            resid = f - y
+            loss = 0.5 * float(np.dot(resid, resid)) / n
+            if not np.isfinite(loss):
+                raise DivergenceError(f"the robust loss is not finite (lr={self.lr_:g}): the "
+                                      f"weights have diverged; the weights are unchanged")
+            t3 = time.perf_counter()
+            counters = self._call("weight_step", resid * (self.scale / n), self.lr_, final,
+                                  phase="the weight step")
+        except BaseException:
+            self.attack._set_random_state(random_state)
+            raise
         t4 = time.perf_counter()
         self.iterations_ += 1
         record = {"loss": loss, "fired_mean": float(fired.mean()), "fired_max": int(fired.max())}
