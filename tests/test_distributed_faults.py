@@ -80,6 +80,8 @@ def _kill_during_fit(cluster, workers, tmp_path, how):
                checkpoint_every=2)
     with pytest.raises(ShardError):          # the trainer refuses to go on
         tr.step(X, y)
+    with pytest.raises(ShardError, match="shard 1 of 2 .* during gather after iteration 3"):
+        tr.gather()                          # the dead shard's rows are gone
     tr.close()
     return info.value
 

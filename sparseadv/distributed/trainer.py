@@ -238,10 +238,12 @@ class ShardedTrainer(CheckpointMixin):
         lost = isinstance(exc, OSError) or "was lost" in str(exc)
         cause = f"{type(exc).__name__}: {exc}"
         cause = f"its worker died or cannot be reached ({cause})" if lost else cause
+        where = (f"{phase} after iteration {done}" if phase in ("set-up", "gather")
+                 else f"{phase} of iteration {done + 1}")
         msg = (f"shard {s} of {len(self.bounds)} (neurons {lo}:{hi}, worker "
-               f"{self.workers[s]}) failed during {phase} of iteration {done + 1}: "
-               f"{' '.join(str(cause).split())}; the last completed iteration is {done} and "
-               f"no part of iteration {done + 1} was applied")
+               f"{self.workers[s]}) failed during {where}: {' '.join(str(cause).split())}; "
+               f"the last completed iteration is {done} and no part of iteration {done + 1} "
+               f"was applied")
         return ShardError(msg, shard=s, worker=self.workers[s], phase=phase, iteration=done,
                           cause=exc)
 
