@@ -14,6 +14,7 @@ import sys
 
 from . import _argtypes as argtypes
 from .analysis.estimate import FULL_ESTIMATE  # also quoted by REPORT.md
+from .distributed import cli_support
 from .errors import CheckpointError, InputError, SparseAdvError
 
 __all__ = ["main", "build_parser"]
@@ -104,6 +105,7 @@ def build_parser():
                          "default 10)")
     tr.add_argument("--no-progress", dest="progress", action="store_false",
                     help="no progress bar")
+    cli_support.add_arguments(tr)
 
     # -- reproduce
     rp = sub.add_parser(
@@ -130,6 +132,7 @@ def build_parser():
                          "default: leave them as they are)")
     rp.add_argument("--no-progress", dest="progress", action="store_false",
                     help="no progress bars")
+    cli_support.add_cluster_arguments(rp)     # E3's grid points as tasks on a Dask cluster
 
     # -- bench
     bn = sub.add_parser("bench", help="cost of an iteration against m, n, d per engine "
@@ -332,7 +335,7 @@ def _train(args, cfg, ckpt, outdir, out, err):
 
     from . import io
     from .network import ShiftedReLUNet
-    from .trainer import RECORD_FIELDS, AdversarialTrainer
+    from .trainer import RECORD_FIELDS
 
     X, y, X_test, y_test = _build_data(cfg)
     cfg["n"], cfg["d"] = int(X.shape[0]), int(X.shape[1])
@@ -343,7 +346,7 @@ def _train(args, cfg, ckpt, outdir, out, err):
     else:
         net = ShiftedReLUNet(cfg["m"], cfg["d"], seed=cfg["seed"])
         lr, start, records = cfg["lr"], 0, []
-    trainer = AdversarialTrainer(net, attack, lr=lr, engine=cfg["engine"])
+    trainer = cli_support.make_trainer(args, net, attack, lr, cfg["engine"])
     trainer.iterations_ = start
     attack_spec = dict(eps=attack.eps, steps=attack.steps, step_size=attack.step_size,
                        norm=cfg["norm"], random_start=attack.random_start,
@@ -352,6 +355,7 @@ def _train(args, cfg, ckpt, outdir, out, err):
                      normalize=cfg["normalize"], fingerprint=io.data_fingerprint(X, y))
 
     def save(iteration):
+        cli_support.sync(trainer, net)
         # Never save (or report) weights that are no longer finite; the last checkpoint stays.
         if not (np.isfinite(net.W).all() and np.isfinite(net.a).all()):
             _diverged(iteration, "the weights are no longer finite", trainer.lr_, outdir)
@@ -398,6 +402,7 @@ def _train(args, cfg, ckpt, outdir, out, err):
     finally:
         if bar is not None:
             bar.close()
+        cli_support.close(trainer)
     hist = _history_dict(records, RECORD_FIELDS)
     io.atomic_save_npz(os.path.join(outdir, "weights.npz"),
                        {"W": net.W, "a": net.a, "b": np.array(net.b)})
@@ -431,10 +436,11 @@ def cmd_reproduce(args, argv):
         if bad:
             raise UsageError(f"--engines: {', '.join(bad)} not installed (installed: "
                              f"{', '.join(known)})")
-    path = reproduce.run(out=args.out, mode=args.mode or "quick", seed=args.seed,
-                         engines=engines, only=args.only, progress=args.progress,
-                         threads=args.threads,
-                         command=[PROG] + list(argv))
+    with cli_support.sweep_cluster(args) as client:
+        path = reproduce.run(out=args.out, mode=args.mode or "quick", seed=args.seed,
+                             engines=engines, only=args.only, progress=args.progress,
+                             threads=args.threads, command=[PROG] + list(argv),
+                             client=client)
     print(f"wrote {path}")
     return 0
 
