@@ -216,3 +216,10 @@ def test_bench_passes_its_arguments_on(capsys):
     assert exc.value.code == 2
     assert "sparseadv bench: error: unrecognized arguments: --whatever" in \
         capsys.readouterr().err
+
+
+def test_cli_engine_names_are_the_registry():
+    # the command line lists engines without importing them; it must name exactly the registry
+    from sparseadv.cli import ENGINE_NAMES
+    from sparseadv.engines import ENGINES
+    assert sorted(ENGINE_NAMES) == sorted(ENGINES)
