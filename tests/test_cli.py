@@ -77,7 +77,7 @@ def test_argparse_errors(args, words, capsys):
 @pytest.mark.parametrize("args,words", [
     (["train", "--engine", "warp"], "--engine must be one of"),
     (["train", "--data", "mnist"], "--data must be"),
-    (["reproduce", "--engines", "warp"], "not installed"),
+    (["reproduce", "--engines", "warp"], "unknown engine"),
 ])
 def test_usage_errors(args, words, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
