@@ -229,9 +229,10 @@ def test_headroom_gain_and_bootstrap():
             for mdl, acc in (("standard", std), ("adversarial", adv))]
     robust = {("s", 0.2, "standard"): np.array([1, 1, 0, 0], bool),
               ("s", 0.2, "adversarial"): np.array([1, 1, 1, 0], bool)}
-    g = robust_eval.headroom_gain(rows, robust, "s", 0.1, seed=0)
+    g = robust_eval.headroom_gain(rows, robust, "s", 0.1, seed=0)     # eps* = 2 x 0.1
     assert g["eps"] == 0.2 and g["gain"] == 0.25 and 0.0 <= g["ci_low"] <= 0.25 <= g["ci_high"]
-    assert robust_eval.headroom_gain(rows, robust, "s", 0.3, seed=0) is None
+    assert robust_eval.headroom_gain(rows, robust, "s", 0.05, seed=0) is None   # 0.98 vs 1.0
+    assert robust_eval.headroom_gain(rows, robust, "s", 0.3, seed=0) is None    # not evaluated
     same = robust_eval.paired_gain([1, 0, 1], [1, 0, 1], seed=0)
     assert same == (0.0, 0.0, 0.0)
 

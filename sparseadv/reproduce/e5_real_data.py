@@ -100,6 +100,7 @@ def _one(cfg, key, out, engines, progress):
                        f"{r['last_train_loss']:.4f} / {r['min_train_loss']:.4f}",
                        f"{r['clean_train_acc']:.3f}", f"{r['clean_test_acc']:.3f}",
                        f"{r['fired_mean']:.1f}"] for r in rows])
+    nets = {k: nets[k] for k in robust_eval.MODELS}
     grid = eps_grid(X, y, cfg.eps)
     md_rob, files, gains, _ = robust_eval.section(
         out, f"e5_{key}", f"E5 {key}", nets, {"training points": (X, y),

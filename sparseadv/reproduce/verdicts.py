@@ -172,7 +172,8 @@ def verdict_convergence(m2):
 
 
 def verdict_robust(m2, m5=None):
-    """The held-out gain at eps* (first eps >= training eps with headroom) on every data set:
+    """The held-out gain at eps* (2 x the training eps, if the ceiling leaves headroom there) on
+    every data set:
     holds when every 95% interval is above 0, does not hold when every one is below 0 or
     touches it from below with a negative mean, inconclusive when they straddle 0."""
     gains = {}
@@ -184,7 +185,7 @@ def verdict_robust(m2, m5=None):
     if not gains:
         return _v(CLAIM_ROBUST, NOT_MEASURED, "E2 and E5 did not run")
     measured = "; ".join(
-        f"{k}: no headroom at any evaluated eps ≥ training eps" if g is None else
+        f"{k}: no headroom at eps*" if g is None else
         f"{k} (eps* {g['eps']:g}, ceiling {g['ceiling']:.3f}): {g['adversarial']:.3f} vs "
         f"{g['standard']:.3f}, gain {g['gain']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]"
         for k, g in gains.items())
@@ -273,7 +274,7 @@ VERDICT_RULES = (
     f"min_t L_A of adversarial training is at most {CONV_RATIO:g} × standard training's at every "
     "m ≥ n² and does not hold when it is ≥ standard's at every such m; robust accuracy is "
     "'gained' on a data set when the 95% paired bootstrap interval of (adversarial − standard) "
-    "held-out robust accuracy at eps* (the first evaluated eps ≥ the training eps where the "
-    "ceiling exceeds standard training's robust accuracy by 5 points) lies above 0. Robust "
+    "held-out robust accuracy at eps* = 2 × the training eps (where the ceiling must exceed "
+    "standard training's robust accuracy by 5 points, else 'not measured') lies above 0. Robust "
     "accuracies come from the margin ensemble (docs/design.md §7). Wall times come from a shared "
     "machine; the work counts (inner products) are deterministic.")
