@@ -4,7 +4,7 @@ Used to cross-check sparseadv's attacks against a well-known attack library (the
 Robustness Toolbox's PGD in ``tests/test_torch_crosscheck.py``). torch is imported only when
 :func:`to_torch` is called, so sparseadv itself never needs it.
 """
-from .errors import InputError
+from .errors import InputError, InputTypeError
 
 
 def to_torch(net, dtype=None, logits=False):
@@ -28,7 +28,7 @@ def to_torch(net, dtype=None, logits=False):
         raise ImportError("to_torch needs PyTorch: pip install 'sparseadv[torch]'") from err
     from .network import ShiftedReLUNet
     if not isinstance(net, ShiftedReLUNet):
-        raise InputError(f"net must be a ShiftedReLUNet, got {type(net).__name__}")
+        raise InputTypeError(f"net must be a ShiftedReLUNet, got {type(net).__name__}")
     dtype = torch.float64 if dtype is None else dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise InputError(f"dtype must be a floating torch dtype, got {dtype!r}")

@@ -92,9 +92,10 @@ class AdversarialTrainer:
 
         The best iterate of this call is stored in ``self.best_loss_`` and
         ``self.best_iteration_``: the minimum over t of the robust training loss L_A(W_t) (the
-        quantity the convergence theorem bounds) and its 0-based iteration. ``keep_best=True`` stores the weights of the best iterate
-        in ``self.best_W_`` (a copy per iteration). ``progress`` shows a tqdm bar with the
-        robust loss; ``callback(record)`` is called after every step (return True to stop)."""
+        quantity the convergence theorem bounds) and its 0-based iteration. ``keep_best=True``
+        also stores its weights in ``self.best_W_`` (a copy of W per iteration). ``progress``
+        shows a tqdm bar with the robust loss; ``callback(record)`` is called after every step
+        (return True to stop)."""
         X, y = check_Xy(X, y, self.net.d)
         iterations = check_positive_int("iterations", iterations)
         keep_best = check_bool("keep_best", keep_best)

@@ -38,7 +38,7 @@ def test_auto_lr_makes_the_robust_loss_fall(m):
     assert tr.lr_ == h["lr"][0]
     assert np.mean(dL[:100] < 0) >= 0.85           # falls on almost every early iteration
     assert dL[dL > 0].sum() <= 0.05 * -dL[dL < 0].sum()   # the rises are small jumps
-    assert L[-1] <= 1.1 * L.min()                  # no oscillation: the last iterate is near the best
+    assert L[-1] <= 1.1 * L.min()                  # no oscillation: the last iterate is near min
     assert L.min() < 0.05 * L[0]
 
 

@@ -47,8 +47,8 @@ def _project_l2(Xa, X, eps):
 def test_art_pgd_finds_nothing_our_ensemble_calls_robust(problem, eps):
     net, X, y = problem
     clf = art_classification.PyTorchClassifier(
-        model=to_torch(net, logits=True), loss=torch.nn.CrossEntropyLoss(), input_shape=(X.shape[1],),
-        nb_classes=2, device_type="cpu")
+        model=to_torch(net, logits=True), loss=torch.nn.CrossEntropyLoss(),
+        input_shape=(X.shape[1],), nb_classes=2, device_type="cpu")
     attack = art_evasion.ProjectedGradientDescent(
         clf, norm=2, eps=eps, eps_step=eps / 4, max_iter=40, num_random_init=3,
         batch_size=len(y), verbose=False)
@@ -72,5 +72,5 @@ def test_to_torch_rejects_bad_input(problem):
     net = problem[0]
     with pytest.raises(ValueError):
         net.to_torch(dtype=torch.int64)
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):
         to_torch("not a net")

@@ -99,7 +99,8 @@ def run(cfg, out, engines=("dense",), progress=True):
         Ls = np.array(evs["robust_loss"])
         for it, loss in enumerate(La):
             curves.append({"m": m, "model": "adversarial", "iteration": it,
-                           "robust_loss": float(loss), "fired_attacked": float(ha["fired_mean"][it])})
+                           "robust_loss": float(loss),
+                           "fired_attacked": float(ha["fired_mean"][it])})
         for it, loss in zip(evs["iteration"], Ls):
             curves.append({"m": m, "model": "standard", "iteration": it,
                            "robust_loss": float(loss)})

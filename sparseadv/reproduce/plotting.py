@@ -127,7 +127,8 @@ def plot_robustness(out, name, title, rows, splits):
         eps = sorted({r["eps"] for r in rs})
         ax, ax2 = axes[0][j], axes[1][j]
         first = [next(r for r in rs if r["eps"] == e) for e in eps]
-        ax.plot(eps, [r["ceiling"] for r in first], color="k", lw=2, label="ceiling (any classifier)")
+        ax.plot(eps, [r["ceiling"] for r in first], color="k", lw=2,
+                label="ceiling (any classifier)")
         for mdl in models:
             pts = [r for r in rs if r["model"] == mdl]
             c = colors.get(mdl)

@@ -13,6 +13,7 @@ HOLDS, PARTLY, FAILS, NOT_MEASURED = "holds", "partly holds", "does not hold", "
 INCONCLUSIVE = "inconclusive"
 TOL_EXACT = 1e-8    # relative difference that still counts as "the same to round-off"
 CONV_RATIO = 0.9    # min_t L_A(adversarial) / min_t L_A(standard) at or below this: "lower"
+LAZY = 0.1          # ||W_t - W_0||_F / ||W_0||_F at or below this: the lazy regime
 
 CLAIM_SPARSITY = ("o(m) neurons fire per input per iteration (at most m^{4/5} with "
                   "b = sqrt(0.4 ln m))")
@@ -52,7 +53,8 @@ def verdict_sparsity(m1, m2=None):
     fits, ratios, regime = {}, {}, []
     if m1 and m1.get("fits"):
         fits.update({f"init {k.replace('_init', '')}": f for k, f in m1["fits"].items()})
-        ratios.update({f"init {k.replace('_init', '')}": r for k, r in m1["ratio_to_bound"].items()})
+        ratios.update({f"init {k.replace('_init', '')}": r
+                       for k, r in m1["ratio_to_bound"].items()})
         regime.append(f"init: m = {_range(m1['ms'])}, n = {m1['n']}, d = {m1['d']}")
     if m2 and m2.get("fired_fits"):
         fits.update({f"training {k}": f for k, f in m2["fired_fits"].items()})
@@ -159,8 +161,10 @@ def verdict_convergence(m2):
         f"‖ΔW‖/‖W_0‖ {r['rel_dW']:.3f}, K {r['K']:.2f}, patterns flipped "
         f"{r['flip_frac']:.3f}; L_A fell at {r['decrease_frac']:.0%} of iterations)"
         for r in rows)
+    lazy = [r["m"] for r in rows if r["rel_dW"] <= LAZY]
     regime = (f"n = {m2['n']}, d = {m2['d']}, m = {_range([r['m'] for r in rows])} (≥ n²), "
-              f"eps {m2['eps']}, {m2['iterations']} iterations, lr auto; one seed (effect "
+              f"eps {m2['eps']}, {m2['iterations']} iterations, lr auto; lazy "
+              f"(‖W_t − W_0‖/‖W_0‖ ≤ {LAZY:g}) at m ∈ {lazy or 'none'}; one seed (effect "
               f"sizes per m)")
     if all(x <= CONV_RATIO for x in ratios):
         verdict = HOLDS
