@@ -174,12 +174,23 @@ def test_verdict_cost():
                          {"dense": 1.0, "certified": 0.5}, {"dense": 1.0, "certified": 0.1}))
     assert v[0]["verdict"] == PARTLY and "not faster" in v[0]["measured"]
     assert v[0]["claim"] == report.CLAIM_COST_SPARSE
-    # fewer pairs evaluated but an exponent whose interval includes 1: not o(m) yet
-    near = {ax: {"seconds_median": _fit(1.0, 0.9, 1.1), "inner_products": _fit(0.99, 0.9, 1.1)}
+    slow = {ax: {"seconds_median": _fit(1.0, 0.8, 1.2), "inner_products": _fit(0.7, 0.6, 0.8)}
+            for ax in "mnd"}
+    v = verdict_cost(_m3(["dense", "certified"], {"dense": dense, "certified": slow},
+                         {"dense": 1.0, "certified": 3.0}, {"dense": 1.0, "certified": 0.02}))
+    assert v[0]["verdict"] == PARTLY and "the time is not" in v[0]["measured"]
+    # fewer pairs evaluated but an exponent whose interval straddles the line: not o(m) yet
+    near = {ax: {"seconds_median": _fit(1.0, 0.9, 1.1), "inner_products": _fit(0.95, 0.9, 1.0)}
             for ax in "mnd"}
     v = verdict_cost(_m3(["dense", "tree"], {"dense": dense, "tree": near},
                          {"dense": 1.0, "tree": 0.8}, {"dense": 1.0, "tree": 0.85}))
     assert v[0]["verdict"] == INCONCLUSIVE
+    # a tight interval at 0.993 is linear: fails, though the upper end is below 1
+    lin = {ax: {"seconds_median": _fit(1.3, 1.1, 1.5),
+                "inner_products": _fit(0.993, 0.992, 0.994)} for ax in "mnd"}
+    v = verdict_cost(_m3(["dense", "tree"], {"dense": dense, "tree": lin},
+                         {"dense": 1.0, "tree": 0.77}, {"dense": 1.0, "tree": 0.81}))
+    assert v[0]["verdict"] == FAILS
     v = verdict_cost(_m3(["dense", "certified"], {"dense": dense, "certified": dense},
                          {"dense": 1.0, "certified": 0.9}, {"dense": 1.0, "certified": 1.0}))
     assert v[0]["verdict"] == FAILS

@@ -49,9 +49,15 @@ def accuracy(net, X, y):
 
 
 def eps_grid(X, y, train_eps, norm=2):
-    """0, the training eps, twice it, and 1/4 ... 1 1/4 of half the separation."""
+    """0, the training eps, twice it (the verdict's eps*), and 1/2, 1 and 5/4 of half the
+    data's separation (past it the ceiling drops below 1), skipping any of the last three
+    within a tenth of half the separation of a radius already in the grid."""
     half = robustness.min_opposite_distance(X, y, norm) / 2
-    grid = {0.0, train_eps, 2 * train_eps} | {round(f * half, 4) for f in (0.5, 1.0, 1.25)}
+    grid = [0.0, train_eps, 2 * train_eps]
+    for f in (0.5, 1.0, 1.25):
+        e = round(f * half, 4)
+        if min(abs(e - g) for g in grid) > 0.1 * half:
+            grid.append(e)
     return sorted(grid)
 
 
