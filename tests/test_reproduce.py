@@ -259,6 +259,10 @@ def test_verdict_tree():
     assert verdict_tree(None)["verdict"] == NOT_MEASURED
 
 
+def test_verdict_rules_text_is_formatted():
+    assert "{" not in report.VERDICT_RULES and "0.95" in report.VERDICT_RULES
+
+
 def test_fmt_fit():
     assert report.fmt_fit(_fit(0.5, math.nan, math.nan, n=2)) == "0.500 (no CI: 2 points)"
     assert report.fmt_fit(None) == "n/a"

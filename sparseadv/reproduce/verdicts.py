@@ -281,7 +281,7 @@ VERDICT_RULES = (
     "Verdict rules: an exponent is 'sublinear' when the upper end of its 95% interval is below "
     f"1 (below {SUBLINEAR:g} for the cost rows, whose verdict also needs the time exponent "
     "below it and a speed-up over dense to hold; an interval that starts above it fails); "
-    "'exact' means relative differences ≤ {TOL_EXACT:g}; convergence holds when "
+    f"'exact' means relative differences ≤ {TOL_EXACT:g}; convergence holds when "
     f"min_t L_A of adversarial training is at most {CONV_RATIO:g} × standard training's at every "
     "m ≥ n² and does not hold when it is ≥ standard's at every such m; robust accuracy is "
     "'gained' on a data set when the 95% paired bootstrap interval of (adversarial − standard) "
