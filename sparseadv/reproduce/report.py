@@ -97,7 +97,7 @@ def make_configs(mode="quick", seed=0):
                 "e4": e4.Config(m=2 ** 17, queries=1024, ms=[2 ** k for k in range(10, 19)]),
                 "e5": e5.Config(m=2048, iterations=40, eval=EvalConfig(max_points=100))}
     elif mode == "full":
-        full_eval = EvalConfig(steps=50, restarts=4, max_points=500)
+        full_eval = EvalConfig(steps=50, restarts=4, max_points=300)
         cfgs = {"e1": e1.Config(ms=[2 ** k for k in range(10, 21)], n=256, d=16),
                 "e2": e2.Config(ms=[2 ** k for k in range(12, 19, 2)], n=64, d=16, eps=0.1,
                                 iterations=400, eval_m=16384, eval=full_eval),
