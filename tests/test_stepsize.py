@@ -36,9 +36,9 @@ def test_auto_lr_makes_the_robust_loss_fall(m):
     L = h["loss"]
     dL = np.diff(L)
     assert tr.lr_ == h["lr"][0]
-    assert np.mean(dL[:100] < 0) >= 0.85           # falls on almost every early iteration
+    assert np.mean(dL[:100] < 0) >= 0.8            # measured 0.88, 0.87 (former rule: 0.54, 0.51)
     assert dL[dL > 0].sum() <= 0.05 * -dL[dL < 0].sum()   # the rises are small jumps
-    assert L[-1] <= 1.1 * L.min()                  # no oscillation: the last iterate is near min
+    assert L[-1] <= 1.15 * L.min()                 # no oscillation: measured 1.07, 1.005
     assert L.min() < 0.05 * L[0]
 
 
