@@ -53,6 +53,8 @@ def test_art_pgd_finds_nothing_our_ensemble_calls_robust(problem, eps):
         clf, norm=2, eps=eps, eps_step=eps / 4, max_iter=40, num_random_init=3,
         batch_size=len(y), verbose=False)
     labels = (y > 0).astype(np.int64)
+    np.random.seed(0)           # ART draws its random starts from the global generators
+    torch.manual_seed(0)
     Xa = _project_l2(np.asarray(attack.generate(X.astype(np.float32), y=labels), np.float64), X,
                      eps)
     art_flipped = R.flipped(y * net.forward(Xa), y)
