@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from ._validation import check_positive_int, check_real, check_Xy
+from ._validation import check_bool, check_positive_int, check_real, check_Xy
 from .attacks import PGD
 from .engines import make_engine
 from .engines.base import COUNTER_NAMES
@@ -32,9 +32,9 @@ class AdversarialTrainer:
         Trained in place (``net.W`` is updated by every step).
     attack : PGD or FGSM
     lr : float > 0 or "auto"
-        Learning rate. ``"auto"`` sets it once, at the first step, to n / lambda_max of the NTK
-        Gram matrix at the current weights and the clean training points (half the step size
-        at which gradient descent on the linearised model diverges; see ``sparseadv.stepsize``).
+        Learning rate. ``"auto"`` sets it once, at the first step, to ``stepsize.auto_lr``:
+        ``SAFETY`` (1/8) x n / lambda_max of the NTK Gram matrix at the current weights and the
+        clean training points (the rule and why: ``sparseadv.stepsize``).
         The chosen value is stored in ``self.lr_`` and in every record.
     engine : {"dense", "tree", "certified"} or an Engine instance
     **engine_options
@@ -106,14 +106,19 @@ class AdversarialTrainer:
                       seconds_backward=t4 - t3, seconds=t4 - t0)
         return record
 
-    def fit(self, X, y, iterations, progress=True, callback=None):
+    def fit(self, X, y, iterations, progress=True, callback=None, keep_best=False):
         """Run ``iterations`` steps; returns a history: a dict of arrays, one per record field.
 
-        ``progress`` shows a tqdm bar with the robust loss; ``callback(record)`` is called after
-        every step (return True from it to stop early)."""
+        The best iterate of this call is stored in ``self.best_loss_`` and
+        ``self.best_iteration_``: the minimum over t of the robust training loss L_A(W_t) (the
+        quantity the convergence theorem bounds) and its 0-based iteration. ``keep_best=True``
+        also stores its weights in ``self.best_W_`` (a copy of W per iteration). ``progress``
+        shows a tqdm bar with the robust loss; ``callback(record)`` is called after every step
+        (return True to stop)."""
         X, y = check_Xy(X, y, self.net.d)
         iterations = check_positive_int("iterations", iterations)
-        records = []
+        keep_best = check_bool("keep_best", keep_best)
+        records, best = [], (np.inf, -1)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -121,8 +126,13 @@ class AdversarialTrainer:
                        unit="it", leave=True)
         try:
             for _ in range(iterations):
+                W_t = self.net.W.copy() if keep_best else None
                 rec = self._step(X, y)
                 records.append(rec)
+                if rec["loss"] < best[0]:
+                    best = (rec["loss"], len(records) - 1)
+                    if keep_best:
+                        self.best_W_ = W_t
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['loss']:.4g}", fired=f"{rec['fired_mean']:.1f}")
                     bar.update(1)
@@ -131,4 +141,5 @@ class AdversarialTrainer:
         finally:
             if bar is not None:
                 bar.close()
+        self.best_loss_, self.best_iteration_ = float(best[0]), int(best[1])
         return {key: np.array([r[key] for r in records]) for key in RECORD_FIELDS}
