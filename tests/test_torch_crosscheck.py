@@ -74,5 +74,6 @@ def test_to_torch_rejects_bad_input(problem):
     net = problem[0]
     with pytest.raises(ValueError):
         net.to_torch(dtype=torch.int64)
+    from sparseadv._torch import to_torch
     with pytest.raises(TypeError):
         to_torch("not a net")
