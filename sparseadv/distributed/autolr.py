@@ -12,7 +12,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..stepsize import GRAM_MAX_N
+from ..stepsize import GRAM_MAX_N, SAFETY
 
 
 def fired_count_gram(net, X):
@@ -31,7 +31,7 @@ def uses_gram(n):
 
 
 def lr_from_counts(C, X, m):
-    """n / λ_max(C ∘ X Xᵀ / m), exactly as ``stepsize.auto_lr`` computes it."""
+    """SAFETY · n / λ_max(C ∘ X Xᵀ / m), exactly as ``stepsize.auto_lr`` computes it."""
     n = X.shape[0]
     H = C * (X @ X.T) / m
     H = 0.5 * (H + H.T)
@@ -39,4 +39,4 @@ def lr_from_counts(C, X, m):
     if not lam > 0:
         raise InputError("lr='auto' needs at least one fired neuron on the training points; "
                          "no neuron fires (lower b or widen the network), or pass a float lr")
-    return n / lam
+    return SAFETY * n / lam
