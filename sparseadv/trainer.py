@@ -33,7 +33,7 @@ class AdversarialTrainer:
     attack : PGD or FGSM
     lr : float > 0 or "auto"
         Learning rate. ``"auto"`` sets it once, at the first step, to ``stepsize.auto_lr``:
-        ``SAFETY`` (1/8) x n / lambda_max of the NTK Gram matrix at the current weights and the
+        ``SAFETY`` (1/64) x n / lambda_max of the NTK Gram matrix at the current weights and the
         clean training points (the rule and why: ``sparseadv.stepsize``).
         The chosen value is stored in ``self.lr_`` and in every record.
     engine : {"dense", "tree", "certified"} or an Engine instance
