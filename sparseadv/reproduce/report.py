@@ -31,7 +31,7 @@ def progress_iter(items, desc, progress):
 
 
 # --------------------------------------------------------------------------- verdicts
-# (in .verdicts, which imports fmt_fit from here: this import must stay below that import)
+# (the claims table lives in .verdicts; re-exported here for the experiments and the tests)
 
 from .verdicts import (CLAIM_CONVERGENCE, CLAIM_COST, CLAIM_COST_HSR,  # noqa: E402,F401
                        CLAIM_COST_SPARSE, CLAIM_EXACT, CLAIM_ROBUST, CLAIM_SPARSITY, CLAIM_TREE,

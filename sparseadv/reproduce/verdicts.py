@@ -8,7 +8,7 @@ was measured (effect sizes, intervals) and the regime it covers.
 import math
 
 from ..analysis import verdict as _rule
-from .report import fmt_fit
+from ..analysis.tables import fmt_fit
 
 HOLDS, PARTLY, FAILS, NOT_MEASURED = "holds", "partly holds", "does not hold", "not measured"
 INCONCLUSIVE = "inconclusive"
