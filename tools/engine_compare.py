@@ -40,6 +40,8 @@ def main():
     p.add_argument("--tree-iters", type=int, default=None,
                    help="iterations of the tree engine (default --iters; fewer at high d)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=lambda t: t if t == "auto" else float(t), default="auto",
+                   help="learning rate of every contender: a float or 'auto' (default)")
     a = p.parse_args()
     rows = []
     ctx = multiprocessing.get_context("spawn")
@@ -47,9 +49,9 @@ def main():
         it = {"dense": a.dense_iters,
               "tree": a.tree_iters or a.iters}.get(parse_engine(e)[0], a.iters)
         with ctx.Pool(1) as pool:
-            first, med = pool.apply(run, (e, a.m, a.n, a.d, a.steps, it, a.eps, a.seed))
+            first, med = pool.apply(run, (e, a.m, a.n, a.d, a.steps, it, a.eps, a.seed, a.lr))
         rows.append((e, it, first, med))
-    print(f"m={a.m} n={a.n} d={a.d} steps={a.steps} eps={a.eps} (l2), lr=auto; medians over "
+    print(f"m={a.m} n={a.n} d={a.d} steps={a.steps} eps={a.eps} (l2), lr={a.lr}; medians over "
           f"the iterations after the first\n")
     print("| engine | iters | s/iter | first iter s | inner products/iter | candidate pairs/iter "
           "| fired pairs | nodes visited | re-anchored | speed-up vs dense | work ratio |")

@@ -36,10 +36,11 @@ def parse_engine(spec):
     return name, options
 
 
-def _stepper(name, options, net, X, y, attack):
+def _stepper(name, options, net, X, y, attack, lr="auto"):
     """(step() -> record, untimed preparation before each step or None); the learning rate
-    is "auto" for all, chosen at the start (inside the first iteration's time)."""
-    if name in PEERS:
+    ``lr`` is the same for all ("auto": chosen at the start, inside the first iteration's
+    time)."""
+    if name in PEERS and lr == "auto":
         from ..stepsize import auto_lr
         lr = auto_lr(net, X)
     if name == "oracle":
@@ -52,24 +53,24 @@ def _stepper(name, options, net, X, y, attack):
                             "float64")
         return it.step, None
     from ..trainer import AdversarialTrainer
-    tr = AdversarialTrainer(net, attack, lr="auto", engine=name, **options)
+    tr = AdversarialTrainer(net, attack, lr=lr, engine=name, **options)
     return (lambda: tr.step(X, y)), None
 
 
-def run(engine, m, n, d, steps, iters, eps, seed):
+def run(engine, m, n, d, steps, iters, eps, seed, lr="auto"):
     """Time one contender: the first iteration (with the choice of lr), then ``iters`` more;
     returns (first-iteration seconds, {record key: median over the later iterations}) with
     ``seconds`` the time of one iteration (an engine's own record; the wall time of ``step``
     for oracle and torch, without the oracle's untimed preparation) and every counter of
     ``COUNTER_NAMES`` (0 where a contender has none). Same start for all: ``grid.problem``,
-    l2 PGD with ``eps`` and ``steps``."""
+    l2 PGD with ``eps`` and ``steps``, learning rate ``lr`` (a float or "auto")."""
     from ..attacks import PGD
     name, options = parse_engine(engine)
     if options and name in PEERS:
         raise InputError(f"engine {engine!r}: {name} takes no options")
     net, X, y = problem(m, n, d, seed)
     t0 = time.perf_counter()
-    step, prepare = _stepper(name, options, net, X, y, PGD(eps, steps))
+    step, prepare = _stepper(name, options, net, X, y, PGD(eps, steps), lr)
     first, recs = time.perf_counter() - t0, []
     for k in range(iters + 1):
         if prepare is not None:
