@@ -129,6 +129,8 @@ class CertifiedEngine(Engine):
         self._dense = DenseEngine(net)
         self._dense.counters = self.counters
         self._sets = None           # AnchoredCandidates, or None until (re)built
+        self._source = None         # the training set object of the last mini-batch
+        self._clean = None          # the clean points of the current iteration
         self._clear_pass_state()
         self.rebuilds_ = 0
 
@@ -163,19 +165,36 @@ class CertifiedEngine(Engine):
         self._refined = None        # _PairList of the refined sets
         self._tracked = None        # _TrackedPasses over the refined list
         self._forward_mask = None   # (pass index, _PairList, fired mask) of the last forward
+        self._batch = None          # _PairList of the anchored sets over this batch's points
 
     # -- the engine protocol --------------------------------------------------------------
 
-    def begin_iteration(self, X, y, threat):
-        super().begin_iteration(X, y, threat)
+    def begin_iteration(self, X, y, threat, batch=None):
+        super().begin_iteration(X, y, threat, batch)
         threat = self.threat
         X = np.ascontiguousarray(X, dtype=np.float64)
-        if self._sets is None or not self._sets.valid_for(self.net, X, threat):
-            self._build(X)
+        points = X if batch is None else batch.points
+        # the same training-set object as last time: its sets hold (no O(n d) comparison)
+        same = batch is not None and points is self._source and self._sets is not None
+        if not same and (self._sets is None or not self._sets.valid_for(self.net, points,
+                                                                        threat)):
+            self._build(np.ascontiguousarray(points, dtype=np.float64))
+        self._source = points if batch is not None else None
+        n = self._sets.points.shape[0]
         # passes over the anchored sets per iteration (the budget's cost model): all K + 1,
         # or only pass 0 when the per-iteration refinement serves the other K
         self._sets.passes = 1 if self.refine and not threat.random_start else threat.steps + 1
+        self._sets.batch_fraction = X.shape[0] / n
         self._clear_pass_state()
+        self._clean = X
+        if batch is not None:
+            index = np.ascontiguousarray(batch.index, dtype=np.int64)
+            if X.shape[0] != len(index) or (len(index) and (
+                    index[0] < 0 or index[-1] >= n or np.any(index[1:] <= index[:-1]))):
+                raise InputError(f"batch.index must be {X.shape[0]} sorted distinct row ids "
+                                 f"of the {n} training points")
+            ptr, idx = self._sets.restrict(index, self._work)
+            self._batch = _PairList(ptr, idx, np.flatnonzero(np.diff(ptr)).astype(np.int64))
 
     def weights_changed(self, rows):
         self._clear_pass_state()
@@ -205,17 +224,18 @@ class CertifiedEngine(Engine):
         if pass_index is None:
             return None
         sets = self._sets
-        if not (0 <= pass_index <= self.threat.steps) or Xt.shape != sets.points.shape:
+        clean = self._clean
+        if not (0 <= pass_index <= self.threat.steps) or Xt.shape != clean.shape:
             raise InputError(f"pass_index {pass_index!r} must be in 0..{self.threat.steps} "
-                             f"with points of shape {sets.points.shape}, got {Xt.shape}")
+                             f"with points of shape {clean.shape}, got {Xt.shape}")
         if self.verify:
-            far = float(self._attack_norm(Xt - sets.points).max())
+            far = float(self._attack_norm(Xt - clean).max())
             if far > sets.region_radius:
                 raise RuntimeError(f"certified engine: points of pass {pass_index} lie "
                                    f"{far:g} from the clean points, outside the ε-ball")
         if self._refined is not None:
             return self._refined, False
-        anchored = _PairList(sets.ptr, sets.idx, sets.rows)
+        anchored = self._batch or _PairList(sets.ptr, sets.idx, sets.rows)
         return anchored, self.refine and pass_index == 0 and self.threat.starts_clean
 
     def _attack_norm(self, D):
@@ -312,16 +332,15 @@ class CertifiedEngine(Engine):
                 dual_norm=start["dual_norm"], slack=start["slack"])
         self._refined = _PairList(rptr, ridx, np.flatnonzero(np.diff(rptr)).astype(np.int64))
 
-    def input_gradient(self, Xt, y, pass_index=None):
+    def input_direction(self, Xt, pass_index=None):
         Xt = np.ascontiguousarray(Xt, dtype=np.float64)
         chosen = self._pair_list(Xt, pass_index)
         if chosen is None:
-            return self._dense.input_gradient(Xt, y)
+            return self._dense.input_direction(Xt)
         f = np.empty(Xt.shape[0])
-        G = np.empty_like(Xt)
-        self._evaluate(Xt, *chosen, f, G, None, False)
-        G *= (f - y)[:, None]
-        return G, f
+        H = np.empty_like(Xt)
+        self._evaluate(Xt, *chosen, f, H, None, False)
+        return H, f
 
     def forward(self, Xt, pass_index=None):
         Xt = np.ascontiguousarray(Xt, dtype=np.float64)
