@@ -77,6 +77,12 @@ def _real(low, high, strict=False, none=False, auto=False):
     return check
 
 
+def _int_or_none(low):
+    check = _int(low)
+    return lambda value: None if value is None else (
+        None if check(value) is None else f"{check(value)} or null")
+
+
 def _choice(*allowed):
     return lambda value: None if value in allowed else f"one of {allowed}"
 
@@ -94,12 +100,17 @@ CONFIG_CHECKS = {
     "random_start": _instance(bool, "true or false"),
     "normalize": _instance(bool, "true or false"), "checkpoint_every": _int(0),
     "out": _instance(str, "a string"),
+    "loss": _choice("squared", "logistic"), "batch_size": _int_or_none(1),
+    "epochs": _int_or_none(1),
 }
+# Keys added after the first checkpoints: absent means what those runs did.
+OPTIONAL_DEFAULTS = {"loss": "squared", "batch_size": None, "epochs": None}
 
 
 def check_config(path, config):
     """Refuse, with a CheckpointError naming ``path`` and the key, a checkpoint configuration
     that lacks a key of ``CONFIG_CHECKS`` or holds a value the command line would not accept."""
+    config = dict(OPTIONAL_DEFAULTS, **config)
     missing = [key for key in CONFIG_CHECKS if key not in config]
     if missing:
         raise CheckpointError(f"{path}: the checkpoint's config lacks {', '.join(missing)}; "
