@@ -17,6 +17,19 @@ sets (rebuilt at the next iteration). ``verify=True`` checks every evaluated poi
 brute force, and that indexed passes lie in the balls, and raises RuntimeError on any fired
 pair that is not a candidate.
 
+Mini-batches (``begin_iteration(..., batch=Batch(points, index))``, docs/design.md §3). The
+sets are built for all n training points and stay a proof for every one of them, whichever
+batch it is in: the bound uses only per-point anchored scores s_ri against the neuron's current
+anchor, the point's norm and the neuron's budget, and after every weight step each moved row's
+drift is measured and every neuron past its budget is re-anchored against all n points. A
+batch iteration restricts the lists to the batch's points (``AnchoredCandidates.restrict``:
+renumbered, still sorted; index work over the anchored pairs, no inner products) and runs the
+passes below on them, so their inner products scale with the batch. What stays O(n): n inner
+products per re-anchored neuron (the cost model weighs candidates by |B| / n, so budgets grow
+by sqrt(n / |B|) and re-anchoring gets rarer) and the restriction's index work. The same
+training-set object as in the previous batch is taken to be the same data (no O(n d)
+comparison per iteration).
+
 Per-iteration refinement (``refine=True``). The anchored sets hold for every weight within the
 budget; within one iteration the weights are fixed, so pass 0, when it is at the clean points
 (``threat.starts_clean``), also marks the candidates with ⟨w_r, x_i⟩ > b − ε‖w_r‖_p* − slack at
