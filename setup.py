@@ -1,9 +1,11 @@
-"""Build script: cythonizes sparseadv/_core.pyx (and the .pxi files it includes).
+"""Build script: cythonizes sparseadv/_core.pyx (and the .pxi files it includes, whose C lives
+in the headers under sparseadv/_src/, added to the include path and to the sdist).
 
 Optimisation is always on. OpenMP is used when the compiler accepts -fopenmp (checked by
 compiling a tiny program); without it the prange loops run serially and results are identical.
 Set SPARSEADV_NO_OPENMP=1 to force a serial build.
 """
+import glob
 import os
 import shutil
 import subprocess
@@ -35,7 +37,11 @@ def _has_openmp():
 
 
 openmp = _has_openmp() and sys.platform != "win32"
+# -Wall: warnings on for our C (the headers in sparseadv/_src; CI compiles them standalone with
+# -Werror, .ci/check_c_warnings.sh); the unused-function ones come from Cython's own code.
 compile_args = ["-O3", "-fno-math-errno"]
+if sys.platform != "win32":
+    compile_args += ["-Wall", "-Wno-unused-function", "-Wno-psabi"]
 link_args = []
 if openmp:
     compile_args.append("-fopenmp")
@@ -44,7 +50,9 @@ if openmp:
 ext = Extension(
     "sparseadv._core",
     ["sparseadv/_core.pyx"],
-    include_dirs=[numpy.get_include()],
+    include_dirs=[numpy.get_include(), os.path.join("sparseadv", "_src")],
+    depends=sorted(glob.glob(os.path.join("sparseadv", "_src", "*.h"))
+                   + glob.glob(os.path.join("sparseadv", "*.pxi"))),
     extra_compile_args=compile_args,
     extra_link_args=link_args,
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -5,25 +5,6 @@
 # operands and the sizes, keep the transpose flags.
 from scipy.linalg.cython_blas cimport dgemm as _f_dgemm
 
-# OpenMP queries that also compile without OpenMP (then one thread, thread number 0).
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int sa_omp_max_threads(void) { return omp_get_max_threads(); }
-    static int sa_omp_thread_num(void) { return omp_get_thread_num(); }
-    #define SA_OPENMP 1
-    #else
-    static int sa_omp_max_threads(void) { return 1; }
-    static int sa_omp_thread_num(void) { return 0; }
-    #define SA_OPENMP 0
-    #endif
-    """
-    int sa_omp_max_threads() noexcept nogil
-    int sa_omp_thread_num() noexcept nogil
-    int SA_OPENMP
-
-
 cdef inline void gemm_rm(char transA, char transB, int M, int N, int K, double alpha,
                          const double* A, int lda, const double* B, int ldb, double beta,
                          double* C, int ldc) noexcept nogil:

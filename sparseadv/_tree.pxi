@@ -29,12 +29,17 @@
 #
 # Query (x, b), depth-first with an explicit stack. For a node with centre c, radius R and
 # every row w in it, <c,x> - R||x|| <= <w,x> <= <c,x> + R||x||. Floating point: all
-# computed quantities are within (d+4) eps (||c|| + R) ||x|| of the exact ones, so the tests
-# use a slack s = SLACK_REL * ((||c|| + R) ||x|| + |b|), SLACK_REL = 1e-10 (valid for d up to
-# ~1e5):
+# computed quantities are within (d+4) eps (||c|| + R) ||x|| of the exact ones, plus an
+# absolute (2d + 8) 2^-1074 for gradual underflow, so the tests use a slack
+# s = SLACK_REL * ((||c|| + R) ||x|| + |b|) + (2d + 8) 2^-1074, SLACK_REL = 1e-10 (valid for
+# d up to ~1e5); the node test is ``sa_tree_node_decide`` (sparseadv/_src/sa_tree.h):
 #   upper = <c,x> + R||x|| <= b - s  -> prune (no row can fire, even as computed);
 #   lower = <c,x> - R||x|| >  b + s  -> report the whole node without a dot product (every row
 #                                       fires, exactly and as computed by the scan kernel);
+# ||x||, ||c|| and R are computed so that they neither underflow nor overflow (``sa_norm_safe``
+# scales by max |x_k|; a radius whose plain sum of squares is outside [2^-900, 2^900] is
+# recomputed the same way), so the bounds stay proofs for ||x|| from 1e-300 to 1e300; the
+# Python wrapper refuses inputs whose inner products could overflow.
 #   otherwise a leaf is scanned (blocked dot products over its contiguous rows) and an inner
 #   node is descended. Ambiguous cases always fall to exact evaluation: exactness is never
 #   traded. The result of one query is then sorted by original index (``_sort_idx``: insertion
@@ -45,13 +50,9 @@
 # afterwards indptr is a prefix sum and the segments are copied into ``indices`` in parallel.
 # No atomics; work counters are per thread (padded) and summed, so they are deterministic.
 #
-# Blocked brute force (``hsr_brute_csr``): prange over tiles of queries; each thread takes a
-# tile of queries through all rows, one ``gemm_rm`` per (queries x rows) tile into its own
-# buffer, thresholded at once, hits appended to the per-query buffers of its own queries, then
-# merged into CSR. Tiles stay below OpenBLAS's multithreading threshold so every dgemm runs on
-# the calling thread (see _GEMM_SERIAL_MAX). It is BruteForceHSR's kernel and the tree's high-d
-# fallback; the fallback policy (a pilot of a few queries through the tree, then a cost model
-# on their exact work counts) lives in sparseadv/hsr.py, PartitionTree.query_batch.
+# The blocked brute force (``hsr_brute_csr``, the tree's high-d fallback and BruteForceHSR's
+# kernel) lives in _dense.pxi; the fallback policy (a pilot of a few queries through the tree,
+# then a cost model on their exact work counts) in sparseadv/hsr.py, PartitionTree.query_batch.
 #
 # Update (rows, values): the row is overwritten in place in ``data`` (position pos[r]) and in
 # ``W``; then the path from the root to the leaf holding that position is walked (child chosen
@@ -59,375 +60,16 @@
 # than ||v - c|| is widened to it: O(depth * d) per row. Centres never move. The widening is
 # accumulated as ``loose_sum`` = sum over nodes of size * (radius - radius0), which the wrapper
 # compares with ``base_sum`` = sum over nodes of size * radius0 to decide when to rebuild.
+#
+# The nogil routines (sort, leaf scan, traversal, build), the _TreeView struct and the
+# declarations of sa_tree.h are in _tree_search.pxi (included just before this file).
 
-from libc.stdlib cimport calloc
-
-cdef double _SLACK_REL = 1e-10
-cdef enum:
-    _INSERTION_MAX = 48
-
-ctypedef struct _IdxBuf:
-    cnp.int64_t* a
-    Py_ssize_t n
-    Py_ssize_t cap
-
-
-ctypedef struct _TreeView:
-    const double* data
-    const cnp.int64_t* idx
-    const double* centers
-    const double* radius
-    const double* cnorm
-    const cnp.int64_t* nstart
-    const cnp.int64_t* nend
-    Py_ssize_t m
-    Py_ssize_t d
-    Py_ssize_t n_nodes
-    Py_ssize_t first_leaf
-    int key_bits
-
-
-cdef inline int _buf_reserve(_IdxBuf* buf, Py_ssize_t extra) noexcept nogil:
-    """Make room for ``extra`` more entries; 0 on success, -1 when out of memory."""
-    cdef Py_ssize_t need = buf.n + extra
-    cdef Py_ssize_t cap
-    cdef void* tmp
-    if need <= buf.cap:
-        return 0
-    cap = buf.cap * 2 if buf.cap > 0 else 256
-    while cap < need:
-        cap = cap * 2
-    tmp = realloc(buf.a, cap * sizeof(cnp.int64_t))
-    if tmp == NULL:
-        return -1
-    buf.a = <cnp.int64_t*>tmp
-    buf.cap = cap
-    return 0
-
-
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    static inline int sa_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
-    #else
-    static inline int sa_ctz64(unsigned long long x) {
-        int k = 0; while (!(x & 1ULL)) { x >>= 1; ++k; } return k;
-    }
-    #endif
-    """
-    int sa_ctz64(unsigned long long x) noexcept nogil
-
-
-cdef int _sort_idx(cnp.int64_t* a, Py_ssize_t n, _IdxBuf* tmp, int key_bits,
-                   cnp.uint64_t* bitmap, Py_ssize_t nwords) noexcept nogil:
-    """Sort n distinct non-negative int64 keys < 2**key_bits ascending, in place.
-
-    Short runs: insertion sort. Runs with n >= nwords / 4 (nwords = ceil(m / 64), the caller's
-    all-zero scratch bitmap): set one bit per key, then read the words in order with
-    count-trailing-zeros, zeroing them again (O(n + m/64)). Otherwise LSD radix sort in
-    ceil(key_bits / 11) passes of equal digit width (<= 11 bits). 0 on success, -1 when out of
-    memory."""
-    cdef Py_ssize_t i, j, total, k
-    cdef cnp.int64_t v, c
-    cdef cnp.int64_t cnt[2048]
-    cdef cnp.int64_t* src
-    cdef cnp.int64_t* dst
-    cdef cnp.int64_t* sw
-    cdef cnp.uint64_t w
-    cdef int shift, passes, digit, mask, nbins
-    if n <= _INSERTION_MAX:
-        for i in range(1, n):
-            v = a[i]
-            j = i - 1
-            while j >= 0 and a[j] > v:
-                a[j + 1] = a[j]
-                j = j - 1
-            a[j + 1] = v
-        return 0
-    if bitmap != NULL and n * 4 >= nwords:
-        for i in range(n):
-            v = a[i]
-            bitmap[v >> 6] |= (<cnp.uint64_t>1) << (v & 63)
-        k = 0
-        for i in range(nwords):
-            w = bitmap[i]
-            if w:
-                bitmap[i] = 0
-                while w:
-                    a[k] = (i << 6) + sa_ctz64(w)
-                    k = k + 1
-                    w = w & (w - 1)
-        return 0
-    tmp.n = 0
-    if _buf_reserve(tmp, n) != 0:
-        return -1
-    passes = (key_bits + 10) // 11
-    digit = (key_bits + passes - 1) // passes
-    nbins = 1 << digit
-    mask = nbins - 1
-    src = a
-    dst = tmp.a
-    shift = 0
-    while shift < key_bits:
-        memset(cnt, 0, nbins * sizeof(cnp.int64_t))
-        for i in range(n):
-            cnt[(src[i] >> shift) & mask] += 1
-        total = 0
-        for i in range(nbins):
-            c = cnt[i]
-            cnt[i] = total
-            total = total + c
-        for i in range(n):
-            j = (src[i] >> shift) & mask
-            dst[cnt[j]] = src[i]
-            cnt[j] += 1
-        sw = src
-        src = dst
-        dst = sw
-        shift = shift + digit
-    if src != a:
-        memcpy(a, src, n * sizeof(cnp.int64_t))
-    return 0
-
-
-cdef inline void _scan_rows(const double* data, const cnp.int64_t* idx, Py_ssize_t s,
-                            Py_ssize_t e, Py_ssize_t d, const double* x, double b,
-                            _IdxBuf* out) noexcept nogil:
-    """Append idx[p] for every p in [s, e) with <data[p], x> > b (capacity reserved by the
-    caller). The dot product always sums k = 0..d-1 in order, four rows at a time."""
-    cdef Py_ssize_t p, k
-    cdef double a0, a1, a2, a3, xk
-    cdef const double* r0
-    cdef const double* r1
-    cdef const double* r2
-    cdef const double* r3
-    cdef cnp.int64_t* o = out.a
-    cdef Py_ssize_t n = out.n
-    if d == 2:
-        for p in range(s, e):
-            r0 = data + p * 2
-            if r0[0] * x[0] + r0[1] * x[1] > b:
-                o[n] = idx[p]
-                n = n + 1
-        out.n = n
-        return
-    if d == 3:
-        for p in range(s, e):
-            r0 = data + p * 3
-            if r0[0] * x[0] + r0[1] * x[1] + r0[2] * x[2] > b:
-                o[n] = idx[p]
-                n = n + 1
-        out.n = n
-        return
-    p = s
-    while p + 4 <= e:
-        r0 = data + p * d
-        r1 = r0 + d
-        r2 = r1 + d
-        r3 = r2 + d
-        a0 = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        a3 = 0.0
-        for k in range(d):
-            xk = x[k]
-            a0 = a0 + r0[k] * xk
-            a1 = a1 + r1[k] * xk
-            a2 = a2 + r2[k] * xk
-            a3 = a3 + r3[k] * xk
-        if a0 > b:
-            o[n] = idx[p]
-            n = n + 1
-        if a1 > b:
-            o[n] = idx[p + 1]
-            n = n + 1
-        if a2 > b:
-            o[n] = idx[p + 2]
-            n = n + 1
-        if a3 > b:
-            o[n] = idx[p + 3]
-            n = n + 1
-        p = p + 4
-    while p < e:
-        r0 = data + p * d
-        a0 = 0.0
-        for k in range(d):
-            a0 = a0 + r0[k] * x[k]
-        if a0 > b:
-            o[n] = idx[p]
-            n = n + 1
-        p = p + 1
-    out.n = n
-
-
-cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf* out,
-                         _IdxBuf* tmp, cnp.uint64_t* bitmap, cnp.int64_t* stack,
-                         cnp.int64_t* cnt, bint sort=True) noexcept nogil:
-    """Append the original indices of {r : <w_r, x> > b} to ``out``, sorted unless ``sort``
-    is false (then in traversal order, which is deterministic).
-    cnt[0] += nodes visited, cnt[1] += inner products with rows, cnt[2] += rows reported
-    without evaluation. 0 on success, -1 when out of memory."""
-    cdef Py_ssize_t d = t.d
-    cdef Py_ssize_t k, p, s, e, node, top
-    cdef Py_ssize_t start = out.n
-    cdef double xn = 0.0, cx, rx, slack, babs = fabs(b)
-    cdef const double* c
-    for k in range(d):
-        xn = xn + x[k] * x[k]
-    xn = sqrt(xn)
-    stack[0] = 0
-    top = 1
-    while top > 0:
-        top = top - 1
-        node = stack[top]
-        cnt[0] += 1
-        c = t.centers + node * d
-        cx = 0.0
-        for k in range(d):
-            cx = cx + c[k] * x[k]
-        rx = t.radius[node] * xn
-        slack = _SLACK_REL * ((t.cnorm[node] + t.radius[node]) * xn + babs)
-        if cx + rx <= b - slack:
-            continue
-        s = t.nstart[node]
-        e = t.nend[node]
-        if cx - rx > b + slack:
-            if _buf_reserve(out, e - s) != 0:
-                return -1
-            memcpy(out.a + out.n, t.idx + s, (e - s) * sizeof(cnp.int64_t))
-            out.n = out.n + (e - s)
-            cnt[2] += e - s
-            continue
-        if node >= t.first_leaf:
-            if _buf_reserve(out, e - s) != 0:
-                return -1
-            _scan_rows(t.data, t.idx, s, e, d, x, b, out)
-            cnt[1] += e - s
-            continue
-        stack[top] = 2 * node + 2
-        stack[top + 1] = 2 * node + 1
-        top = top + 2
-    if not sort:
-        return 0
-    return _sort_idx(out.a + start, out.n - start, tmp, t.key_bits, bitmap,
-                     (t.m + 63) // 64)
-
-
-cdef void _select(double* key, cnp.int64_t* idx, Py_ssize_t n, Py_ssize_t kth) noexcept nogil:
-    """Reorder key/idx (in parallel) so that key[kth] is the kth smallest, smaller keys before
-    it and larger after (3-way quickselect, median-of-three pivot)."""
-    cdef Py_ssize_t lo = 0, hi = n - 1, mid, lt, i, gt
-    cdef double pivot, ka, kb, kc, tk
-    cdef cnp.int64_t ti
-    while hi > lo:
-        mid = lo + (hi - lo) // 2
-        ka = key[lo]
-        kb = key[mid]
-        kc = key[hi]
-        if ka < kb:
-            if kb < kc:
-                pivot = kb
-            elif ka < kc:
-                pivot = kc
-            else:
-                pivot = ka
-        else:
-            if ka < kc:
-                pivot = ka
-            elif kb < kc:
-                pivot = kc
-            else:
-                pivot = kb
-        lt = lo
-        i = lo
-        gt = hi
-        while i <= gt:
-            if key[i] < pivot:
-                tk = key[i]; key[i] = key[lt]; key[lt] = tk
-                ti = idx[i]; idx[i] = idx[lt]; idx[lt] = ti
-                lt = lt + 1
-                i = i + 1
-            elif key[i] > pivot:
-                tk = key[i]; key[i] = key[gt]; key[gt] = tk
-                ti = idx[i]; idx[i] = idx[gt]; idx[gt] = ti
-                gt = gt - 1
-            else:
-                i = i + 1
-        if kth < lt:
-            hi = lt - 1
-        elif kth > gt:
-            lo = gt + 1
-        else:
-            return
-
-
-cdef void _build_nodes(const double* W, Py_ssize_t m, Py_ssize_t d, cnp.int64_t* idx,
-                       Py_ssize_t n_nodes, Py_ssize_t first_leaf, cnp.int64_t* nstart,
-                       cnp.int64_t* nend, double* centers, double* radius,
-                       double* key) noexcept nogil:
-    cdef Py_ssize_t node, s, e, n, p, k, far_a, far_b, mid
-    cdef double dist, best, v, un
-    cdef double* c
-    cdef const double* w
-    cdef const double* wa
-    cdef const double* wb
-    nstart[0] = 0
-    nend[0] = m
-    for node in range(n_nodes):
-        s = nstart[node]
-        e = nend[node]
-        n = e - s
-        c = centers + node * d
-        for k in range(d):
-            c[k] = 0.0
-        for p in range(s, e):
-            w = W + idx[p] * d
-            for k in range(d):
-                c[k] = c[k] + w[k]
-        for k in range(d):
-            c[k] = c[k] / n
-        best = -1.0
-        far_a = s
-        for p in range(s, e):
-            w = W + idx[p] * d
-            dist = 0.0
-            for k in range(d):
-                v = w[k] - c[k]
-                dist = dist + v * v
-            if dist > best:
-                best = dist
-                far_a = p
-        radius[node] = sqrt(best)
-        if node >= first_leaf:
-            continue
-        mid = s + n // 2
-        nstart[2 * node + 1] = s
-        nend[2 * node + 1] = mid
-        nstart[2 * node + 2] = mid
-        nend[2 * node + 2] = e
-        # farthest row from a
-        wa = W + idx[far_a] * d
-        best = -1.0
-        far_b = far_a
-        for p in range(s, e):
-            w = W + idx[p] * d
-            dist = 0.0
-            for k in range(d):
-                v = w[k] - wa[k]
-                dist = dist + v * v
-            if dist > best:
-                best = dist
-                far_b = p
-        if best <= 0.0:
-            continue        # all rows identical: any split will do
-        wb = W + idx[far_b] * d
-        for p in range(s, e):
-            w = W + idx[p] * d
-            v = 0.0
-            for k in range(d):
-                v = v + w[k] * (wb[k] - wa[k])
-            key[p] = v
-        _select(key + s, idx + s, n, mid - s)
+from libc.float cimport DBL_MAX
+from libc.math cimport sqrt, fabs, INFINITY
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memset, memcpy
+from cython.parallel cimport prange
+cimport numpy as cnp
 
 
 cdef class _BallTree:
@@ -486,15 +128,20 @@ cdef class _BallTree:
             self._qtmps[i].n = 0
         return 0
 
-    def __init__(self, W, Py_ssize_t leaf_size, state=None):
+    def __init__(self, W, leaf_size, state=None):
         """Build from W (copied), or restore from ``state`` (the dict of ``get_state``)."""
-        cdef Py_ssize_t m = W.shape[0], d = W.shape[1], q
-        if leaf_size < 1:
-            raise ValueError(f"_BallTree: leaf_size must be >= 1, got {leaf_size}")
+        cdef Py_ssize_t m, d, q
+        cdef Py_ssize_t ls = _int_arg("_BallTree", "leaf_size", leaf_size, 1, 2 ** 62)
+        if not (isinstance(W, np.ndarray) and W.ndim == 2 and W.dtype.kind == "f"):
+            raise InputTypeError("_BallTree: W must be a 2-D floating-point array")
+        if W.shape[0] < 1 or W.shape[1] < 1 or not np.isfinite(W).all():
+            raise InputError("_BallTree: W must be non-empty and finite")
+        m = W.shape[0]
+        d = W.shape[1]
         self.m = m
         self.d = d
-        self.leaf_size = leaf_size
-        q = (m - 1) // leaf_size
+        self.leaf_size = ls
+        q = (m - 1) // ls
         self.n_levels = 1
         while q >= 2:
             q = q // 2
@@ -576,10 +223,7 @@ cdef class _BallTree:
                 memcpy(&self.data[p, 0], &self.W[self.idx[p], 0], self.d * sizeof(double))
                 self.pos[self.idx[p]] = p
             for i in range(self.n_nodes):
-                s = 0.0
-                for k in range(self.d):
-                    s = s + self.centers[i, k] * self.centers[i, k]
-                self.cnorm[i] = sqrt(s)
+                self.cnorm[i] = sa_norm_safe(&self.centers[i, 0], self.d)
                 tot = tot + (self.nend[i] - self.nstart[i]) * self.radius0[i]
         self.base_sum = tot
 
@@ -631,7 +275,7 @@ cdef class _BallTree:
         t.first_leaf = self.first_leaf
         t.key_bits = self.key_bits
 
-    def query(self, const double[::1] x, double b):
+    def query(self, const double[::1] x not None, double b):
         """(sorted int64 indices, counters (nodes, inner products, reported w/o eval))."""
         cdef _TreeView t
         cdef _IdxBuf out, tmp
@@ -639,6 +283,9 @@ cdef class _BallTree:
         cdef cnp.int64_t* stack = <cnp.int64_t*>malloc((self.n_levels + 2) * sizeof(cnp.int64_t))
         cdef cnp.uint64_t* bitmap = <cnp.uint64_t*>calloc((self.m + 63) // 64, sizeof(cnp.uint64_t))
         cdef int rc
+        if x.shape[0] != self.d:
+            free(stack); free(bitmap)
+            raise InputError(f"_BallTree.query: x must have length {self.d}, got {x.shape[0]}")
         if stack == NULL or bitmap == NULL:
             free(stack); free(bitmap)
             raise MemoryError()
@@ -661,7 +308,8 @@ cdef class _BallTree:
         free(out.a)
         return res, (int(cnt[0]), int(cnt[1]), int(cnt[2]))
 
-    def query_batch(self, const double[:, ::1] X, double b, bint sort=True, out=None):
+    def query_batch(self, const double[:, ::1] X not None, double b, bint sort=True,
+                    out=None):
         """CSR (indptr, indices) of the tree query for every row of X, nogil, prange over
         points with per-thread output buffers (the tree's own, kept between calls; fresh
         ones when another thread is querying this tree at the same time). ``out``: an int64
@@ -671,6 +319,9 @@ cdef class _BallTree:
         cdef _IdxBuf* bufs
         cdef _IdxBuf* tmps
         cdef bint own = self._qbusy
+        if X.shape[1] != self.d:
+            raise InputError(f"_BallTree.query_batch: X must have {self.d} columns, got "
+                             f"{X.shape[1]}")
         if T < 1:
             T = 1
         if own:
@@ -756,13 +407,36 @@ cdef class _BallTree:
             raise MemoryError()
         return indptr, indices, (int(c0), int(c1), int(c2))
 
-    def update(self, const cnp.int64_t[::1] rows, const double[:, ::1] values,
-               bint full=False):
+    def update(self, const cnp.int64_t[::1] rows not None, const double[:, ::1] values not None,
+               bint full=False, double max_abs=INFINITY):
         """Overwrite rows (original indices) with values and widen radii on their paths.
         values[j] is the new row rows[j]; with ``full``, values is a whole m x d matrix and
-        values[rows[j]] is (so a caller holding all of W need not gather a copy)."""
+        values[rows[j]] is (so a caller holding all of W need not gather a copy). The new
+        rows must be finite with entries of magnitude <= ``max_abs`` (checked first, in one
+        pass: nothing is written otherwise). Returns the largest |entry| of the new rows."""
         cdef Py_ssize_t j, r, p, node, left, k, s, d = self.d
-        cdef double dist, v, grow = 0.0
+        cdef double dist, v, grow = 0.0, vmax = 0.0
+        cdef bint finite = True
+        if values.shape[1] != d or (full and values.shape[0] != self.m) or (
+                not full and values.shape[0] != rows.shape[0]):
+            raise InputError("_BallTree.update: values must have shape (len(rows), d), or "
+                             "(m, d) with full=True")
+        if not _rows_in_range(rows, self.m):
+            raise InputError(f"_BallTree.update: rows must be in [0, {self.m})")
+        with nogil:
+            for j in range(rows.shape[0]):
+                s = rows[j] if full else j
+                for k in range(d):
+                    v = fabs(values[s, k])
+                    if not v <= DBL_MAX:           # inf or NaN
+                        finite = False
+                    elif v > vmax:
+                        vmax = v
+        if not finite:
+            raise InputError("the new rows must be finite (contain NaN or infinity)")
+        if vmax > max_abs:
+            raise InputError(f"the new rows have entries up to {vmax:.3g}, above the limit "
+                             f"{max_abs:.3g}")
         with nogil:
             for j in range(rows.shape[0]):
                 r = rows[j]
@@ -776,7 +450,10 @@ cdef class _BallTree:
                     for k in range(d):
                         v = values[s, k] - self.centers[node, k]
                         dist = dist + v * v
-                    dist = sqrt(dist)
+                    if sa_sumsq_in_range(dist):
+                        dist = sqrt(dist)
+                    else:
+                        dist = sa_dist_safe(&values[s, 0], &self.centers[node, 0], d)
                     if dist > self.radius[node]:
                         grow = grow + ((self.nend[node] - self.nstart[node])
                                        * (dist - self.radius[node]))
@@ -786,114 +463,4 @@ cdef class _BallTree:
                     left = 2 * node + 1
                     node = left if p < self.nend[left] else left + 1
         self.loose_sum += grow
-
-
-cdef enum:
-    # OpenBLAS (pthreads build, as shipped in the NumPy/SciPy wheels) runs a dgemm on its own
-    # thread pool once M*N*K >= 4 * 65536; its spinning workers then fight our OpenMP threads
-    # for the cores (measured here: 100x slowdowns on a loaded 2-core machine). Brute-force
-    # tiles are kept below that size, so each dgemm runs on the calling thread and the
-    # parallelism is ours alone (one tile of queries per OpenMP thread).
-    _GEMM_SERIAL_MAX = 262143
-    _BRUTE_TILE_DOUBLES = 65536
-
-
-cdef void _brute_tile_shape(Py_ssize_t n, Py_ssize_t m, Py_ssize_t d, Py_ssize_t tile,
-                            Py_ssize_t* nb, Py_ssize_t* mb) noexcept nogil:
-    """Queries x rows per tile: nb*mb <= tile doubles (default 64K = 512 KB per thread) and
-    nb*mb*d <= _GEMM_SERIAL_MAX when that allows at least 8 x 8."""
-    cdef Py_ssize_t q = 64, r
-    while q > 8 and q * q * d > _GEMM_SERIAL_MAX:
-        q = q // 2
-    if q > n:
-        q = n
-    r = _GEMM_SERIAL_MAX // (q * d)
-    if tile <= 0:
-        tile = _BRUTE_TILE_DOUBLES
-    if r > tile // q:
-        r = tile // q
-    if r < 8:
-        r = 8
-    if r > m:
-        r = m
-    nb[0] = q
-    mb[0] = r
-
-
-def hsr_brute_csr(const double[:, ::1] W, const double[:, ::1] X, double b,
-                  Py_ssize_t tile=0):
-    """Blocked brute-force half-space reporting: CSR (indptr, indices) of
-    {r : <w_r, x_i> > b} for every row x_i of X, indices ascending.
-
-    prange over tiles of queries; each thread runs through all rows in tiles, one dgemm per
-    (queries x rows) tile into its own buffer, thresholds the tile at once and appends hits to
-    the per-query buffers of its queries (no other thread touches them); then the buffers are
-    merged into CSR."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
-    cdef Py_ssize_t nb, mb, nblk, blk, i0, r0, ib, rb, i, r
-    cdef _IdxBuf* q
-    cdef _IdxBuf* qi
-    cdef double* Z
-    cdef double* zrow
-    cdef bint oom = False
-    cdef cnp.int64_t[::1] ind
-    if d < 1:
-        raise ValueError("hsr_brute_csr: X must have at least one column")
-    if W.shape[1] != d:
-        raise ValueError(f"hsr_brute_csr: W has {W.shape[1]} columns, X has {d}")
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    cdef cnp.int64_t[::1] ip = indptr
-    if n == 0 or m == 0:
-        return indptr, np.zeros(0, dtype=np.int64)
-    _brute_tile_shape(n, m, d, tile, &nb, &mb)
-    nblk = (n + nb - 1) // nb
-    q = <_IdxBuf*>calloc(n, sizeof(_IdxBuf))
-    cdef char* fail = <char*>calloc(n + 1, sizeof(char))
-    if q == NULL or fail == NULL:
-        free(q); free(fail)
-        raise MemoryError()
-    with nogil, parallel():
-        Z = <double*>malloc(nb * mb * sizeof(double))
-        for blk in prange(nblk, schedule='dynamic'):
-            if Z == NULL:
-                fail[n] = 1
-                continue
-            i0 = blk * nb
-            ib = nb if i0 + nb <= n else n - i0
-            r0 = 0
-            while r0 < m:
-                rb = mb if r0 + mb <= m else m - r0
-                gemm_rm(b'N', b'T', <int>ib, <int>rb, <int>d, 1.0, &X[i0, 0], <int>d,
-                        &W[r0, 0], <int>d, 0.0, Z, <int>rb)
-                for i in range(ib):
-                    qi = q + i0 + i
-                    zrow = Z + i * rb
-                    for r in range(rb):
-                        if zrow[r] > b:
-                            if qi.n == qi.cap:
-                                if _buf_reserve(qi, 1) != 0:
-                                    fail[i0 + i] = 1
-                                    break
-                            qi.a[qi.n] = r0 + r
-                            qi.n = qi.n + 1
-                r0 = r0 + mb
-        free(Z)
-    for i in range(n + 1):
-        if fail[i]:
-            oom = True
-    for i in range(n):
-        ip[i + 1] = ip[i] + q[i].n
-    free(fail)
-    if not oom:
-        indices = np.empty(ip[n], dtype=np.int64)
-        ind = indices
-        with nogil:
-            for i in prange(n, schedule='static'):
-                if q[i].n > 0:
-                    memcpy(&ind[ip[i]], q[i].a, q[i].n * sizeof(cnp.int64_t))
-    for i in range(n):
-        free(q[i].a)
-    free(q)
-    if oom:
-        raise MemoryError()
-    return indptr, indices
+        return vmax

@@ -14,6 +14,7 @@ import sys
 
 from . import _argtypes as argtypes
 from .analysis.estimate import FULL_ESTIMATE  # also quoted by REPORT.md
+from .distributed import cli_support
 from .errors import CheckpointError, InputError, SparseAdvError
 
 __all__ = ["main", "build_parser"]
@@ -37,10 +38,7 @@ class UsageError(InputError):
 
 # --------------------------------------------------------------------------- argument types
 
-def _registered_engines():
-    from .engines import ENGINES
-    return [e for e in ("dense", "tree", "certified") if e in ENGINES] + \
-        sorted(e for e in ENGINES if e not in ("dense", "tree", "certified"))
+ENGINE_NAMES = ("dense", "tree", "certified")    # every build has all three (engines.ENGINES)
 
 
 # --------------------------------------------------------------------------- parser
@@ -113,6 +111,7 @@ def build_parser():
                          "default 10)")
     tr.add_argument("--no-progress", dest="progress", action="store_false",
                     help="no progress bar")
+    cli_support.add_arguments(tr)
 
     # -- reproduce
     rp = sub.add_parser(
@@ -139,6 +138,7 @@ def build_parser():
                          "default: leave them as they are)")
     rp.add_argument("--no-progress", dest="progress", action="store_false",
                     help="no progress bars")
+    cli_support.add_cluster_arguments(rp)     # E3's grid points as tasks on a Dask cluster
 
     # -- bench
     bn = sub.add_parser("bench", help="cost of an iteration against m, n, d per engine "
@@ -268,8 +268,8 @@ def cmd_train(args, out=None, err=None):
     else:
         ckpt, cfg = None, dict(TRAIN_DEFAULTS, **given)
     if cfg["engine"] not in ENGINES:
-        raise UsageError(f"--engine must be one of {', '.join(_registered_engines())} "
-                         f"(installed engines), got {cfg['engine']!r}")
+        raise UsageError(f"--engine must be one of {', '.join(ENGINE_NAMES)}, "
+                         f"got {cfg['engine']!r}")
     synthetic = cfg["data"] in _synthetic_names()
     if not (synthetic or cfg["data"] == "digits" or _is_data_file(cfg["data"])):
         raise UsageError(f"--data must be sphere, teacher, separated, digits or a .npz/.csv "
@@ -361,11 +361,21 @@ def _train(args, cfg, ckpt, outdir, out, err):
     if cfg["batch_size"] is not None and cfg["batch_size"] > cfg["n"]:
         raise UsageError(f"--batch-size={cfg['batch_size']} is larger than the number of "
                          f"training points n = {cfg['n']}")
-    trainer = AdversarialTrainer(net, attack, lr=lr, engine=cfg["engine"], loss=cfg["loss"],
-                                 batch_size=cfg["batch_size"], seed=cfg["seed"] + 3)
+    if cfg["loss"] == "squared" and cfg["batch_size"] is None:
+        trainer = cli_support.make_trainer(args, net, attack, lr, cfg["engine"])
+    elif any(getattr(args, k, None) is not None for k in ("scheduler", "local_cluster",
+                                                         "shards")):
+        raise UsageError("--loss logistic and --batch-size train in a single process: drop "
+                         "--scheduler, --local-cluster and --shards")
+    else:
+        trainer = AdversarialTrainer(net, attack, lr=lr, engine=cfg["engine"],
+                                     loss=cfg["loss"], batch_size=cfg["batch_size"],
+                                     seed=cfg["seed"] + 3)
+    order = getattr(trainer, "order", None)     # the batch order (mini-batches only)
+    per_epoch = 1 if order is None else trainer.batches_per_epoch(cfg["n"])
     trainer.iterations_ = start
-    if ckpt is not None and trainer.order is not None:
-        trainer.order.set_state(ckpt["batch_order"], ckpt["path"])
+    if ckpt is not None and order is not None:
+        order.set_state(ckpt["batch_order"], ckpt["path"])
     attack_spec = dict(eps=attack.eps, steps=attack.steps, step_size=attack.step_size,
                        norm=cfg["norm"], random_start=attack.random_start,
                        seed=cfg["seed"] + 2, kind=type(attack).__name__)
@@ -373,6 +383,7 @@ def _train(args, cfg, ckpt, outdir, out, err):
                      normalize=cfg["normalize"], fingerprint=io.data_fingerprint(X, y))
 
     def save(iteration):
+        cli_support.sync(trainer, net)
         # Never save (or report) weights that are no longer finite; the last checkpoint stays.
         if not (np.isfinite(net.W).all() and np.isfinite(net.a).all()):
             _diverged(iteration, "the weights are no longer finite", trainer.lr_, outdir)
@@ -381,11 +392,11 @@ def _train(args, cfg, ckpt, outdir, out, err):
             attack=attack_spec,
             rng_state=attack._rng.bit_generator.state if attack.random_start else None,
             data=data_spec, config=cfg, history=_history_dict(records, RECORD_FIELDS),
-            batch_order=None if trainer.order is None else trainer.order.state())
+            batch_order=None if order is None else order.state())
 
     target = cfg["iterations"]
     if cfg["epochs"] is not None:
-        target = cfg["epochs"] * trainer.batches_per_epoch(cfg["n"])
+        target = cfg["epochs"] * per_epoch
     every = cfg["checkpoint_every"]
     it = start
     bar = None
@@ -422,6 +433,7 @@ def _train(args, cfg, ckpt, outdir, out, err):
     finally:
         if bar is not None:
             bar.close()
+        cli_support.close(trainer)
     hist = _history_dict(records, RECORD_FIELDS)
     io.atomic_save_npz(os.path.join(outdir, "weights.npz"),
                        {"W": net.W, "a": net.a, "b": np.array(net.b)})
@@ -433,7 +445,7 @@ def _train(args, cfg, ckpt, outdir, out, err):
               f"saved, continue with: {PROG} train --resume {outdir} --iterations {target}",
               file=err)
         return 128 + int(stopped)
-    summary = {"iterations": it, "epochs": (it / trainer.batches_per_epoch(cfg["n"])),
+    summary = {"iterations": it, "epochs": it / per_epoch,
                "lr": trainer.lr_,
                "robust_loss": float(hist["loss"][-1]) if len(records) else None,
                "train_accuracy": _accuracy(net, X, y)}
@@ -451,15 +463,15 @@ def cmd_reproduce(args, argv):
     from . import reproduce
     engines = args.engines
     if engines is not None:
-        known = _registered_engines()
-        bad = [e for e in engines if e not in known]
+        bad = [e for e in engines if e not in ENGINE_NAMES]
         if bad:
-            raise UsageError(f"--engines: {', '.join(bad)} not installed (installed: "
-                             f"{', '.join(known)})")
-    path = reproduce.run(out=args.out, mode=args.mode or "quick", seed=args.seed,
-                         engines=engines, only=args.only, progress=args.progress,
-                         threads=args.threads,
-                         command=[PROG] + list(argv))
+            raise UsageError(f"--engines: unknown engine {', '.join(bad)} (engines: "
+                             f"{', '.join(ENGINE_NAMES)})")
+    with cli_support.sweep_cluster(args) as client:
+        path = reproduce.run(out=args.out, mode=args.mode or "quick", seed=args.seed,
+                             engines=engines, only=args.only, progress=args.progress,
+                             threads=args.threads, command=[PROG] + list(argv),
+                             client=client)
     print(f"wrote {path}")
     return 0
 

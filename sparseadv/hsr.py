@@ -16,6 +16,18 @@
 
 Both answer ``query(x, b)`` = sorted ``{r : <w_r, x> > b}`` (strict) exactly, and
 ``query_batch(X, b)`` = the same for every row of X as CSR ``(indptr, indices)``.
+
+Which arithmetic defines "fired". ``<w_r, x>`` is the sequential dot product: one rounded
+multiply and one rounded add per coordinate, summed over k = 0..d-1 in order starting from
+0.0 (``sa_dot_seq`` in ``sparseadv/_src/sa_simd.h``; no fused multiply-add on x86-64). The
+partition tree's leaf scan computes exactly that, and its whole-node decisions are proved
+against it (see the slack below); the blocked GEMM (``BruteForceHSR``, the tree's fallback)
+computes the scores in another order, so every pair whose GEMM score lies within the rounding
+band 2 (d + 4) eps ||w_r|| ||x|| + (4d + 8) 2^-1074 of b is re-evaluated with the sequential
+dot product. Both structures therefore report the same set, ties (b equal to a computed
+score) included: such a pair is not reported (strict >). The engines' own kernels
+(``dense_forward``, ``dense_fired_pairs``, the active-set kernels) decide firing with their
+own arithmetic (GEMM, 4-wide vector sums); they agree with this definition to round-off.
 """
 import math
 
@@ -24,17 +36,19 @@ import numpy as np
 from . import _core
 from ._validation import (check_bool, check_matrix, check_positive_int, check_real,
                           check_vector)
+from .errors import InputError, InputTypeError
 
 __all__ = ["PartitionTree", "BruteForceHSR"]
 
 _STAT_KEYS = ("queries", "nodes_visited", "inner_products", "reported_without_eval",
               "brute_force_queries", "rebuilds")
 
-
-
-
-class _UpdateDTypeError(TypeError, ValueError):
-    """A dtype error in ``update``: both a TypeError and a ValueError."""
+# Range of the inputs: the tree's bounds are proofs while no inner product, centre or bound
+# term can overflow. Rows and queries are refused (InputError) when
+# d * max|w| * max|x| > _PRODUCT_MAX (an inner product could overflow) or
+# m * d * max|w| > _PRODUCT_MAX (a node centre, a mean of rows, could); tiny norms need no
+# limit (the bounds use norms that do not underflow and an absolute underflow slack).
+_PRODUCT_MAX = 1e300
 
 
 # ----------------------------------------------------------------------------- validation
@@ -43,6 +57,27 @@ class _UpdateDTypeError(TypeError, ValueError):
 def _as_matrix(A, name, d=None):
     """A non-empty 2-D finite real floating array as C-contiguous float64 (copied if needed)."""
     return check_matrix(name, A, ncols=d, ncols_name="the tree's d")
+
+
+def _max_abs(A):
+    return float(np.abs(A).max()) if A.size else 0.0
+
+
+def _check_row_range(name, amax, m, d):
+    """Refuse rows so large that a node centre (a mean of up to m rows) could overflow."""
+    if m * d * amax > _PRODUCT_MAX:
+        raise InputError(f"{name} has entries up to {amax:.3g}: with m = {m} rows of d = {d} "
+                         f"the partition tree's sums could overflow (need m * d * max|{name}| "
+                         f"<= {_PRODUCT_MAX:g})")
+
+
+def _check_query_range(name, x, wmax, d):
+    """Refuse queries whose inner products with the rows could overflow."""
+    xmax = _max_abs(x)
+    if d * wmax * xmax > _PRODUCT_MAX:
+        raise InputError(f"{name} has entries up to {xmax:.3g} and the rows up to {wmax:.3g}: "
+                         f"inner products could overflow (need d * max|w| * max|{name}| <= "
+                         f"{_PRODUCT_MAX:g})")
 
 
 def _as_vector(x, name, d):
@@ -56,25 +91,34 @@ def _check_update(rows, values, m, d):
         if r.size == 0 and r.dtype.kind == "f":
             r = r.astype(np.int64)
         else:
-            raise _UpdateDTypeError(f"rows must be an array of integers, got dtype {r.dtype}")
+            raise InputTypeError(f"rows must be an array of integers, got dtype {r.dtype}")
     if r.ndim != 1:
-        raise ValueError(f"rows must be 1-D, got {r.ndim}-D with shape {r.shape}")
+        raise InputError(f"rows must be 1-D, got {r.ndim}-D with shape {r.shape}")
     if r.size and (r.min() < 0 or r.max() >= m):
         bad = r[(r < 0) | (r >= m)][0]
-        raise ValueError(f"rows must be in [0, {m}), got {bad}")
+        raise InputError(f"rows must be in [0, {m}), got {bad}")
     r = np.array(r, dtype=np.int64, copy=True)
     if np.unique(r).size != r.size:
-        raise ValueError("rows must not contain duplicates")
+        raise InputError("rows must not contain duplicates")
     v = np.asarray(values)
     if v.dtype.kind != "f":
-        raise _UpdateDTypeError(f"values must be a real floating-point array, got dtype {v.dtype}")
+        raise InputTypeError(f"values must be a real floating-point array, got dtype {v.dtype}")
     if v.shape != (r.size, d):
-        raise ValueError(f"values must have shape ({r.size}, {d}) (len(rows), the tree's d), "
+        raise InputError(f"values must have shape ({r.size}, {d}) (len(rows), the tree's d), "
                          f"got {v.shape}")
     v = np.array(v, dtype=np.float64, order="C", copy=True)
     if not np.isfinite(v).all():
-        raise ValueError("values must be finite (contains NaN or infinity)")
+        raise InputError("values must be finite (contains NaN or infinity)")
+    _check_row_range("values", _max_abs(v), m, d)
     return r, v
+
+
+def _into(out, indptr, ind):
+    """(indptr, ind) with ind copied into the head of ``out`` when it has room."""
+    if out is not None and len(out) >= len(ind):
+        out[:len(ind)] = ind
+        return indptr, out[:len(ind)]
+    return indptr, ind
 
 
 def _readonly(a):
@@ -140,6 +184,8 @@ class BruteForceHSR(_HSRBase):
         W = _as_matrix(W, "W")
         self._W = np.array(W, dtype=np.float64, order="C", copy=True)
         self._m, self._d = self._W.shape
+        self._wmax = _max_abs(self._W)
+        _check_row_range("W", self._wmax, self._m, self._d)
         self._zero_stats()
 
     @property
@@ -156,6 +202,7 @@ class BruteForceHSR(_HSRBase):
         """Sorted int64 indices r with <w_r, x> > b."""
         x = _as_vector(x, "x", self._d)
         b = check_real("b", b)
+        _check_query_range("x", x, self._wmax, self._d)
         _, ind = _core.hsr_brute_csr(self._W, x.reshape(1, -1), b)
         self._stats["queries"] += 1
         self._stats["brute_force_queries"] += 1
@@ -165,12 +212,15 @@ class BruteForceHSR(_HSRBase):
     def query_batch(self, X, b):
         """CSR ``(indptr, indices)`` (int64) of :meth:`query` for every row of X."""
         X = _as_matrix(X, "X", d=self._d)
-        return self._brute_batch(self._W, X, check_real("b", b))
+        b = check_real("b", b)
+        _check_query_range("X", X, self._wmax, self._d)
+        return self._brute_batch(self._W, X, b)
 
     def update(self, rows, values):
         """Replace rows ``rows`` of W by ``values`` (shape (len(rows), d))."""
         r, v = _check_update(rows, values, self._m, self._d)
         self._W[r] = v
+        self._wmax = max(self._wmax, _max_abs(v))     # an upper bound (never shrinks)
 
     def rebuild(self):
         """No-op (nothing to rebuild)."""
@@ -181,6 +231,7 @@ class BruteForceHSR(_HSRBase):
     def __setstate__(self, state):
         self._W = np.array(state["W"], dtype=np.float64, order="C", copy=True)
         self._m, self._d = self._W.shape
+        self._wmax = _max_abs(self._W)
         self._zero_stats()
         self._stats.update(state.get("stats", {}))
 
@@ -212,20 +263,22 @@ class PartitionTree(_HSRBase):
         constants were fitted on timings of both paths at d = 2 and d = 16); when the tree is
         estimated dearer, the remaining queries go through the blocked GEMM path (exact as
         well). "tree" and "brute" force one path. ``query`` (one point) always uses the tree.
-        Measured (m = 2**17, Gaussian rows): the tree is kept at d <= 4 and for weights near a
-        4-dim subspace of R^64; d >= 8 falls back to GEMM after the pilot.
+        Where the policy switches is measured in docs/benchmarks.md.
     pilot_queries : int >= 1, default 8.
     brute_flop_weight : float > 0, default 0.25: a GEMM flop relative to a leaf-scan flop.
 
     Notes
     -----
     Exactness: the node bounds <c,x> -/+ R||x|| are applied with a relative slack of 1e-10
-    (prune only when upper <= b - slack, report a whole node only when lower > b + slack), far
-    above the rounding error of any of the dot products involved, so a row is reported
-    wholesale only if its computed <w,x> exceeds b; every undecided row is evaluated. The
-    single query and the tree path of ``query_batch`` use the same dot-product kernel (sum
-    over k in order); the GEMM path may differ from it in the last bit, which can only matter
-    for a row whose <w,x> equals b up to rounding.
+    plus an absolute (2d + 8) 2^-1074 for gradual underflow (prune only when upper <=
+    b - slack, report a whole node only when lower > b + slack), far above the rounding error
+    of any of the dot products involved, so a row is reported wholesale only if its computed
+    <w,x> exceeds b; every undecided row is evaluated. ||x||, ||c|| and R are computed with
+    scaling, so the bounds hold for queries and rows of any norm from ~1e-300 to the range
+    limit: rows and queries whose inner products or node centres could overflow
+    (d max|w| max|x| or m d max|w| above 1e300) are refused with an InputError. The single
+    query, the tree path of ``query_batch`` and the GEMM fallback all decide "fired" with the
+    sequential dot product (see the module docstring), so they agree on ties.
 
     Not safe for concurrent use from several Python threads when one of them updates.
     """
@@ -234,17 +287,21 @@ class PartitionTree(_HSRBase):
                  fallback="auto", pilot_queries=8, brute_flop_weight=0.25):
         W = _as_matrix(W, "W")
         leaf_size = check_positive_int("leaf_size", leaf_size)
+        if leaf_size > 2 ** 62:
+            raise InputError(f"leaf_size must be at most 2**62, got {leaf_size}")
         self.rebuild_factor = check_real("rebuild_factor", rebuild_factor, low=1.0,
                                          low_inclusive=False)
         self.rebuild_fraction = check_real("rebuild_fraction", rebuild_fraction, low=0.0,
                                            low_inclusive=False)
         if fallback not in ("auto", "tree", "brute"):
-            raise ValueError(f"fallback must be 'auto', 'tree' or 'brute', got {fallback!r}")
+            raise InputError(f"fallback must be 'auto', 'tree' or 'brute', got {fallback!r}")
         self.fallback = fallback
         self.pilot_queries = check_positive_int("pilot_queries", pilot_queries)
         self.brute_flop_weight = check_real("brute_flop_weight", brute_flop_weight, low=0.0,
                                             low_inclusive=False)
         self._m, self._d = W.shape
+        self._wmax = _max_abs(W)
+        _check_row_range("W", self._wmax, self._m, self._d)
         self.leaf_size = leaf_size
         self._tree = _core._BallTree(W, leaf_size)
         self.n_rebuilds = 0
@@ -290,6 +347,7 @@ class PartitionTree(_HSRBase):
         """Sorted int64 indices r with <w_r, x> > b (strict), exact."""
         x = _as_vector(x, "x", self._d)
         b = check_real("b", b)
+        _check_query_range("x", x, self._wmax, self._d)
         ind, counts = self._tree.query(x, b)
         self._add(1, counts)
         return ind
@@ -302,18 +360,20 @@ class PartitionTree(_HSRBase):
         without the GIL, in parallel over points; see ``fallback`` for the high-d policy.
 
         ``out``: optional 1-D int64 array; when it has room for the answer, ``indices`` is
-        a view of its head (no new allocation: callers that query every iteration keep one
-        buffer), otherwise a new array."""
+        a view of its head (no new allocation on the tree path: callers that query every
+        iteration keep one buffer; the GEMM path copies its answer in), otherwise a new
+        array."""
         X = _as_matrix(X, "X", d=self._d)
         b = check_real("b", b)
         sort = check_bool("sort", sort)
         if out is not None and not (isinstance(out, np.ndarray) and out.dtype == np.int64
                                     and out.ndim == 1 and out.flags.c_contiguous
                                     and out.flags.writeable):
-            raise TypeError("out must be None or a writeable contiguous 1-d int64 array")
+            raise InputTypeError("out must be None or a writeable contiguous 1-d int64 array")
+        _check_query_range("X", X, self._wmax, self._d)
         n = X.shape[0]
         if self.fallback == "brute":
-            return self._brute(X, b)
+            return _into(out, *self._brute(X, b))
         k = self._pilot_size(n)
         if self.fallback == "tree" or n <= k:
             indptr, ind, counts = self._tree.query_batch(X, b, sort, out)
@@ -325,18 +385,19 @@ class PartitionTree(_HSRBase):
         d, m = self._d, self._m
         tree_cost = (ipr * (d + 2) + nv * (d + 8) + rep) / k
         brute_cost = m * (d * self.brute_flop_weight + 3.0)
-        tail = None
         if tree_cost > brute_cost:
             ip2, ind2 = self._brute(X[k:], b)
         else:
-            if out is not None and len(out) >= len(ind1):
-                tail = out[len(ind1):]
+            tail = out[len(ind1):] if out is not None and len(out) >= len(ind1) else None
             ip2, ind2, counts = self._tree.query_batch(X[k:], b, sort, tail)
             self._add(n - k, counts)
         indptr = np.concatenate([ip1, ip2[1:] + ip1[-1]])
-        if tail is not None and len(tail) >= len(ind2):    # the answer went into ``out``
-            out[:len(ind1)] = ind1
-            return indptr, out[:len(ind1) + len(ind2)]
+        total = len(ind1) + len(ind2)
+        if out is not None and len(out) >= total:
+            out[:len(ind1)] = ind1                    # the pilot's answer is a fresh array
+            if not np.may_share_memory(ind2, out):    # else the tree wrote it into out
+                out[len(ind1):total] = ind2
+            return indptr, out[:total]
         return indptr, np.concatenate([ind1, ind2])
 
     def _pilot_size(self, n):
@@ -353,7 +414,7 @@ class PartitionTree(_HSRBase):
         their root paths widen (O(depth * d) per row); the tree rebuilds itself afterwards
         when the rebuild policy says so (see the class docstring). Answers stay exact."""
         r, v = _check_update(rows, values, self._m, self._d)
-        self._apply_update(r, v, False)
+        self._apply_update(r, v, False, "values")
 
     def update_from(self, rows, W):
         """Set rows ``rows`` to ``W[rows]`` where W is a full (m, d) float64 C-contiguous
@@ -362,17 +423,23 @@ class PartitionTree(_HSRBase):
         r = np.ascontiguousarray(rows, dtype=np.int64)
         if r.ndim != 1 or (r.size and (r[0] < 0 or r[-1] >= self._m
                                         or np.any(r[1:] <= r[:-1]))):
-            raise ValueError(f"rows must be strictly increasing integers in [0, {self._m})")
+            raise InputError(f"rows must be strictly increasing integers in [0, {self._m})")
         if not (isinstance(W, np.ndarray) and W.dtype == np.float64 and W.flags.c_contiguous
                 and W.shape == (self._m, self._d)):
-            raise ValueError(f"W must be a C-contiguous float64 array of shape "
+            raise InputError(f"W must be a C-contiguous float64 array of shape "
                              f"({self._m}, {self._d})")
-        self._apply_update(r, W, True)
+        self._apply_update(r, W, True, "W[rows]")
 
-    def _apply_update(self, r, v, full):
+    def _apply_update(self, r, v, full, name):
         if r.size == 0:
             return
-        self._tree.update(r, v, full)
+        # the new rows are checked (finite, in range) before anything is written
+        try:
+            vmax = self._tree.update(r, v, full, _PRODUCT_MAX / (self._m * self._d))
+        except InputError as e:
+            raise InputError(f"{name}: {e} (need m * d * max|{name}| <= {_PRODUCT_MAX:g})"
+                             if "limit" in str(e) else f"{name}: {e}") from None
+        self._wmax = max(self._wmax, vmax)            # an upper bound (never shrinks)
         self._updates_since_build += r.size
         if (self.looseness > self.rebuild_factor
                 or self._updates_since_build > self.rebuild_fraction * self._m):
@@ -398,6 +465,7 @@ class PartitionTree(_HSRBase):
     def __setstate__(self, state):
         W = np.array(state["W"], dtype=np.float64, order="C", copy=True)
         self._m, self._d = W.shape
+        self._wmax = _max_abs(W)
         self.leaf_size = int(state["leaf_size"])
         self._tree = _core._BallTree(W, self.leaf_size, state)
         self.rebuild_factor = float(state["rebuild_factor"])

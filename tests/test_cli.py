@@ -77,7 +77,7 @@ def test_argparse_errors(args, words, capsys):
 @pytest.mark.parametrize("args,words", [
     (["train", "--engine", "warp"], "--engine must be one of"),
     (["train", "--data", "mnist"], "--data must be"),
-    (["reproduce", "--engines", "warp"], "not installed"),
+    (["reproduce", "--engines", "warp"], "unknown engine"),
 ])
 def test_usage_errors(args, words, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -216,3 +216,10 @@ def test_bench_passes_its_arguments_on(capsys):
     assert exc.value.code == 2
     assert "sparseadv bench: error: unrecognized arguments: --whatever" in \
         capsys.readouterr().err
+
+
+def test_cli_engine_names_are_the_registry():
+    # the command line lists engines without importing them; it must name exactly the registry
+    from sparseadv.cli import ENGINE_NAMES
+    from sparseadv.engines import ENGINES
+    assert sorted(ENGINE_NAMES) == sorted(ENGINES)

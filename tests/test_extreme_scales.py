@@ -9,11 +9,6 @@ import pytest
 
 from sparseadv import PGD, AdversarialTrainer, ShiftedReLUNet
 
-TREE_XFAIL = pytest.mark.xfail(
-    strict=True, reason="the partition tree's norms underflow below ~1e-162; fixed in the "
-                        "tree itself by the core branch (remove this mark after merging it)")
-
-
 def _problem():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((50, 3))
@@ -35,14 +30,12 @@ def _fired(engine, scale, norm, **opts):
 @pytest.mark.parametrize("scale", [1e-170, 1e-300, 1e100])
 @pytest.mark.parametrize("norm", [2, np.inf])
 @pytest.mark.parametrize("engine,opts", [
-    pytest.param("tree", {}, marks=TREE_XFAIL),
+    ("tree", {}),
     ("certified", dict(verify=True)),
     ("certified", dict(verify=True, lazy=False)),
     ("certified", dict(refine=False)),
 ])
 def test_tiny_and_huge_inputs_fire_what_dense_fires(engine, opts, norm, scale):
-    if engine == "tree" and scale > 1:
-        pytest.skip("only tiny norms are the tree's known failure")
     fired_dense, Wd = _fired("dense", scale, norm)
     fired, W = _fired(engine, scale, norm, **opts)
     np.testing.assert_array_equal(fired, fired_dense)

@@ -440,15 +440,15 @@ def test_bad_queries(cls):
     (np.array([-1]), np.zeros((1, 3)), ValueError, "rows"),
     (np.array([4, 4]), np.zeros((2, 3)), ValueError, "duplicates"),
     (np.array([[1, 2]]), np.zeros((2, 3)), ValueError, "rows"),
-    (np.array([1.0, 2.0]), np.zeros((2, 3)), ValueError, "rows"),
-    (np.array([True, False]), np.zeros((2, 3)), ValueError, "rows"),
+    (np.array([1.0, 2.0]), np.zeros((2, 3)), TypeError, "rows"),
+    (np.array([True, False]), np.zeros((2, 3)), TypeError, "rows"),
     (np.array([1, 2]), np.zeros((3, 3)), ValueError, "values"),
     (np.array([1, 2]), np.zeros((2, 4)), ValueError, "values"),
     (np.array([1]), np.zeros(3), ValueError, "values"),
     (np.array([1, 2]), np.array([[0, 0, np.nan], [0, 0, 0]]), ValueError, "values"),
     (np.array([1, 2]), np.array([[0, 0, np.inf], [0, 0, 0]]), ValueError, "values"),
-    (np.array([1, 2]), np.zeros((2, 3), dtype=np.int64), ValueError, "values"),
-    (np.array([1, 2]), np.zeros((2, 3), dtype=complex), ValueError, "values"),
+    (np.array([1, 2]), np.zeros((2, 3), dtype=np.int64), TypeError, "values"),
+    (np.array([1, 2]), np.zeros((2, 3), dtype=complex), TypeError, "values"),
 ])
 def test_rejected_update_changes_nothing(cls, rows, values, exc, word):
     rng = np.random.default_rng(2)
@@ -590,3 +590,4 @@ def test_batch_into_caller_buffer(fallback):
                 np.zeros(20, dtype=np.int64)[::2]):
         with pytest.raises(TypeError, match="out"):
             tree.query_batch(X, 0.6, out=bad)
+

@@ -55,11 +55,13 @@ def _timed(fn, name, log, passes=None):
 def profile(spec, m, n, d, steps, iters, eps, seed):
     import sparseadv as sa
     from sparseadv import _core
-    from sparseadv.engines import certified, dense, tree
+    from sparseadv import network
+    from sparseadv.engines import candidates, certified, dense, tree
     name, options = parse_engine(spec)
     log = collections.defaultdict(lambda: [0.0, 0])
     passes = []                                 # per tracked pass: (inner products, flips)
-    for mod in (certified, dense, tree):
+    modules = (candidates, certified, dense, tree, network)   # every caller of _core in a step
+    for mod in modules:
         mod._core = _TimedCore(_core, log, passes)
     try:
         net, X, y = problem(m, d=d, n=n, seed=seed)
@@ -79,7 +81,7 @@ def profile(spec, m, n, d, steps, iters, eps, seed):
             rows.append((rec["seconds"], t1.system - t0.system,
                          {k: tuple(v) for k, v in log.items()}, list(passes)))
     finally:
-        for mod in (certified, dense, tree):
+        for mod in modules:
             mod._core = _core
     return rows
 

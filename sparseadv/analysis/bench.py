@@ -9,11 +9,13 @@ into ``--out``: ``scaling.md`` (setup, exponents, verdicts, slice fits, plots),
 Exit status 0; 1 when nothing could be fitted; 2 for bad arguments or unusable results.
 """
 import argparse
+import contextlib
 import os
 import shlex
 import sys
 
 from .. import _argtypes as argtypes
+from ..distributed import cli_support
 from ..errors import InputError, SparseAdvError
 from .environment import environment_lines
 from .estimate import estimate_dense_seconds
@@ -27,7 +29,7 @@ from .verdict import MARGIN, MAX_RISE, MIN_PAIRS, WORK
 PLOTS = {"seconds": "scaling_seconds.png", "inner_products": "scaling_inner_products.png"}
 #: Options that only apply when the grid is run, with their defaults.
 RUN_ONLY = {"grid": "default", "repeats": 3, "warmup": 1, "seed": 0, "steps": 3, "eps": 0.05,
-            "lr": "auto", "threads": None}
+            "lr": "auto", "threads": None, "scheduler": None, "local_cluster": None}
 
 
 def build_parser(prog=None):
@@ -69,6 +71,7 @@ def build_parser(prog=None):
                    "(default: scaling-report)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli_support.add_cluster_arguments(p)     # --scheduler / --local-cluster: points as tasks
     return p
 
 
@@ -124,9 +127,12 @@ def _run(args):
         extra.append(("--threads", f"{args.threads} (BLAS and OpenMP pools limited while "
                                    f"measuring)"))
     try:
-        rows = measure(engines, points, steps=args.steps, eps=args.eps, lr=args.lr,
-                       warmup=args.warmup, repeats=args.repeats, seed=args.seed,
-                       progress=not args.quiet)
+        with cli_support.cluster_from_args(args) or contextlib.nullcontext() as cluster:
+            if cluster is not None:
+                extra.append(cli_support.sweep_note(cluster))
+            rows = measure(engines, points, steps=args.steps, eps=args.eps, lr=args.lr,
+                           warmup=args.warmup, repeats=args.repeats, seed=args.seed,
+                           progress=not args.quiet, client=cluster and cluster.client)
     finally:
         if limiter is not None:
             limiter.restore_original_limits()

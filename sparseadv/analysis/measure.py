@@ -64,14 +64,23 @@ def measure_point(engines, m, n, d, *, steps=3, eps=0.05, lr="auto", warmup=1, r
 
 
 def measure(engines, points, *, steps=3, eps=0.05, lr="auto", warmup=1, repeats=3, seed=0,
-            progress=True, desc="cost grid"):
-    """Rows for every engine at every (m, n, d) of ``points`` (in that order)."""
+            progress=True, desc="cost grid", client=None):
+    """Rows for every engine at every (m, n, d) of ``points`` (in that order). With a Dask
+    ``client``, every point is a task, at most one per worker at a time
+    (``sparseadv.distributed.map_grid``); the rows are the same but for the times."""
     rows = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(points), desc=desc, unit="point", file=sys.stderr)
     try:
+        if client is not None:
+            from ..distributed import GridTask, map_grid
+            task = GridTask(measure_point, list(engines), steps=steps, eps=eps, lr=lr,
+                            warmup=warmup, repeats=repeats, seed=seed)
+            tick = None if bar is None else (lambda done, total: bar.update(1))
+            return [row for rows in map_grid(points, task, client, progress=tick)
+                    for row in rows]
         for m, n, d in points:
             if bar is not None:
                 bar.set_postfix_str(f"m={m} n={n} d={d}")

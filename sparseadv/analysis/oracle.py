@@ -1,7 +1,7 @@
 """The oracle: one adversarial iteration handed the exact fired pairs of every pass.
 
 The floor every engine is measured against (issue "within 2x of an oracle"): the same
-iteration as the trainer's (K attack steps of ``PGD.perturb``, the forward pass at the final
+iteration as the trainer's (K attack steps of ``PGD.run``, the forward pass at the final
 points, the weight gradient, the update), where each pass evaluates exactly its fired pairs,
 given for free. The pairs are found beforehand (:meth:`OracleIteration.prepare`, outside the
 timed region) by running the very same iteration with brute-force pair finding
@@ -16,7 +16,7 @@ from .. import _core
 
 
 class _Passes:
-    """Stands in for an engine inside ``PGD.perturb``: each attack pass evaluates the pairs
+    """Stands in for an engine inside ``PGD.run``: each attack pass evaluates the pairs
     ``pairs(k, Xt)`` of pass k."""
 
     def __init__(self, net, pairs):
@@ -41,7 +41,7 @@ def _iteration(net, X, y, attack, lr, pairs):
     """One iteration whose pass k evaluates ``pairs(k, Xt)`` (neuron-major (cptr, cidx));
     updates ``net.W``; returns the record (loss, inner products, fired pairs)."""
     passes = _Passes(net, pairs)
-    Xt = np.ascontiguousarray(attack.perturb(net, X, y, passes))
+    Xt = np.ascontiguousarray(attack.run(X, y, passes))
     n = X.shape[0]
     cptr, cidx = pairs(attack.steps, Xt)
     f, fired = np.empty(n), np.empty(n, dtype=np.int64)

@@ -47,12 +47,12 @@ def _speed_rows(rows):
     return out
 
 
-def run(cfg, out, engines=("dense",), progress=True):
+def run(cfg, out, engines=("dense",), progress=True, client=None):
     t_start = time.perf_counter()
     points = grid.grid_points(cfg.grid())
     rows = measure.measure(list(engines), points, steps=cfg.steps, eps=cfg.eps, lr="auto",
                            warmup=cfg.warmup, repeats=cfg.repeats, seed=cfg.seed,
-                           progress=progress, desc="E3 cost (sizes)")
+                           progress=progress, desc="E3 cost (sizes)", client=client)
     csv_path = tables.write_csv(out, "e3_cost.csv", rows, measure.ROW_FIELDS)
     fitted = fit.fit_rows(rows)
     pngs = plots.plot_slices(rows, out, PLOTS, "E3 cost") or []

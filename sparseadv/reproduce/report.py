@@ -290,18 +290,21 @@ def registered_engines():
 
 
 def run(out="sparseadv-report", mode="quick", seed=0, engines=None, only=None, progress=True,
-        command=None, configs=None, threads=None):
+        command=None, configs=None, threads=None, client=None):
     """Run the experiments and write ``out/REPORT.md``; returns its path.
 
     ``configs`` (a dict ``key -> Config``) overrides the preset of ``mode`` per experiment;
-    ``threads`` limits the BLAS and OpenMP thread pools (threadpoolctl) for the whole run."""
+    ``threads`` limits the BLAS and OpenMP thread pools (threadpoolctl) for the whole run;
+    with a Dask ``client``, E3's grid points run as tasks on its cluster (the timing grid;
+    the other experiments run here)."""
     if threads is not None:
         try:
             from threadpoolctl import threadpool_limits
         except ImportError:
             raise ValueError("--threads needs threadpoolctl: pip install threadpoolctl") from None
         with threadpool_limits(limits=int(threads)):
-            return run(out, mode, seed, engines, only, progress, command, configs, None)
+            return run(out, mode, seed, engines, only, progress, command, configs, None,
+                       client)
     import importlib
     t0 = time.perf_counter()
     load_start = _loadavg()
@@ -319,7 +322,9 @@ def run(out="sparseadv-report", mode="quick", seed=0, engines=None, only=None, p
     for k in keys:
         mod = importlib.import_module(f".{MODULES[k]}", __package__)
         try:
-            results[k] = mod.run(cfgs[k], out, engines=tuple(engines), progress=progress)
+            where = {"client": client} if k == "e3" and client is not None else {}
+            results[k] = mod.run(cfgs[k], out, engines=tuple(engines), progress=progress,
+                                 **where)
         except Exception as exc:  # noqa: BLE001 - one failing experiment must not hide the rest
             tb = traceback.format_exc()
             results[k] = {"key": k, "title": TITLES[k], "status": "failed",

@@ -1,0 +1,429 @@
+# The certified engine's candidate sets (docs/design.md §3): anchoring (the candidate test
+# S + budget * ||x|| > threshold over a dgemm score block, C in sparseadv/_src/sa_certified.h),
+# filtering, compaction of a pass's surviving pairs, row replacement in a neuron-major CSR,
+# and the row norms and drifts the bounds need. Offsets, indices, row ids and the block size
+# are validated (``check=False`` skips the O(nnz) scans on the engine's own arrays).
+from cython.parallel cimport prange, parallel
+from libc.math cimport sqrt, fabs
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memcpy
+cimport numpy as cnp
+
+cdef extern from "sa_certified.h":
+    void sa_anchor_rows(const double* S, cnp.int64_t n, const double* thr, const double* budget,
+                        const double* xnorm, double h, cnp.int64_t k0, cnp.int64_t k1, int mode,
+                        cnp.int64_t* cnt, cnp.int64_t* band, const cnp.int64_t* off,
+                        cnp.int32_t* out) noexcept nogil
+
+
+def _out_int32(out, Py_ssize_t size, Py_ssize_t need, str what):
+    """The head of length ``size`` of a caller's int32 output buffer (which must hold at least
+    ``need`` entries), or a new array when ``out`` is None."""
+    if out is None:
+        return np.empty(size, dtype=np.int32)
+    if not isinstance(out, np.ndarray) or out.dtype != np.int32 or out.ndim != 1 \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        raise InputTypeError(f"{what}: out_idx must be a writeable contiguous 1-d int32 "
+                             f"array, got {type(out).__name__}")
+    if out.shape[0] < need:
+        raise InputError(f"{what}: out_idx must have at least {need} entries, got "
+                         f"{out.shape[0]}")
+    return out[:size]
+
+
+def compact_pairs(const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
+                  const cnp.uint8_t[::1] mask not None, bit, out_idx=None,
+                  const double[::1] vals=None, double[::1] out_vals=None,
+                  cnp.uint8_t[::1] out_bit0=None, bint check=True):
+    """The sub-CSR of the pairs whose ``mask`` has bit ``bit`` set (neuron-major, order kept).
+
+    Used by the certified engine to carry the pairs that can still fire into the next pass.
+    Parallel over blocks of neurons (count, prefix sum, copy); the result does not depend on
+    the blocking. ``out_idx``: optional int32 array with room for the result (len(cidx) is
+    always enough), not overlapping cidx, to write into (the result is a view of its head).
+    With ``vals`` (one per pair), ``out_vals`` receives the kept pairs' values, and with
+    ``out_bit0`` the kept pairs' mask bit 0 (both at least as long as the result; the
+    certified engine's start state for ``nm_track_forward``). ``bit`` in [0, 7]. ``check``:
+    validate every offset (monotone, from 0 to len(cidx)); False only for the engine's own."""
+    cdef Py_ssize_t m = cptr.shape[0] - 1, r, k, j, nb
+    cdef cnp.int64_t c
+    cdef cnp.uint8_t flag = <cnp.uint8_t>(1 << _int_arg("compact_pairs", "bit", bit, 0, 7))
+    cdef int bad = 0
+    if mask.shape[0] != cidx.shape[0]:
+        raise InputError("compact_pairs: mask must have the length of cidx")
+    if m < 0 or cptr[0] != 0 or cptr[m] != cidx.shape[0]:
+        bad = 1
+    elif check:
+        with nogil:
+            bad = _check_offsets(cptr, cidx.shape[0])
+    if bad:
+        raise InputError("compact_pairs: cptr (offsets) must start at 0, be non-decreasing "
+                         "and end at len(cidx)")
+    counts = np.zeros(m + 1, dtype=np.int64)
+    cdef cnp.int64_t[::1] cnt = counts
+    # blocks of neurons with about equal numbers of pairs, several per thread
+    nb = 8 * _nthreads()
+    if nb > m:
+        nb = m if m > 0 else 1
+    bounds = np.searchsorted(np.asarray(cptr), np.linspace(0, cptr[m], nb + 1)[1:nb])
+    blk = np.concatenate(([0], np.minimum(bounds, m), [m])).astype(np.int64)
+    cdef cnp.int64_t[::1] bl = blk
+    with nogil:
+        for j in prange(nb, schedule='dynamic'):
+            for r in range(bl[j], bl[j + 1]):
+                c = 0
+                for k in range(cptr[r], cptr[r + 1]):
+                    c = c + ((mask[k] & flag) != 0)
+                cnt[r + 1] = c
+    out_ptr = np.cumsum(counts)
+    cdef cnp.int64_t[::1] op = out_ptr
+    out_idx = _out_int32(out_idx, op[m], op[m], "compact_pairs")
+    if op[m] > 0 and np.may_share_memory(out_idx, np.asarray(cidx)):
+        raise InputError("compact_pairs: out_idx must not overlap cidx")
+    cdef cnp.int32_t[::1] oi = out_idx
+    cdef const double* Vp = NULL
+    cdef double* OVp = NULL
+    cdef cnp.uint8_t* OBp = NULL
+    if (vals is None) != (out_vals is None):
+        raise InputError("compact_pairs: vals and out_vals go together")
+    if vals is not None:
+        if vals.shape[0] != cidx.shape[0] or out_vals.shape[0] < op[m]:
+            raise InputError("compact_pairs: vals must have the length of cidx and out_vals "
+                             "room for the result")
+        if op[m] > 0:
+            Vp = &vals[0]
+            OVp = &out_vals[0]
+    if out_bit0 is not None:
+        if out_bit0.shape[0] < op[m]:
+            raise InputError("compact_pairs: out_bit0 must have room for the result")
+        if op[m] > 0:
+            OBp = &out_bit0[0]
+    with nogil:
+        for j in prange(nb, schedule='dynamic'):
+            for r in range(bl[j], bl[j + 1]):
+                # branchless: write every pair, advance past the kept ones; the write past
+                # the row's last kept pair is skipped (it belongs to the next row)
+                c = op[r]
+                for k in range(cptr[r], cptr[r + 1]):
+                    if c < op[r + 1]:
+                        oi[c] = cidx[k]
+                        if Vp != NULL:
+                            OVp[c] = Vp[k]
+                        if OBp != NULL:
+                            OBp[c] = mask[k] & 1
+                    c = c + ((mask[k] & flag) != 0)
+    return out_ptr, out_idx
+
+
+def anchor_candidates(const double[:, ::1] X not None, const double[:, ::1] Wa not None,
+                      const cnp.int64_t[::1] rows not None, const double[::1] thr not None,
+                      const double[::1] budget not None, const double[::1] xnorm not None,
+                      double band_h=0.0, block=0):
+    """Candidate lists of the neurons ``rows`` against all n points.
+
+    Point i is a candidate of rows[k] iff S[k, i] + budget[k] * xnorm[i] > thr[k], with
+    S = Wa[rows] X^T. Parallel over blocks of ``block`` rows (default 64): each thread
+    computes its block's scores with dgemm tiles of at most 2^18 multiply-adds (so OpenBLAS
+    runs them on the calling thread, as in the dense kernels: no pooled BLAS threads competing
+    with the OpenMP ones), tests them and appends the kept point ids to its own buffer; the
+    buffers are then copied into place. Returns (ptr (len(rows) + 1,) int64, idx int32
+    sorted within each row, band, inner products) where band counts the kept pairs with
+    S + budget*xnorm - thr <= band_h (density estimate). ``block`` in [0, 2**20] (0: 64)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0]
+    # RB: rows per block (one dgemm score block S of RB x n per thread); PT: points per dgemm
+    # tile (RB * PT * d <= 2^18 multiply-adds); tbuf/tlen/tcap: per-thread kept-id buffers
+    cdef Py_ssize_t RB, PT, nblk, T, j, k, k0, k1, kb, i0, ib, tid, need, cap
+    cdef cnp.int64_t tot
+    cdef Py_ssize_t blk_rows = _int_arg("anchor_candidates", "block", block, 0, 2 ** 20)
+    cdef Py_ssize_t kb_max
+    if d < 1:
+        raise InputError("anchor_candidates: X must have at least one column")
+    _dims_fit("anchor_candidates", d=d)
+    _shapes("anchor_candidates", ("Wa", 1, Wa.shape[1], d), ("thr", 0, thr.shape[0], nr),
+            ("budget", 0, budget.shape[0], nr), ("xnorm", 0, xnorm.shape[0], n))
+    if n >= 2 ** 31 - 1:
+        raise InputError("anchor_candidates: n must be < 2**31")
+    if not _rows_in_range(rows, Wa.shape[0]):
+        raise InputError("anchor_candidates: row out of range")
+    ptr = np.zeros(nr + 1, dtype=np.int64)
+    if nr == 0 or n == 0:
+        return ptr, np.zeros(0, dtype=np.int32), 0, 0
+    RB = blk_rows if blk_rows > 0 else 64
+    PT = (1 << 18) // (RB * d) if RB * d < (1 << 18) else 1
+    if PT > n:
+        PT = n
+    nblk = (nr + RB - 1) // RB
+    T = _nthreads()
+    # a block never holds more than nr rows: the per-thread score buffers hold kb_max rows
+    kb_max = RB if RB < nr else nr
+    check_allocation("block", T * kb_max * (n + d + 1) * 8, "the per-thread score blocks")
+    cnt_arr = np.zeros(nr, dtype=np.int64)
+    band_arr = np.zeros(nr, dtype=np.int64)
+    blk_arr = np.zeros((nblk, 2), dtype=np.int64)        # (thread, offset in its buffer)
+    cdef cnp.int64_t[::1] cnt = cnt_arr, band = band_arr
+    cdef cnp.int64_t[:, ::1] blk = blk_arr
+    cdef cnp.int32_t** tbuf = <cnp.int32_t**>calloc(T, sizeof(cnp.int32_t*))
+    cdef Py_ssize_t* tlen = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
+    cdef Py_ssize_t* tcap = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
+    cdef int failed = 0
+    cdef int* failed_p = &failed
+    cdef double* S
+    cdef double* Wb
+    cdef cnp.int64_t* offs
+    cdef cnp.int32_t* grown
+    if tbuf == NULL or tlen == NULL or tcap == NULL:
+        free(tbuf); free(tlen); free(tcap)
+        raise MemoryError()
+    with nogil, parallel(num_threads=T):
+        S = <double*>malloc(kb_max * n * sizeof(double))
+        Wb = <double*>malloc(kb_max * d * sizeof(double))
+        offs = <cnp.int64_t*>malloc((kb_max + 1) * sizeof(cnp.int64_t))
+        if S == NULL or Wb == NULL or offs == NULL:
+            failed_p[0] = 1
+        for j in prange(nblk, schedule='dynamic'):
+            if S == NULL or Wb == NULL or offs == NULL or failed_p[0]:
+                continue
+            tid = sa_omp_thread_num()
+            k0 = j * RB
+            k1 = k0 + RB if k0 + RB < nr else nr
+            kb = k1 - k0
+            for k in range(kb):
+                memcpy(Wb + k * d, &Wa[rows[k0 + k], 0], d * sizeof(double))
+            i0 = 0
+            while i0 < n:
+                ib = PT if i0 + PT <= n else n - i0
+                gemm_rm(b'N', b'T', <int>kb, <int>ib, <int>d, 1.0, Wb, <int>d, &X[i0, 0],
+                        <int>d, 0.0, S + i0, <int>n)
+                i0 = i0 + PT
+            sa_anchor_rows(S, n, &thr[k0], &budget[k0], &xnorm[0], band_h, 0, kb, 0,
+                           &cnt[k0], &band[k0], NULL, NULL)
+            offs[0] = tlen[tid]
+            for k in range(kb):
+                offs[k + 1] = offs[k] + cnt[k0 + k]
+            need = offs[kb]
+            if need > tcap[tid]:
+                cap = 2 * tcap[tid] if tcap[tid] > 0 else 4096
+                while cap < need:
+                    cap = 2 * cap
+                grown = <cnp.int32_t*>realloc(tbuf[tid], cap * sizeof(cnp.int32_t))
+                if grown == NULL:
+                    failed_p[0] = 1
+                    continue
+                tbuf[tid] = grown
+                tcap[tid] = cap
+            sa_anchor_rows(S, n, &thr[k0], &budget[k0], &xnorm[0], band_h, 0, kb, 1,
+                           &cnt[k0], &band[k0], offs, tbuf[tid])
+            blk[j, 0] = tid
+            blk[j, 1] = tlen[tid]
+            tlen[tid] = need
+        free(S)
+        free(Wb)
+        free(offs)
+    if failed:
+        for j in range(T):
+            free(tbuf[j])
+        free(tbuf); free(tlen); free(tcap)
+        raise MemoryError()
+    np.cumsum(cnt_arr, out=ptr[1:])
+    cdef cnp.int64_t[::1] pv = ptr
+    tot = pv[nr]
+    idx = np.empty(tot, dtype=np.int32)
+    cdef cnp.int32_t[::1] iv = idx
+    if tot > 0:
+        with nogil:
+            for j in prange(nblk, schedule='static'):
+                k0 = j * RB
+                k1 = k0 + RB if k0 + RB < nr else nr
+                if pv[k1] > pv[k0]:
+                    memcpy(&iv[pv[k0]], tbuf[blk[j, 0]] + blk[j, 1],
+                           (pv[k1] - pv[k0]) * sizeof(cnp.int32_t))
+    for j in range(T):
+        free(tbuf[j])
+    free(tbuf); free(tlen); free(tcap)
+    return ptr, idx, int(band_arr.sum()), int(nr) * int(n)
+
+
+def filter_candidates(const double[:, ::1] X not None, const double[:, ::1] Wa not None,
+                      const cnp.int64_t[::1] rows not None, const double[::1] thr not None,
+                      const double[::1] budget not None, const double[::1] xnorm not None,
+                      const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
+                      bint check=True):
+    """Shrink the candidate lists of ``rows``: keep point i of row r = rows[k] iff
+    <Wa_r, x_i> + budget[k] xnorm[i] > thr[k], testing only the current candidates of r (valid
+    when the new threshold is not below the one the lists were built with). (cptr, cidx) must
+    be a neuron-major CSR over the n points, sorted within each neuron (checked, O(len(cidx)),
+    when ``check``). Returns (ptr (len(rows) + 1,), idx int32, inner products)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0], k, r
+    cdef cnp.int64_t p, tot = 0
+    cdef int code
+    _shapes("filter_candidates", ("Wa", 1, Wa.shape[1], d), ("thr", 0, thr.shape[0], nr),
+            ("budget", 0, budget.shape[0], nr), ("xnorm", 0, xnorm.shape[0], n))
+    if cptr.shape[0] != Wa.shape[0] + 1:
+        raise InputError("filter_candidates: cptr must have length m + 1")
+    if not _rows_in_range(rows, Wa.shape[0]):
+        raise InputError("filter_candidates: row out of range")
+    if check:
+        with nogil:
+            code = _check_nm_csr(cptr, cidx, n)
+        _raise_csr(code, "filter_candidates", "cptr", "cidx")
+    src = np.zeros(nr + 1, dtype=np.int64)
+    cdef cnp.int64_t[::1] sp = src
+    for k in range(nr):
+        r = rows[k]
+        sp[k + 1] = sp[k] + (cptr[r + 1] - cptr[r])
+    keep_arr = np.zeros(sp[nr], dtype=np.uint8)
+    ptr = np.zeros(nr + 1, dtype=np.int64)
+    cdef cnp.uint8_t[::1] keep = keep_arr
+    cdef cnp.int64_t[::1] pv = ptr
+    cdef cnp.int64_t c
+    cdef double s
+    if sp[nr] == 0:
+        return ptr, np.zeros(0, dtype=np.int32), 0
+    with nogil:
+        for k in prange(nr, schedule='dynamic', chunksize=64):
+            c = 0
+            for p in range(cptr[rows[k]], cptr[rows[k] + 1]):
+                s = sa_dot(&Wa[rows[k], 0], &X[cidx[p], 0], d)
+                if s + budget[k] * xnorm[cidx[p]] > thr[k]:
+                    keep[sp[k] + p - cptr[rows[k]]] = 1
+                    c = c + 1
+            pv[k + 1] = c
+        for k in range(nr):
+            pv[k + 1] += pv[k]
+    idx = np.empty(pv[nr], dtype=np.int32)
+    cdef cnp.int32_t[::1] iv = idx
+    with nogil:
+        for k in range(nr):
+            r = rows[k]
+            c = pv[k]
+            for p in range(cptr[r], cptr[r + 1]):
+                if keep[sp[k] + p - cptr[r]]:
+                    iv[c] = cidx[p]
+                    c = c + 1
+    return ptr, idx, int(sp[nr])
+
+
+def csr_replace_rows(const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
+                     const cnp.int64_t[::1] rows not None, const cnp.int64_t[::1] new_ptr not None,
+                     const cnp.int32_t[::1] new_idx not None, out_idx=None):
+    """A new neuron-major CSR equal to (cptr, cidx) except that row rows[k] (rows sorted,
+    distinct) holds new_idx[new_ptr[k]:new_ptr[k+1]]. Returns (cptr, cidx). ``out_idx``:
+    optional int32 array, at least as long as the result and not overlapping the inputs, to
+    write into (the returned indices are then a view of its head)."""
+    cdef Py_ssize_t m = cptr.shape[0] - 1, nr = rows.shape[0], r, k
+    cdef cnp.int64_t len_
+    cdef int bad
+    if new_ptr.shape[0] != nr + 1:
+        raise InputError("csr_replace_rows: new_ptr must have length len(rows) + 1")
+    with nogil:
+        bad = _check_offsets(new_ptr, new_idx.shape[0])
+    if bad:
+        raise InputError("csr_replace_rows: new_ptr must start at 0, be non-decreasing and end "
+                         "at len(new_idx)")
+    with nogil:
+        bad = _check_offsets(cptr, cidx.shape[0])
+    if bad:
+        raise InputError("csr_replace_rows: cptr must have at least one entry, start at 0, be "
+                         "non-decreasing and end at len(cidx)")
+    for k in range(nr):
+        if rows[k] < 0 or rows[k] >= m or (k > 0 and rows[k] <= rows[k - 1]):
+            raise InputError("csr_replace_rows: rows must be sorted, distinct and in range")
+    out_ptr = np.empty(m + 1, dtype=np.int64)
+    cdef cnp.int64_t[::1] op = out_ptr
+    with nogil:
+        op[0] = 0
+        k = 0
+        for r in range(m):
+            if k < nr and rows[k] == r:
+                len_ = new_ptr[k + 1] - new_ptr[k]
+                k = k + 1
+            else:
+                len_ = cptr[r + 1] - cptr[r]
+            op[r + 1] = op[r] + len_
+    out_idx = _out_int32(out_idx, op[m], op[m], "csr_replace_rows")
+    if op[m] == 0:
+        return out_ptr, out_idx
+    if np.may_share_memory(out_idx, np.asarray(cidx)) or np.may_share_memory(out_idx,
+                                                                     np.asarray(new_idx)):
+        raise InputError("csr_replace_rows: out_idx must not overlap cidx or new_idx")
+    cdef cnp.int32_t[::1] oi = out_idx
+    with nogil:
+        k = 0
+        r = 0
+        while r < m:
+            if k < nr and rows[k] == r:
+                len_ = new_ptr[k + 1] - new_ptr[k]
+                if len_ > 0:
+                    memcpy(&oi[op[r]], &new_idx[new_ptr[k]], len_ * sizeof(cnp.int32_t))
+                k = k + 1
+                r = r + 1
+            else:
+                # copy the run of untouched rows [r, stop) in one memcpy
+                len_ = r
+                while r < m and not (k < nr and rows[k] == r):
+                    r = r + 1
+                if cptr[r] > cptr[len_]:
+                    memcpy(&oi[op[len_]], &cidx[cptr[len_]],
+                           (cptr[r] - cptr[len_]) * sizeof(cnp.int32_t))
+    return out_ptr, out_idx
+
+
+def row_drift(const double[:, ::1] W not None, const double[:, ::1] Wa not None,
+              const cnp.int64_t[::1] rows not None, double[::1] out not None):
+    """out[k] = ||W[rows[k]] - Wa[rows[k]]||_2."""
+    cdef Py_ssize_t d = W.shape[1], nr = rows.shape[0], k, j
+    cdef double s, t
+    _shapes("row_drift", ("Wa", 0, Wa.shape[0], W.shape[0]), ("Wa", 1, Wa.shape[1], d),
+            ("out", 0, out.shape[0], nr))
+    if not _rows_in_range(rows, W.shape[0]):
+        raise InputError("row_drift: row out of range")
+    with nogil:
+        for k in prange(nr, schedule='static'):
+            s = 0.0
+            for j in range(d):
+                t = W[rows[k], j] - Wa[rows[k], j]
+                s = s + t * t
+            out[k] = sqrt(s)
+
+
+def copy_rows_norms(const double[:, ::1] W not None, double[:, ::1] Wa not None,
+                    const cnp.int64_t[::1] rows not None, double[::1] norm2 not None,
+                    double[::1] norm1 not None):
+    """Wa[r] = W[r] for r in rows, and norm2[r], norm1[r] = ||W[r]||_2, ||W[r]||_1."""
+    cdef Py_ssize_t d = W.shape[1], nr = rows.shape[0], k, j, r
+    cdef double s2, s1, t
+    _shapes("copy_rows_norms", ("Wa", 0, Wa.shape[0], W.shape[0]), ("Wa", 1, Wa.shape[1], d),
+            ("norm2", 0, norm2.shape[0], W.shape[0]), ("norm1", 0, norm1.shape[0], W.shape[0]))
+    if not _rows_in_range(rows, W.shape[0]):
+        raise InputError("copy_rows_norms: row out of range")
+    with nogil:
+        for k in prange(nr, schedule='static'):
+            r = rows[k]
+            s2 = 0.0
+            s1 = 0.0
+            for j in range(d):
+                t = W[r, j]
+                Wa[r, j] = t
+                s2 = s2 + t * t
+                s1 = s1 + fabs(t)
+            norm2[r] = sqrt(s2)
+            norm1[r] = s1
+
+
+def row_norms(const double[:, ::1] W not None, double[::1] norm2 not None,
+              double[::1] norm1 not None):
+    """norm2[r], norm1[r] = ||W[r]||_2, ||W[r]||_1 for every row (no m x d temporary)."""
+    cdef Py_ssize_t m = W.shape[0], d = W.shape[1], r, j
+    cdef double s2, s1, t
+    if norm2.shape[0] != m or norm1.shape[0] != m:
+        raise InputError("row_norms: norm2 and norm1 must have length m")
+    with nogil:
+        for r in prange(m, schedule='static'):
+            s2 = 0.0
+            s1 = 0.0
+            for j in range(d):
+                t = W[r, j]
+                s2 = s2 + t * t
+                s1 = s1 + fabs(t)
+            norm2[r] = sqrt(s2)
+            norm1[r] = s1

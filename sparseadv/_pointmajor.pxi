@@ -1,0 +1,117 @@
+# The tree engine's point-major kernels (C in sparseadv/_src/sa_pointmajor.h): the forward
+# pass over the pairs a tree query (or ``dense_fired_pairs``) reports, CSR over points, and
+# the weight gradient by transposing those pairs to neuron-major (``csr_transpose``) and
+# running ``nm_weight_grad`` (_certified.pxi). Parallel over points; with neuron ids sorted
+# within each point the forward's bits are those of ``nm_forward`` on the same pairs.
+# Validation: shapes always; offsets and index ranges unless ``check=False``.
+from cython.parallel cimport prange
+cimport numpy as cnp
+
+cdef extern from "sa_pointmajor.h":
+    void sa_pm_fwd(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
+                   double scale, const cnp.int64_t* indptr, const cnp.int64_t* indices,
+                   cnp.int64_t i0, cnp.int64_t i1, double* f, double* H, cnp.int64_t* fired,
+                   cnp.int64_t* n_eval, cnp.int64_t* n_fired) noexcept nogil
+
+
+def pm_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
+               const double[::1] a not None, double b, double scale,
+               const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1] indices not None,
+               double[::1] f_out not None, double[:, ::1] H_out=None,
+               cnp.int64_t[::1] fired_out=None, bint check=True):
+    """Forward pass over point-major pairs (CSR over points: neurons of point i in
+    indices[indptr[i]:indptr[i+1]]); same outputs as ``nm_forward`` (f, optional H, fired),
+    overwritten. Parallel over points. With neuron ids sorted within each point, the results
+    are bitwise those of ``nm_forward`` on the same pairs. Returns (inner products, fired)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
+    cdef Py_ssize_t nb, j, per
+    cdef double* Hp = NULL
+    cdef cnp.int64_t* Fp = NULL
+    cdef int code
+    _shapes("pm_forward", ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m),
+            ("indptr", 0, indptr.shape[0], n + 1), ("f_out", 0, f_out.shape[0], n))
+    if H_out is not None:
+        if H_out.shape[0] != n or H_out.shape[1] != d:
+            raise InputError("pm_forward: H_out must have shape (n, d)")
+        Hp = &H_out[0, 0]
+    if fired_out is not None:
+        if fired_out.shape[0] != n:
+            raise InputError("pm_forward: fired_out must have length n")
+        Fp = &fired_out[0]
+    if check:
+        with nogil:
+            code = _check_pm_csr(indptr, indices, m)
+        _raise_csr(code, "pm_forward", "indptr", "indices")
+    if n == 0:
+        return 0, 0
+    per = 16
+    nb = (n + per - 1) // per
+    ev = np.zeros(nb, dtype=np.int64)
+    nf = np.zeros(nb, dtype=np.int64)
+    cdef cnp.int64_t[::1] evv = ev, nfv = nf
+    cdef const cnp.int64_t* Ip = &indices[0] if indices.shape[0] > 0 else NULL
+    with nogil:
+        for j in prange(nb, schedule='dynamic'):
+            sa_pm_fwd(&X[0, 0], d, &W[0, 0], &a[0], b, scale, &indptr[0], Ip, j * per,
+                      (j + 1) * per if (j + 1) * per < n else n, &f_out[0], Hp, Fp,
+                      &evv[j], &nfv[j])
+    return int(ev.sum()), int(nf.sum())
+
+
+def csr_transpose(const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1] indices not None,
+                  ncols, bint check=True):
+    """Point-major (indptr over n rows, neuron ids) -> neuron-major (cptr (ncols + 1) int64,
+    cidx int32 point ids), by a stable counting sort: point ids increase within each neuron.
+    ``check``: validate the offsets and that every neuron id is in [0, ncols) (a serial
+    O(n + nnz) scan); pass False only for pairs known valid (e.g. a tree query's answer)."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, nnz = indices.shape[0], i, r
+    cdef cnp.int64_t k
+    cdef int code = 0
+    cdef Py_ssize_t nc = _int_arg("csr_transpose", "ncols", ncols, 0, 2 ** 62)
+    if n < 0:
+        raise InputError("csr_transpose: indptr must have at least one entry")
+    check_allocation("ncols", (nc + 1) * 16 + nnz * 4, "the transposed offsets")
+    if n >= 2 ** 31 - 1:
+        raise InputError("csr_transpose: n must be < 2**31")
+    if check:
+        with nogil:
+            code = _check_pm_csr(indptr, indices, nc)
+        _raise_csr(code, "csr_transpose", "indptr", "indices")
+    cptr = np.zeros(nc + 1, dtype=np.int64)
+    cidx = np.empty(nnz, dtype=np.int32)
+    cdef cnp.int64_t[::1] cp = cptr
+    cdef cnp.int32_t[::1] ci = cidx
+    cdef cnp.int64_t[::1] cur
+    with nogil:
+        for k in range(nnz):
+            cp[indices[k] + 1] += 1
+        for r in range(nc):
+            cp[r + 1] += cp[r]
+    cur = cptr[:nc].copy()
+    with nogil:
+        for i in range(n):
+            for k in range(indptr[i], indptr[i + 1]):
+                r = indices[k]
+                ci[cur[r]] = <cnp.int32_t>i
+                cur[r] += 1
+    return cptr, cidx
+
+
+def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not None,
+                   const double[::1] a not None, double b, const double[::1] coef not None,
+                   const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1] indices not None,
+                   bint check=True):
+    """Weight gradient over point-major pairs: transposes them to neuron-major (counting sort)
+    and runs ``nm_weight_grad``. ``check`` is passed to ``csr_transpose`` (False skips the
+    validation of the pairs: only for pairs known valid, e.g. a tree query's answer). Returns
+    (rows, G_rows, inner products, fired pairs) with rows the sorted int64 ids of the neurons
+    listed at least once (a superset of the neurons with a non-zero gradient) and G_rows[k]
+    the gradient of neuron rows[k]."""
+    cdef Py_ssize_t m = W.shape[0]
+    _shapes("pm_weight_grad", ("coef", 0, coef.shape[0], X.shape[0]),
+            ("indptr", 0, indptr.shape[0], X.shape[0] + 1))
+    cptr, cidx = csr_transpose(indptr, indices, m, check)
+    rows = np.flatnonzero(np.diff(cptr)).astype(np.int64)
+    G = np.empty((rows.shape[0], X.shape[1]))
+    ev, nf = nm_weight_grad(X, W, a, b, coef, cptr, cidx, rows, G, None, False)
+    return rows, G, ev, nf

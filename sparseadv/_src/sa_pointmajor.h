@@ -1,0 +1,51 @@
+/* sa_pointmajor.h: the tree engine's point-major forward over (point, neuron) pairs in CSR
+   over points. Declared to Cython in sparseadv/_pointmajor.pxi. */
+#ifndef SPARSEADV_SA_POINTMAJOR_H
+#define SPARSEADV_SA_POINTMAJOR_H
+
+#include "sa_simd.h"
+
+/* Point-major forward (+ H) for points [i0, i1). */
+SA_BODY void
+sa_pm_fwd_body(const double* X, ptrdiff_t d, const double* W, const double* a, double b,
+          double scale, const int64_t* indptr, const int64_t* indices, int64_t i0,
+          int64_t i1, double* f, double* H, int64_t* fired, int64_t* n_eval,
+          int64_t* n_fired)
+{
+    int64_t i, k, ev = 0, nf = 0;
+    for (i = i0; i < i1; ++i) {
+        const double* x = X + i * d;
+        double fi = 0.0;
+        int64_t cnt = 0;
+        if (H) memset(H + i * d, 0, (size_t)d * sizeof(double));
+        ev += indptr[i + 1] - indptr[i];
+        for (k = indptr[i]; k < indptr[i + 1]; ++k) {
+            const int64_t r = indices[k];
+            const double* w = W + r * d;
+            double z;
+            /* the rows are gathered at random: prefetch SA_PF_PM pairs ahead */
+            if (k + SA_PF_PM < indptr[i + 1])
+                sa_prefetch_row(W + indices[k + SA_PF_PM] * d, d);
+            z = sa_dot(w, x, d);
+            if (z > b) {
+                const double c = scale * a[r];
+                fi += c * (z - b);
+                if (H) sa_axpy(c, w, H + i * d, d);
+                ++cnt;
+            }
+        }
+        f[i] = fi;
+        if (fired) fired[i] = cnt;
+        nf += cnt;
+    }
+    *n_eval += ev;
+    *n_fired += nf;
+}
+
+SA_KERNEL(sa_pm_fwd,
+    (const double* X, ptrdiff_t d, const double* W, const double* a, double b, double scale,
+     const int64_t* indptr, const int64_t* indices, int64_t i0, int64_t i1, double* f,
+     double* H, int64_t* fired, int64_t* n_eval, int64_t* n_fired),
+    (X, d, W, a, b, scale, indptr, indices, i0, i1, f, H, fired, n_eval, n_fired))
+
+#endif /* SPARSEADV_SA_POINTMAJOR_H */

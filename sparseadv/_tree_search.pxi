@@ -1,0 +1,363 @@
+# The partition tree's nogil routines (the data layout and the algorithms are described in the
+# header of _tree.pxi, which holds the _BallTree class that calls them): the view of a tree's
+# flat arrays, sorting one answer, the leaf scan, one query's traversal with the node test of
+# sparseadv/_src/sa_tree.h, and the build (quickselect and node construction).
+from libc.math cimport sqrt
+from libc.string cimport memset, memcpy
+cimport numpy as cnp
+
+cdef extern from "sa_tree.h":
+    int sa_ctz64(unsigned long long x) noexcept nogil
+    double sa_dist_safe(const double* a, const double* b, Py_ssize_t d) noexcept nogil
+    int sa_sumsq_in_range(double q) noexcept nogil
+    double sa_tree_slack(double cn, double radius, double xn, double b,
+                         Py_ssize_t d) noexcept nogil
+    int sa_tree_node_decide(double cx, double radius, double cn, double xn, double b,
+                            Py_ssize_t d) noexcept nogil
+
+cdef enum:
+    _INSERTION_MAX = 48
+
+
+ctypedef struct _TreeView:
+    const double* data
+    const cnp.int64_t* idx
+    const double* centers
+    const double* radius
+    const double* cnorm
+    const cnp.int64_t* nstart
+    const cnp.int64_t* nend
+    Py_ssize_t m
+    Py_ssize_t d
+    Py_ssize_t n_nodes
+    Py_ssize_t first_leaf
+    int key_bits
+
+
+cdef int _sort_idx(cnp.int64_t* a, Py_ssize_t n, _IdxBuf* tmp, int key_bits,
+                   cnp.uint64_t* bitmap, Py_ssize_t nwords) noexcept nogil:
+    """Sort n distinct non-negative int64 keys < 2**key_bits ascending, in place.
+
+    Short runs: insertion sort. Runs with n >= nwords / 4 (nwords = ceil(m / 64), the caller's
+    all-zero scratch bitmap): set one bit per key, then read the words in order with
+    count-trailing-zeros, zeroing them again (O(n + m/64)). Otherwise LSD radix sort in
+    ceil(key_bits / 11) passes of equal digit width (<= 11 bits). 0 on success, -1 when out of
+    memory."""
+    cdef Py_ssize_t i, j, total, k
+    cdef cnp.int64_t v, c
+    cdef cnp.int64_t cnt[2048]
+    cdef cnp.int64_t* src
+    cdef cnp.int64_t* dst
+    cdef cnp.int64_t* sw
+    cdef cnp.uint64_t w
+    cdef int shift, passes, digit, mask, nbins
+    if n <= _INSERTION_MAX:
+        for i in range(1, n):
+            v = a[i]
+            j = i - 1
+            while j >= 0 and a[j] > v:
+                a[j + 1] = a[j]
+                j = j - 1
+            a[j + 1] = v
+        return 0
+    if bitmap != NULL and n * 4 >= nwords:
+        for i in range(n):
+            v = a[i]
+            bitmap[v >> 6] |= (<cnp.uint64_t>1) << (v & 63)
+        k = 0
+        for i in range(nwords):
+            w = bitmap[i]
+            if w:
+                bitmap[i] = 0
+                while w:
+                    a[k] = (i << 6) + sa_ctz64(w)
+                    k = k + 1
+                    w = w & (w - 1)
+        return 0
+    tmp.n = 0
+    if _buf_reserve(tmp, n) != 0:
+        return -1
+    passes = (key_bits + 10) // 11
+    digit = (key_bits + passes - 1) // passes
+    nbins = 1 << digit
+    mask = nbins - 1
+    src = a
+    dst = tmp.a
+    shift = 0
+    while shift < key_bits:
+        memset(cnt, 0, nbins * sizeof(cnp.int64_t))
+        for i in range(n):
+            cnt[(src[i] >> shift) & mask] += 1
+        total = 0
+        for i in range(nbins):
+            c = cnt[i]
+            cnt[i] = total
+            total = total + c
+        for i in range(n):
+            j = (src[i] >> shift) & mask
+            dst[cnt[j]] = src[i]
+            cnt[j] += 1
+        sw = src
+        src = dst
+        dst = sw
+        shift = shift + digit
+    if src != a:
+        memcpy(a, src, n * sizeof(cnp.int64_t))
+    return 0
+
+
+cdef inline void _scan_rows(const double* data, const cnp.int64_t* idx, Py_ssize_t s,
+                            Py_ssize_t e, Py_ssize_t d, const double* x, double b,
+                            _IdxBuf* out) noexcept nogil:
+    """Append idx[p] for every p in [s, e) with <data[p], x> > b (capacity reserved by the
+    caller). The dot product always sums k = 0..d-1 in order, four rows at a time."""
+    cdef Py_ssize_t p, k
+    cdef double a0, a1, a2, a3, xk
+    cdef const double* r0
+    cdef const double* r1
+    cdef const double* r2
+    cdef const double* r3
+    cdef cnp.int64_t* o = out.a
+    cdef Py_ssize_t n = out.n
+    if d == 2:
+        for p in range(s, e):
+            r0 = data + p * 2
+            if r0[0] * x[0] + r0[1] * x[1] > b:
+                o[n] = idx[p]
+                n = n + 1
+        out.n = n
+        return
+    if d == 3:
+        for p in range(s, e):
+            r0 = data + p * 3
+            if r0[0] * x[0] + r0[1] * x[1] + r0[2] * x[2] > b:
+                o[n] = idx[p]
+                n = n + 1
+        out.n = n
+        return
+    p = s
+    while p + 4 <= e:
+        r0 = data + p * d
+        r1 = r0 + d
+        r2 = r1 + d
+        r3 = r2 + d
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        for k in range(d):
+            xk = x[k]
+            a0 = a0 + r0[k] * xk
+            a1 = a1 + r1[k] * xk
+            a2 = a2 + r2[k] * xk
+            a3 = a3 + r3[k] * xk
+        if a0 > b:
+            o[n] = idx[p]
+            n = n + 1
+        if a1 > b:
+            o[n] = idx[p + 1]
+            n = n + 1
+        if a2 > b:
+            o[n] = idx[p + 2]
+            n = n + 1
+        if a3 > b:
+            o[n] = idx[p + 3]
+            n = n + 1
+        p = p + 4
+    while p < e:
+        r0 = data + p * d
+        a0 = 0.0
+        for k in range(d):
+            a0 = a0 + r0[k] * x[k]
+        if a0 > b:
+            o[n] = idx[p]
+            n = n + 1
+        p = p + 1
+    out.n = n
+
+
+cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf* out,
+                         _IdxBuf* tmp, cnp.uint64_t* bitmap, cnp.int64_t* stack,
+                         cnp.int64_t* cnt, bint sort=True) noexcept nogil:
+    """Append the original indices of {r : <w_r, x> > b} to ``out``, sorted unless ``sort``
+    is false (then in traversal order, which is deterministic).
+    cnt[0] += nodes visited, cnt[1] += inner products with rows, cnt[2] += rows reported
+    without evaluation. 0 on success, -1 when out of memory."""
+    cdef Py_ssize_t d = t.d
+    cdef Py_ssize_t k, p, s, e, node, top
+    cdef Py_ssize_t start = out.n
+    cdef double xn = sa_norm_safe(x, d), cx
+    cdef int decision
+    cdef const double* c
+    stack[0] = 0
+    top = 1
+    while top > 0:
+        top = top - 1
+        node = stack[top]
+        cnt[0] += 1
+        c = t.centers + node * d
+        cx = 0.0
+        for k in range(d):
+            cx = cx + c[k] * x[k]
+        decision = sa_tree_node_decide(cx, t.radius[node], t.cnorm[node], xn, b, d)
+        if decision < 0:
+            continue
+        s = t.nstart[node]
+        e = t.nend[node]
+        if decision > 0:
+            if _buf_reserve(out, e - s) != 0:
+                return -1
+            memcpy(out.a + out.n, t.idx + s, (e - s) * sizeof(cnp.int64_t))
+            out.n = out.n + (e - s)
+            cnt[2] += e - s
+            continue
+        if node >= t.first_leaf:
+            if _buf_reserve(out, e - s) != 0:
+                return -1
+            _scan_rows(t.data, t.idx, s, e, d, x, b, out)
+            cnt[1] += e - s
+            continue
+        stack[top] = 2 * node + 2
+        stack[top + 1] = 2 * node + 1
+        top = top + 2
+    if not sort:
+        return 0
+    return _sort_idx(out.a + start, out.n - start, tmp, t.key_bits, bitmap,
+                     (t.m + 63) // 64)
+
+
+def _tree_node_decision(double cx, double radius, double cnorm, double xn, double b, Py_ssize_t d):
+    """The node test of a query (``sa_tree_node_decide``): -1 prune, 1 report the whole node,
+    0 undecided; exposed so that tests can check each term of the bound directly."""
+    return sa_tree_node_decide(cx, radius, cnorm, xn, b, d)
+
+
+def _safe_norm(const double[::1] x not None):
+    """||x||_2 as the tree computes it for a query (``sa_norm_safe``: no under/overflow)."""
+    return sa_norm_safe(&x[0], x.shape[0]) if x.shape[0] > 0 else 0.0
+
+
+cdef void _select(double* key, cnp.int64_t* idx, Py_ssize_t n, Py_ssize_t kth) noexcept nogil:
+    """Reorder key/idx (in parallel) so that key[kth] is the kth smallest, smaller keys before
+    it and larger after (3-way quickselect, median-of-three pivot)."""
+    cdef Py_ssize_t lo = 0, hi = n - 1, mid, lt, i, gt
+    cdef double pivot, ka, kb, kc, tk
+    cdef cnp.int64_t ti
+    while hi > lo:
+        mid = lo + (hi - lo) // 2
+        ka = key[lo]
+        kb = key[mid]
+        kc = key[hi]
+        if ka < kb:
+            if kb < kc:
+                pivot = kb
+            elif ka < kc:
+                pivot = kc
+            else:
+                pivot = ka
+        else:
+            if ka < kc:
+                pivot = ka
+            elif kb < kc:
+                pivot = kc
+            else:
+                pivot = kb
+        lt = lo
+        i = lo
+        gt = hi
+        while i <= gt:
+            if key[i] < pivot:
+                tk = key[i]; key[i] = key[lt]; key[lt] = tk
+                ti = idx[i]; idx[i] = idx[lt]; idx[lt] = ti
+                lt = lt + 1
+                i = i + 1
+            elif key[i] > pivot:
+                tk = key[i]; key[i] = key[gt]; key[gt] = tk
+                ti = idx[i]; idx[i] = idx[gt]; idx[gt] = ti
+                gt = gt - 1
+            else:
+                i = i + 1
+        if kth < lt:
+            hi = lt - 1
+        elif kth > gt:
+            lo = gt + 1
+        else:
+            return
+
+
+cdef void _build_nodes(const double* W, Py_ssize_t m, Py_ssize_t d, cnp.int64_t* idx,
+                       Py_ssize_t n_nodes, Py_ssize_t first_leaf, cnp.int64_t* nstart,
+                       cnp.int64_t* nend, double* centers, double* radius,
+                       double* key) noexcept nogil:
+    cdef Py_ssize_t node, s, e, n, p, k, far_a, far_b, mid
+    cdef double dist, best, v, un
+    cdef double* c
+    cdef const double* w
+    cdef const double* wa
+    cdef const double* wb
+    nstart[0] = 0
+    nend[0] = m
+    for node in range(n_nodes):
+        s = nstart[node]
+        e = nend[node]
+        n = e - s
+        c = centers + node * d
+        for k in range(d):
+            c[k] = 0.0
+        for p in range(s, e):
+            w = W + idx[p] * d
+            for k in range(d):
+                c[k] = c[k] + w[k]
+        for k in range(d):
+            c[k] = c[k] / n
+        best = -1.0
+        far_a = s
+        for p in range(s, e):
+            w = W + idx[p] * d
+            dist = 0.0
+            for k in range(d):
+                v = w[k] - c[k]
+                dist = dist + v * v
+            if dist > best:
+                best = dist
+                far_a = p
+        if sa_sumsq_in_range(best):
+            radius[node] = sqrt(best)
+        else:
+            # tiny or huge rows: the sums of squares under- or overflowed; recompute safely
+            best = 0.0
+            for p in range(s, e):
+                dist = sa_dist_safe(W + idx[p] * d, c, d)
+                if dist > best:
+                    best = dist
+            radius[node] = best
+        if node >= first_leaf:
+            continue
+        mid = s + n // 2
+        nstart[2 * node + 1] = s
+        nend[2 * node + 1] = mid
+        nstart[2 * node + 2] = mid
+        nend[2 * node + 2] = e
+        # farthest row from a
+        wa = W + idx[far_a] * d
+        best = -1.0
+        far_b = far_a
+        for p in range(s, e):
+            w = W + idx[p] * d
+            dist = 0.0
+            for k in range(d):
+                v = w[k] - wa[k]
+                dist = dist + v * v
+            if dist > best:
+                best = dist
+                far_b = p
+        if best <= 0.0:
+            continue        # all rows identical: any split will do
+        wb = W + idx[far_b] * d
+        for p in range(s, e):
+            w = W + idx[p] * d
+            v = 0.0
+            for k in range(d):
+                v = v + w[k] * (wb[k] - wa[k])
+            key[p] = v
+        _select(key + s, idx + s, n, mid - s)
