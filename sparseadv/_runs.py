@@ -1,5 +1,5 @@
-"""Run directories of ``sparseadv train``: the exclusive lock on ``--out`` and the checks of a
-checkpoint's configuration before a resume trusts it.
+"""Run directories of ``sparseadv train``: the exclusive lock on ``--out``, the checks of a
+checkpoint's configuration before a resume trusts it, and the SIGINT/SIGTERM flag of the loop.
 
 Two runs writing into one directory would interleave their files (one run's checkpoint with
 the other's weights), so a run holds an exclusive, non-blocking ``flock`` on ``--out``'s lock
@@ -9,6 +9,7 @@ when the process ends, however it ends, so a lock is never left stale.
 import math
 import numbers
 import os
+import signal
 
 from .errors import CheckpointError, InputError
 
@@ -121,3 +122,30 @@ def check_config(path, config):
             raise CheckpointError(f"{path}: the checkpoint's config has {key}="
                                   f"{config[key]!r}, expected {expected}")
     return config
+
+
+class StopFlag:
+    """SIGINT/SIGTERM: the first one asks the loop to stop after the current iteration; a
+    second one interrupts at once (the last checkpoint on disk stays intact)."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except (ValueError, OSError):  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False

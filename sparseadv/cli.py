@@ -13,6 +13,7 @@ import signal
 import sys
 
 from . import _argtypes as argtypes
+from ._runs import StopFlag
 from .analysis.estimate import FULL_ESTIMATE  # also quoted by REPORT.md
 from .distributed import cli_support
 from .errors import CheckpointError, InputError, SparseAdvError
@@ -186,33 +187,6 @@ def _accuracy(net, X, y):
     if not np.all(np.isin(y, (-1.0, 1.0))):
         return None
     return float(np.mean(np.where(net.forward(X) >= 0, 1.0, -1.0) == y))
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM: the first one asks the loop to stop after the current iteration; a
-    second one interrupts at once (the last checkpoint on disk stays intact)."""
-
-    def __init__(self):
-        self.signum = None
-        self._old = {}
-
-    def _handler(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handler)
-            except (ValueError, OSError):  # not the main thread
-                pass
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
 
 
 def _history_dict(records, fields):
@@ -406,7 +380,7 @@ def _train(args, cfg, ckpt, outdir, out, err):
                    unit="it", file=err)
     stopped = None
     try:
-        with _StopFlag() as flag:
+        with StopFlag() as flag:
             try:
                 while it < target and flag.signum is None:
                     rec = trainer.step(X, y)
