@@ -41,7 +41,9 @@ class AdversarialTrainer:
     lr : float > 0 or "auto"
         Learning rate. ``"auto"`` sets it once, at the first step, to ``stepsize.auto_lr`` at
         the current weights and all the clean training points (the rule and why:
-        ``sparseadv.stepsize``). The chosen value is stored in ``self.lr_`` and in every record.
+        ``sparseadv.stepsize``; the squared loss's rule, conservative for the logistic loss,
+        whose second derivative in f is at most 1/4). The chosen value is stored in
+        ``self.lr_`` and in every record.
     engine : {"dense", "tree", "certified"} or an Engine instance
     loss : "squared" (the paper's, default) or "logistic" (labels must be -1 and +1)
     batch_size : None or int >= 1
