@@ -2,7 +2,8 @@
 
 Public API: ``ShiftedReLUNet`` (the network), ``PGD`` / ``FGSM`` (attacks),
 ``AdversarialTrainer`` (dense, tree and certified engines), ``PartitionTree`` /
-``BruteForceHSR`` (half-space reporting), ``datasets`` and ``theory``.
+``BruteForceHSR`` (half-space reporting), ``robustness`` (evaluation attacks, robust accuracy,
+the ceiling), ``datasets`` and ``theory``.
 """
 import os as _os
 
@@ -13,7 +14,7 @@ import os as _os
 # the user set explicitly is respected.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import datasets, theory  # noqa: E402
+from . import datasets, robustness, theory  # noqa: E402
 from .attacks import FGSM, PGD  # noqa: E402
 from .hsr import BruteForceHSR, PartitionTree  # noqa: E402
 from .network import ShiftedReLUNet
@@ -22,5 +23,5 @@ from .trainer import AdversarialTrainer
 __version__ = "0.1.0"
 
 __all__ = ["ShiftedReLUNet", "PGD", "FGSM", "AdversarialTrainer", "PartitionTree",
-           "BruteForceHSR", "datasets", "theory",
+           "BruteForceHSR", "datasets", "robustness", "theory",
            "__version__"]

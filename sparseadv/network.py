@@ -208,11 +208,12 @@ class ShiftedReLUNet:
     def __repr__(self):
         return f"ShiftedReLUNet(m={self.m}, d={self.d}, b={self.b:.6g})"
 
-    def to_torch(self, dtype=None):
+    def to_torch(self, dtype=None, logits=False):
         """A ``torch.nn.Module`` computing the same f (optional extra ``torch``); the weights are
-        copied. See ``sparseadv._torch.to_torch``."""
+        copied. ``logits=True`` gives the two-logit model [-f, f] that attack libraries take.
+        See ``sparseadv._torch.to_torch``."""
         from ._torch import to_torch
-        return to_torch(self, dtype=dtype)
+        return to_torch(self, dtype=dtype, logits=logits)
 
     # -- dense evaluation (every neuron, blocked BLAS) ---------------------------------------
 

@@ -1,20 +1,39 @@
-"""Automatic learning rate from the network's NTK Gram matrix (``lr="auto"``).
+"""The automatic learning rate (``lr="auto"``): an NTK step size with a safety factor.
 
 For the loss L = (1/(2n)) ||f - y||^2, one gradient step W <- W - lr grad L changes the outputs
 to first order by  f <- f - (lr/n) H (f - y),  where H is the (n x n) NTK Gram matrix at the
-current weights:
+current weights and the points the loss is taken at:
 
     H_ij = <d f_i / dW, d f_j / dW> = (1/m) sum_r a_r^2 1[<w_r,x_i> > b] 1[<w_r,x_j> > b] <x_i, x_j>.
 
-The linearised residual contracts in every direction iff lr < 2n / lambda_max(H). ``auto_lr``
-returns n / lambda_max(H): half the stability limit, which removes the top mode in one step
-without overshooting. With M the sparse (n x m) fired mask (one dense pass finds it),
+The linearised residual contracts in every direction iff lr < 2n / lambda_max(H).
+
+The rule: ``auto_lr(net, X)`` = ``SAFETY`` x n / lambda_max(H) with H at the starting weights
+and the clean training points (``attack=`` takes H at the attacked points instead; the trainer
+uses the clean points, so ``fit`` and a loop of ``step`` give the same bits). ``SAFETY = 1/8``:
+n / lambda_max (the former default, half the stability limit of the linearised model) made the
+robust loss of adversarial training rise on about half of the iterations, since the attacked
+points' kernel is larger than the clean one (the attack moves points outward, more neurons
+fire) and the robust loss is not smooth in W; at 1/8 the robust loss falls on almost every
+iteration until it nears its floor (``tests/test_stepsize.py`` checks this in the report's
+training settings).
+
+What no step size removes: near its floor the robust loss L_A(W) with the paper's PGD attack
+is discontinuous in W (where a neuron's state flips at an attack iterate, or f(x_i) crosses
+y_i, the attack's direction jumps; the loss then jumps by an amount that does not shrink with
+the rate), so a decrease check that halves the rate on a rise drives the rate to zero at such a
+jump instead of helping. ``fit`` therefore records the best iterate (min over t of L_A(W_t),
+the quantity the convergence theorem bounds) and can return its weights.
+
+With M the sparse (n x m) fired mask (one dense pass finds it),
 H = (M diag(a^2) M^T) * (X X^T) / m. For n <= ``GRAM_MAX_N`` H is formed explicitly (a sparse
-product, cost sum_r (points firing r)^2, then a dense symmetric eigensolver: 0.5 s at
-m = 2^18, n = 1024, where the matrix-free Lanczos below took 17 s in scipy's sparse
-mat-vecs); for larger n, Lanczos (ARPACK ``eigsh`` with a fixed start vector, deterministic)
-runs on the matrix-free product H v = (1/m) rowsum(X * (M (M^T (v * X)))).
+product, cost sum_r (points firing r)^2, then a dense symmetric eigensolver, much faster than a
+matrix-free Lanczos in scipy's sparse mat-vecs); for larger n, Lanczos (ARPACK ``eigsh`` with a
+fixed start vector, deterministic) runs on the matrix-free product
+H v = (1/m) rowsum(X * (M (M^T (v * X)))).
 """
+import copy
+
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
@@ -24,6 +43,7 @@ from .errors import InputError
 
 
 GRAM_MAX_N = 4096   # explicit n x n Gram matrix up to here (128 MB at the limit)
+SAFETY = 0.125      # fraction of n / lambda_max taken as the rate (see the module docstring)
 
 
 def ntk_max_eigenvalue(net, X):
@@ -53,10 +73,16 @@ def ntk_max_eigenvalue(net, X):
     return float(val)
 
 
-def auto_lr(net, X):
-    """n / lambda_max(H): see the module docstring. Raises if no neuron fires on any point."""
+def auto_lr(net, X, y=None, attack=None, safety=SAFETY):
+    """``safety`` x n / lambda_max(H), H the NTK Gram matrix at ``attack``'s points for (X, y)
+    (at X itself without an attack): see the module docstring. The attack is copied, so its
+    random state is untouched. Raises InputError if no neuron fires on any point."""
+    if attack is not None:
+        if y is None:
+            raise InputError("auto_lr: an attack needs the labels y")
+        X = copy.deepcopy(attack).perturb(net, X, y)
     lam = ntk_max_eigenvalue(net, X)
     if not lam > 0:
         raise InputError("lr='auto' needs at least one fired neuron on the training points; "
                          "no neuron fires (lower b or widen the network), or pass a float lr")
-    return X.shape[0] / lam
+    return safety * X.shape[0] / lam

@@ -39,11 +39,11 @@ class AdversarialTrainer:
     attack : PGD or FGSM
         Its steps ascend the trainer's ``loss``.
     lr : float > 0 or "auto"
-        Learning rate. ``"auto"`` sets it once, at the first step, to ``stepsize.auto_lr`` at
-        the current weights and all the clean training points (the rule and why:
-        ``sparseadv.stepsize``; the squared loss's rule, conservative for the logistic loss,
-        whose second derivative in f is at most 1/4). The chosen value is stored in
-        ``self.lr_`` and in every record.
+        Learning rate. ``"auto"`` sets it once, at the first step, to ``stepsize.auto_lr``:
+        ``SAFETY`` (1/8) x n / lambda_max of the NTK Gram matrix at the current weights and all
+        the clean training points (the rule and why: ``sparseadv.stepsize``; the squared loss's
+        rule, conservative for the logistic loss, whose second derivative in f is at most 1/4).
+        The chosen value is stored in ``self.lr_`` and in every record.
     engine : {"dense", "tree", "certified"} or an Engine instance
     loss : "squared" (the paper's, default) or "logistic" (labels must be -1 and +1)
     batch_size : None or int >= 1
@@ -165,13 +165,19 @@ class AdversarialTrainer:
                       seconds_forward=t3 - t2, seconds_backward=t4 - t3, seconds=t4 - t0)
         return record
 
-    def fit(self, X, y, iterations=None, epochs=None, progress=True, callback=None):
+    def fit(self, X, y, iterations=None, epochs=None, progress=True, callback=None,
+            keep_best=False):
         """Run ``iterations`` steps, or ``epochs`` passes over the data (epochs times
         ``batches_per_epoch(n)`` steps); returns a history: a dict of arrays, one per record
         field.
 
-        ``progress`` shows a tqdm bar with the robust loss; ``callback(record)`` is called after
-        every step (return True from it to stop early)."""
+        The best iterate of this call is stored in ``self.best_loss_`` and
+        ``self.best_iteration_``: the minimum over t of the robust training loss L_A(W_t) (the
+        quantity the convergence theorem bounds; with mini-batches, of the batch's robust loss,
+        a noisy estimate of it) and its 0-based iteration. ``keep_best=True`` also stores its
+        weights in ``self.best_W_`` (a copy of W per iteration). ``progress`` shows a tqdm bar
+        with the robust loss; ``callback(record)`` is called after every step (return True to
+        stop)."""
         X, y = self._check(X, y)
         if (iterations is None) == (epochs is None):
             raise InputError(f"give exactly one of iterations and epochs, got "
@@ -180,7 +186,8 @@ class AdversarialTrainer:
             iterations = check_positive_int("epochs", epochs) * self.batches_per_epoch(
                 X.shape[0])
         iterations = check_positive_int("iterations", iterations)
-        records = []
+        keep_best = check_bool("keep_best", keep_best)
+        records, best = [], (np.inf, -1)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -188,8 +195,13 @@ class AdversarialTrainer:
                        unit="it", leave=True)
         try:
             for _ in range(iterations):
+                W_t = self.net.W.copy() if keep_best else None
                 rec = self._step(X, y)
                 records.append(rec)
+                if rec["loss"] < best[0]:
+                    best = (rec["loss"], len(records) - 1)
+                    if keep_best:
+                        self.best_W_ = W_t
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['loss']:.4g}", fired=f"{rec['fired_mean']:.1f}")
                     bar.update(1)
@@ -198,4 +210,5 @@ class AdversarialTrainer:
         finally:
             if bar is not None:
                 bar.close()
+        self.best_loss_, self.best_iteration_ = float(best[0]), int(best[1])
         return {key: np.array([r[key] for r in records]) for key in RECORD_FIELDS}

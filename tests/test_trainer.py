@@ -81,6 +81,7 @@ def test_callback_stops(small_problem):
 
 
 def test_auto_lr_against_explicit_gram(small_problem):
+    from sparseadv import stepsize
     from sparseadv.stepsize import auto_lr, ntk_max_eigenvalue
     W, a, b, X, y = small_problem
     net = ShiftedReLUNet.from_arrays(W, a, b)
@@ -88,7 +89,7 @@ def test_auto_lr_against_explicit_gram(small_problem):
     H = (M @ M.T) * (X @ X.T) / W.shape[0]
     lam = np.linalg.eigvalsh(H)[-1]
     assert ntk_max_eigenvalue(net, X) == pytest.approx(lam, rel=1e-8)
-    assert auto_lr(net, X) == pytest.approx(X.shape[0] / lam, rel=1e-8)
+    assert auto_lr(net, X) == pytest.approx(stepsize.SAFETY * X.shape[0] / lam, rel=1e-8)
 
 
 def test_auto_lr_lanczos_path_agrees(small_problem, monkeypatch):

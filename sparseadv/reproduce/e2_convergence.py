@@ -1,133 +1,204 @@
-"""E2: every engine trains to the same weights as dense; robust against standard training.
+"""E2: training in the theory's regime (m >= n^2); engines agree; robustness against eps.
 
-For each m: one starting network and one learning rate (auto, computed once at the start and
-passed as a float to every engine); the robust training loss per iteration of each registered
-engine, the maximum relative difference of its loss history and of its final W against dense;
-then the robust accuracy on the training points under a stronger PGD (eps_eval = factor x eps,
-more steps) of the adversarially trained network against one trained without an adversary
-(PGD with eps = 0), from the same start.
+For each width m (n fixed, so that m >= n^2): one start, lr="auto" (computed once, shared),
+``iterations`` adversarial iterations (dense) and as many of standard training (no adversary)
+from the same start. Recorded: the robust training loss L_A(W_t) of both against t (for the
+standard network L_A is evaluated every ``eval_every`` iterations with the training attack),
+min over t and the last iterate, the fraction of iterations at which L_A fell; the lazy-regime
+diagnostics at the last iterate (||W_t - W_0||_F / ||W_0||_F, the theorem's
+K = sqrt(m) max_r ||w_r(t) - w_r(0)||, the fraction of the (point, neuron) activation states
+at initialisation that flipped); fired neurons per input over training, on the attacked points
+(every iteration) and the clean points (every ``eval_every``). Every sparse engine runs the
+first ``exact_iterations`` from the same start and is compared with dense. At m = ``eval_m``
+the initial, standard and adversarial networks are evaluated against eps on the training points
+and on held-out points of the same distribution (:mod:`.robust_eval`).
 """
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import datasets
+from .. import datasets, robustness, theory
 from ..attacks import PGD
 from ..network import ShiftedReLUNet
 from ..stepsize import auto_lr
 from ..trainer import AdversarialTrainer
-from .report import md_table, progress_iter, write_csv
+from . import robust_eval
+from .report import fit_dict, fmt_fit, md_table, progress_iter, write_csv
 
 
 @dataclass
 class Config:
-    ms: list = field(default_factory=lambda: [1024, 8192])
-    n: int = 128
-    d: int = 16
+    ms: list = field(default_factory=lambda: [1024, 4096, 16384, 65536])
+    n: int = 32
+    n_test: int = 128
+    d: int = 8
     margin: float = 0.1
-    eps: float = 0.05
+    eps: float = 0.1
     steps: int = 3
-    iterations: int = 30
-    eval_factor: float = 2.0
-    eval_steps: int = 10
+    iterations: int = 200
+    eval_every: int = 10
+    exact_iterations: int = 10
+    eval_m: int = 4096
+    eval: robust_eval.EvalConfig = field(default_factory=robust_eval.EvalConfig)
     seed: int = 0
 
 
 def accuracy(net, X, y):
-    return float(np.mean(np.where(net.forward(X) >= 0, 1.0, -1.0) == y))
+    return float(np.mean(~robustness.flipped(y * net.forward(X), y)))
 
 
-def robust_accuracy(net, X, y, eps, steps):
-    return accuracy(net, PGD(eps, steps).perturb(net, X, y), y)
+def eps_grid(X, y, train_eps, norm=2):
+    """0, the training eps, twice it (the verdict's eps*), and 1/2, 1 and 5/4 of half the
+    data's separation (past it the ceiling drops below 1), skipping any of the last three
+    within a tenth of half the separation of a radius already in the grid."""
+    half = robustness.min_opposite_distance(X, y, norm) / 2
+    grid = [0.0, train_eps, 2 * train_eps]
+    for f in (0.5, 1.0, 1.25):
+        e = round(f * half, 4)
+        if min(abs(e - g) for g in grid) > 0.1 * half:
+            grid.append(e)
+    return sorted(grid)
+
+
+def lazy_diagnostics(W0, W, X, b):
+    dW = W - W0
+    S0, S = X @ W0.T > b, X @ W.T > b
+    return {"rel_dW": float(np.linalg.norm(dW) / np.linalg.norm(W0)),
+            "K": float(np.sqrt(W.shape[0]) * np.linalg.norm(dW, axis=1).max()),
+            "flip_frac": float(np.count_nonzero(S0 != S) / max(np.count_nonzero(S0), 1))}
+
+
+def _train(cfg, net, X, y, eps, lr, iterations, every):
+    """Train (dense); every ``every`` iterations, before the step, L_A(W_t) with the training
+    attack (standard training's records hold the clean loss) and the clean fired counts."""
+    attack = PGD(eps, cfg.steps) if eps > 0 else PGD(0.0, 1)
+    tr = AdversarialTrainer(net, attack, lr=lr, engine="dense")
+    evals = {"iteration": [], "robust_loss": [], "clean_fired": []}
+    records = []
+    for it in range(iterations):
+        if it % every == 0:
+            evals["iteration"].append(it)
+            evals["robust_loss"].append(net.loss(PGD(cfg.eps, cfg.steps).perturb(net, X, y), y))
+            evals["clean_fired"].append(float(net.fired_counts(X).mean()))
+        records.append(tr.step(X, y))
+    return {k: np.array([r[k] for r in records]) for k in ("loss", "fired_mean")}, evals
 
 
 def run(cfg, out, engines=("dense",), progress=True):
     t_start = time.perf_counter()
-    curves, rows = [], []
-    jobs = [(m, e) for m in cfg.ms for e in list(engines) + ["standard"]]
-    bar = progress_iter(jobs, "E2 convergence (m, engine)", progress)
-    state = {}
-    eps_eval = cfg.eval_factor * cfg.eps
-    for m, engine in bar:
-        if m not in state:
-            X, y = datasets.separated(cfg.n, cfg.d, margin=cfg.margin, seed=cfg.seed + 1)
-            net0 = ShiftedReLUNet(m, cfg.d, seed=cfg.seed)
-            state[m] = {"X": X, "y": y, "net0": net0, "lr": auto_lr(net0, X), "W": {},
-                        "loss": {}, "nets": {}, "seconds": {}}
-        st = state[m]
-        net = st["net0"].copy()
-        if engine == "standard":
-            attack, eng = PGD(0.0, steps=1), "dense"   # eps = 0: no adversary
-        else:
-            attack, eng = PGD(cfg.eps, cfg.steps), engine
-        trainer = AdversarialTrainer(net, attack, lr=st["lr"], engine=eng)
-        h = trainer.fit(st["X"], st["y"], iterations=cfg.iterations, progress=False)
-        st["loss"][engine] = h["loss"]
-        st["W"][engine] = net.W.copy()
-        st["nets"][engine] = net
-        st["seconds"][engine] = float(np.sum(h["seconds"]))
-        for it, loss in enumerate(h["loss"], 1):
-            curves.append({"m": m, "engine": engine, "iteration": it, "loss": float(loss),
-                           "fired_mean": float(h["fired_mean"][it - 1]),
-                           "inner_products": int(h["inner_products"][it - 1])})
+    X, y = datasets.separated(cfg.n + cfg.n_test, cfg.d, margin=cfg.margin, seed=cfg.seed + 1)
+    X, y, Xh, yh = X[:cfg.n], y[:cfg.n], X[cfg.n:], y[cfg.n:]
+    curves, per_m, diag, fired, diffs = [], [], [], [], {}
+    nets_eval = None
+    for m in progress_iter(cfg.ms, "E2 training (m)", progress):
+        net0 = ShiftedReLUNet(m, cfg.d, seed=cfg.seed)
+        lr = auto_lr(net0, X)
+        res = {}
+        for model, eps in (("adversarial", cfg.eps), ("standard", 0.0)):
+            net = net0.copy()
+            h, ev = _train(cfg, net, X, y, eps, lr, cfg.iterations, cfg.eval_every)
+            res[model] = (net, h, ev)
+        adv_net, ha, eva = res["adversarial"]
+        std_net, hs, evs = res["standard"]
+        La = ha["loss"]
+        Ls = np.array(evs["robust_loss"])
+        for it, loss in enumerate(La):
+            curves.append({"m": m, "model": "adversarial", "iteration": it,
+                           "robust_loss": float(loss),
+                           "fired_attacked": float(ha["fired_mean"][it])})
+        for it, loss in zip(evs["iteration"], Ls):
+            curves.append({"m": m, "model": "standard", "iteration": it,
+                           "robust_loss": float(loss)})
+        dg = {"m": m, **lazy_diagnostics(net0.W, adv_net.W, X, net0.b)}
+        diag.append(dg)
+        fr = {"m": m, "max_attacked": float(ha["fired_mean"].max()),
+              "mean_attacked": float(ha["fired_mean"].mean()),
+              "max_clean": float(max(eva["clean_fired"])),
+              "mQb": float(theory.expected_fired(m)), "m45": float(theory.fired_bound(m))}
+        fired.append(fr)
+        dL = np.diff(La)
+        per_m.append({"m": m, "n": cfg.n, "lr": lr, "min_adv": float(La.min()),
+                      "argmin_adv": int(np.argmin(La)), "last_adv": float(La[-1]),
+                      "min_std": float(Ls.min()), "last_std": float(Ls[-1]),
+                      "ratio_min": float(La.min() / Ls.min()),
+                      "decrease_frac": float(np.mean(dL < 0)),
+                      "clean_acc_adv": accuracy(adv_net, X, y),
+                      "clean_acc_std": accuracy(std_net, X, y), **dg})
+        _exactness(cfg, net0, X, y, lr, engines, diffs)
+        if m == cfg.eval_m or (nets_eval is None and m == cfg.ms[-1]):
+            nets_eval = (m, {"initial": net0, "standard": std_net, "adversarial": adv_net})
 
-    diffs = {}
-    for m in cfg.ms:
-        st = state[m]
-        X, y = st["X"], st["y"]
-        Ld, Wd = st["loss"]["dense"], st["W"]["dense"]
-        for engine in engines:
-            L, W = st["loss"][engine], st["W"][engine]
-            loss_rel = float(np.max(np.abs(L - Ld) / np.maximum(np.abs(Ld), 1e-300)))
-            w_rel = float(np.linalg.norm(W - Wd) / np.linalg.norm(Wd))
-            diffs.setdefault(engine, {"loss_rel": 0.0, "w_rel": 0.0})
-            diffs[engine]["loss_rel"] = max(diffs[engine]["loss_rel"], loss_rel)
-            diffs[engine]["w_rel"] = max(diffs[engine]["w_rel"], w_rel)
-            rows.append({"m": m, "engine": engine, "kind": "adversarial",
-                         "final_loss": float(L[-1]), "loss_max_rel_diff_vs_dense": loss_rel,
-                         "W_rel_diff_vs_dense": w_rel, "seconds": st["seconds"][engine]})
-        acc = {}
-        for label, net in (("init", st["net0"]), ("adversarial", st["nets"]["dense"]),
-                           ("standard", st["nets"]["standard"])):
-            acc[label] = {"clean": accuracy(net, X, y),
-                          "robust_train_eps": robust_accuracy(net, X, y, cfg.eps, cfg.eval_steps),
-                          "robust_eval_eps": robust_accuracy(net, X, y, eps_eval, cfg.eval_steps)}
-        st["acc"] = acc
-        rows.append({"m": m, "engine": "dense", "kind": "standard (eps=0)",
-                     "final_loss": float(st["loss"]["standard"][-1]),
-                     "seconds": st["seconds"]["standard"]})
-
-    csv_curves = write_csv(out, "e2_loss_curves.csv", curves)
-    csv_diffs = write_csv(out, "e2_engines.csv", rows)
-    acc_rows = [{"m": m, "model": label, **state[m]["acc"][label]}
-                for m in cfg.ms for label in ("init", "standard", "adversarial")]
-    csv_acc = write_csv(out, "e2_robust_accuracy.csv", acc_rows)
-
+    csv_c = write_csv(out, "e2_loss_curves.csv", curves)
+    csv_m = write_csv(out, "e2_training.csv", per_m)
+    csv_f = write_csv(out, "e2_fired.csv", fired)
     from .plotting import plot_e2
-    pngs = plot_e2(out, curves, cfg.ms, list(engines) + ["standard"])
+    pngs = plot_e2(out, curves, cfg.ms, diag, fired)
 
-    t1 = md_table(["engine", "max rel. diff of loss history vs dense",
-                   "max ‖W − W_dense‖_F / ‖W_dense‖_F"],
-                  [[e, f"{diffs[e]['loss_rel']:.2e}", f"{diffs[e]['w_rel']:.2e}"]
-                   for e in engines])
-    t2 = md_table(["m", "model", "clean acc.", f"robust acc. (eps {cfg.eps:g})",
-                   f"robust acc. (eps {eps_eval:g})"],
-                  [[r["m"], r["model"], f"{r['clean']:.3f}", f"{r['robust_train_eps']:.3f}",
-                    f"{r['robust_eval_eps']:.3f}"] for r in acc_rows])
-    lrs = ", ".join(f"m={m}: {state[m]['lr']:.4g}" for m in cfg.ms)
-    md = (f"Same start (seed {cfg.seed}), same learning rate (auto at the start, "
-          f"{lrs}), n = {cfg.n} "
-          f"separated points (margin {cfg.margin}) in d = {cfg.d}, l2 PGD eps = {cfg.eps}, "
-          f"{cfg.steps} steps, {cfg.iterations} iterations, engines: {', '.join(engines)}.\n\n"
-          f"{t1}\n\nRobust accuracy on the training points under l2 PGD with "
-          f"{cfg.eval_steps} steps; 'standard' is trained from the same start without an "
-          f"adversary (PGD eps = 0).\n\n{t2}\n")
-    metrics = {"ms": list(cfg.ms), "engines": list(engines), "diffs": diffs,
-               "eps": cfg.eps, "eps_eval": eps_eval, "n": cfg.n, "d": cfg.d,
-               "robust": {m: {"adversarial": state[m]["acc"]["adversarial"]["robust_eval_eps"],
-                              "standard": state[m]["acc"]["standard"]["robust_eval_eps"]}
-                          for m in cfg.ms}}
-    return {"key": "e2", "title": "E2 convergence: engines agree; robust vs standard training",
-            "status": "ok", "markdown": md, "files": [csv_curves, csv_diffs, csv_acc] + pngs,
+    m_eval, nets = nets_eval
+    grid = eps_grid(X, y, cfg.eps)
+    md_rob, files_rob, gains, _ = robust_eval.section(
+        out, "e2", f"E2 separated data, m = {m_eval}", nets,
+        {"training points": (X, y), "held-out points": (Xh, yh)}, grid, cfg.eps, cfg.eval,
+        cfg.seed + 2)
+
+    ms = np.array(cfg.ms, float)
+    fits = {}
+    for kind in ("attacked", "clean"):
+        vals = np.array([f[f"max_{kind}"] for f in fired])
+        if len(ms) >= 2 and np.all(vals > 0):
+            fits[kind] = fit_dict(theory.fit_power_law(ms, vals))
+    t_train = md_table(
+        ["m", "m ≥ n²", "lr", "min_t L_A adv. (t)", "last L_A adv.", "min_t L_A std.",
+         "last L_A std.", "adv/std (min)", "L_A fell (fraction of t)", "‖ΔW‖/‖W_0‖",
+         "√m·max_r‖Δw_r‖", "patterns flipped"],
+        [[r["m"], "yes" if r["m"] >= r["n"] ** 2 else "no", f"{r['lr']:.3g}",
+          f"{r['min_adv']:.4f} ({r['argmin_adv']})", f"{r['last_adv']:.4f}",
+          f"{r['min_std']:.4f}", f"{r['last_std']:.4f}", f"{r['ratio_min']:.3f}",
+          f"{r['decrease_frac']:.2f}", f"{r['rel_dW']:.4f}", f"{r['K']:.3f}",
+          f"{r['flip_frac']:.4f}"] for r in per_m])
+    t_fired = md_table(
+        ["m", "m·Q(b)", "m^{4/5}", "attacked: mean over t", "attacked: max over t",
+         "clean: max over t"],
+        [[f["m"], f"{f['mQb']:.1f}", f"{f['m45']:.0f}", f"{f['mean_attacked']:.1f}",
+          f"{f['max_attacked']:.1f}", f"{f['max_clean']:.1f}"] for f in fired])
+    t_exact = md_table(["engine", "max rel. diff of loss history vs dense",
+                        "max ‖W − W_dense‖_F / ‖W_dense‖_F"],
+                       [[e, f"{d['loss_rel']:.2e}", f"{d['w_rel']:.2e}"]
+                        for e, d in diffs.items()]) if diffs else "Only the dense engine ran."
+    md = (f"n = {cfg.n} training points (separated data, margin {cfg.margin}) in d = {cfg.d}, "
+          f"{cfg.n_test} held-out points of the same distribution; l2 PGD eps = {cfg.eps}, "
+          f"{cfg.steps} steps; {cfg.iterations} iterations of adversarial and of standard "
+          f"training (no adversary) from the same start, lr = auto (computed once per m, "
+          f"shared). L_A of the standard network every {cfg.eval_every} iterations.\n\n"
+          f"{t_train}\n\nFired neurons per input over training (b = sqrt(0.4 ln m)):\n\n"
+          f"{t_fired}\n\nExponents of the max over training against m: "
+          + "; ".join(f"{k} points {fmt_fit(v)}" for k, v in fits.items())
+          + f"\n\nEngines against dense over the first {cfg.exact_iterations} iterations "
+          f"(every m):\n\n{t_exact}\n\n### Robustness against eps (m = {m_eval})\n\n{md_rob}")
+    metrics = {"ms": list(cfg.ms), "n": cfg.n, "d": cfg.d, "eps": cfg.eps,
+               "iterations": cfg.iterations, "engines": ["dense"] + list(diffs),
+               "diffs": diffs, "per_m": per_m, "fired": fired, "fired_fits": fits,
+               "gains": gains, "eval_m": m_eval, "eps_grid": grid,
+               "half_separation": robustness.min_opposite_distance(X, y) / 2}
+    return {"key": "e2", "title": "E2 training in the theory's regime; engines agree; robustness",
+            "status": "ok", "markdown": md, "files": [csv_c, csv_m, csv_f] + pngs + files_rob,
             "seconds": time.perf_counter() - t_start, "metrics": metrics}
+
+
+def _exactness(cfg, net0, X, y, lr, engines, diffs):
+    sparse = [e for e in engines if e != "dense"]
+    if not sparse:
+        return
+    ref = {}
+    for e in ["dense"] + sparse:
+        net = net0.copy()
+        h = AdversarialTrainer(net, PGD(cfg.eps, cfg.steps), lr=lr, engine=e).fit(
+            X, y, cfg.exact_iterations, progress=False)
+        ref[e] = (h["loss"], net.W)
+    Ld, Wd = ref["dense"]
+    for e in sparse:
+        L, W = ref[e]
+        d = diffs.setdefault(e, {"loss_rel": 0.0, "w_rel": 0.0})
+        d["loss_rel"] = max(d["loss_rel"], float(np.max(np.abs(L - Ld) / np.abs(Ld))))
+        d["w_rel"] = max(d["w_rel"], float(np.linalg.norm(W - Wd) / np.linalg.norm(Wd)))

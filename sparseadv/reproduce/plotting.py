@@ -64,28 +64,90 @@ def plot_e1(out, rows, series, labels):
     return [_save(fig, out, "e1_sparsity.png")]
 
 
-def plot_e2(out, curves, ms, engines):
+def plot_e2(out, curves, ms, diag, fired):
+    """Robust training loss L_A(W_t) against t (adversarial and standard training, each m);
+    lazy-regime diagnostics against m; fired neurons per input over training."""
     plt = _plt()
     if plt is None or not curves:
         return []
-    fig, axes = plt.subplots(1, len(ms), figsize=(5 * len(ms), 4), squeeze=False)
-    styles = {"dense": dict(lw=2.5, alpha=0.5), "tree": dict(ls="--", marker="x", ms=4),
-              "certified": dict(ls=":", marker="+", ms=6), "standard": dict(color="0.4", lw=1)}
-    for ax, m in zip(axes[0], ms):
-        for e in engines:
-            pts = [c for c in curves if c["m"] == m and c["engine"] == e]
-            if not pts:
-                continue
-            label = "standard training (eps=0, dense)" if e == "standard" else f"{e} (adversarial)"
-            ax.plot([c["iteration"] for c in pts], [c["loss"] for c in pts], label=label,
-                    **styles.get(e, {}))
-        ax.set_yscale("log")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("robust training loss (½ MSE at attacked points)")
-        ax.set_title(f"E2: m = {m}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    return [_save(fig, out, "e2_convergence.png")]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    ax = axes[0]
+    for m, col in zip(ms, plt.cm.viridis(np.linspace(0, 0.9, len(ms)))):
+        for model, ls in (("adversarial", "-"), ("standard", "--")):
+            pts = [c for c in curves if c["m"] == m and c["model"] == model]
+            ax.plot([c["iteration"] for c in pts], [c["robust_loss"] for c in pts], ls=ls,
+                    color=col, label=f"m={m} {model}")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration t")
+    ax.set_ylabel("robust training loss L_A(W_t)")
+    ax.set_title("E2: L_A(W_t) (solid adversarial, dashed standard)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    ax = axes[1]
+    mm = np.array([r["m"] for r in diag], float)
+    for key, label in (("rel_dW", "‖W_t − W_0‖_F / ‖W_0‖_F"),
+                       ("K", "√m · max_r ‖w_r(t) − w_r(0)‖"),
+                       ("flip_frac", "fraction of activation patterns flipped")):
+        ax.plot(mm, [r[key] for r in diag], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("width m (neurons)")
+    ax.set_ylabel("at the last iterate (dimensionless)")
+    ax.set_title("E2: distance from initialisation (adversarial)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    for kind, mk in (("attacked", "o"), ("clean", "s")):
+        ax.plot(mm, [f[f"max_{kind}"] for f in fired], marker=mk,
+                label=f"{kind} points: max over iterations")
+    ax.plot(mm, [f["mQb"] for f in fired], color="k", label="m·Q(b) (theory)")
+    ax.plot(mm, [f["m45"] for f in fired], color="k", ls=":", label="m^{4/5}")
+    _ref_slope(ax, mm, fired[0]["max_attacked"], 1.0, "slope 1 reference")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("width m (neurons)")
+    ax.set_ylabel("fired neurons per input (count)")
+    ax.set_title("E2: fired per input over training")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return [_save(fig, out, "e2_training.png")]
+
+
+def plot_robustness(out, name, title, rows, splits):
+    """Robust accuracy (ensemble solid, squared-loss PGD dashed) and L_A against eps, per split,
+    with the ceiling."""
+    plt = _plt()
+    if plt is None or not rows:
+        return []
+    fig, axes = plt.subplots(2, len(splits), figsize=(5.5 * len(splits), 8), squeeze=False)
+    colors = {"initial": "0.5", "standard": "tab:blue", "adversarial": "tab:red"}
+    for j, split in enumerate(splits):
+        rs = [r for r in rows if r["split"] == split]
+        models = list(dict.fromkeys(r["model"] for r in rs))
+        eps = sorted({r["eps"] for r in rs})
+        ax, ax2 = axes[0][j], axes[1][j]
+        first = [next(r for r in rs if r["eps"] == e) for e in eps]
+        ax.plot(eps, [r["ceiling"] for r in first], color="k", lw=2,
+                label="ceiling (any classifier)")
+        for mdl in models:
+            pts = [r for r in rs if r["model"] == mdl]
+            c = colors.get(mdl)
+            ax.plot(eps, [r["robust_acc"] for r in pts], marker="o", color=c,
+                    label=f"{mdl}: margin ensemble")
+            ax.plot(eps, [r["robust_acc_squared_loss_pgd"] for r in pts], ls="--", color=c,
+                    label=f"{mdl}: squared-loss PGD only")
+            ax2.plot(eps, [r["robust_loss"] for r in pts], marker="o", color=c, label=mdl)
+        ax.set_xlabel("l2 radius eps")
+        ax.set_ylabel("robust accuracy (fraction)")
+        ax.set_title(f"{title}: {split}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        ax2.set_yscale("log")
+        ax2.set_xlabel("l2 radius eps")
+        ax2.set_ylabel("robust loss L_A (½ MSE at attacked points)")
+        ax2.grid(True, which="both", alpha=0.3)
+        ax2.legend(fontsize=7)
+    return [_save(fig, out, name)]
 
 
 def plot_e3(out, rows, engines):
