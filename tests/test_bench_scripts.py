@@ -100,3 +100,14 @@ def test_batch_table_epochs():
         ("certified", "16", "4")]
     # dense: the same inner products per epoch at any batch size
     assert rows[0][4] == rows[1][4]
+
+
+def test_batch_table_digits():
+    pytest.importorskip("sklearn")
+    out = run_tool("batch_table", "digits", "--m", "256", "--seconds", "0.6", "--eval-every",
+                   "0.3", "--eval-points", "20", "--batches", "64")
+    best = out.split("| best robust accuracy |")[1]
+    rows = [line.split(" | ") for line in best.splitlines() if line.startswith("| ")
+            and not line.startswith("|---")]
+    assert [r[0][2:] for r in rows] == ["full", "64"]
+    assert all(0.0 <= float(r[1]) <= 1.0 and float(r[2]) > 0 for r in rows)

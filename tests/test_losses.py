@@ -86,3 +86,27 @@ def test_attack_ascends_its_loss():
     assert np.array_equal(Xt, other)
     with pytest.raises(InputError, match="y must hold labels"):
         PGD(0.1, 5, loss="logistic").perturb(net, X, y * 2)
+
+
+def test_robustness_uses_the_training_loss():
+    from sparseadv import robustness
+    rng = np.random.default_rng(5)
+    X = unit_rows(rng, 30, 4)
+    y = np.where(X[:, 0] >= 0, 1.0, -1.0)
+    net = ShiftedReLUNet(512, 4, seed=6)
+    attack = PGD(0.1, 4)
+    # the squared loss: the paper's L_A, the same bits as before losses existed
+    assert robustness.robust_loss(net, X, y, attack) == net.loss(attack.perturb(net, X, y), y)
+    lg = LogisticLoss()
+    Xl = PGD(0.1, 4, loss="logistic").perturb(net, X, y)
+    assert robustness.robust_loss(net, X, y, attack, loss="logistic") == \
+        lg.mean(net.forward(Xl), y)
+    ev = robustness.evaluate(net, X, y, 0.1, steps=5, restarts=1, loss="logistic", seed=0)
+    assert set(ev.flipped_by) == {"margin", "logistic_loss"}
+    Xm = PGD(0.1, 10, loss="logistic").perturb(net, X, y)
+    np.testing.assert_array_equal(ev.flipped_by["logistic_loss"],
+                                  robustness.flipped(y * net.forward(Xm), y))
+    assert ev.accuracy <= ev.member_accuracy("logistic_loss")
+    rows = robustness.robustness_curves({"net": net}, X, y, [0.1], loss="logistic", steps=5,
+                                        restarts=1, seed=0)
+    assert "robust_acc_logistic_loss" in rows[0] and rows[0]["robust_acc"] == ev.accuracy

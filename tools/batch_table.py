@@ -11,7 +11,9 @@ data; columns: seconds per epoch, iterations per epoch, counted inner products p
 ``digits``: ``datasets.load_digits`` (binary, unit-norm), full batch and each batch size,
 trained for ``--seconds`` of wall time each (the same budget), evaluated after every
 ``--eval-every`` seconds of training: robust accuracy on the test split from the margin
-ensemble (``sparseadv.robustness.robust_accuracy``, evaluation time not counted). Prints the
+ensemble (``sparseadv.robustness.robust_accuracy``, evaluation time not counted). The
+learning rate (``lr="auto"``: ``stepsize.auto_lr`` on all training points at the initial
+weights) is computed once, untimed, and used for every batch size. Prints the
 robust accuracy reached against training seconds and the best one with its time.
 """
 import argparse
@@ -59,13 +61,18 @@ def digits_table(args):
     Xt, yt = split.X_test[:args.eval_points], split.y_test[:args.eval_points]
     print(f"digits (0-4 vs 5-9), n_train={len(X)}, {len(Xt)} test points, m={args.m}, "
           f"eps={args.eps} (train and evaluation, l2), engine={args.engine}, "
-          f"{args.seconds:g} s of training each\n")
+          f"{args.seconds:g} s of training each")
+    lr = args.lr
+    if lr == "auto":    # once, untimed: every run starts from the same network and rate
+        from sparseadv.stepsize import auto_lr
+        lr = auto_lr(ShiftedReLUNet(args.m, X.shape[1], seed=0), X)
+    print(f"lr = {lr:.4g} for every batch size\n")
     print("| batch size | training s | epochs | robust accuracy (test, margin ensemble) |")
     print("|---|---|---|---|")
     best = {}
     for batch_size in [None] + args.batches:
         net = ShiftedReLUNet(args.m, X.shape[1], seed=0)
-        tr = AdversarialTrainer(net, PGD(args.eps, args.steps), lr=args.lr, engine=args.engine,
+        tr = AdversarialTrainer(net, PGD(args.eps, args.steps), lr=lr, engine=args.engine,
                                 batch_size=batch_size, seed=0)
         trained, next_eval, done = 0.0, args.eval_every, 0
         while trained < args.seconds:
