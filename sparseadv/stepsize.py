@@ -81,8 +81,13 @@ def auto_lr(net, X, y=None, attack=None, safety=SAFETY):
         if y is None:
             raise InputError("auto_lr: an attack needs the labels y")
         X = copy.deepcopy(attack).perturb(net, X, y)
-    lam = ntk_max_eigenvalue(net, X)
+    return rate_from_eigenvalue(X.shape[0], ntk_max_eigenvalue(net, X), safety)
+
+
+def rate_from_eigenvalue(n, lam, safety=SAFETY):
+    """The rule itself: ``safety`` x n / lambda_max for n points (also used by the sharded
+    trainer, which sums the Gram matrix over its shards). Raises InputError if lam <= 0."""
     if not lam > 0:
         raise InputError("lr='auto' needs at least one fired neuron on the training points; "
                          "no neuron fires (lower b or widen the network), or pass a float lr")
-    return safety * X.shape[0] / lam
+    return safety * n / lam

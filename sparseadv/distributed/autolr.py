@@ -1,6 +1,6 @@
 """``lr="auto"`` for a sharded network: the NTK Gram matrix is a sum over neurons.
 
-``sparseadv.stepsize`` sets lr = n / λ_max(H) with H = C ∘ (X Xᵀ) / m, where
+``sparseadv.stepsize`` sets lr = SAFETY · n / λ_max(H) with H = C ∘ (X Xᵀ) / m, where
 C_ij = Σ_r a_r² 1[r fires on x_i] 1[r fires on x_j]. C splits over neurons, so each shard sends
 its C_s (n × n, once) and the client sums them in shard order; with a_r = ±1 the entries are
 integers, so the sum, H and lr equal the single process's bit for bit. Above
@@ -11,8 +11,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from ..errors import InputError
-from ..stepsize import GRAM_MAX_N
+from ..stepsize import GRAM_MAX_N, rate_from_eigenvalue
 
 
 def fired_count_gram(net, X):
@@ -31,12 +30,9 @@ def uses_gram(n):
 
 
 def lr_from_counts(C, X, m):
-    """n / λ_max(C ∘ X Xᵀ / m), exactly as ``stepsize.auto_lr`` computes it."""
+    """The rate of ``stepsize.auto_lr`` from λ_max(C ∘ X Xᵀ / m), computed as it does."""
     n = X.shape[0]
     H = C * (X @ X.T) / m
     H = 0.5 * (H + H.T)
     lam = float(scipy.linalg.eigh(H, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0])
-    if not lam > 0:
-        raise InputError("lr='auto' needs at least one fired neuron on the training points; "
-                         "no neuron fires (lower b or widen the network), or pass a float lr")
-    return n / lam
+    return rate_from_eigenvalue(n, lam)
