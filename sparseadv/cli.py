@@ -120,11 +120,11 @@ def build_parser():
         description="Run the five experiments (E1 sparsity, E2 convergence, E3 cost, E4 the "
                     "partition tree, E5 real data) and write CSV files, PNG plots and "
                     "REPORT.md with a table of the paper's claims and computed verdicts. "
-                    "--quick takes about 1-2 minutes on 2 quiet cores (measured: 64 s); "
+                    "--quick takes under 5 minutes on 2 cores (docs/benchmarks.md); "
                     f"--full (m up to 2^20) takes {FULL_ESTIMATE}.")
     mode = rp.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="small grid, about 1-2 minutes on 2 quiet cores (default)")
+                      help="small grid, under 5 minutes on 2 cores (default)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
                       help=f"the paper-scale grid: {FULL_ESTIMATE}")
     rp.add_argument("--out", default="sparseadv-report",

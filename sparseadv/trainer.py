@@ -40,7 +40,7 @@ class AdversarialTrainer:
         Its steps ascend the trainer's ``loss``.
     lr : float > 0 or "auto"
         Learning rate. ``"auto"`` sets it once, at the first step, to ``stepsize.auto_lr``:
-        ``SAFETY`` (1/8) x n / lambda_max of the NTK Gram matrix at the current weights and all
+        ``SAFETY`` (1/64) x n / lambda_max of the NTK Gram matrix at the current weights and all
         the clean training points (the rule and why: ``sparseadv.stepsize``; the squared loss's
         rule, conservative for the logistic loss, whose second derivative in f is at most 1/4).
         The chosen value is stored in ``self.lr_`` and in every record.

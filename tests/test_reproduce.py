@@ -213,24 +213,46 @@ def test_report_cost_rows_use_the_bench_rule(tiny_report):
         assert row["verdict"] in mapping[m3["verdicts"][e]["status"]]
 
 
-def _row(m, ratio, n=32):
-    return {"m": m, "n": n, "min_adv": 0.01 * ratio, "min_std": 0.01, "last_adv": 0.01,
-            "last_std": 0.01, "ratio_min": ratio, "rel_dW": 0.01, "K": 1.0, "flip_frac": 0.01,
-            "decrease_frac": 0.9}
+def _row(m, ratio, n=32, seeds=None):
+    # seeds: the ratios over the seeds trained at this width (the first is the main run's)
+    r = {"m": m, "n": n, "min_adv": 0.01 * ratio, "min_std": 0.01, "last_adv": 0.01,
+         "last_std": 0.01, "ratio_min": ratio, "rel_dW": 0.01, "K": 1.0, "flip_frac": 0.01,
+         "decrease_frac": 0.9}
+    if seeds is not None:
+        r.update(ratio_seeds=[ratio] + list(seeds), decrease_seeds=[0.9] * (1 + len(seeds)))
+    return r
 
 
 def test_verdict_exactness_and_convergence():
     assert verdict_exactness(_m2())["verdict"] == NOT_MEASURED
     assert verdict_exactness(_m2({"tree": {"loss_rel": 1e-14, "w_rel": 1e-15}}))["verdict"] == HOLDS
     assert verdict_exactness(_m2({"tree": {"loss_rel": 1e-3, "w_rel": 1e-15}}))["verdict"] == FAILS
-    assert verdict_convergence(_m2(per_m=[_row(1024, 0.3), _row(4096, 0.2)]))["verdict"] == HOLDS
-    assert verdict_convergence(_m2(per_m=[_row(1024, 0.3), _row(4096, 0.95)]))["verdict"] == PARTLY
+    assert verdict_convergence(_m2(per_m=[_row(1024, 0.3, seeds=[0.4, 0.5]),
+                                          _row(4096, 0.2)]))["verdict"] == HOLDS
+    assert verdict_convergence(_m2(per_m=[_row(1024, 0.3, seeds=[0.4]),
+                                          _row(4096, 0.95)]))["verdict"] == PARTLY
     assert verdict_convergence(_m2(per_m=[_row(1024, 1.2), _row(4096, 1.0)]))["verdict"] == FAILS
     # widths below n^2 are outside the theory's regime and do not count
     v = verdict_convergence(_m2(per_m=[_row(512, 0.1), _row(4096, 1.5)]))
     assert v["verdict"] == FAILS and "m=512" not in v["measured"]
     assert verdict_convergence(_m2(per_m=[_row(512, 0.1)]))["verdict"] == NOT_MEASURED
     assert verdict_convergence(None)["verdict"] == NOT_MEASURED
+
+
+def test_verdict_convergence_uses_the_spread_over_seeds():
+    # the main seed alone passes, but another seed at the same width does not: the rule judges
+    # by the largest ratio over the seeds, and reports the range
+    one = verdict_convergence(_m2(per_m=[_row(1024, 0.5, seeds=[0.6, 0.7])]))
+    assert one["verdict"] == HOLDS and "0.500…0.700" in one["measured"]
+    assert "3 seeds" in one["regime"]
+    bad = verdict_convergence(_m2(per_m=[_row(1024, 0.5, seeds=[0.6, 0.95])]))
+    assert bad["verdict"] == PARTLY
+    # every seed at or above standard training: does not hold; one seed above: partly
+    assert verdict_convergence(_m2(per_m=[_row(1024, 1.1, seeds=[1.0, 1.3])]))["verdict"] == FAILS
+    assert verdict_convergence(_m2(per_m=[_row(1024, 1.1, seeds=[0.5, 1.3])]))["verdict"] == PARTLY
+    # one seed everywhere: no spread to judge by, so never more than partly
+    v = verdict_convergence(_m2(per_m=[_row(1024, 0.3), _row(4096, 0.2)]))
+    assert v["verdict"] == PARTLY and "one seed" in v["measured"]
 
 
 def _g(gain, lo, hi):

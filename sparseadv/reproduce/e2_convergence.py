@@ -1,17 +1,19 @@
 """E2: training in the theory's regime (m >= n^2); engines agree; robustness against eps.
 
 For each width m (n fixed, so that m >= n^2): one start, lr="auto" (computed once, shared),
-``iterations`` adversarial iterations (dense) and as many of standard training (no adversary)
-from the same start. Recorded: the robust training loss L_A(W_t) of both against t (for the
-standard network L_A is evaluated every ``eval_every`` iterations with the training attack),
-min over t and the last iterate, the fraction of iterations at which L_A fell; the lazy-regime
-diagnostics at the last iterate (||W_t - W_0||_F / ||W_0||_F, the theorem's
-K = sqrt(m) max_r ||w_r(t) - w_r(0)||, the fraction of the (point, neuron) activation states
-at initialisation that flipped); fired neurons per input over training, on the attacked points
-(every iteration) and the clean points (every ``eval_every``). Every sparse engine runs the
-first ``exact_iterations`` from the same start and is compared with dense. At m = ``eval_m``
-the initial, standard and adversarial networks are evaluated against eps on the training points
-and on held-out points of the same distribution (:mod:`.robust_eval`).
+``iterations`` adversarial iterations (dense) and as many of standard training (no adversary) from
+the same start; at the widths m <= ``seeds_max_m`` the same is repeated for ``seeds - 1`` more
+seeds (another start, another draw of the data) and the ratio of the two minima is reported over
+the seeds (the convergence verdict uses its range). Recorded: the robust training loss L_A(W_t) of
+both against t (for the standard network L_A is evaluated every ``eval_every`` iterations with the
+training attack), min over t and the last iterate, the fraction of iterations at which L_A fell;
+the lazy-regime diagnostics at the last iterate (||W_t - W_0||_F / ||W_0||_F, the theorem's K =
+sqrt(m) max_r ||w_r(t) - w_r(0)||, the fraction of the (point, neuron) activation states at
+initialisation that flipped); fired neurons per input over training, on the attacked points (every
+iteration) and the clean points (every ``eval_every``). Every sparse engine runs the first
+``exact_iterations`` from the same start and is compared with dense. At m = ``eval_m`` the initial,
+standard and adversarial networks are evaluated against eps on the training points and on held-out
+points of the same distribution (:mod:`.robust_eval`).
 """
 import time
 from dataclasses import dataclass, field
@@ -42,6 +44,8 @@ class Config:
     eval_m: int = 4096
     eval: robust_eval.EvalConfig = field(default_factory=robust_eval.EvalConfig)
     seed: int = 0
+    seeds: int = 3           # training seeds (start and data) at the widths m <= seeds_max_m
+    seeds_max_m: int = 4096
 
 
 def accuracy(net, X, y):
@@ -85,6 +89,38 @@ def _train(cfg, net, X, y, eps, lr, iterations, every):
     return {k: np.array([r[k] for r in records]) for k in ("loss", "fired_mean")}, evals
 
 
+def _pair(cfg, net0, X, y):
+    """lr = auto at net0's start, then adversarial and standard training from copies of it."""
+    lr = auto_lr(net0, X)
+    res = {}
+    for model, eps in (("adversarial", cfg.eps), ("standard", 0.0)):
+        net = net0.copy()
+        h, ev = _train(cfg, net, X, y, eps, lr, cfg.iterations, cfg.eval_every)
+        res[model] = (net, h, ev)
+    return lr, res
+
+
+def _over_seeds(cfg, m, ratio0, frac0):
+    """min_t L_A adv. / min_t L_A std. and the fraction of falling iterations over ``cfg.seeds``
+    seeds (the first is the main run's) at m <= ``cfg.seeds_max_m``; {} at wider m."""
+    if cfg.seeds < 2 or m > cfg.seeds_max_m:
+        return {}
+    ratios, fracs = [float(ratio0)], [frac0]
+    for k in range(1, cfg.seeds):
+        s = cfg.seed + 1000 * k
+        X, y = datasets.separated(cfg.n, cfg.d, margin=cfg.margin, seed=s + 1)
+        _, res = _pair(cfg, ShiftedReLUNet(m, cfg.d, seed=s), X, y)
+        La = res["adversarial"][1]["loss"]
+        ratios.append(float(La.min() / min(res["standard"][2]["robust_loss"])))
+        fracs.append(float(np.mean(np.diff(La) < 0)))
+    return {"ratio_seeds": ratios, "decrease_seeds": fracs}
+
+
+def _seeds_cell(r, key, fmt):
+    v = r.get(key)
+    return f"{fmt(min(v))}…{fmt(max(v))} ({len(v)})" if v else "—"
+
+
 def run(cfg, out, engines=("dense",), progress=True):
     t_start = time.perf_counter()
     X, y = datasets.separated(cfg.n + cfg.n_test, cfg.d, margin=cfg.margin, seed=cfg.seed + 1)
@@ -93,12 +129,7 @@ def run(cfg, out, engines=("dense",), progress=True):
     nets_eval = None
     for m in progress_iter(cfg.ms, "E2 training (m)", progress):
         net0 = ShiftedReLUNet(m, cfg.d, seed=cfg.seed)
-        lr = auto_lr(net0, X)
-        res = {}
-        for model, eps in (("adversarial", cfg.eps), ("standard", 0.0)):
-            net = net0.copy()
-            h, ev = _train(cfg, net, X, y, eps, lr, cfg.iterations, cfg.eval_every)
-            res[model] = (net, h, ev)
+        lr, res = _pair(cfg, net0, X, y)
         adv_net, ha, eva = res["adversarial"]
         std_net, hs, evs = res["standard"]
         La = ha["loss"]
@@ -123,6 +154,7 @@ def run(cfg, out, engines=("dense",), progress=True):
                       "min_std": float(Ls.min()), "last_std": float(Ls[-1]),
                       "ratio_min": float(La.min() / Ls.min()),
                       "decrease_frac": float(np.mean(dL < 0)),
+                      **_over_seeds(cfg, m, La.min() / Ls.min(), float(np.mean(dL < 0))),
                       "clean_acc_adv": accuracy(adv_net, X, y),
                       "clean_acc_std": accuracy(std_net, X, y), **dg})
         _exactness(cfg, net0, X, y, lr, engines, diffs)
@@ -150,12 +182,13 @@ def run(cfg, out, engines=("dense",), progress=True):
             fits[kind] = fit_dict(theory.fit_power_law(ms, vals))
     t_train = md_table(
         ["m", "m ≥ n²", "lr", "min_t L_A adv. (t)", "last L_A adv.", "min_t L_A std.",
-         "last L_A std.", "adv/std (min)", "L_A fell (fraction of t)", "‖ΔW‖/‖W_0‖",
-         "√m·max_r‖Δw_r‖", "patterns flipped"],
+         "last L_A std.", "adv/std (min)", "adv/std over seeds (n)", "L_A fell (fraction of t)",
+         "L_A fell over seeds", "‖ΔW‖/‖W_0‖", "√m·max_r‖Δw_r‖", "patterns flipped"],
         [[r["m"], "yes" if r["m"] >= r["n"] ** 2 else "no", f"{r['lr']:.3g}",
           f"{r['min_adv']:.4f} ({r['argmin_adv']})", f"{r['last_adv']:.4f}",
           f"{r['min_std']:.4f}", f"{r['last_std']:.4f}", f"{r['ratio_min']:.3f}",
-          f"{r['decrease_frac']:.2f}", f"{r['rel_dW']:.4f}", f"{r['K']:.3f}",
+          _seeds_cell(r, "ratio_seeds", "{:.3f}".format), f"{r['decrease_frac']:.2f}",
+          _seeds_cell(r, "decrease_seeds", "{:.2f}".format), f"{r['rel_dW']:.4f}", f"{r['K']:.3f}",
           f"{r['flip_frac']:.4f}"] for r in per_m])
     t_fired = md_table(
         ["m", "m·Q(b)", "m^{4/5}", "attacked: mean over t", "attacked: max over t",
@@ -170,14 +203,16 @@ def run(cfg, out, engines=("dense",), progress=True):
           f"{cfg.n_test} held-out points of the same distribution; l2 PGD eps = {cfg.eps}, "
           f"{cfg.steps} steps; {cfg.iterations} iterations of adversarial and of standard "
           f"training (no adversary) from the same start, lr = auto (computed once per m, "
-          f"shared). L_A of the standard network every {cfg.eval_every} iterations.\n\n"
+          f"shared). L_A of the standard network every {cfg.eval_every} iterations. Over "
+          f"seeds: {cfg.seeds} seeds (start and data) at m ≤ {cfg.seeds_max_m}, range "
+          f"(number of seeds).\n\n"
           f"{t_train}\n\nFired neurons per input over training (b = sqrt(0.4 ln m)):\n\n"
           f"{t_fired}\n\nExponents of the max over training against m: "
           + "; ".join(f"{k} points {fmt_fit(v)}" for k, v in fits.items())
           + f"\n\nEngines against dense over the first {cfg.exact_iterations} iterations "
           f"(every m):\n\n{t_exact}\n\n### Robustness against eps (m = {m_eval})\n\n{md_rob}")
     metrics = {"ms": list(cfg.ms), "n": cfg.n, "d": cfg.d, "eps": cfg.eps,
-               "iterations": cfg.iterations, "engines": ["dense"] + list(diffs),
+               "iterations": cfg.iterations, "seeds": cfg.seeds, "engines": ["dense"] + list(diffs),
                "diffs": diffs, "per_m": per_m, "fired": fired, "fired_fits": fits,
                "gains": gains, "eval_m": m_eval, "eps_grid": grid,
                "half_separation": robustness.min_opposite_distance(X, y) / 2}

@@ -51,17 +51,24 @@ def plot_e1(out, rows, series, labels):
     fig, ax = plt.subplots(figsize=(7, 4.8))
     for s, mk in zip(series, "osD^"):
         ax.plot(m, [r[s] for r in rows], marker=mk, label=labels[s])
-    ax.plot(m, [r["expected_mQb"] for r in rows], color="k", lw=1.5, label="m·Q(b) (theory)")
-    ax.plot(m, [r["bound_m45"] for r in rows], color="k", ls=":", label="m^{4/5} (bound)")
-    _ref_slope(ax, m, rows[0]["clean_init"], 1.0, "slope 1 (∝ m) reference")
+    _fired_against_theory(ax, m, [r["expected_mQb"] for r in rows],
+                          [r["bound_m45"] for r in rows], rows[0]["clean_init"],
+                          "E1: neurons fired per input vs width", 8)
+    return [_save(fig, out, "e1_sparsity.png")]
+
+
+def _fired_against_theory(ax, m, mqb, m45, first, title, fontsize):
+    """The theory curves m·Q(b) and m^{4/5}, a slope-1 reference from ``first``, log axes."""
+    ax.plot(m, mqb, color="k", lw=1.5, label="m·Q(b) (theory)")
+    ax.plot(m, m45, color="k", ls=":", label="m^{4/5} (bound)")
+    _ref_slope(ax, m, first, 1.0, "slope 1 (∝ m) reference")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("width m (neurons)")
     ax.set_ylabel("fired neurons per input (count)")
-    ax.set_title("E1: neurons fired per input vs width")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return [_save(fig, out, "e1_sparsity.png")]
+    ax.legend(fontsize=fontsize)
 
 
 def plot_e2(out, curves, ms, diag, fired):
@@ -100,16 +107,8 @@ def plot_e2(out, curves, ms, diag, fired):
     for kind, mk in (("attacked", "o"), ("clean", "s")):
         ax.plot(mm, [f[f"max_{kind}"] for f in fired], marker=mk,
                 label=f"{kind} points: max over iterations")
-    ax.plot(mm, [f["mQb"] for f in fired], color="k", label="m·Q(b) (theory)")
-    ax.plot(mm, [f["m45"] for f in fired], color="k", ls=":", label="m^{4/5}")
-    _ref_slope(ax, mm, fired[0]["max_attacked"], 1.0, "slope 1 reference")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("width m (neurons)")
-    ax.set_ylabel("fired neurons per input (count)")
-    ax.set_title("E2: fired per input over training")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    _fired_against_theory(ax, mm, [f["mQb"] for f in fired], [f["m45"] for f in fired],
+                          fired[0]["max_attacked"], "E2: fired per input over training", 7)
     return [_save(fig, out, "e2_training.png")]
 
 

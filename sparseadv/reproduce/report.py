@@ -55,7 +55,7 @@ def make_configs(mode="quick", seed=0):
                 "e3": e3.Config(m0=16384, n0=256, d0=16, ms=[2 ** k for k in range(11, 18)],
                                 ns=[64, 128, 256, 512]),
                 "e4": e4.Config(m=2 ** 17, queries=1024, ms=[2 ** k for k in range(10, 19)]),
-                "e5": e5.Config(m=2048, iterations=40, eval=EvalConfig(max_points=100))}
+                "e5": e5.Config(m=2048, iterations=80, eval=EvalConfig(max_points=100))}
     elif mode == "full":
         full_eval = EvalConfig(steps=50, restarts=4, max_points=300)
         cfgs = {"e1": e1.Config(ms=[2 ** k for k in range(10, 21)], n=256, d=16),
