@@ -12,12 +12,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from sparseadv.sklearn import SparseAdversarialClassifier, SparseAdversarialRegressor  # noqa
 
-SMALL = dict(m=64, iterations=5, random_state=0)
+# lr="auto" is n / (64 lambda_max) (sparseadv.stepsize): small steps, so a few dozen iterations
+SMALL = dict(m=64, iterations=40, random_state=0)
 
 
 @parametrize_with_checks([SparseAdversarialClassifier(**SMALL),
                           SparseAdversarialClassifier(loss="logistic", batch_size=4, m=64,
-                                                      iterations=30, random_state=0),
+                                                      iterations=200, random_state=0),
                           SparseAdversarialRegressor(**SMALL)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -34,8 +35,8 @@ def test_one_vs_rest_on_digits(digits):
     rng = np.random.default_rng(0)
     order = rng.permutation(len(X))
     train, test = order[:1000], order[1000:]
-    # an explicit rate (about what lr="auto" picks here): ten eigensolves of a 1000 x 1000
-    # Gram matrix would dominate the test's time
+    # an explicit rate: ten eigensolves of a 1000 x 1000 Gram matrix (lr="auto") would
+    # dominate the test's time
     clf = OneVsRestClassifier(SparseAdversarialClassifier(m=256, eps=0.02, iterations=20,
                                                           lr=3.0, random_state=0))
     clf.fit(X[train], y[train])
@@ -58,7 +59,7 @@ def test_labels_are_mapped_and_back(digits):
     X, y = digits
     keep = np.isin(y, (0, 1))
     labels = np.where(y[keep] == 0, "zero", "one")
-    clf = SparseAdversarialClassifier(m=128, iterations=10, loss="logistic",
+    clf = SparseAdversarialClassifier(m=128, iterations=80, loss="logistic",
                                       random_state=1).fit(X[keep], labels)
     assert list(clf.classes_) == ["one", "zero"]
     pred = clf.predict(X[keep])
@@ -103,7 +104,7 @@ def test_regressor_fits_a_direction_function():
     X = rng.standard_normal((200, 3))
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     y = 3 + 2 * X[:, 0]
-    reg = SparseAdversarialRegressor(m=512, eps=0.01, iterations=60, random_state=0)
+    reg = SparseAdversarialRegressor(m=512, eps=0.01, iterations=400, random_state=0)
     assert reg.fit(X, y).score(X, y) > 0.8
     epochs = SparseAdversarialRegressor(m=64, batch_size=50, epochs=2, random_state=0).fit(X, y)
     assert epochs.n_iter_ == 8 and list(epochs.history_["batch_size"]) == [50] * 8
