@@ -1,5 +1,5 @@
-"""Run directories of ``sparseadv train``: the exclusive lock on ``--out`` and the checks of a
-checkpoint's configuration before a resume trusts it.
+"""Run directories of ``sparseadv train``: the exclusive lock on ``--out``, the checks of a
+checkpoint's configuration before a resume trusts it, and the SIGINT/SIGTERM flag of the loop.
 
 Two runs writing into one directory would interleave their files (one run's checkpoint with
 the other's weights), so a run holds an exclusive, non-blocking ``flock`` on ``--out``'s lock
@@ -9,6 +9,7 @@ when the process ends, however it ends, so a lock is never left stale.
 import math
 import numbers
 import os
+import signal
 
 from .errors import CheckpointError, InputError
 
@@ -77,6 +78,12 @@ def _real(low, high, strict=False, none=False, auto=False):
     return check
 
 
+def _int_or_none(low):
+    check = _int(low)
+    return lambda value: None if value is None else (
+        None if check(value) is None else f"{check(value)} or null")
+
+
 def _choice(*allowed):
     return lambda value: None if value in allowed else f"one of {allowed}"
 
@@ -94,12 +101,17 @@ CONFIG_CHECKS = {
     "random_start": _instance(bool, "true or false"),
     "normalize": _instance(bool, "true or false"), "checkpoint_every": _int(0),
     "out": _instance(str, "a string"),
+    "loss": _choice("squared", "logistic"), "batch_size": _int_or_none(1),
+    "epochs": _int_or_none(1),
 }
+# Keys added after the first checkpoints: absent means what those runs did.
+OPTIONAL_DEFAULTS = {"loss": "squared", "batch_size": None, "epochs": None}
 
 
 def check_config(path, config):
     """Refuse, with a CheckpointError naming ``path`` and the key, a checkpoint configuration
     that lacks a key of ``CONFIG_CHECKS`` or holds a value the command line would not accept."""
+    config = dict(OPTIONAL_DEFAULTS, **config)
     missing = [key for key in CONFIG_CHECKS if key not in config]
     if missing:
         raise CheckpointError(f"{path}: the checkpoint's config lacks {', '.join(missing)}; "
@@ -110,3 +122,30 @@ def check_config(path, config):
             raise CheckpointError(f"{path}: the checkpoint's config has {key}="
                                   f"{config[key]!r}, expected {expected}")
     return config
+
+
+class StopFlag:
+    """SIGINT/SIGTERM: the first one asks the loop to stop after the current iteration; a
+    second one interrupts at once (the last checkpoint on disk stays intact)."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except (ValueError, OSError):  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False

@@ -2,7 +2,8 @@
 
 Per example, K steps from delta = 0 (or a random point of the ball with ``random_start``):
 
-* l2 PGD: g = grad_x loss at x + delta; if g != 0, delta += step_size * g / ||g||_2; then delta is
+* l2 PGD: g = grad_x loss at x + delta (the squared loss of the paper by default, or the loss
+  the model is trained with: ``loss=``, ``sparseadv.losses``); if g != 0, delta += step_size * g / ||g||_2; then delta is
   scaled down onto the l2 ball of radius eps when it is longer; a zero gradient stays put.
 * l-inf PGD: delta += step_size * sign(g); delta is clipped to [-eps, eps] per coordinate.
 * FGSM: l-inf PGD with one step of size eps.
@@ -24,6 +25,7 @@ from ._validation import check_bool, check_positive_int, check_real, check_seed,
 from .errors import DivergenceError, InputError
 from .engines import make_engine
 from .engines.base import ThreatModel, fix_extreme_norms
+from .losses import get_loss
 
 
 def _check_norm(norm):
@@ -51,7 +53,7 @@ def _row_norms(A):
 
 
 class PGD:
-    """Projected gradient descent attack on each example's loss 0.5 (f(x) - y)^2.
+    """Projected gradient descent attack on each example's loss (0.5 (f(x) - y)^2 by default).
 
     Parameters
     ----------
@@ -67,9 +69,13 @@ class PGD:
         Start from a uniformly random point of the ball instead of the clean point.
     seed : int or numpy.random.Generator, optional
         Randomness of ``random_start``; the same seed gives the same bits.
+    loss : "squared", "logistic" or a ``sparseadv.losses.Loss``
+        The loss each step ascends, unless ``run``/``perturb`` are given another (the trainer
+        passes its own).
     """
 
-    def __init__(self, eps, steps, step_size=None, norm=2, random_start=False, seed=None):
+    def __init__(self, eps, steps, step_size=None, norm=2, random_start=False, seed=None,
+                 loss="squared"):
         self.eps = check_real("eps", eps, low=0.0)
         self.steps = check_positive_int("steps", steps)
         if step_size is None:
@@ -86,6 +92,7 @@ class PGD:
         self.random_start = check_bool("random_start", random_start)
         self.seed = check_seed(seed)
         self._rng = np.random.default_rng(self.seed)
+        self.loss = get_loss(loss)
 
     def __repr__(self):
         norm = "inf" if self.norm == np.inf else "2"
@@ -125,27 +132,32 @@ class PGD:
         return ThreatModel(eps=self.eps, norm=self.norm, steps=self.steps,
                            step_size=self.step_size, random_start=self.random_start)
 
-    def perturb(self, net, X, y, engine="dense", **engine_options):
+    def perturb(self, net, X, y, engine="dense", loss=None, **engine_options):
         """The adversarial points x_i + delta_i, shape (n, d); X and y are not modified.
 
         ``engine`` computes the gradients: a name of ``sparseadv.engines.ENGINES`` (built for
         ``net`` with ``engine_options``; None means "dense") or an engine bound to ``net``.
-        Starts an iteration on the engine (``begin_iteration``) and runs the attack loop
-        (``run``)."""
+        ``loss`` (default: the attack's) is the loss ascended. Starts an iteration on the
+        engine (``begin_iteration``) and runs the attack loop (``run``)."""
         X, y = check_Xy(X, y, net.d)
+        loss = self.loss if loss is None else get_loss(loss)
+        loss.check_labels(y)
         engine = make_engine("dense" if engine is None else engine, net, **engine_options)
         engine.begin_iteration(X, y, self.threat_model)
-        return self.run(X, y, engine)
+        return self.run(X, y, engine, loss)
 
-    def run(self, X, y, engine):
+    def run(self, X, y, engine, loss=None):
         """The attack loop on validated float64 (X, y), for a caller that has started the
-        iteration with ``engine.begin_iteration(X, y, self.threat_model)``: K calls
-        ``engine.input_gradient(X + delta_k, y, pass_index=k)``, k = 0 .. K - 1; returns the
-        points after K steps, X + delta_K (pass K of the iteration)."""
+        iteration with ``engine.begin_iteration(X, y, self.threat_model)``: K input gradients
+        of ``loss`` (default: the attack's) at the points after k steps, k = 0 .. K - 1, each
+        from ``engine.input_direction(X + delta_k, pass_index=k)`` scaled by the loss's
+        derivative (``engine.input_gradient`` for the squared loss); returns the points after
+        K steps, X + delta_K (pass K of the iteration)."""
+        loss = self.loss if loss is None else get_loss(loss)
         n, d = X.shape
         delta = self._random_delta(n, d) if self.random_start else np.zeros((n, d))
         for k in range(self.steps):
-            G, _f = engine.input_gradient(X + delta, y, pass_index=k)
+            G, _f = loss.input_gradient(engine, X + delta, y, pass_index=k)
             if not np.isfinite(G).all():
                 raise DivergenceError(
                     f"the input gradient at attack step {k} is not finite: the weights have "
@@ -169,9 +181,9 @@ class PGD:
 class FGSM(PGD):
     """Fast gradient sign method: l-inf PGD with one step of size eps."""
 
-    def __init__(self, eps, random_start=False, seed=None):
+    def __init__(self, eps, random_start=False, seed=None, loss="squared"):
         super().__init__(eps, steps=1, step_size=None, norm=np.inf,
-                         random_start=random_start, seed=seed)
+                         random_start=random_start, seed=seed, loss=loss)
         self.step_size = self.eps
 
     def __repr__(self):

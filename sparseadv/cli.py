@@ -13,6 +13,7 @@ import signal
 import sys
 
 from . import _argtypes as argtypes
+from ._runs import StopFlag
 from .analysis.estimate import FULL_ESTIMATE  # also quoted by REPORT.md
 from .distributed import cli_support
 from .errors import CheckpointError, InputError, SparseAdvError
@@ -26,10 +27,10 @@ PROG = "sparseadv"
 TRAIN_DEFAULTS = dict(data="separated", n=256, d=16, m=4096, eps=0.05, steps=3, step_size=None,
                       norm="2", engine="dense", iterations=50, lr="auto", seed=0,
                       random_start=False, normalize=True, checkpoint_every=10,
-                      out="sparseadv-run")
+                      out="sparseadv-run", loss="squared", batch_size=None, epochs=None)
 # Options that define the run and must not change on resume.
 _FROZEN = ("data", "n", "d", "m", "eps", "steps", "step_size", "norm", "engine", "lr", "seed",
-           "random_start", "normalize")
+           "random_start", "normalize", "loss", "batch_size")
 
 
 class UsageError(InputError):
@@ -88,6 +89,15 @@ def build_parser():
     tr.add_argument("--iterations", type=argtypes.positive_int,
                     help="total number of iterations; with --resume, the run continues until "
                          "this total (default 50)")
+    tr.add_argument("--epochs", type=argtypes.positive_int,
+                    help="train for this many passes over the data instead (epochs x "
+                         "ceil(n / batch size) iterations in total); not with --iterations")
+    tr.add_argument("--loss", choices=("squared", "logistic"),
+                    help="training loss, also ascended by the attack: squared (the paper's, "
+                         "default) or logistic (labels must be -1 and +1)")
+    tr.add_argument("--batch-size", type=argtypes.positive_int,
+                    help="attack and update on mini-batches of this many points, drawn per "
+                         "epoch from a permutation seeded by --seed (default: full batch)")
     tr.add_argument("--lr", type=argtypes.lr, help="learning rate: a positive number, or auto "
                                            "(n / lambda_max of the NTK Gram matrix; default)")
     tr.add_argument("--seed", type=argtypes.nonneg_int, help="seed of the network, the data and the "
@@ -179,33 +189,6 @@ def _accuracy(net, X, y):
     return float(np.mean(np.where(net.forward(X) >= 0, 1.0, -1.0) == y))
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM: the first one asks the loop to stop after the current iteration; a
-    second one interrupts at once (the last checkpoint on disk stays intact)."""
-
-    def __init__(self):
-        self.signum = None
-        self._old = {}
-
-    def _handler(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handler)
-            except (ValueError, OSError):  # not the main thread
-                pass
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
-
-
 def _history_dict(records, fields):
     import numpy as np
     return {k: np.array([r[k] for r in records]) for k in fields}
@@ -227,7 +210,9 @@ def _resume_config(args, given):
             raise UsageError(f"--{key.replace('_', '-')}={given[key]} conflicts with the "
                              f"checkpoint in {args.resume} ({key}={cfg.get(key)}); "
                              f"drop the option to resume")
-    cfg["iterations"] = given.get("iterations", cfg["iterations"])
+    if "iterations" in given or "epochs" in given:     # a new total replaces the old one
+        cfg["iterations"] = given.get("iterations", cfg["iterations"])
+        cfg["epochs"] = given.get("epochs")
     cfg["checkpoint_every"] = given.get("checkpoint_every", cfg["checkpoint_every"])
     cfg["out"] = given.get("out", args.resume)
     return ckpt, cfg
@@ -250,6 +235,8 @@ def cmd_train(args, out=None, err=None):
     from .engines import ENGINES
 
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k, None) is not None}
+    if "iterations" in given and "epochs" in given:
+        raise UsageError("give --iterations or --epochs, not both")
     if args.resume:
         ckpt, cfg = _resume_config(args, given)
     else:
@@ -314,6 +301,8 @@ def _restore(ckpt, cfg, X, y, attack):
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise CheckpointError(f"{path}: unusable attack RNG state "
                                   f"({type(exc).__name__}: {exc})") from None
+    if cfg["batch_size"] is not None and ckpt["batch_order"] is None:
+        raise CheckpointError(f"{path}: a mini-batch run's checkpoint without its batch order")
     lr = ckpt["lr"] if ckpt["lr"] is not None else cfg["lr"]
     start = ckpt["iteration"]
     records = [{k: history[k][i].item() for k in RECORD_FIELDS} for i in range(start)]
@@ -332,7 +321,7 @@ def _train(args, cfg, ckpt, outdir, out, err):
 
     from . import io
     from .network import ShiftedReLUNet
-    from .trainer import RECORD_FIELDS
+    from .trainer import RECORD_FIELDS, AdversarialTrainer
 
     X, y, X_test, y_test = _build_data(cfg)
     cfg["n"], cfg["d"] = int(X.shape[0]), int(X.shape[1])
@@ -343,8 +332,24 @@ def _train(args, cfg, ckpt, outdir, out, err):
     else:
         net = ShiftedReLUNet(cfg["m"], cfg["d"], seed=cfg["seed"])
         lr, start, records = cfg["lr"], 0, []
-    trainer = cli_support.make_trainer(args, net, attack, lr, cfg["engine"])
+    if cfg["batch_size"] is not None and cfg["batch_size"] > cfg["n"]:
+        raise UsageError(f"--batch-size={cfg['batch_size']} is larger than the number of "
+                         f"training points n = {cfg['n']}")
+    if cfg["loss"] == "squared" and cfg["batch_size"] is None:
+        trainer = cli_support.make_trainer(args, net, attack, lr, cfg["engine"])
+    elif any(getattr(args, k, None) is not None for k in ("scheduler", "local_cluster",
+                                                         "shards")):
+        raise UsageError("--loss logistic and --batch-size train in a single process: drop "
+                         "--scheduler, --local-cluster and --shards")
+    else:
+        trainer = AdversarialTrainer(net, attack, lr=lr, engine=cfg["engine"],
+                                     loss=cfg["loss"], batch_size=cfg["batch_size"],
+                                     seed=cfg["seed"] + 3)
+    order = getattr(trainer, "order", None)     # the batch order (mini-batches only)
+    per_epoch = 1 if order is None else trainer.batches_per_epoch(cfg["n"])
     trainer.iterations_ = start
+    if ckpt is not None and order is not None:
+        order.set_state(ckpt["batch_order"], ckpt["path"])
     attack_spec = dict(eps=attack.eps, steps=attack.steps, step_size=attack.step_size,
                        norm=cfg["norm"], random_start=attack.random_start,
                        seed=cfg["seed"] + 2, kind=type(attack).__name__)
@@ -360,9 +365,12 @@ def _train(args, cfg, ckpt, outdir, out, err):
             outdir, W=net.W, a=net.a, b=net.b, iteration=iteration, lr=trainer.lr_,
             attack=attack_spec,
             rng_state=attack._rng.bit_generator.state if attack.random_start else None,
-            data=data_spec, config=cfg, history=_history_dict(records, RECORD_FIELDS))
+            data=data_spec, config=cfg, history=_history_dict(records, RECORD_FIELDS),
+            batch_order=None if order is None else order.state())
 
     target = cfg["iterations"]
+    if cfg["epochs"] is not None:
+        target = cfg["epochs"] * per_epoch
     every = cfg["checkpoint_every"]
     it = start
     bar = None
@@ -372,7 +380,7 @@ def _train(args, cfg, ckpt, outdir, out, err):
                    unit="it", file=err)
     stopped = None
     try:
-        with _StopFlag() as flag:
+        with StopFlag() as flag:
             try:
                 while it < target and flag.signum is None:
                     rec = trainer.step(X, y)
@@ -411,7 +419,8 @@ def _train(args, cfg, ckpt, outdir, out, err):
               f"saved, continue with: {PROG} train --resume {outdir} --iterations {target}",
               file=err)
         return 128 + int(stopped)
-    summary = {"iterations": it, "lr": trainer.lr_,
+    summary = {"iterations": it, "epochs": it / per_epoch,
+               "lr": trainer.lr_,
                "robust_loss": float(hist["loss"][-1]) if len(records) else None,
                "train_accuracy": _accuracy(net, X, y)}
     if X_test is not None:

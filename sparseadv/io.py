@@ -350,10 +350,11 @@ def _json_array(obj):
 
 
 def save_checkpoint(directory, *, W, a, b, iteration, lr, attack, rng_state, data, config,
-                    history):
+                    history, batch_order=None):
     """Save a training state into ``directory/checkpoint.npz`` atomically.
 
-    ``attack``, ``rng_state`` (or None), ``data`` and ``config`` are JSON-serialisable dicts;
+    ``attack``, ``rng_state`` (or None), ``data``, ``config`` and ``batch_order`` (the
+    trainer's ``order.state()``, None in full batch) are JSON-serialisable dicts;
     ``history`` is a dict of 1-D arrays (the trainer's record fields), each of length
     ``iteration``."""
     arrays = {
@@ -367,6 +368,7 @@ def save_checkpoint(directory, *, W, a, b, iteration, lr, attack, rng_state, dat
         "rng_state": _json_array(rng_state),
         "data": _json_array(data),
         "config": _json_array(config),
+        "batch_order": _json_array(batch_order),
     }
     for key, value in history.items():
         arrays["history_" + key] = np.asarray(value)
@@ -455,5 +457,8 @@ def load_checkpoint(directory):
         "rng_state": _json_field(path, raw, "rng_state", want=(dict, type(None))),
         "data": _json_field(path, raw, "data"),
         "config": _json_field(path, raw, "config"),
+        # absent in checkpoints of full-batch runs written before mini-batches existed
+        "batch_order": (_json_field(path, raw, "batch_order", want=(dict, type(None)))
+                        if "batch_order" in raw else None),
         "history": history,
     }

@@ -29,6 +29,7 @@ from ._validation import (check_allocation, check_matrix, check_positive_int, ch
                           check_seed, check_Xy)
 from .attacks import PGD, _check_norm
 from .errors import InputError, InputTypeError
+from .losses import get_loss
 
 
 def _check_net(net):
@@ -152,9 +153,11 @@ def margin_pgd(net, X, y, eps, norm=2, steps=50, restarts=1, step_sizes=None, se
     return MarginAttackResult(best_m, best_x, runs)
 
 
-def _training_attack(eps, norm, train_attack):
+def _training_attack(eps, norm, train_attack, loss=None):
+    """The training-attack member: ``train_attack``, or ``PGD(eps, 10, norm)`` ascending
+    ``loss`` (default squared)."""
     if train_attack is None:
-        return PGD(eps, steps=10, norm=norm)
+        return PGD(eps, steps=10, norm=norm, loss="squared" if loss is None else loss)
     if not isinstance(train_attack, PGD):
         raise InputTypeError(f"train_attack must be a sparseadv PGD or FGSM attack, "
                              f"got {type(train_attack).__name__}")
@@ -189,12 +192,14 @@ class RobustEvaluation:
 
 
 def evaluate(net, X, y, eps, norm=2, steps=50, restarts=4, step_sizes=None, train_attack=None,
-             seed=None):
+             seed=None, loss=None):
     """Run the ensemble on (X, y) at radius ``eps``; returns a :class:`RobustEvaluation`.
 
     Members: ``"margin"`` (:func:`margin_pgd` with ``steps``, ``restarts``, ``step_sizes`` and
-    ``seed``) and ``"squared_loss"`` (the training attack: ``train_attack``, default
-    ``PGD(eps, 10, norm=norm)``; its last point is checked). A point is robust only when it is
+    ``seed``) and the training attack, named after the loss it ascends (``"squared_loss"`` or
+    ``"logistic_loss"``): ``train_attack``, default ``PGD(eps, 10, norm=norm)``, ascending
+    ``loss`` (the loss the model was trained with; default: the attack's own, squared unless
+    built otherwise); its last point is checked. A point is robust only when it is
     classified correctly and neither member flips it. The default of 4 restarts (10 trajectories
     per point) is where, on the cross-check problem of ``tests/test_torch_crosscheck.py``, more
     restarts or steps stopped finding new flips; ART's PGD found one flip that 2 restarts missed.
@@ -208,12 +213,15 @@ def evaluate(net, X, y, eps, norm=2, steps=50, restarts=4, step_sizes=None, trai
                      step_sizes=step_sizes, seed=seed)
     flips = {"margin": flipped(res.margin, y)}
     margin, points = res.margin.copy(), res.points.copy()
-    Xa = _training_attack(eps, norm, train_attack).perturb(net, X, y)
+    attack = _training_attack(eps, norm, train_attack, loss)
+    loss = attack.loss if loss is None else get_loss(loss)
+    Xa = attack.perturb(net, X, y, loss=loss)
     ma = y * net.forward(Xa)
-    flips["squared_loss"] = flipped(ma, y)
+    member = f"{loss.name}_loss"
+    flips[member] = flipped(ma, y)
     lower = ma < margin
     margin[lower], points[lower] = ma[lower], Xa[lower]
-    robust = ~(flips["margin"] | flips["squared_loss"])
+    robust = ~(flips["margin"] | flips[member])
     return RobustEvaluation(eps, norm, robust, margin, points, flips)
 
 
@@ -222,15 +230,17 @@ def robust_accuracy(net, X, y, eps, norm=2, **options):
     return evaluate(net, X, y, eps, norm=norm, **options).accuracy
 
 
-def robust_loss(net, X, y, attack):
-    """The paper's robust loss L_A(W) = (1/(2n)) sum_i (f(W, A(x_i)) - y_i)^2 for the attack A
-    (a ``sparseadv.PGD``; ``PGD(0, 1)`` gives the clean loss)."""
+def robust_loss(net, X, y, attack, loss=None):
+    """The robust loss L_A(W) = (1/n) sum_i loss(f(W, A(x_i)), y_i) for the attack A (a
+    ``sparseadv.PGD``; ``PGD(0, 1)`` gives the clean loss) ascending ``loss`` (default: the
+    attack's own). For the squared loss, the paper's (1/(2n)) sum_i (f(W, A(x_i)) - y_i)^2."""
     net = _check_net(net)
     X, y = check_Xy(X, y, net.d)
     if not isinstance(attack, PGD):
         raise InputTypeError(f"attack must be a sparseadv PGD or FGSM attack, "
                              f"got {type(attack).__name__}")
-    return net.loss(attack.perturb(net, X, y), y)
+    loss = attack.loss if loss is None else get_loss(loss)
+    return loss.mean(net.forward(attack.perturb(net, X, y, loss=loss)), y)
 
 
 def conflict_graph(X, y, eps, norm=2):
@@ -287,14 +297,18 @@ def min_opposite_distance(X, y, norm=2):
     return float(cdist(X[pos], X[neg], "chebyshev" if norm == np.inf else "euclidean").min())
 
 
-def robustness_curves(nets, X, y, eps_grid, norm=2, loss_steps=10, **options):
+def robustness_curves(nets, X, y, eps_grid, norm=2, loss_steps=10, loss="squared",
+                      **options):
     """Robust accuracy and robust loss against eps for several networks.
 
     ``nets``: a dict name -> ShiftedReLUNet. Returns a list of rows (dicts) with ``eps``,
     ``model``, ``clean_acc``, ``robust_acc`` (the ensemble), ``robust_acc_margin`` and
-    ``robust_acc_squared_loss`` (each member alone), ``robust_loss`` (L_A for
-    ``PGD(eps, loss_steps)``) and ``ceiling``; ``options`` go to :func:`evaluate`.
+    ``robust_acc_<loss>_loss`` (each member alone; ``loss`` is the one the models were trained
+    with), ``robust_loss`` (L_A for ``PGD(eps, loss_steps)`` ascending ``loss``) and
+    ``ceiling``; ``options`` go to :func:`evaluate`.
     """
+    loss = get_loss(loss)
+    member = f"{loss.name}_loss"
     if not isinstance(nets, dict) or not nets:
         raise InputTypeError("nets must be a non-empty dict name -> ShiftedReLUNet")
     norm = _check_norm(norm)
@@ -303,13 +317,14 @@ def robustness_curves(nets, X, y, eps_grid, norm=2, loss_steps=10, **options):
     for eps in grid:
         ceiling = accuracy_ceiling(X, y, eps, norm)
         for name, net in nets.items():
-            ev = evaluate(net, X, y, eps, norm=norm, **options)
+            ev = evaluate(net, X, y, eps, norm=norm, loss=loss, **options)
             rows.append({"eps": eps, "model": name,
                          "clean_acc": float(np.mean(~flipped(y * net.forward(X), y))),
                          "robust_acc": ev.accuracy,
                          "robust_acc_margin": ev.member_accuracy("margin"),
-                         "robust_acc_squared_loss": ev.member_accuracy("squared_loss"),
-                         "robust_loss": robust_loss(net, X, y, PGD(eps, loss_steps, norm=norm)),
+                         f"robust_acc_{member}": ev.member_accuracy(member),
+                         "robust_loss": robust_loss(net, X, y, PGD(eps, loss_steps, norm=norm),
+                                                    loss),
                          "ceiling": ceiling})
     return rows
 

@@ -31,7 +31,7 @@ def suite():
 def test_every_class_uses_the_base(suite):
     common = suite("common")
     for name in ("bench_dense", "bench_engines", "bench_attack", "bench_hsr",
-                 "bench_stepsize", "bench_contenders"):
+                 "bench_stepsize", "bench_contenders", "bench_batches"):
         mod = suite(name)
         classes = [v for k, v in vars(mod).items() if isinstance(v, type)
                    and v.__module__ == mod.__name__ and not k.startswith("_")]
@@ -76,3 +76,21 @@ def test_engine_memory_benchmark(suite):
     b.peakmem_iteration("certified", be.MEMORY_SIZES[0], 3)
     with pytest.raises(NotImplementedError):
         b.setup("no-such-engine", be.MEMORY_SIZES[0], 3)
+
+
+def test_batch_epoch_benchmark(suite):
+    bb = suite("bench_batches")
+    assert bb.SIZE == (2 ** 12, 1024, 16)
+    bb.SIZE = (1024, 256, 8)            # the test's size: the classes read it in setup
+    counts = {}
+    for engine in ("dense", "certified"):
+        for batch_size in (None, 64):
+            b = bb.BatchEpoch()
+            b.setup(engine, batch_size)
+            b.time_epoch(engine, batch_size)
+            n = b.X.shape[0]
+            assert len(b.history["loss"]) == (1 if batch_size is None else -(-n // batch_size))
+            counts[engine, batch_size] = b.track_inner_products(engine, batch_size)
+    # dense does the same work per epoch whatever the batch: (K + 2) m n products
+    assert counts["dense", None] == counts["dense", 64]
+    assert counts["certified", 64] < counts["dense", 64]

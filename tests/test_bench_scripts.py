@@ -88,3 +88,26 @@ def test_table_scripts_run():
     out = run_tool("engine_table", "--m-min", "10", "--m-max", "12", "--n", "32", "--d", "4",
                    "--iters", "1")
     assert "Fitted: inner products per iteration ~ m^" in out
+
+
+def test_batch_table_epochs():
+    out = run_tool("batch_table", "epochs", "--m", "512", "--n", "64", "--d", "4",
+                   "--batches", "16", "--repeats", "1")
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| dense")
+            or line.startswith("| certified")]
+    assert [(r[0][2:], r[1], r[2]) for r in rows] == [
+        ("dense", "full", "1"), ("dense", "16", "4"), ("certified", "full", "1"),
+        ("certified", "16", "4")]
+    # dense: the same inner products per epoch at any batch size
+    assert rows[0][4] == rows[1][4]
+
+
+def test_batch_table_digits():
+    pytest.importorskip("sklearn")
+    out = run_tool("batch_table", "digits", "--m", "256", "--seconds", "0.6", "--eval-every",
+                   "0.3", "--eval-points", "20", "--batches", "64")
+    best = out.split("| best robust accuracy |")[1]
+    rows = [line.split(" | ") for line in best.splitlines() if line.startswith("| ")
+            and not line.startswith("|---")]
+    assert [r[0][2:] for r in rows] == ["full", "64"]
+    assert all(0.0 <= float(r[1]) <= 1.0 and float(r[2]) > 0 for r in rows)

@@ -351,7 +351,9 @@ class ShardedTrainer(CheckpointMixin):
         self.iterations_ += 1
         record = {"loss": loss, "fired_mean": float(fired.mean()), "fired_max": int(fired.max())}
         record.update({key: sum(c[key] for c in counters) for key in counters[0]})
-        record.update(lr=self.lr_, seconds_attack=t2 - t1, seconds_forward=t3 - t2,
+        # full batch: every iteration is one epoch of n points (the trainer's record fields)
+        record.update(lr=self.lr_, batch_size=n, epoch=self.iterations_ - 1,
+                      seconds_attack=t2 - t1, seconds_forward=t3 - t2,
                       seconds_backward=t4 - t3, seconds=t4 - t0, bytes_sent=self._sent,
                       bytes_received=self._received, seconds_waiting=self._wait)
         self._records.append({key: record[key] for key in RECORD_FIELDS})

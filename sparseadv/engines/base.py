@@ -9,11 +9,13 @@ nothing.
 One iteration, in call order (``AdversarialTrainer.step`` does exactly this)::
 
     threat = attack.threat_model                       # ThreatModel, immutable
-    engine.begin_iteration(X, y, threat)               # clean points; resets the counters
-    Xt = attack.run(X, y, engine)                      # calls, for k = 0 .. K-1:
-        # engine.input_gradient(X + delta_k, y, pass_index=k) -> (G, f)
+    engine.begin_iteration(X, y, threat[, batch])      # clean points; resets the counters
+    Xt = attack.run(X, y, engine, loss)                # calls, for k = 0 .. K-1:
+        # engine.input_direction(X + delta_k, pass_index=k) -> (H, f), H_i = grad_x f(x_i),
+        # scaled by the loss: G_i = loss'(f_i) H_i (for the squared loss the engine's own
+        # input_gradient(X + delta_k, y, pass_index=k) = H (f - y), the same bits)
     f, fired = engine.forward(Xt, pass_index=K)        # K = threat.steps
-    rows, G = engine.weight_gradient(Xt, coef, pass_index=K)
+    rows, G = engine.weight_gradient(Xt, coef, pass_index=K)  # coef_i = loss'(f_i) / |B| / sqrt(m)
     net.apply_step(rows, G, lr)                        # W[rows] -= lr G, then, on every
         # engine bound to net: engine.weights_changed(rows)
 
@@ -24,6 +26,13 @@ ball (the attack guarantees it). Pass 0 is at the clean points exactly unless
 points, so an engine may reuse what ``forward`` found for the ``weight_gradient`` of the same
 pass. ``pass_index=None`` (the default) says nothing about the points: the engine must evaluate
 them without any of those assumptions (the certified engine uses the dense kernels there).
+
+Batches. With mini-batches the trainer passes ``batch=Batch(points, index)``: the clean points
+X of this iteration are the rows ``index`` (sorted, distinct) of the training set ``points``,
+which stays the same object-for-object from iteration to iteration. An engine whose state
+depends on the clean points (certified) keeps it per training point and serves any batch from
+it; the others ignore ``batch``. Without it (full batch, or outside training) X is the whole
+set.
 
 Weights. The network owns them: ``net.apply_step`` is the only in-place change, and it notifies
 every engine bound to the network through one path, ``weights_changed(rows)`` (the rows that
@@ -37,6 +46,7 @@ engine's next call, which is all the trainer and the attacks need.
 """
 import dataclasses
 import numbers
+import typing
 
 import numpy as np
 
@@ -89,8 +99,15 @@ def _as_threat_model(threat):
                          f"{type(threat).__name__}")
 
 
+class Batch(typing.NamedTuple):
+    """The clean points of a mini-batch iteration are ``points[index]``: ``points`` the whole
+    training set (n, d), ``index`` sorted distinct int64 row ids."""
+    points: np.ndarray
+    index: np.ndarray
+
+
 class Engine:
-    """Base class. Subclasses set ``name`` and implement ``input_gradient``, ``forward`` and
+    """Base class. Subclasses set ``name`` and implement ``input_direction``, ``forward`` and
     ``weight_gradient``; ``begin_iteration``, ``weights_changed`` and ``weights_reset`` are
     hooks (the protocol is in the module docstring)."""
 
@@ -107,17 +124,26 @@ class Engine:
         for key in self.counters:
             self.counters[key] = 0
 
-    def begin_iteration(self, X, y, threat):
+    def begin_iteration(self, X, y, threat, batch=None):
         """Start an iteration at the clean points X (validated, float64) under ``threat`` (a
-        ThreatModel; an attack is accepted and its ``threat_model`` used). Resets the
+        ThreatModel; an attack is accepted and its ``threat_model`` used). ``batch``: a
+        ``Batch`` when X are rows of a larger training set (module docstring). Resets the
         counters."""
         self.reset_counters()
         self.threat = _as_threat_model(threat)
 
-    def input_gradient(self, Xt, y, pass_index=None):
-        """(G, f): the gradient in x of each example's loss 0.5 (f(x_i) - y_i)^2, shape (n, d),
-        and the outputs f, shape (n,), at the points Xt."""
+    def input_direction(self, Xt, pass_index=None):
+        """(H, f): the gradient in x of the output, H_i = grad_x f(x_i), shape (n, d), and the
+        outputs f, shape (n,), at the points Xt. A loss scales H per row by its derivative
+        (``sparseadv.losses``)."""
         raise NotImplementedError
+
+    def input_gradient(self, Xt, y, pass_index=None):
+        """(G, f): the gradient in x of each example's squared loss 0.5 (f(x_i) - y_i)^2,
+        G = H (f - y) from ``input_direction``, and the outputs f."""
+        H, f = self.input_direction(Xt, pass_index=pass_index)
+        H *= (f - y)[:, None]
+        return H, f
 
     def forward(self, Xt, pass_index=None):
         """(f, fired): outputs and fired-neuron counts at the points Xt."""

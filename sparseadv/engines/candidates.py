@@ -22,10 +22,11 @@ Budgets (``auto``). The first build gives every neuron ``initial_budget``. A neu
 v_r (‖Δ_r‖ per update since its anchoring) is measured at its first update and whenever it is
 re-anchored, and its budget is then set to the minimiser of the modelled cost per iteration
 
-    P · n · φ · c · B   +   ρ · n · v_r / B     →     B_r = sqrt(ρ v_r / (P φ c)),
+    P · |B| · φ · c · B   +   ρ · n · v_r / B     →     B_r = sqrt(ρ v_r n / (P |B| φ c)),
 
-clipped to [1.1 v_r, 4 · initial_budget]: the first term is the candidate pairs a budget B
-adds (P = passes per iteration over the anchored sets, φ = density of anchored scores at the
+clipped to [1.1 v_r, 4 · initial_budget · sqrt(n / |B|)]: the first term is the candidate
+pairs a budget B adds (|B| the points of an iteration: n in full batch, the batch size with
+mini-batches; P = passes per iteration over the anchored sets, φ = density of anchored scores at the
 candidate threshold per unit of score, measured by the anchoring GEMMs as the fraction of pairs
 within 0.1 σ of the threshold, c = mean ‖x_i‖ + ε₂), the second the amortised re-anchoring (n
 inner products every B / v_r iterations, ρ = ``reanchor_cost``). A budget changes only then:
@@ -84,6 +85,7 @@ class AnchoredCandidates:
         self.band_pairs = 0     # anchored pairs within band_halfwidth of their threshold
         self.band_rows = 0      # neurons those counts come from
         self.passes = 1         # P of the cost model, set by the engine every iteration
+        self.batch_fraction = 1.0   # |B| / n of the current iteration (mini-batches)
         self._buffer = 0        # which of the two CSR work buffers the next splice writes
         rows = all_rows(m)
         _core.copy_rows_norms(net.W, self.anchor_W, rows, self.anchor_norm2, self.anchor_norm1)
@@ -162,9 +164,12 @@ class AnchoredCandidates:
         n = self.points.shape[0]
         phi = self.band_pairs / (self.band_halfwidth * n * max(self.band_rows, 1))
         c = float(np.mean(self.point_norms)) + self.ball_l2_radius
-        cap = 4.0 * self.initial_budget
+        # a pass over a batch scans the fraction |B| / n of the pairs, re-anchoring still
+        # scores all n points: both the optimum and the cap grow by sqrt(n / |B|)
+        frac = self.batch_fraction
+        cap = 4.0 * self.initial_budget / np.sqrt(frac)
         if phi > 0 and c > 0:
-            B = np.sqrt(self.reanchor_cost * rate / (self.passes * phi * c))
+            B = np.sqrt(self.reanchor_cost * rate / (self.passes * frac * phi * c))
         else:
             B = np.full_like(rate, self.initial_budget)
         return np.minimum(np.maximum(B, 1.1 * rate), np.maximum(cap, 1.1 * rate))
@@ -188,10 +193,24 @@ class AnchoredCandidates:
             self.shrink(rows[shrink])
         self.anchor(W, rows[over])
 
+    def restrict(self, index, work):
+        """The anchored lists restricted to the training points ``index`` (sorted distinct),
+        renumbered 0 .. len(index) - 1 (still sorted within each neuron): (ptr, idx). Index
+        work O(n + anchored pairs), no inner products."""
+        n = self.points.shape[0]
+        local = work("batch_local", n, np.int32)
+        local.fill(-1)
+        local[index] = np.arange(len(index), dtype=np.int32)
+        mapped = local[self.idx]
+        keep = mapped >= 0
+        before = np.zeros(len(self.idx) + 1, dtype=np.int64)
+        np.cumsum(keep, out=before[1:])
+        return np.ascontiguousarray(before[self.ptr]), np.ascontiguousarray(mapped[keep])
+
     def missing_pairs(self, fired_ptr, fired_idx, ptr, idx):
-        """Keys (r * n + i) of the fired pairs (point-major CSR ``fired_ptr``/``fired_idx``)
-        that the neuron-major list (ptr, idx) lacks."""
-        n, m = self.points.shape[0], len(ptr) - 1
+        """Keys (r * n + i) of the fired pairs (point-major CSR ``fired_ptr``/``fired_idx``,
+        n = its points) that the neuron-major list (ptr, idx) lacks."""
+        n, m = len(fired_ptr) - 1, len(ptr) - 1
         if not len(fired_idx):
             return np.empty(0, dtype=np.int64)
         keys = fired_idx * n + np.repeat(np.arange(n, dtype=np.int64), np.diff(fired_ptr))

@@ -17,6 +17,19 @@ sets (rebuilt at the next iteration). ``verify=True`` checks every evaluated poi
 brute force, and that indexed passes lie in the balls, and raises RuntimeError on any fired
 pair that is not a candidate.
 
+Mini-batches (``begin_iteration(..., batch=Batch(points, index))``, docs/design.md §3). The
+sets are built for all n training points and stay a proof for every one of them, whichever
+batch it is in: the bound uses only per-point anchored scores s_ri against the neuron's current
+anchor, the point's norm and the neuron's budget, and after every weight step each moved row's
+drift is measured and every neuron past its budget is re-anchored against all n points. A
+batch iteration restricts the lists to the batch's points (``AnchoredCandidates.restrict``:
+renumbered, still sorted; index work over the anchored pairs, no inner products) and runs the
+passes below on them, so their inner products scale with the batch. What stays O(n): n inner
+products per re-anchored neuron (the cost model weighs candidates by |B| / n, so budgets grow
+by sqrt(n / |B|) and re-anchoring gets rarer) and the restriction's index work. The same
+training-set object as in the previous batch is taken to be the same data (no O(n d)
+comparison per iteration).
+
 Per-iteration refinement (``refine=True``). The anchored sets hold for every weight within the
 budget; within one iteration the weights are fixed, so pass 0, when it is at the clean points
 (``threat.starts_clean``), also marks the candidates with ⟨w_r, x_i⟩ > b − ε‖w_r‖_p* − slack at
@@ -129,6 +142,8 @@ class CertifiedEngine(Engine):
         self._dense = DenseEngine(net)
         self._dense.counters = self.counters
         self._sets = None           # AnchoredCandidates, or None until (re)built
+        self._source = None         # the training set object of the last mini-batch
+        self._clean = None          # the clean points of the current iteration
         self._clear_pass_state()
         self.rebuilds_ = 0
 
@@ -163,19 +178,36 @@ class CertifiedEngine(Engine):
         self._refined = None        # _PairList of the refined sets
         self._tracked = None        # _TrackedPasses over the refined list
         self._forward_mask = None   # (pass index, _PairList, fired mask) of the last forward
+        self._batch = None          # _PairList of the anchored sets over this batch's points
 
     # -- the engine protocol --------------------------------------------------------------
 
-    def begin_iteration(self, X, y, threat):
-        super().begin_iteration(X, y, threat)
+    def begin_iteration(self, X, y, threat, batch=None):
+        super().begin_iteration(X, y, threat, batch)
         threat = self.threat
         X = np.ascontiguousarray(X, dtype=np.float64)
-        if self._sets is None or not self._sets.valid_for(self.net, X, threat):
-            self._build(X)
+        points = X if batch is None else batch.points
+        # the same training-set object as last time: its sets hold (no O(n d) comparison)
+        same = batch is not None and points is self._source and self._sets is not None
+        if not same and (self._sets is None or not self._sets.valid_for(self.net, points,
+                                                                        threat)):
+            self._build(np.ascontiguousarray(points, dtype=np.float64))
+        self._source = points if batch is not None else None
+        n = self._sets.points.shape[0]
         # passes over the anchored sets per iteration (the budget's cost model): all K + 1,
         # or only pass 0 when the per-iteration refinement serves the other K
         self._sets.passes = 1 if self.refine and not threat.random_start else threat.steps + 1
+        self._sets.batch_fraction = X.shape[0] / n
         self._clear_pass_state()
+        self._clean = X
+        if batch is not None:
+            index = np.ascontiguousarray(batch.index, dtype=np.int64)
+            if X.shape[0] != len(index) or (len(index) and (
+                    index[0] < 0 or index[-1] >= n or np.any(index[1:] <= index[:-1]))):
+                raise InputError(f"batch.index must be {X.shape[0]} sorted distinct row ids "
+                                 f"of the {n} training points")
+            ptr, idx = self._sets.restrict(index, self._work)
+            self._batch = _PairList(ptr, idx, np.flatnonzero(np.diff(ptr)).astype(np.int64))
 
     def weights_changed(self, rows):
         self._clear_pass_state()
@@ -205,17 +237,18 @@ class CertifiedEngine(Engine):
         if pass_index is None:
             return None
         sets = self._sets
-        if not (0 <= pass_index <= self.threat.steps) or Xt.shape != sets.points.shape:
+        clean = self._clean
+        if not (0 <= pass_index <= self.threat.steps) or Xt.shape != clean.shape:
             raise InputError(f"pass_index {pass_index!r} must be in 0..{self.threat.steps} "
-                             f"with points of shape {sets.points.shape}, got {Xt.shape}")
+                             f"with points of shape {clean.shape}, got {Xt.shape}")
         if self.verify:
-            far = float(self._attack_norm(Xt - sets.points).max())
+            far = float(self._attack_norm(Xt - clean).max())
             if far > sets.region_radius:
                 raise RuntimeError(f"certified engine: points of pass {pass_index} lie "
                                    f"{far:g} from the clean points, outside the ε-ball")
         if self._refined is not None:
             return self._refined, False
-        anchored = _PairList(sets.ptr, sets.idx, sets.rows)
+        anchored = self._batch or _PairList(sets.ptr, sets.idx, sets.rows)
         return anchored, self.refine and pass_index == 0 and self.threat.starts_clean
 
     def _attack_norm(self, D):
@@ -312,16 +345,15 @@ class CertifiedEngine(Engine):
                 dual_norm=start["dual_norm"], slack=start["slack"])
         self._refined = _PairList(rptr, ridx, np.flatnonzero(np.diff(rptr)).astype(np.int64))
 
-    def input_gradient(self, Xt, y, pass_index=None):
+    def input_direction(self, Xt, pass_index=None):
         Xt = np.ascontiguousarray(Xt, dtype=np.float64)
         chosen = self._pair_list(Xt, pass_index)
         if chosen is None:
-            return self._dense.input_gradient(Xt, y)
+            return self._dense.input_direction(Xt)
         f = np.empty(Xt.shape[0])
-        G = np.empty_like(Xt)
-        self._evaluate(Xt, *chosen, f, G, None, False)
-        G *= (f - y)[:, None]
-        return G, f
+        H = np.empty_like(Xt)
+        self._evaluate(Xt, *chosen, f, H, None, False)
+        return H, f
 
     def forward(self, Xt, pass_index=None):
         Xt = np.ascontiguousarray(Xt, dtype=np.float64)

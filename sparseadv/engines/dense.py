@@ -28,15 +28,14 @@ class DenseEngine(Engine):
         super().__init__(net)
         self.volume = volume
 
-    def input_gradient(self, Xt, y, pass_index=None):
+    def input_direction(self, Xt, pass_index=None):
         net = self.net
         n = Xt.shape[0]
         f = np.empty(n)
-        G = np.empty((n, net.d))
+        H = np.empty((n, net.d))
         self._add("inner_products",
-                  _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, G, None, self.volume))
-        G *= (f - y)[:, None]
-        return G, f
+                  _core.dense_forward(Xt, net.W, net.a, net.b, net.scale, f, H, None, self.volume))
+        return H, f
 
     def forward(self, Xt, pass_index=None):
         net = self.net

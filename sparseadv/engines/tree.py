@@ -46,8 +46,8 @@ class TreeEngine(Engine):
         self.tree = PartitionTree(self.net.W, **self.tree_options)
         self._stale = False
 
-    def begin_iteration(self, X, y, threat):
-        super().begin_iteration(X, y, threat)
+    def begin_iteration(self, X, y, threat, batch=None):
+        super().begin_iteration(X, y, threat, batch)
         self._forward_pairs = None
 
     def _query(self, Xt):
@@ -67,7 +67,7 @@ class TreeEngine(Engine):
         self._add("candidate_pairs", len(indices))
         return indptr, indices
 
-    def input_gradient(self, Xt, y, pass_index=None):
+    def input_direction(self, Xt, pass_index=None):
         net = self.net
         indptr, indices = self._query(Xt)
         f = np.empty(Xt.shape[0])
@@ -75,7 +75,6 @@ class TreeEngine(Engine):
         ev, _ = _core.pm_forward(Xt, net.W, net.a, net.b, net.scale, indptr, indices, f, H,
                                  None, False)
         self._add("inner_products", ev)
-        H *= (f - y)[:, None]
         return H, f
 
     def forward(self, Xt, pass_index=None):
