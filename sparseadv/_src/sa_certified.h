@@ -122,19 +122,22 @@ sa_anchor_rows_body(const double* S, int64_t n, const double* thr, const double*
     }
 }
 
-SA_KERNEL(sa_nm_fwd,
+SA_KERNEL_D(sa_nm_fwd,
     (const double* X, ptrdiff_t d, const double* W, const double* a, double b, double scale,
      const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
      int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask, const double* keep,
      double* F0, double* zo, int64_t* n_eval, int64_t* n_fired),
     (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, keep, F0, zo,
+     n_eval, n_fired),
+    (X, sa_d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, keep, F0, zo,
      n_eval, n_fired))
-SA_KERNEL(sa_nm_wgrad,
+SA_KERNEL_D(sa_nm_wgrad,
     (const double* X, ptrdiff_t d, const double* W, const double* a, double b,
      const double* coef, const int64_t* cptr, const int32_t* cidx, const uint8_t* mask,
      const int64_t* rows, int64_t k0, int64_t k1, double* G, int64_t* n_eval,
      int64_t* n_fired),
-    (X, d, W, a, b, coef, cptr, cidx, mask, rows, k0, k1, G, n_eval, n_fired))
+    (X, d, W, a, b, coef, cptr, cidx, mask, rows, k0, k1, G, n_eval, n_fired),
+    (X, sa_d, W, a, b, coef, cptr, cidx, mask, rows, k0, k1, G, n_eval, n_fired))
 /* A pair of point i starts (on) or stops firing: add or remove c w_r in H_i, c in F0_i.
    When the last fired neuron of a point stops, H_i and F0_i are reset to exact zeros
    (a fresh sum has no terms; removing the terms would leave round-off, whose signs an
@@ -241,13 +244,15 @@ sa_nm_track_body(const double* X, ptrdiff_t d, const double* W, const double* a,
     *n_flip += fl;
 }
 
-SA_KERNEL(sa_nm_track,
+SA_KERNEL_D(sa_nm_track,
     (const double* X, ptrdiff_t d, const double* W, const double* a, double b, double scale,
      const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
      int32_t hi, double* z_last, double* path_last, uint8_t* st, const double* mv, double cap,
      const double* wd, const double* slack, double* H, double* F0, int64_t* cnt,
      int32_t* sel, int64_t* n_eval, int64_t* n_flip),
     (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, path_last, st, mv, cap, wd, slack,
+     H, F0, cnt, sel, n_eval, n_flip),
+    (X, sa_d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, path_last, st, mv, cap, wd, slack,
      H, F0, cnt, sel, n_eval, n_flip))
 SA_KERNEL(sa_anchor_rows,
     (const double* S, int64_t n, const double* thr, const double* budget,

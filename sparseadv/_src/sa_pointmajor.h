@@ -42,10 +42,11 @@ sa_pm_fwd_body(const double* X, ptrdiff_t d, const double* W, const double* a, d
     *n_fired += nf;
 }
 
-SA_KERNEL(sa_pm_fwd,
+SA_KERNEL_D(sa_pm_fwd,
     (const double* X, ptrdiff_t d, const double* W, const double* a, double b, double scale,
      const int64_t* indptr, const int64_t* indices, int64_t i0, int64_t i1, double* f,
      double* H, int64_t* fired, int64_t* n_eval, int64_t* n_fired),
-    (X, d, W, a, b, scale, indptr, indices, i0, i1, f, H, fired, n_eval, n_fired))
+    (X, d, W, a, b, scale, indptr, indices, i0, i1, f, H, fired, n_eval, n_fired),
+    (X, sa_d, W, a, b, scale, indptr, indices, i0, i1, f, H, fired, n_eval, n_fired))
 
 #endif /* SPARSEADV_SA_POINTMAJOR_H */

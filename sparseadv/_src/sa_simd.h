@@ -44,6 +44,28 @@ SA_UNUSED static int sa_cpu_init(void)
     SA_UNUSED static void name params { name##_body args; }
 #endif
 
+/* Kernels over pairs, specialised for common widths: the always-inline body is called with
+   the width as a compile-time constant (``sa_d`` in ``dargs``, ``d`` in ``args``), so the dot-product and axpy
+   loops unroll completely. Same operations in the same order as the generic call, so the
+   same bits; fewer loop instructions per pair (docs/benchmarks.md, "Where the time goes").
+   Only widths that are multiples of 4 (vector loops, no scalar tail): with d = 2 or 3 the
+   unrolled scalar products are SLP-vectorised and no longer contracted into FMAs as in the
+   generic loop, which changes the last bits of a score. */
+#define SA_D_CASE(k, body, args) case k: { const ptrdiff_t sa_d = k; body args; break; }
+#define SA_WITH_D(d, body, args) switch (d) { \
+    SA_D_CASE(4, body, args) SA_D_CASE(8, body, args) SA_D_CASE(16, body, args) SA_D_CASE(32, body, args) \
+    SA_D_CASE(64, body, args) \
+    default: { const ptrdiff_t sa_d = (d); body args; } }
+#if SA_DISPATCH
+#define SA_KERNEL_D(name, params, args, dargs) \
+    SA_AVX2 static void name##_avx2 params { SA_WITH_D(d, name##_body, dargs) } \
+    static void name##_base params { SA_WITH_D(d, name##_body, dargs) } \
+    SA_UNUSED static void name params { if (sa_use_avx2) name##_avx2 args; else name##_base args; }
+#else
+#define SA_KERNEL_D(name, params, args, dargs) \
+    SA_UNUSED static void name params { SA_WITH_D(d, name##_body, dargs) }
+#endif
+
 /* The canonical dot product: two 4-wide accumulators (lanes j mod 8 < 4 and >= 4) over
    blocks of 8, a last block of 4 into the first, then a fixed-order horizontal sum and
    the scalar tail. sa_dot4 computes four of them with exactly the same operations, so a
