@@ -39,8 +39,10 @@ def _numpy_forward(X, W, a, b, scale, M):
 
 # (2500, 60, 64): the neuron-major passes walk the neurons in chunks of 65536 // d = 1024,
 # so three chunks (the last one partial)
+# d in {4, 8, 16, 32, 64} run the kernels specialised for a compile-time width, the others the
+# generic loop: both against the numpy reference
 SHAPES = [(1, 1, 1), (1, 7, 3), (9, 1, 4), (40, 30, 3), (300, 50, 8), (257, 129, 64),
-          (120, 40, 13), (2500, 60, 64)]
+          (120, 40, 13), (2500, 60, 64), (150, 30, 16), (90, 25, 32), (70, 20, 33)]
 
 
 @pytest.mark.parametrize("m,n,d", SHAPES)
@@ -194,7 +196,7 @@ def test_csr_replace_rows_rejects_unsorted():
 
 
 @pytest.mark.parametrize("m,n,d", [(1, 1, 1), (40, 30, 3), (300, 50, 8), (257, 129, 64),
-                                   (2500, 60, 64)])
+                                   (2500, 60, 64), (150, 30, 16), (90, 25, 32), (60, 20, 4)])
 @pytest.mark.parametrize("norm", [2, np.inf])
 def test_tracked_passes_match_full_passes(m, n, d, norm):
     """Tracked passes along a path of moving points (start state from nm_forward, the
