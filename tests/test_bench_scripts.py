@@ -111,3 +111,16 @@ def test_batch_table_digits():
             and not line.startswith("|---")]
     assert [r[0][2:] for r in rows] == ["full", "64"]
     assert all(0.0 <= float(r[1]) <= 1.0 and float(r[2]) > 0 for r in rows)
+
+
+def test_before_after_times_the_given_checkout():
+    import json
+    import math
+    root = str(TOOLS.parent)
+    args = ["--repo", root, "--m", "256", "--n", "32", "--d", "4", "--iters", "2", "--lr", "5"]
+    row = json.loads(run_tool("before_after", *args, "--engine", "certified").splitlines()[-1])
+    assert row["repo"] == os.path.abspath(root) and row["engine"] == "certified"
+    assert row["inner_products"] > 0 and row["seconds"] > 0 and math.isfinite(row["loss"])
+    # the same iteration on the dense engine gives the same loss (engines agree)
+    dense = json.loads(run_tool("before_after", *args, "--engine", "dense").splitlines()[-1])
+    assert abs(dense["loss"] - row["loss"]) <= 1e-10 * abs(dense["loss"])
