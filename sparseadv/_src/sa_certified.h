@@ -16,11 +16,7 @@ sa_nm_fwd_body(const double* X, ptrdiff_t d, const double* W, const double* a, d
 {
     int64_t r, k, p, q, ev = 0, nf = 0;
     for (r = r0; r < r1; ++r) {
-        p = cptr[r]; q = cptr[r + 1];
-        if (p == q) continue;
-        if (cidx[p] < lo) p = sa_lower_bound(cidx, p, q, lo);
-        if (p < q && cidx[q - 1] >= hi) q = sa_lower_bound(cidx, p, q, hi);
-        if (p >= q) continue;
+        if (!sa_candidates_in_range(cptr, cidx, r, lo, hi, &p, &q)) continue;
         {
             const double* w = W + r * d;
             const double c = scale * a[r];
@@ -180,11 +176,7 @@ sa_nm_track_body(const double* X, ptrdiff_t d, const double* W, const double* a,
 {
     int64_t r, k, p, q, s, ns, ev = 0, fl = 0;
     for (r = r0; r < r1; ++r) {
-        p = cptr[r]; q = cptr[r + 1];
-        if (p == q) continue;
-        if (cidx[p] < lo) p = sa_lower_bound(cidx, p, q, lo);
-        if (p < q && cidx[q - 1] >= hi) q = sa_lower_bound(cidx, p, q, hi);
-        if (p >= q) continue;
+        if (!sa_candidates_in_range(cptr, cidx, r, lo, hi, &p, &q)) continue;
         {
             const double* w = W + r * d;
             const double c = scale * a[r], wr = wd[r];

@@ -171,6 +171,20 @@ static inline int64_t sa_lower_bound(const int32_t* v, int64_t p, int64_t q, int
     return p;
 }
 
+/* The candidates of neuron r that lie in the point range [lo, hi): the neuron-major lists
+   hold sorted point ids cidx[cptr[r] .. cptr[r + 1]); sets [*p, *q) to the part inside the
+   range (binary search only where the range cuts the list) and returns 0 when it is empty. */
+static inline int sa_candidates_in_range(const int64_t* cptr, const int32_t* cidx, int64_t r,
+                                         int32_t lo, int32_t hi, int64_t* p, int64_t* q)
+{
+    int64_t a = cptr[r], e = cptr[r + 1];
+    if (a == e) return 0;
+    if (cidx[a] < lo) a = sa_lower_bound(cidx, a, e, lo);
+    if (a < e && cidx[e - 1] >= hi) e = sa_lower_bound(cidx, a, e, hi);
+    *p = a; *q = e;
+    return a < e;
+}
+
 /* The arithmetic that defines "fired" for the half-space reporting structures
    (sparseadv.hsr): one multiply and one add per coordinate, summed over k = 0..d-1 in order
    from 0.0, no fused multiply-add on x86-64 (baseline ISA). The partition tree's leaf scan
