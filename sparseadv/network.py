@@ -49,6 +49,7 @@ class ShiftedReLUNet:
         b = default_threshold(m) if b is None else check_real("b", b)
         rng = np.random.default_rng(check_seed(seed))
         self._listeners = []
+        self.steps_applied_ = 0     # apply_step commits; the trainer reads it (see apply_step)
         self.W = np.ascontiguousarray(rng.standard_normal((m, d)))
         self.a = np.where(rng.random(m) < 0.5, -1.0, 1.0)
         self.b = float(b)
@@ -61,6 +62,7 @@ class ShiftedReLUNet:
                                   allow_int=True), dtype=np.float64, copy=True)
         net = cls.__new__(cls)
         net._listeners = []
+        net.steps_applied_ = 0
         net.W, net.a, net.b = W, a, check_real("b", b)
         return net
 
@@ -154,6 +156,9 @@ class ShiftedReLUNet:
             told = True
             for listener in listeners:
                 listener.weights_changed(rows)
+            # the last statement of the commit: a KeyboardInterrupt can only arrive before it
+            # (rolled back here) or after it, where the caller sees the count moved on
+            self.steps_applied_ += 1
         except BaseException:
             W[moved] = backup
             self._peak = None
@@ -187,6 +192,7 @@ class ShiftedReLUNet:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.__dict__.setdefault("steps_applied_", 0)   # pickles of older versions
         self._listeners = []
 
     @property

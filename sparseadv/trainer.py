@@ -123,6 +123,7 @@ class AdversarialTrainer:
             self.lr_ = auto_lr(net, X)
         random_state = attack._random_state()
         order_state = None if self.order is None else self.order.snapshot()
+        done, applied = self.iterations_, net.steps_applied_
         try:
             batch = None
             if self.order is not None:
@@ -151,12 +152,16 @@ class AdversarialTrainer:
             rows, G = engine.weight_gradient(Xt, coef, pass_index=final)
             # the commit: W and every engine bound to net move together, or neither does
             net.apply_step(rows, G, self.lr_)
+            self.iterations_ = done + 1
         except BaseException:
-            attack._set_random_state(random_state)
-            if order_state is not None:
-                self.order.restore(order_state)
+            if net.steps_applied_ != applied:
+                # interrupted after the commit, before its bookkeeping: the step stands
+                self.iterations_ = done + 1
+            else:
+                attack._set_random_state(random_state)
+                if order_state is not None:
+                    self.order.restore(order_state)
             raise
-        self.iterations_ += 1
         t4 = time.perf_counter()
         record = {"loss": value, "fired_mean": float(fired.mean()),
                   "fired_max": int(fired.max())}

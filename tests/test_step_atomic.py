@@ -171,6 +171,27 @@ def test_apply_step_refuses_non_finite_weights_directly():
     assert np.array_equal(net.W, W0)
 
 
+@pytest.mark.parametrize("engine,opts", ENGINES)
+def test_interrupt_right_after_the_commit_keeps_the_step(engine, opts, monkeypatch):
+    # an exception between apply_step's return and the trainer's bookkeeping: the weights
+    # moved, so the step stands (counted, the attack's random stream not rewound); before
+    # this was handled the trainer rewound the stream and did not count the step, and the
+    # run drifted one step out of line with a run that was never interrupted
+    X, y = _problem()
+    attack = lambda: PGD(0.1, 3, random_start=True, seed=5)
+    W_ref, rec_ref = _dense_reference(attack)
+    tr = _trainer(engine, opts, attack())
+    tr.step(X, y)
+    with monkeypatch.context() as mp:
+        _arm(mp, ShiftedReLUNet, "apply_step", "after", 1)
+        with pytest.raises(Injected):
+            tr.step(X, y)
+    assert tr.iterations_ == 2 and tr.net.steps_applied_ == 2
+    recs = [tr.step(X, y) for _ in range(STEPS - 2)]
+    assert np.abs(tr.net.W - W_ref).max() <= 1e-9 * np.abs(W_ref).max()
+    assert recs[-1]["loss"] == pytest.approx(rec_ref[-1]["loss"], rel=1e-10)
+
+
 _SIGINT_SETUP = r"""
 import numpy as np
 from sparseadv import PGD, AdversarialTrainer, ShiftedReLUNet
