@@ -331,3 +331,34 @@ def test_divergence_rolls_back_and_trainer_stays_usable(client):
         tr.lr_ = 0.5
         tr.step(X, y)
         assert_weights_close(tr.gather().W, ref.net.W)
+
+
+class _Interrupt(BaseException):
+    """Stands in for KeyboardInterrupt."""
+
+
+def test_interrupt_after_the_shards_stepped_rolls_them_back(client, monkeypatch):
+    """An interrupt that lands after every shard applied its revocable step, before the
+    trainer counted the iteration (here: right after the weight step's results came back),
+    undoes the shards' step and restores the random stream: a retry gives the single
+    process's weights."""
+    net, X, y = problem()
+    attack = lambda: PGD(0.1, 2, random_start=True, seed=4)
+    ref, _ = reference(net, X, y, attack(), 0.5, "dense", iterations=2)
+    with ShardedTrainer(net, attack(), 0.5, shards=2, client=client) as tr:
+        tr.step(X, y)
+        real = tr._call
+
+        def interrupted(method, *args, **kwargs):
+            out = real(method, *args, **kwargs)
+            if method == "weight_step":
+                raise _Interrupt()
+            return out
+        monkeypatch.setattr(tr, "_call", interrupted)
+        with pytest.raises(_Interrupt):
+            tr.step(X, y)
+        monkeypatch.undo()
+        assert tr.iterations_ == 1
+        tr.step(X, y)
+        assert tr.iterations_ == 2
+        assert_weights_close(tr.gather().W, ref.net.W)

@@ -294,8 +294,14 @@ class ShardedTrainer(CheckpointMixin):
     def _roll_back(self, results):
         """Undo the weight step on the shards that applied it (best effort: a shard that
         cannot be reached has lost its state anyway)."""
+        undo = []
         with self.client.as_current():
-            undo = [self._actors[s].rollback() for s, r in enumerate(results) if r is not None]
+            for s, r in enumerate(results):
+                if r is not None:
+                    try:
+                        undo.append(self._actors[s].rollback())
+                    except Exception:  # noqa: BLE001 - an actor known to be lost
+                        pass
         for fut in undo:
             try:
                 fut.result(timeout=self.call_timeout)
@@ -326,6 +332,7 @@ class ShardedTrainer(CheckpointMixin):
         if self.lr_ is None:
             self.lr_ = self._auto_lr(X)
         random_state = self.attack._random_state()    # restored if the iteration fails
+        done, stepped = self.iterations_, False
         try:
             threat = self.attack.threat_model
             final = threat.steps                # the pass index of the final points
@@ -342,13 +349,18 @@ class ShardedTrainer(CheckpointMixin):
                 raise DivergenceError(f"the robust loss is not finite (lr={self.lr_:g}): the "
                                       f"weights have diverged; the weights are unchanged")
             t3 = time.perf_counter()
+            stepped = True
             counters = self._call("weight_step", resid * (self.scale / n), self.lr_, final,
                                   phase="the weight step")
-        except BaseException:
+            # the last statement of the step: an interrupt before it (also one in _call's
+            # bookkeeping after the shards stepped) undoes the shards' revocable step below
+            self.iterations_ = done + 1
+        except BaseException as exc:
+            if stepped and not isinstance(exc, Exception):  # _call handles a shard's failure
+                self._roll_back([True] * len(self._actors))   # idempotent on each shard
             self.attack._set_random_state(random_state)
             raise
         t4 = time.perf_counter()
-        self.iterations_ += 1
         record = {"loss": loss, "fired_mean": float(fired.mean()), "fired_max": int(fired.max())}
         record.update({key: sum(c[key] for c in counters) for key in counters[0]})
         # full batch: every iteration is one epoch of n points (the trainer's record fields)
