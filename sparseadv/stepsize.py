@@ -27,7 +27,10 @@ iterations; 1/64 is the largest power of two at which they stay out of the repor
 training settings, at the price of a slower descent (min_t L_A after those iterations several
 times higher than at 1/8, still below standard training's). A decrease check that halves a
 constant rate does not help (a few trial steps at the start decrease at any of these rates; the
-crossings come later). The measured fractions are in the report's E2 table
+crossings come later), nor does one that halves the rate at every rise later on, with or without
+undoing the step: the rises go on at any rate, so the rate only shrinks, and training stalls
+at a higher min_t L_A than the constant rate reaches while oscillating (docs/design.md §2, step
+size). The report therefore trains for a horizon before the floor and shows one run past it. The measured fractions are in the report's E2 table
 (``sparseadv reproduce``, column "L_A fell"); ``tests/test_stepsize.py`` asserts the rule.
 ``fit`` records the best iterate (min over t of L_A(W_t), the quantity the convergence theorem
 bounds) and can return its weights.

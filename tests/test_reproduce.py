@@ -14,7 +14,8 @@ from sparseadv.reproduce import e4_hsr, e5_real_data, report
 from sparseadv.reproduce import robust_eval
 from sparseadv.reproduce.report import (FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, PARTLY,
                                         verdict_convergence, verdict_cost, verdict_exactness,
-                                        verdict_robust, verdict_sparsity, verdict_tree)
+                                        verdict_robust, verdict_sparsity, verdict_stability,
+                                        verdict_tree)
 
 pytest.importorskip("matplotlib")
 
@@ -44,7 +45,7 @@ def test_tiny_report_has_everything(tiny_report):
         assert os.path.getsize(out / name) > 0, name
     for claim in (report.CLAIM_SPARSITY, report.CLAIM_COST_HSR, report.CLAIM_COST_SPARSE,
                   report.CLAIM_EXACT, report.CLAIM_CONVERGENCE, report.CLAIM_ROBUST,
-                  report.CLAIM_TREE):
+                  report.CLAIM_TREE, report.CLAIM_STABLE):
         assert claim in text
     # robust accuracies come from the margin ensemble, shown next to the squared-loss PGD
     import csv
@@ -57,6 +58,7 @@ def test_tiny_report_has_everything(tiny_report):
     m2 = json.load(open(out / "results.json"))["e2"]["metrics"]
     assert max(m2["eps_grid"]) > m2["half_separation"] and min(m2["eps_grid"]) == 0.0
     assert "Failed" not in text
+    assert "Past the report's horizon" in text and m2["long_run"]["iterations"] == 12
     try:
         import sparseadv.hsr  # noqa: F401
         assert (out / "e4_hsr.csv").exists()
@@ -253,6 +255,42 @@ def test_verdict_convergence_uses_the_spread_over_seeds():
     # one seed everywhere: no spread to judge by, so never more than partly
     v = verdict_convergence(_m2(per_m=[_row(1024, 0.3), _row(4096, 0.2)]))
     assert v["verdict"] == PARTLY and "one seed" in v["measured"]
+
+
+def _fell(m, frac, seeds=None):
+    r = _row(m, 0.5)
+    r["decrease_frac"] = frac
+    if seeds is not None:
+        r["decrease_seeds"] = [frac] + list(seeds)
+    return r
+
+
+def test_verdict_stability():
+    # judged on every run, each width and each seed: the smallest fraction decides
+    assert verdict_stability(_m2(per_m=[_fell(1024, 0.99, [0.97, 0.96]),
+                                        _fell(4096, 1.0)]))["verdict"] == HOLDS
+    v = verdict_stability(_m2(per_m=[_fell(1024, 0.99, [0.97, 0.90]), _fell(4096, 1.0)]))
+    assert v["verdict"] == PARTLY and "90.0%…99.0% over 3 seeds" in v["measured"]
+    assert verdict_stability(_m2(per_m=[_fell(1024, 0.85),
+                                        _fell(4096, 0.9)]))["verdict"] == FAILS
+    assert verdict_stability(None)["verdict"] == NOT_MEASURED
+    # the longer run is quoted, never judged
+    m2 = _m2(per_m=[_fell(1024, 0.99)])
+    m2["long_run"] = {"iterations": 400, "m": 1024, "fell": 0.8, "first_rise": 190,
+                      "median_rise": 0.01, "last_over_min": 1.0002}
+    v = verdict_stability(m2)
+    assert v["verdict"] == HOLDS and "fell at 80.0%, not falling from t = 190" in v["measured"]
+
+
+def test_floor_diagnostics():
+    from sparseadv.reproduce.e2_convergence import floor_diagnostics
+    d = floor_diagnostics([4.0, 3.0, 2.0, 2.2, 1.0, 1.1])
+    assert d["fell"] == pytest.approx(3 / 5) and d["first_rise"] == 3
+    assert d["median_rise"] == pytest.approx(0.1) and d["max_rise"] == pytest.approx(0.1)
+    assert (d["min"], d["argmin"], d["last"]) == (1.0, 4, 1.1)
+    assert d["last_over_min"] == pytest.approx(1.1)
+    d = floor_diagnostics([3.0, 2.0, 1.0])
+    assert d["fell"] == 1.0 and d["first_rise"] is None and d["median_rise"] == 0.0
 
 
 def _g(gain, lo, hi):

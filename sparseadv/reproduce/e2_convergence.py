@@ -46,6 +46,7 @@ class Config:
     seed: int = 0
     seeds: int = 3           # training seeds (start and data) at the widths m <= seeds_max_m
     seeds_max_m: int = 4096
+    long_iterations: int = 400   # one longer adversarial run at the smallest m (0: none)
 
 
 def accuracy(net, X, y):
@@ -116,6 +117,31 @@ def _over_seeds(cfg, m, ratio0, frac0):
     return {"ratio_seeds": ratios, "decrease_seeds": fracs}
 
 
+def floor_diagnostics(L):
+    """How a robust-loss curve L_A(W_t) behaves once it stops falling: the fraction of
+    iterations at which it fell, the first iteration at which it did not (None if it always
+    fell), the median and largest rise relative to the loss before it, min_t and its t, the
+    last value and last / min."""
+    L = np.asarray(L, float)
+    dL = np.diff(L)
+    up = np.flatnonzero(dL >= 0)
+    rel = dL[up] / np.abs(L[up]) if up.size else np.zeros(0)
+    return {"iterations": int(L.size), "fell": float(np.mean(dL < 0)) if dL.size else 1.0,
+            "first_rise": int(up[0]) + 1 if up.size else None,
+            "median_rise": float(np.median(rel)) if rel.size else 0.0,
+            "max_rise": float(rel.max()) if rel.size else 0.0,
+            "min": float(L.min()), "argmin": int(np.argmin(L)), "last": float(L[-1]),
+            "last_over_min": float(L[-1] / L.min())}
+
+
+def _long_run(cfg, net0, X, y, lr):
+    """``cfg.long_iterations`` adversarial iterations from net0 at lr (past the report's
+    horizon): where the training attack's robust loss reaches its floor."""
+    tr = AdversarialTrainer(net0.copy(), PGD(cfg.eps, cfg.steps), lr=lr, engine="dense")
+    L = tr.fit(X, y, cfg.long_iterations, progress=False)["loss"]
+    return {"m": net0.m, "lr": lr, **floor_diagnostics(L)}
+
+
 def _seeds_cell(r, key, fmt):
     v = r.get(key)
     return f"{fmt(min(v))}…{fmt(max(v))} ({len(v)})" if v else "—"
@@ -126,7 +152,7 @@ def run(cfg, out, engines=("dense",), progress=True):
     X, y = datasets.separated(cfg.n + cfg.n_test, cfg.d, margin=cfg.margin, seed=cfg.seed + 1)
     X, y, Xh, yh = X[:cfg.n], y[:cfg.n], X[cfg.n:], y[cfg.n:]
     curves, per_m, diag, fired, diffs = [], [], [], [], {}
-    nets_eval = None
+    nets_eval, long_run = None, None
     for m in progress_iter(cfg.ms, "E2 training (m)", progress):
         net0 = ShiftedReLUNet(m, cfg.d, seed=cfg.seed)
         lr, res = _pair(cfg, net0, X, y)
@@ -158,6 +184,8 @@ def run(cfg, out, engines=("dense",), progress=True):
                       "clean_acc_adv": accuracy(adv_net, X, y),
                       "clean_acc_std": accuracy(std_net, X, y), **dg})
         _exactness(cfg, net0, X, y, lr, engines, diffs)
+        if m == cfg.ms[0] and cfg.long_iterations > 0:
+            long_run = _long_run(cfg, net0, X, y, lr)
         if m == cfg.eval_m or (nets_eval is None and m == cfg.ms[-1]):
             nets_eval = (m, {"initial": net0, "standard": std_net, "adversarial": adv_net})
 
@@ -209,16 +237,32 @@ def run(cfg, out, engines=("dense",), progress=True):
           f"{t_train}\n\nFired neurons per input over training (b = sqrt(0.4 ln m)):\n\n"
           f"{t_fired}\n\nExponents of the max over training against m: "
           + "; ".join(f"{k} points {fmt_fit(v)}" for k, v in fits.items())
+          + _long_markdown(cfg, long_run)
           + f"\n\nEngines against dense over the first {cfg.exact_iterations} iterations "
           f"(every m):\n\n{t_exact}\n\n### Robustness against eps (m = {m_eval})\n\n{md_rob}")
     metrics = {"ms": list(cfg.ms), "n": cfg.n, "d": cfg.d, "eps": cfg.eps,
                "iterations": cfg.iterations, "seeds": cfg.seeds, "engines": ["dense"] + list(diffs),
                "diffs": diffs, "per_m": per_m, "fired": fired, "fired_fits": fits,
+               "long_run": long_run,
                "gains": gains, "eval_m": m_eval, "eps_grid": grid,
                "half_separation": robustness.min_opposite_distance(X, y) / 2}
     return {"key": "e2", "title": "E2 training in the theory's regime; engines agree; robustness",
             "status": "ok", "markdown": md, "files": [csv_c, csv_m, csv_f] + pngs + files_rob,
             "seconds": time.perf_counter() - t_start, "metrics": metrics}
+
+
+def _long_markdown(cfg, r):
+    if r is None:
+        return ""
+    first = "never" if r["first_rise"] is None else f"t = {r['first_rise']}"
+    return (f"\n\nPast the report's horizon (not part of the verdicts): {r['iterations']} "
+            f"adversarial iterations at m = {r['m']}, the same start and lr. L_A fell at "
+            f"{r['fell']:.2f} of iterations; it first failed to fall at {first}; the rises are "
+            f"{r['median_rise']:.2%} (median) and at most {r['max_rise']:.2%} of the loss; "
+            f"min_t L_A {r['min']:.4f} (t = {r['argmin']}), last {r['last']:.4f} (last / min "
+            f"{r['last_over_min']:.4f}). Once the attacked residuals reach 0, where the training "
+            f"attack's loss is not smooth in W (docs/design.md §2, step size), a constant rate oscillates "
+            f"there while the loss still falls on the whole.")
 
 
 def _exactness(cfg, net0, X, y, lr, engines, diffs):

@@ -34,10 +34,12 @@ def progress_iter(items, desc, progress):
 # (the claims table lives in .verdicts; re-exported here for the experiments and the tests)
 
 from .verdicts import (CLAIM_CONVERGENCE, CLAIM_COST, CLAIM_COST_HSR,  # noqa: E402,F401
-                       CLAIM_COST_SPARSE, CLAIM_EXACT, CLAIM_ROBUST, CLAIM_SPARSITY, CLAIM_TREE,
+                       CLAIM_COST_SPARSE, CLAIM_EXACT, CLAIM_ROBUST, CLAIM_SPARSITY, CLAIM_STABLE,
+                       CLAIM_TREE,
                        FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, PARTLY, TOL_EXACT,
                        VERDICT_RULES, claims_table, verdict_convergence, verdict_cost,
-                       verdict_exactness, verdict_robust, verdict_sparsity, verdict_tree)
+                       verdict_exactness, verdict_robust, verdict_sparsity, verdict_stability,
+                       verdict_tree)
 
 
 # --------------------------------------------------------------------------- configs
@@ -60,7 +62,7 @@ def make_configs(mode="quick", seed=0):
         full_eval = EvalConfig(steps=50, restarts=4, max_points=300)
         cfgs = {"e1": e1.Config(ms=[2 ** k for k in range(10, 21)], n=256, d=16),
                 "e2": e2.Config(ms=[2 ** k for k in range(12, 19, 2)], n=64, d=16, eps=0.1,
-                                iterations=400, eval_m=16384, eval=full_eval),
+                                iterations=200, eval_m=16384, eval=full_eval),
                 "e3": e3.Config(m0=65536, n0=256, d0=32,
                                 ms=[2 ** k for k in range(12, 21)], ns=[64, 128, 256, 512, 1024],
                                 ds=[4, 8, 16, 32, 64, 128], repeats=5),
@@ -71,7 +73,7 @@ def make_configs(mode="quick", seed=0):
         tiny_eval = EvalConfig(steps=3, restarts=0, loss_steps=2, max_points=24)
         cfgs = {"e1": e1.Config(ms=[256, 512, 1024], n=32, d=8),
                 "e2": e2.Config(ms=[256, 1024], n=16, n_test=16, d=4, iterations=6,
-                                eval_every=2, exact_iterations=2, eval_m=256, eval=tiny_eval),
+                                long_iterations=12, eval_every=2, exact_iterations=2, eval_m=256, eval=tiny_eval),
                 "e3": e3.Config(m0=512, n0=32, d0=8, ms=[256, 512, 1024], ns=[16, 32],
                                 ds=[4, 8], warmup=1, repeats=1),
                 "e4": e4.Config(m=1024, queries=16, ds=[2, 8], ms=[256, 512, 1024],

@@ -15,6 +15,7 @@ INCONCLUSIVE = "inconclusive"
 TOL_EXACT = 1e-8    # relative difference that still counts as "the same to round-off"
 CONV_RATIO = 0.9    # min_t L_A(adversarial) / min_t L_A(standard) at or below this: "lower"
 LAZY = 0.1          # ||W_t - W_0||_F / ||W_0||_F at or below this: the lazy regime
+STABLE_FRAC = 0.95  # lr="auto" is stable when L_A falls at least at this fraction of iterations
 
 CLAIM_SPARSITY = ("o(m) neurons fire per input per iteration (at most m^{4/5} with "
                   "b = sqrt(0.4 ln m))")
@@ -25,6 +26,8 @@ CLAIM_COST = "per-iteration cost o(m·n·d)"
 CLAIM_EXACT = "the sparse training reaches the same loss and weights as dense (exactness)"
 CLAIM_CONVERGENCE = ("adversarial training reaches a lower robust training loss min_t L_A(W_t) "
                      "than standard training, in the theory's regime (m ≥ n², lazy)")
+CLAIM_STABLE = ('lr="auto" is a stable step size: the robust training loss L_A falls at '
+                f"≥ {STABLE_FRAC:.0%} of iterations (every width, every seed)")
 CLAIM_ROBUST = "adversarial training gains robust accuracy where the ceiling leaves headroom"
 CLAIM_TREE = "the tree's query cost is sublinear in m at low d"
 
@@ -195,6 +198,29 @@ def verdict_convergence(m2):
     return _v(CLAIM_CONVERGENCE, verdict, measured, regime)
 
 
+def verdict_stability(m2):
+    """The fraction of iterations at which L_A fell, over every E2 run (each width, each
+    seed): holds when every one is at least ``STABLE_FRAC``, does not hold when none is, partly
+    holds otherwise. The longer run past the report's horizon is quoted, not judged."""
+    if not m2:
+        return _v(CLAIM_STABLE, NOT_MEASURED, "E2 did not run")
+    fracs = {r["m"]: r.get("decrease_seeds") or [r["decrease_frac"]] for r in m2["per_m"]}
+    measured = "; ".join(f"m={m}: " + (f"{v[0]:.1%}" if len(v) == 1 else
+                                       f"{min(v):.1%}…{max(v):.1%} over {len(v)} seeds")
+                         for m, v in fracs.items())
+    lr = m2.get("long_run")
+    if lr:
+        first = "never" if lr["first_rise"] is None else f"from t = {lr['first_rise']}"
+        measured += (f". Past the horizon ({lr['iterations']} iterations at m={lr['m']}, not "
+                     f"judged): fell at {lr['fell']:.1%}, not falling {first}, median rise "
+                     f"{lr['median_rise']:.2%} of the loss, last / min {lr['last_over_min']:.4f}")
+    regime = (f"n = {m2['n']}, d = {m2['d']}, eps {m2['eps']}, {m2['iterations']} iterations, "
+              f"lr auto")
+    ok = [min(v) >= STABLE_FRAC for v in fracs.values()]
+    verdict = HOLDS if all(ok) else (FAILS if not any(ok) else PARTLY)
+    return _v(CLAIM_STABLE, verdict, measured, regime)
+
+
 def verdict_robust(m2, m5=None):
     """The held-out gain at eps* (2 x the training eps, if the ceiling leaves headroom there) on
     every data set:
@@ -285,6 +311,7 @@ def claims_table(results):
         rows[-1]["measured"] = why("e3", "E3") or rows[-1]["measured"]
     rows.append(note(verdict_exactness(m2), "e2"))
     rows.append(note(verdict_convergence(m2), "e2"))
+    rows.append(note(verdict_stability(m2), "e2"))
     rows.append(note(verdict_robust(m2, metrics("e5")), "e2", "e5"))
     r4 = results.get("e4")
     rows.append(verdict_tree(metrics("e4"), why("e4", "E4")
@@ -301,7 +328,9 @@ VERDICT_RULES = (
     f"'exact' means relative differences ≤ {TOL_EXACT:g}; convergence holds when "
     f"min_t L_A of adversarial training is at most {CONV_RATIO:g} × standard training's at every "
     "m ≥ n² for every seed trained there (several seeds at the smaller widths) and does not hold "
-    "when it is ≥ standard's for every seed at every such m; robust accuracy is "
+    "when it is ≥ standard's for every seed at every such m; the step size is stable when L_A "
+    f"falls at ≥ {STABLE_FRAC:.0%} of the iterations of every E2 run (each width and seed) and "
+    "unstable when it does so in none; robust accuracy is "
     "'gained' on a data set when the 95% paired bootstrap interval of (adversarial − standard) "
     "held-out robust accuracy at eps* = 2 × the training eps (where the ceiling must exceed "
     "standard training's robust accuracy by 5 points, else 'not measured') lies above 0. Robust "
