@@ -59,6 +59,9 @@ def test_tiny_report_has_everything(tiny_report):
     assert max(m2["eps_grid"]) > m2["half_separation"] and min(m2["eps_grid"]) == 0.0
     assert "Failed" not in text
     assert "Past the report's horizon" in text and m2["long_run"]["iterations"] == 12
+    # the gain at eps* over training seeds: E2 and both E5 data sets
+    assert text.count("over 3 training seeds (start and data") == 3
+    assert len(m2["gains_seeds"]["held-out points"]) == 3
     try:
         import sparseadv.hsr  # noqa: F401
         assert (out / "e4_hsr.csv").exists()
@@ -308,6 +311,24 @@ def test_verdict_robust():
     assert both(_g(-0.1, -0.15, -0.05), _g(-0.1, -0.2, -0.02)) == FAILS
     assert both(None, None) == NOT_MEASURED
     assert verdict_robust(None, None)["verdict"] == NOT_MEASURED
+
+
+def test_verdict_robust_judges_every_training_seed():
+    good, flat = _g(0.1, 0.05, 0.15), _g(0.01, -0.02, 0.04)
+    m2 = _m2(gains={"held-out points": good})
+    assert verdict_robust(m2)["verdict"] == HOLDS
+    # the main seed passes but another seed's interval straddles 0: partly, with the spread
+    m2["gains_seeds"] = {"held-out points": [good, flat, good]}
+    v = verdict_robust(m2)
+    assert v["verdict"] == PARTLY and "over 3 seeds gain +0.010…+0.100" in v["measured"]
+    assert "interval above 0 at 2 of 3" in v["measured"] and "3 training seeds" in v["regime"]
+    # a seed without headroom is left out, not counted as a pass
+    m2["gains_seeds"] = {"held-out points": [flat, None, flat]}
+    assert verdict_robust(m2)["verdict"] == INCONCLUSIVE
+    m5 = {"gains": {"digits": {"held-out points": good}},
+          "gains_seeds": {"digits": {"held-out points": [good, good, good]}}}
+    m2["gains_seeds"] = {"held-out points": [good, good]}
+    assert verdict_robust(m2, m5)["verdict"] == HOLDS
 
 
 def test_headroom_gain_and_bootstrap():

@@ -7,11 +7,10 @@ from ..theory import dense_flops
 #: cores (docs/benchmarks.md), conservative for a shared machine and the grids' smaller d.
 DENSE_GFLOPS = 25.0
 
-#: Duration of ``sparseadv reproduce --full``, quoted by the CLI help and by REPORT.md: the
-#: dense cost model at ~10 GFLOP/s, a quarter of the dense engine's measured rate, so an upper
-#: estimate.
-FULL_ESTIMATE = ("at most about 30-90 minutes on 2 cores (estimated from the dense cost model "
-                 "at ~10 GFLOP/s, a quarter of the measured dense rate; not measured)")
+#: Duration of ``sparseadv reproduce --full``, quoted by the CLI help and by REPORT.md: as
+#: measured on 2 cores (the run and its commit are in docs/benchmarks.md), rounded up.
+FULL_ESTIMATE = ("about 25 minutes on 2 cores (measured; docs/benchmarks.md), 5 GB of "
+                 "memory")
 
 
 def estimate_dense_seconds(points, repeats=3, steps=3, warmup=1, gflops=DENSE_GFLOPS):

@@ -101,20 +101,31 @@ def _pair(cfg, net0, X, y):
     return lr, res
 
 
+def _data(cfg, seed):
+    """The training and held-out points of one seed."""
+    X, y = datasets.separated(cfg.n + cfg.n_test, cfg.d, margin=cfg.margin, seed=seed + 1)
+    return X[:cfg.n], y[:cfg.n], X[cfg.n:], y[cfg.n:]
+
+
 def _over_seeds(cfg, m, ratio0, frac0):
     """min_t L_A adv. / min_t L_A std. and the fraction of falling iterations over ``cfg.seeds``
-    seeds (the first is the main run's) at m <= ``cfg.seeds_max_m``; {} at wider m."""
+    seeds (the first is the main run's) at m <= ``cfg.seeds_max_m``; {} at wider m. At
+    m = ``cfg.eval_m`` also the held-out gain at eps* of each further seed ("gains")."""
     if cfg.seeds < 2 or m > cfg.seeds_max_m:
         return {}
-    ratios, fracs = [float(ratio0)], [frac0]
+    ratios, fracs, gains = [float(ratio0)], [frac0], []
     for k in range(1, cfg.seeds):
         s = cfg.seed + 1000 * k
-        X, y = datasets.separated(cfg.n, cfg.d, margin=cfg.margin, seed=s + 1)
+        X, y, Xh, yh = _data(cfg, s)
         _, res = _pair(cfg, ShiftedReLUNet(m, cfg.d, seed=s), X, y)
         La = res["adversarial"][1]["loss"]
         ratios.append(float(La.min() / min(res["standard"][2]["robust_loss"])))
         fracs.append(float(np.mean(np.diff(La) < 0)))
-    return {"ratio_seeds": ratios, "decrease_seeds": fracs}
+        if m == cfg.eval_m:
+            gains.append(robust_eval.gain_at_eps_star(
+                {model: res[model][0] for model in res}, Xh, yh, cfg.eps, cfg.eval, s + 2))
+    out = {"ratio_seeds": ratios, "decrease_seeds": fracs}
+    return dict(out, gains=gains) if m == cfg.eval_m else out
 
 
 def floor_diagnostics(L):
@@ -149,10 +160,9 @@ def _seeds_cell(r, key, fmt):
 
 def run(cfg, out, engines=("dense",), progress=True):
     t_start = time.perf_counter()
-    X, y = datasets.separated(cfg.n + cfg.n_test, cfg.d, margin=cfg.margin, seed=cfg.seed + 1)
-    X, y, Xh, yh = X[:cfg.n], y[:cfg.n], X[cfg.n:], y[cfg.n:]
+    X, y, Xh, yh = _data(cfg, cfg.seed)
     curves, per_m, diag, fired, diffs = [], [], [], [], {}
-    nets_eval, long_run = None, None
+    nets_eval, long_run, seed_gains = None, None, []
     for m in progress_iter(cfg.ms, "E2 training (m)", progress):
         net0 = ShiftedReLUNet(m, cfg.d, seed=cfg.seed)
         lr, res = _pair(cfg, net0, X, y)
@@ -175,12 +185,14 @@ def run(cfg, out, engines=("dense",), progress=True):
               "mQb": float(theory.expected_fired(m)), "m45": float(theory.fired_bound(m))}
         fired.append(fr)
         dL = np.diff(La)
+        seeds = _over_seeds(cfg, m, La.min() / Ls.min(), float(np.mean(dL < 0)))
+        seed_gains = seeds.pop("gains", seed_gains)
         per_m.append({"m": m, "n": cfg.n, "lr": lr, "min_adv": float(La.min()),
                       "argmin_adv": int(np.argmin(La)), "last_adv": float(La[-1]),
                       "min_std": float(Ls.min()), "last_std": float(Ls[-1]),
                       "ratio_min": float(La.min() / Ls.min()),
                       "decrease_frac": float(np.mean(dL < 0)),
-                      **_over_seeds(cfg, m, La.min() / Ls.min(), float(np.mean(dL < 0))),
+                      **seeds,
                       "clean_acc_adv": accuracy(adv_net, X, y),
                       "clean_acc_std": accuracy(std_net, X, y), **dg})
         _exactness(cfg, net0, X, y, lr, engines, diffs)
@@ -202,6 +214,7 @@ def run(cfg, out, engines=("dense",), progress=True):
         {"training points": (X, y), "held-out points": (Xh, yh)}, grid, cfg.eps, cfg.eval,
         cfg.seed + 2)
 
+    gains_seeds = [gains.get("held-out points")] + (seed_gains if m_eval == cfg.eval_m else [])
     ms = np.array(cfg.ms, float)
     fits = {}
     for kind in ("attacked", "clean"):
@@ -239,11 +252,13 @@ def run(cfg, out, engines=("dense",), progress=True):
           + "; ".join(f"{k} points {fmt_fit(v)}" for k, v in fits.items())
           + _long_markdown(cfg, long_run)
           + f"\n\nEngines against dense over the first {cfg.exact_iterations} iterations "
-          f"(every m):\n\n{t_exact}\n\n### Robustness against eps (m = {m_eval})\n\n{md_rob}")
+          f"(every m):\n\n{t_exact}\n\n### Robustness against eps (m = {m_eval})\n\n{md_rob}"
+          + robust_eval.seeds_line("held-out points", gains_seeds))
     metrics = {"ms": list(cfg.ms), "n": cfg.n, "d": cfg.d, "eps": cfg.eps,
                "iterations": cfg.iterations, "seeds": cfg.seeds, "engines": ["dense"] + list(diffs),
                "diffs": diffs, "per_m": per_m, "fired": fired, "fired_fits": fits,
                "long_run": long_run,
+               "gains_seeds": {"held-out points": gains_seeds},
                "gains": gains, "eval_m": m_eval, "eps_grid": grid,
                "half_separation": robustness.min_opposite_distance(X, y) / 2}
     return {"key": "e2", "title": "E2 training in the theory's regime; engines agree; robustness",

@@ -62,7 +62,8 @@ def make_configs(mode="quick", seed=0):
         full_eval = EvalConfig(steps=50, restarts=4, max_points=300)
         cfgs = {"e1": e1.Config(ms=[2 ** k for k in range(10, 21)], n=256, d=16),
                 "e2": e2.Config(ms=[2 ** k for k in range(12, 19, 2)], n=64, d=16, eps=0.1,
-                                iterations=200, eval_m=16384, eval=full_eval),
+                                iterations=200, eval_m=16384, seeds_max_m=16384,
+                                eval=full_eval),
                 "e3": e3.Config(m0=65536, n0=256, d0=32,
                                 ms=[2 ** k for k in range(12, 21)], ns=[64, 128, 256, 512, 1024],
                                 ds=[4, 8, 16, 32, 64, 128], repeats=5),

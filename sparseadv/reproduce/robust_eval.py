@@ -85,6 +85,14 @@ def headroom_gain(rows, robust, split, train_eps, seed):
             "n_points": std[e]["n_points"]}
 
 
+def gain_at_eps_star(nets, X, y, train_eps, ev, seed, split="held-out points"):
+    """``headroom_gain`` of one more (standard, adversarial) pair of trained networks on the
+    points (X, y), evaluated at eps* alone (the verdict's spread over training seeds)."""
+    pair = {k: nets[k] for k in ("standard", "adversarial")}
+    rows, robust = curves(pair, {split: (X, y)}, [EVAL_FACTOR * train_eps], train_eps, ev, seed)
+    return headroom_gain(rows, robust, split, train_eps, seed)
+
+
 def section(out, prefix, title, nets, splits, eps_grid, train_eps, ev, seed):
     """Run the curves, write ``<prefix>_robustness.csv`` and a PNG; markdown and metrics."""
     rows, robust = curves(nets, splits, eps_grid, train_eps, ev, seed)
@@ -125,3 +133,14 @@ def _gain_line(split, g):
             f"{g['ceiling']:.3f}) adversarial {g['adversarial']:.3f} vs "
             f"standard {g['standard']:.3f}: gain {g['gain']:+.3f} [{g['ci_low']:+.3f}, "
             f"{g['ci_high']:+.3f}] (95% paired bootstrap over {g['n_points']} points)\n")
+
+
+def seeds_line(split, gains):
+    """One markdown line: the held-out gain at eps* of each training seed (the first is the
+    main run's), with its interval."""
+    if len(gains) < 2:
+        return ""
+    cells = ["no headroom" if g is None else
+             f"{g['gain']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]" for g in gains]
+    return (f"- {split}, over {len(gains)} training seeds (start and data; the first is the "
+            f"run above), gain at eps*: " + "; ".join(cells) + "\n")
