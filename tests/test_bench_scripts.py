@@ -124,3 +124,28 @@ def test_before_after_times_the_given_checkout():
     # the same iteration on the dense engine gives the same loss (engines agree)
     dense = json.loads(run_tool("before_after", *args, "--engine", "dense").splitlines()[-1])
     assert abs(dense["loss"] - row["loss"]) <= 1e-10 * abs(dense["loss"])
+
+
+def test_stepsize_floor_rules():
+    import numpy as np
+    from sparseadv import PGD, AdversarialTrainer, ShiftedReLUNet, datasets
+    from sparseadv.reproduce.e2_convergence import floor_diagnostics
+    tool = load_tool("stepsize_floor")
+    X, y = datasets.separated(32, 4, margin=0.1, seed=1)
+    net0 = ShiftedReLUNet(256, 4, seed=0)
+    lr0, its = 40.0, 40
+    # constant: the trainer's own losses
+    L = AdversarialTrainer(net0.copy(), PGD(0.1, 3), lr=2 * lr0).fit(X, y, its,
+                                                                      progress=False)["loss"]
+    r = tool._run("constant:2", net0, X, y, lr0, its, 0.1)
+    assert r["fell"] == floor_diagnostics(L)["fell"] and r["min"] == L.min()
+    assert r["lr_over_lr0"] == 2.0 and r["fell"] < 1.0      # this rate does oscillate
+    # halve: one halving per iteration at which the loss did not fall
+    h = tool._run("halve:2", net0, X, y, lr0, its, 0.1)
+    rises = round((1 - h["fell"]) * (its - 1))
+    assert h["lr_over_lr0"] == 2.0 * 0.5 ** rises and rises >= 1
+    u = tool._run("undo:2", net0, X, y, lr0, its, 0.1)
+    assert u["lr_over_lr0"] < 2.0
+    out = run_tool("stepsize_floor", "--m", "256", "--n", "16", "--d", "4", "--iterations",
+                   "5", "--seeds", "0", "--rules", "constant:1", "halve")
+    assert out.count("| 0 | ") == 2
