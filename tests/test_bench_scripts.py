@@ -86,8 +86,9 @@ def test_table_scripts_run():
     out = run_tool("hsr_table", "--m", "1024", "--n", "16", "--repeat", "1", "--cases", "3,8")
     assert out.count("| tree") + out.count("| 3 |") + out.count("| 8 |") >= 2
     out = run_tool("engine_table", "--m-min", "10", "--m-max", "12", "--n", "32", "--d", "4",
-                   "--iters", "1")
-    assert "Fitted: inner products per iteration ~ m^" in out
+                   "--iters", "1", "--lr", "50", "--ns", "16", "32", "64", "--n-m", "1024")
+    assert "Fitted: inner products per iteration ~ m^" in out and "lr = 50.0" in out
+    assert "Fitted: inner products per iteration ~ n^" in out and "| 64 | " in out
 
 
 def test_batch_table_epochs():
