@@ -148,5 +148,5 @@ def test_stepsize_floor_rules():
     u = tool._run("undo:2", net0, X, y, lr0, its, 0.1)
     assert u["lr_over_lr0"] < 2.0
     out = run_tool("stepsize_floor", "--m", "256", "--n", "16", "--d", "4", "--iterations",
-                   "5", "--seeds", "0", "--rules", "constant:1", "halve")
-    assert out.count("| 0 | ") == 2
+                   "5", "--seeds", "0", "--rules", "constant:1", "halve", "--strong", "2")
+    assert out.count("| 0 | ") == 2 and "strong loss fell from t = 2" in out
