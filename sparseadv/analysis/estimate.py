@@ -9,8 +9,8 @@ DENSE_GFLOPS = 25.0
 
 #: Duration of ``sparseadv reproduce --full``, quoted by the CLI help and by REPORT.md: as
 #: measured on 2 cores (the run and its commit are in docs/benchmarks.md), rounded up.
-FULL_ESTIMATE = ("about 25 minutes on 2 cores (measured; docs/benchmarks.md), 5 GB of "
-                 "memory")
+FULL_ESTIMATE = ("about 30 minutes on 2 quiet cores, 45 on busy ones (measured; "
+                 "docs/benchmarks.md), 5 GB of memory")
 
 
 def estimate_dense_seconds(points, repeats=3, steps=3, warmup=1, gflops=DENSE_GFLOPS):
