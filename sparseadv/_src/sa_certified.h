@@ -172,7 +172,8 @@ sa_nm_track_body(const double* X, ptrdiff_t d, const double* W, const double* a,
           double b, double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0,
           int64_t r1, int32_t lo, int32_t hi, double* z_last, double* path_last, uint8_t* st,
           const double* mv, double cap, const double* wd, const double* slack, double* H,
-          double* F0, int64_t* cnt, int32_t* sel, int64_t* n_eval, int64_t* n_flip)
+          double* F0, int64_t* cnt, int32_t* sel, int64_t* n_eval, int64_t* n_flip,
+          uint8_t* pass_last, const double* hist, int64_t hn, uint8_t pass_now)
 {
     int64_t r, k, p, q, s, ns, ev = 0, fl = 0;
     for (r = r0; r < r1; ++r) {
@@ -183,13 +184,15 @@ sa_nm_track_body(const double* X, ptrdiff_t d, const double* W, const double* a,
             const double above = b + slack[r], below = b - slack[r];
             const int32_t* ci = cidx + p;
             double* zl = z_last + p;
-            double* pl = path_last + p;
+            /* one of the two: the path length at the last evaluation, or its pass */
+            double* pl = path_last ? path_last + p : NULL;
+            uint8_t* pp = pass_last ? pass_last + p : NULL;
             uint8_t* sp = st + p;
             const int64_t len = q - p;
             ns = 0;
             for (k = 0; k < len; ++k) {
                 const int64_t i = ci[k];
-                double g = mv[i] - pl[k];
+                double g = mv[i] - (pl ? pl[k] : hist[pp[k] * hn + i]);
                 g = g < cap ? g : cap;
                 {
                     const double t = g * wr, z = zl[k];
@@ -222,7 +225,7 @@ sa_nm_track_body(const double* X, ptrdiff_t d, const double* W, const double* a,
                     const int64_t kk = sel[s + t], i = ci[kk];
                     const uint8_t on = zz[t] > b;
                     zl[kk] = zz[t];
-                    pl[kk] = mv[i];
+                    if (pl) pl[kk] = mv[i]; else pp[kk] = pass_now;
                     if (on != sp[kk]) {
                         sa_track_flip(on, c, w, d, H + i * d, F0 + i, cnt + i);
                         sp[kk] = on;
@@ -245,11 +248,40 @@ SA_KERNEL_D(sa_nm_track,
     (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, path_last, st, mv, cap, wd, slack,
      H, F0, cnt, sel, n_eval, n_flip),
     (X, sa_d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, path_last, st, mv, cap, wd, slack,
-     H, F0, cnt, sel, n_eval, n_flip))
+     H, F0, cnt, sel, n_eval, n_flip, NULL, NULL, 0, 0))
 SA_KERNEL(sa_anchor_rows,
     (const double* S, int64_t n, const double* thr, const double* budget,
      const double* xnorm, double h, int64_t k0, int64_t k1, int mode, int64_t* cnt,
      int64_t* band, const int64_t* off, int32_t* out),
     (S, n, thr, budget, xnorm, h, k0, k1, mode, cnt, band, off, out))
+
+/* The tracked pass with 1 byte per pair instead of a double for the path length at the
+   last evaluation: pass_last[k] is the pass in which pair k was last evaluated, and the path
+   length of every point at every pass of the iteration is kept in hist (pass-major,
+   hist[p * hn + i]; mv = hist + pass_now * hn is the current one). Same decisions, same
+   bits as sa_nm_track (the reference path length is the same double). */
+SA_BODY void
+sa_nm_track_passes_body(const double* X, ptrdiff_t d, const double* W, const double* a,
+          double b, double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0,
+          int64_t r1, int32_t lo, int32_t hi, double* z_last, uint8_t* pass_last, uint8_t* st,
+          const double* hist, int64_t hn, uint8_t pass_now, double cap, const double* wd,
+          const double* slack, double* H, double* F0, int64_t* cnt, int32_t* sel,
+          int64_t* n_eval, int64_t* n_flip)
+{
+    sa_nm_track_body(X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, NULL, st,
+                     hist + pass_now * hn, cap, wd, slack, H, F0, cnt, sel, n_eval, n_flip,
+                     pass_last, hist, hn, pass_now);
+}
+
+SA_KERNEL_D(sa_nm_track_passes,
+    (const double* X, ptrdiff_t d, const double* W, const double* a, double b, double scale,
+     const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
+     int32_t hi, double* z_last, uint8_t* pass_last, uint8_t* st, const double* hist,
+     int64_t hn, uint8_t pass_now, double cap, const double* wd, const double* slack,
+     double* H, double* F0, int64_t* cnt, int32_t* sel, int64_t* n_eval, int64_t* n_flip),
+    (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, pass_last, st, hist, hn,
+     pass_now, cap, wd, slack, H, F0, cnt, sel, n_eval, n_flip),
+    (X, sa_d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, pass_last, st, hist, hn,
+     pass_now, cap, wd, slack, H, F0, cnt, sel, n_eval, n_flip))
 
 #endif /* SPARSEADV_SA_CERTIFIED_H */

@@ -87,10 +87,13 @@ class _PairList(NamedTuple):
 
 class _TrackedPasses:
     """The state the tracked passes carry over the refined list (module docstring), per pair:
-    ``score`` (⟨w_r, x_i⟩ when last evaluated), ``score_path`` (the point's path length then),
-    ``fired`` (1 = fired); per point: ``path`` (path length since pass 0, attack norm), ``H``,
-    ``F0``, ``count`` (fired neurons), ``previous`` (its position at the last pass); per
-    neuron: ``dual_norm`` (‖w_r‖ dual to the attack norm) and ``slack``."""
+    ``score`` (⟨w_r, x_i⟩ when last evaluated), ``fired`` (1 = fired) and either ``passes``
+    (uint8: the tracked pass in which it was last evaluated, with ``hist[p]`` the path length
+    of every point at pass p: one byte per pair) or, past ``hist``'s rows, ``score_path`` (the
+    point's path length then, a double); per point: ``path`` (path length since pass 0,
+    attack norm), ``H``, ``F0``, ``count`` (fired neurons), ``previous`` (its position at the
+    last pass); per neuron: ``dual_norm`` (‖w_r‖ dual to the attack norm) and ``slack``;
+    ``calls``: tracked passes so far."""
 
     def __init__(self, **state):
         self.__dict__.update(state)
@@ -272,12 +275,24 @@ class CertifiedEngine(Engine):
     def _tracked_pass(self, Xt, pairs, f):
         """One tracked pass at Xt over the refined list; returns the inner products."""
         net, T = self.net, self._tracked
-        T.path += self._attack_norm(Xt - T.previous)
+        step = self._attack_norm(Xt - T.previous)
         np.copyto(T.previous, Xt)
-        ev, _ = _core.nm_track_forward(
-            Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, T.score, T.score_path,
-            T.fired, T.path, 2.0 * self._sets.region_radius, T.dual_norm, T.slack, T.H, T.F0,
-            T.count, f, False)
+        T.calls += 1
+        args = (Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, T.score)
+        rest = (2.0 * self._sets.region_radius, T.dual_norm, T.slack, T.H, T.F0, T.count, f,
+                False)
+        if T.passes is not None and T.calls >= len(T.hist):
+            # more tracked passes than rows of hist: the per-pair path lengths as doubles
+            T.score_path = T.hist[T.passes, pairs.idx]
+            T.path = T.hist[T.calls - 1].copy()
+            T.passes = T.hist = None
+        if T.passes is None:
+            T.path += step
+            ev, _ = _core.nm_track_forward(*args, T.score_path, T.fired, T.path, *rest)
+        else:
+            T.path = T.hist[T.calls]
+            np.add(T.hist[T.calls - 1], step, out=T.path)
+            ev, _ = _core.nm_track_passes(*args, T.passes, T.fired, T.hist, T.calls, *rest)
         return ev
 
     def _evaluate(self, Xt, pairs, refine, f, H, fired, want_mask):
@@ -318,31 +333,44 @@ class CertifiedEngine(Engine):
         if self.verify:
             self._verify(Xt, fired if tracked_count is None else tracked_count, pairs)
         if refine:
-            self._refine(Xt, pairs, mask, start)
+            # a forward pass returns its mask over ``pairs``: not compacted over it then
+            self._refine(Xt, pairs, mask, start, in_place=not want_mask)
         return mask, nf
 
-    def _refine(self, Xt, pairs, mask, start):
+    def _refine(self, Xt, pairs, mask, start, in_place):
         """Keep the pairs pass 0 marked; with the tracked passes' ``start`` state (scores, H,
-        F0, counts of that pass), set up their state."""
-        out = self._work("refined", len(pairs.idx), np.int32)
+        F0, counts of that pass), set up their state. ``in_place``: the scores and the mask
+        are not needed over ``pairs`` any more, so the kept pairs' scores and fired bits are
+        compacted over their heads (no second per-pair array); the refined ids are sized to
+        the kept pairs."""
+        out = lambda size: self._work("refined", size, np.int32)    # noqa: E731
+        n = Xt.shape[0]
         if start is None:
             rptr, ridx = _core.compact_pairs(pairs.ptr, pairs.idx, mask, 1, out)
+        elif in_place:
+            score = start["scores"]
+            rptr, ridx = _core.compact_in_place(pairs.ptr, pairs.idx, mask, 1, out, score,
+                                                False)
+            fired = mask
         else:
             score = self._work("track_score", len(pairs.idx))
             fired = self._work("track_fired", len(pairs.idx), np.uint8)
             rptr, ridx = _core.compact_pairs(pairs.ptr, pairs.idx, mask, 1, out,
                                              start["scores"], score, fired)
-            k, n = len(ridx), Xt.shape[0]
-            score_path = self._work("track_score_path", k)
-            score_path.fill(0.0)
-            path = self._work("track_path", n)
-            path.fill(0.0)
+        if start is not None:
+            k = len(ridx)
+            passes = self._work("track_pass", k, np.uint8)
+            passes.fill(0)
+            # path lengths per tracked pass (row 0: pass 0); uint8 pass ids: 256 rows at most
+            rows = min(self.threat.steps + 1, 256)
+            hist = self._work("track_hist", rows * n).reshape(rows, n)
+            hist[0] = 0.0
             previous = self._work("track_previous", Xt.size).reshape(Xt.shape)
             np.copyto(previous, Xt)
             self._tracked = _TrackedPasses(
-                score=score[:k], score_path=score_path, fired=fired[:k], path=path,
-                H=start["H"], F0=start["F0"], count=start["count"], previous=previous,
-                dual_norm=start["dual_norm"], slack=start["slack"])
+                score=score[:k], fired=fired[:k], passes=passes, hist=hist, score_path=None,
+                path=hist[0], calls=0, H=start["H"], F0=start["F0"], count=start["count"],
+                previous=previous, dual_norm=start["dual_norm"], slack=start["slack"])
         self._refined = _PairList(rptr, ridx, np.flatnonzero(np.diff(rptr)).astype(np.int64))
 
     def input_direction(self, Xt, pass_index=None):
