@@ -86,7 +86,6 @@ class AnchoredCandidates:
         self.band_rows = 0      # neurons those counts come from
         self.passes = 1         # P of the cost model, set by the engine every iteration
         self.batch_fraction = 1.0   # |B| / n of the current iteration (mini-batches)
-        self._buffer = 0        # which of the two CSR work buffers the next splice writes
         rows = all_rows(m)
         _core.copy_rows_norms(net.W, self.anchor_W, rows, self.anchor_norm2, self.anchor_norm1)
         sigma = float(np.median(self.anchor_norm2)) * _rms(self.point_norms) / np.sqrt(d)
@@ -152,12 +151,10 @@ class AnchoredCandidates:
         self._replace_rows(rows, ptr, idx)
 
     def _replace_rows(self, rows, ptr, idx):
-        """Splice new lists for ``rows`` into the CSR, written into the one of two work buffers
-        that does not hold the current lists."""
-        size = len(self.idx) - int((self.ptr[rows + 1] - self.ptr[rows]).sum()) + len(idx)
-        self._buffer = 1 - self._buffer
-        out = self._work(f"cidx{self._buffer}", size, np.int32)
-        self._set_csr(*_core.csr_replace_rows(self.ptr, self.idx, rows, ptr, idx, out))
+        """Splice new lists for ``rows`` into the CSR: a new array of exactly the new size; the
+        old one is dropped, so only one CSR is held between splices (a second, double-buffered
+        one would stay resident through every pass)."""
+        self._set_csr(*_core.csr_replace_rows(self.ptr, self.idx, rows, ptr, idx))
 
     def auto_budget(self, rate):
         """The cost-model budget for drift rates ``rate`` (module docstring)."""

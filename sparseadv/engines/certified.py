@@ -212,8 +212,16 @@ class CertifiedEngine(Engine):
             ptr, idx = self._sets.restrict(index, self._work)
             self._batch = _PairList(ptr, idx, np.flatnonzero(np.diff(ptr)).astype(np.int64))
 
+    # per-iteration buffers, released once the weights move (not needed until the next
+    # iteration, which allocates them again): this keeps them out of the peak of the step and
+    # of the re-anchoring, at the cost of their page faults once per iteration
+    _ITERATION_BUFFERS = ("z_first", "mask_first", "mask_fwd", "refined", "track_pass",
+                          "track_score", "track_fired", "wgrad")
+
     def weights_changed(self, rows):
         self._clear_pass_state()
+        for key in self._ITERATION_BUFFERS:
+            self._bufs.pop(key, None)
         sets = self._sets
         if sets is None:
             return
@@ -392,6 +400,13 @@ class CertifiedEngine(Engine):
         fired = np.empty(Xt.shape[0], dtype=np.int64)
         mask, nf = self._evaluate(Xt, *chosen, f, None, fired, True)
         self._forward_mask = (pass_index, chosen[0], mask)
+        if pass_index == self.threat.steps and self._tracked is not None:
+            # the final pass: the weight gradient needs only its mask, so the carried scores
+            # go before the gradient is allocated (a later pass of this iteration, outside
+            # the protocol, evaluates the refined list with nm_forward instead)
+            self._tracked = None
+            for key in ("z_first", "track_score", "track_pass"):
+                self._bufs.pop(key, None)
         self._add("fired_pairs", nf)
         return f, fired
 
