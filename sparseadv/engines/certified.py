@@ -77,6 +77,11 @@ from .candidates import SLACK, AnchoredCandidates
 from .dense import DenseEngine
 
 
+# rows of the tracked passes' per-pass path lengths (their pass ids are one byte per pair);
+# past them the per-pair path lengths are kept as doubles (nm_track_forward)
+_PASS_ROWS = 256
+
+
 class _PairList(NamedTuple):
     """A neuron-major candidate list: the points of neuron r are idx[ptr[r]:ptr[r + 1]];
     ``rows`` are the neurons with a non-empty list."""
@@ -370,7 +375,7 @@ class CertifiedEngine(Engine):
             passes = self._work("track_pass", k, np.uint8)
             passes.fill(0)
             # path lengths per tracked pass (row 0: pass 0); uint8 pass ids: 256 rows at most
-            rows = min(self.threat.steps + 1, 256)
+            rows = min(self.threat.steps + 1, _PASS_ROWS)
             hist = self._work("track_hist", rows * n).reshape(rows, n)
             hist[0] = 0.0
             previous = self._work("track_previous", Xt.size).reshape(Xt.shape)

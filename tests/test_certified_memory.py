@@ -1,0 +1,192 @@
+"""The certified engine's memory layout: per-pair state sized to the refined pairs, compacted
+in place, one byte per pair for the tracked passes' path lengths, per-iteration buffers
+released; each against the obvious array-copying version (bitwise) and against dense."""
+import numpy as np
+import pytest
+
+from sparseadv import PGD, AdversarialTrainer, ShiftedReLUNet, _core
+from sparseadv.engines import certified
+from sparseadv.engines.certified import CertifiedEngine
+
+
+def _data(n, d, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X, rng.choice([-1.0, 1.0], n)
+
+
+def _csr(rng, m, n, density):
+    M = rng.random((m, n)) < density
+    if m > 3:
+        M[1] = False                                    # an empty row
+        M[3] = True                                     # a full one
+    cptr = np.concatenate(([0], np.cumsum(M.sum(1)))).astype(np.int64)
+    return cptr, np.nonzero(M)[1].astype(np.int32)
+
+
+@pytest.mark.parametrize("seed,m,n,density", [(0, 40, 30, 0.3), (1, 300, 7, 0.9),
+                                               (2, 5, 50, 0.05), (3, 1, 4, 1.0),
+                                               (4, 0, 4, 0.5)])
+@pytest.mark.parametrize("kept", ["random", "all", "none"])
+def test_compact_in_place_equals_compact_pairs(seed, m, n, density, kept):
+    rng = np.random.default_rng(seed)
+    cptr, cidx = _csr(rng, m, n, density)
+    nnz = len(cidx)
+    mask = rng.integers(0, 4, nnz).astype(np.uint8)   # bit 0: fired, bit 1: kept
+    if kept != "random":
+        mask = (mask & 1) | (2 if kept == "all" else 0)
+    vals = rng.standard_normal(nnz)
+    out_vals, out_bit0 = np.empty(nnz), np.empty(nnz, np.uint8)
+    ptr, idx = _core.compact_pairs(cptr, cidx, mask, 1, None, vals, out_vals, out_bit0)
+    sizes = []
+
+    def out(size):
+        sizes.append(size)
+        return np.empty(size, np.int32)
+
+    ptr2, idx2 = _core.compact_in_place(cptr, cidx, mask, 1, out, vals)
+    k = len(idx)
+    assert np.array_equal(ptr, ptr2) and np.array_equal(idx, idx2)
+    assert sizes == [k]                                 # the ids are sized to the kept pairs
+    assert np.array_equal(vals[:k], out_vals[:k])       # values: bitwise, over their heads
+    assert np.array_equal(mask[:k], out_bit0[:k])       # the kept pairs' bit 0
+    # without values, and refusing an output that overlaps the inputs
+    mask2 = rng.integers(0, 4, nnz).astype(np.uint8)
+    ref_ptr, ref_idx = _core.compact_pairs(cptr, cidx, mask2, 1)
+    ptr3, idx3 = _core.compact_in_place(cptr, cidx, mask2, 1)
+    assert np.array_equal(ref_ptr, ptr3) and np.array_equal(ref_idx, idx3)
+    if len(ref_idx):
+        with pytest.raises(ValueError, match="overlap"):
+            _core.compact_in_place(cptr, cidx, mask2 | 2, 1, cidx)
+
+
+def test_nm_track_passes_equals_nm_track_forward():
+    """Same decisions, same bits, same counts as the double-per-pair tracked pass."""
+    rng = np.random.default_rng(5)
+    m, n, d, eps = 600, 40, 8, 0.2
+    W = rng.standard_normal((m, d))
+    a = rng.choice([-1.0, 1.0], m)
+    X, _ = _data(n, d, 6)
+    b, scale = 1.2, 1 / np.sqrt(m)
+    cptr, cidx = _csr(rng, m, n, 0.4)
+    nnz = len(cidx)
+    f = np.empty(n); H = np.empty((n, d)); cnt = np.empty(n, np.int64); F0 = np.empty(n)
+    z = np.empty(nnz); mask = np.empty(nnz, np.uint8)
+    _core.nm_forward(X, W, a, b, scale, cptr, cidx, f, H, cnt, mask, True, None, F0, z)
+    wd = np.linalg.norm(W, axis=1)
+    slack = np.full(m, 1e-9)
+    A = dict(z=z.copy(), st=(mask & 1).copy(), mref=np.zeros(nnz), path=np.zeros(n),
+             H=H.copy(), F0=F0.copy(), cnt=cnt.copy())
+    B = dict(z=z.copy(), st=(mask & 1).copy(), passes=np.zeros(nnz, np.uint8),
+             hist=np.zeros((6, n)), H=H.copy(), F0=F0.copy(), cnt=cnt.copy())
+    prev = X.copy()
+    for p in range(1, 6):
+        step = rng.standard_normal((n, d))
+        step *= (0.3 * eps * rng.random(n) / np.linalg.norm(step, axis=1))[:, None]
+        Xt = prev + step
+        moved = np.linalg.norm(Xt - prev, axis=1)
+        prev = Xt
+        A["path"] += moved
+        np.add(B["hist"][p - 1], moved, out=B["hist"][p])
+        fa, fb = np.empty(n), np.empty(n)
+        ra = _core.nm_track_forward(Xt, W, a, b, scale, cptr, cidx, A["z"], A["mref"], A["st"],
+                                    A["path"], 2 * eps, wd, slack, A["H"], A["F0"], A["cnt"],
+                                    fa)
+        rb = _core.nm_track_passes(Xt, W, a, b, scale, cptr, cidx, B["z"], B["passes"],
+                                   B["st"], B["hist"], p, 2 * eps, wd, slack, B["H"], B["F0"],
+                                   B["cnt"], fb)
+        assert ra == rb and ra[0] > n                   # some pairs evaluated, some not
+        assert np.array_equal(fa, fb)
+        for key in ("z", "st", "H", "F0", "cnt"):
+            assert np.array_equal(A[key], B[key]), key
+        assert np.array_equal(A["mref"], B["hist"][B["passes"], cidx])
+        assert B["passes"].max() == p                   # evaluated pairs carry this pass
+    with pytest.raises(ValueError, match="pass_ref"):
+        _core.nm_track_passes(Xt, W, a, b, scale, cptr, cidx, B["z"], B["passes"], B["st"],
+                              B["hist"], 2, 2 * eps, wd, slack, B["H"], B["F0"], B["cnt"], fb)
+    with pytest.raises(ValueError, match="pass_now"):
+        _core.nm_track_passes(Xt, W, a, b, scale, cptr, cidx, B["z"], B["passes"], B["st"],
+                              B["hist"], 6, 2 * eps, wd, slack, B["H"], B["F0"], B["cnt"], fb)
+
+
+def _trainers(steps=4, m=1500, n=64, d=8, **opts):
+    X, y = _data(n, d, 2)
+    nets = [ShiftedReLUNet(m, d, seed=3) for _ in range(3)]
+    attack = PGD(0.05, steps=steps)
+    return X, y, [AdversarialTrainer(nets[0], attack, lr=0.5, engine="dense"),
+                  AdversarialTrainer(nets[1], attack, lr=0.5, engine="certified", **opts),
+                  AdversarialTrainer(nets[2], attack, lr=0.5, engine="certified", **opts)]
+
+
+def test_state_is_sized_to_the_refined_pairs_and_released():
+    X, y, (td, tc, _) = _trainers()
+    eng = tc.engine
+    seen = {}
+    real = eng._tracked_pass
+
+    def spy(Xt, pairs, f):
+        T = eng._tracked
+        bufs = eng._bufs
+        k = len(eng._refined.idx)
+        seen.setdefault("checked", 0)
+        seen["checked"] += 1
+        # the carried state: one entry per refined pair, over the heads of pass 0's arrays
+        assert len(T.score) == len(T.fired) == len(pairs.idx) == k
+        assert np.shares_memory(T.score, bufs["z_first"])
+        assert np.shares_memory(T.fired, bufs["mask_first"])
+        assert bufs["refined"].size == k or seen.get("grown")
+        assert T.passes is not None and T.passes.dtype == np.uint8 and len(T.passes) == k
+        assert T.hist.shape == (tc.attack.steps + 1, X.shape[0])
+        assert not {"track_score", "track_fired", "track_score_path"} & set(bufs)
+        anchored = len(eng._sets.idx)
+        assert k < anchored        # refined: fewer pairs than the anchored list
+        return real(Xt, pairs, f)
+
+    eng._tracked_pass = spy
+    rec = tc.step(X, y)
+    td.step(X, y)
+    assert seen["checked"] == tc.attack.steps
+    # released once the weights moved; one CSR, no double buffer
+    assert not set(certified.CertifiedEngine._ITERATION_BUFFERS) & set(eng._bufs)
+    assert not {"cidx0", "cidx1"} & set(eng._bufs)
+    assert eng._tracked is None and rec["fired_pairs"] > 0
+    np.testing.assert_allclose(tc.net.W, td.net.W, rtol=0, atol=1e-12)
+
+
+def test_more_tracked_passes_than_pass_rows_give_the_same_bits(monkeypatch):
+    """Past the rows of per-pass path lengths the state switches to doubles per pair: the
+    same decisions, bits and counters as with enough rows, and dense to round-off."""
+    X, y, (td, t_rows, t_few) = _trainers(steps=5)
+    for _ in range(3):
+        rd, ra = td.step(X, y), t_rows.step(X, y)
+        monkeypatch.setattr(certified, "_PASS_ROWS", 3)
+        rb = t_few.step(X, y)
+        monkeypatch.setattr(certified, "_PASS_ROWS", 256)
+        for key in ("inner_products", "candidate_pairs", "fired_pairs", "reanchored"):
+            assert ra[key] == rb[key], key
+        assert ra["loss"] == rb["loss"]
+        assert rb["loss"] == pytest.approx(rd["loss"], rel=1e-10)
+    assert np.array_equal(t_rows.net.W, t_few.net.W)
+    np.testing.assert_allclose(t_few.net.W, td.net.W, rtol=0, atol=1e-12)
+
+
+def test_passes_after_the_final_forward_use_the_refined_list():
+    """The carried scores are dropped after the final forward pass: a further pass of the
+    same iteration (outside the protocol) evaluates the refined list, exactly."""
+    X, y = _data(50, 6, 9)
+    net = ShiftedReLUNet(900, 6, seed=2)
+    attack = PGD(0.05, steps=2)
+    eng = CertifiedEngine(net, verify=True)
+    Xt = attack.perturb(net, X, y)                      # points in the balls
+    eng.begin_iteration(X, y, attack.threat_model)
+    for k in range(attack.steps):
+        eng.input_direction(X if k == 0 else Xt, pass_index=k)
+    f, fired = eng.forward(Xt, pass_index=attack.steps)
+    assert eng._tracked is None and "z_first" not in eng._bufs
+    before = eng.counters["inner_products"]
+    H, f2 = eng.input_direction(Xt, pass_index=attack.steps)
+    assert eng.counters["inner_products"] - before == len(eng._refined.idx)
+    np.testing.assert_allclose(f2, net.forward(Xt), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(f, f2, rtol=1e-12, atol=1e-14)
+    assert np.array_equal(fired, net.fired_counts(Xt))
