@@ -4,7 +4,7 @@
 # and the row norms and drifts the bounds need. Offsets, indices, row ids and the block size
 # are validated (``check=False`` skips the O(nnz) scans on the engine's own arrays).
 from cython.parallel cimport prange, parallel
-from libc.math cimport sqrt, fabs
+from libc.math cimport sqrt, fabs, ldexp, ilogb
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memmove
 cimport numpy as cnp
@@ -505,3 +505,92 @@ def row_norms(const double[:, ::1] W not None, double[::1] norm2 not None,
                 s1 = s1 + fabs(t)
             norm2[r] = sqrt(s2)
             norm1[r] = s1
+
+
+# Anchors stored in float32 (half the memory of the m x d anchor): row r is kept as
+# a32[r] = fl32(W[r] / s_r) with s_r a power of two (max |W[r] / s_r| < 1, so float32's range
+# covers the row at any scale of W), and err[r] >= ||W[r] - s_r a32[r]||_2. Every use is an
+# upper bound: the drift ||w - w°|| <= ||w - s a32|| + err (row_drift32), and an anchored
+# score <w°, x> <= <s a32, x> + err ||x|| (the engine's shrink test).
+cdef double _ERR_REL = 1e-12       # rounding of a computed norm, relative (~1e-15 expected)
+cdef double _ERR_ABS = 1e-150      # squares below the double range, relative to s_r
+
+
+cdef inline double _scaled_norm(const double* u, Py_ssize_t d) noexcept nogil:
+    """||u||_2 from scaled squares (no underflow or overflow), rounded up by _ERR_REL."""
+    cdef Py_ssize_t j
+    cdef double big = 0.0, s = 0.0, t
+    for j in range(d):
+        if fabs(u[j]) > big:
+            big = fabs(u[j])
+    if big == 0.0:
+        return 0.0
+    for j in range(d):
+        t = u[j] / big
+        s = s + t * t
+    return big * sqrt(s) * (1.0 + _ERR_REL)
+
+
+def copy_rows_norms32(const double[:, ::1] W not None, float[:, ::1] Wa not None,
+                      double[::1] scale not None, double[::1] err not None,
+                      const cnp.int64_t[::1] rows not None, double[::1] norm2 not None,
+                      double[::1] norm1 not None):
+    """``copy_rows_norms`` into a float32 anchor: Wa[r] = fl32(W[r] / scale[r]) with
+    scale[r] a power of two (max |W[r]| / scale[r] in [1, 2); 1 for a zero row), err[r] >=
+    ||W[r] - scale[r] Wa[r]||_2 (rounded up), and norm2[r], norm1[r] as copy_rows_norms
+    computes them (the same bits)."""
+    cdef Py_ssize_t m = W.shape[0], d = W.shape[1], nr = rows.shape[0], k, j, r
+    cdef double s2, s1, t, big, sc
+    cdef Py_ssize_t T = _nthreads()
+    _shapes("copy_rows_norms32", ("Wa", 0, Wa.shape[0], m), ("Wa", 1, Wa.shape[1], d),
+            ("scale", 0, scale.shape[0], m), ("err", 0, err.shape[0], m),
+            ("norm2", 0, norm2.shape[0], m), ("norm1", 0, norm1.shape[0], m))
+    if not _rows_in_range(rows, m):
+        raise InputError("copy_rows_norms32: row out of range")
+    cdef double[:, ::1] U = np.empty((T, d if d > 0 else 1))
+    cdef double* u
+    with nogil:
+        for k in prange(nr, schedule='static', num_threads=T):
+            u = &U[sa_omp_thread_num(), 0]
+            r = rows[k]
+            s2 = 0.0
+            s1 = 0.0
+            big = 0.0
+            for j in range(d):
+                t = W[r, j]
+                s2 = s2 + t * t
+                s1 = s1 + fabs(t)
+                if fabs(t) > big:
+                    big = fabs(t)
+            norm2[r] = sqrt(s2)
+            norm1[r] = s1
+            # |W[r] / sc| in [1, 2): a power of two, finite for every finite row
+            sc = ldexp(1.0, ilogb(big)) if big > 0.0 else 1.0
+            for j in range(d):
+                Wa[r, j] = <float>(W[r, j] / sc)
+                u[j] = W[r, j] / sc - <double>Wa[r, j]
+            scale[r] = sc
+            err[r] = sc * (_scaled_norm(u, d) + _ERR_ABS)
+
+
+def row_drift32(const double[:, ::1] W not None, const float[:, ::1] Wa not None,
+                const double[::1] scale not None, const double[::1] err not None,
+                const cnp.int64_t[::1] rows not None, double[::1] out not None):
+    """out[k] >= ||W[r] - w°_r||_2 for r = rows[k], the anchor of ``copy_rows_norms32``:
+    ||W[r] - scale[r] Wa[r]||_2 (scaled, rounded up) + err[r]."""
+    cdef Py_ssize_t m = W.shape[0], d = W.shape[1], nr = rows.shape[0], k, j, r
+    cdef Py_ssize_t T = _nthreads()
+    _shapes("row_drift32", ("Wa", 0, Wa.shape[0], m), ("Wa", 1, Wa.shape[1], d),
+            ("scale", 0, scale.shape[0], m), ("err", 0, err.shape[0], m),
+            ("out", 0, out.shape[0], nr))
+    if not _rows_in_range(rows, m):
+        raise InputError("row_drift32: row out of range")
+    cdef double[:, ::1] U = np.empty((T, d if d > 0 else 1))
+    cdef double* u
+    with nogil:
+        for k in prange(nr, schedule='static', num_threads=T):
+            u = &U[sa_omp_thread_num(), 0]
+            r = rows[k]
+            for j in range(d):
+                u[j] = W[r, j] / scale[r] - <double>Wa[r, j]
+            out[k] = scale[r] * (_scaled_norm(u, d) + _ERR_ABS) + err[r]

@@ -190,3 +190,71 @@ def test_passes_after_the_final_forward_use_the_refined_list():
     np.testing.assert_allclose(f2, net.forward(Xt), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(f, f2, rtol=1e-12, atol=1e-14)
     assert np.array_equal(fired, net.fired_counts(Xt))
+
+
+def _true_norm(D):
+    """Row l2 norms from scaled rows (exact at any scale)."""
+    big = np.abs(D).max(axis=1)
+    safe = np.where(big > 0, big, 1.0)
+    return big * np.linalg.norm(D / safe[:, None], axis=1)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-300, 1e300, 1e-170, 5e-324])
+def test_float32_anchor_bounds_the_drift_at_any_scale(scale):
+    """row_drift32 is an upper bound on ||w - w°|| (and tight: within the float32 rounding
+    of the anchor), the norms are copy_rows_norms's bits, at any scale of the rows."""
+    rng = np.random.default_rng(11)
+    m, d = 60, 7
+    W0 = rng.standard_normal((m, d)) * scale
+    W0[0] = 0.0                                         # a zero row
+    W0[1, 2:] = 0.0                                     # a sparse one
+    W0[2] *= np.logspace(0, -200, d) if scale >= 1e-100 else 1.0   # very unequal entries
+    rows = np.arange(m, dtype=np.int64)
+    a32, sc, err = np.empty((m, d), np.float32), np.empty(m), np.empty(m)
+    n2, n1, r2, r1 = (np.empty(m) for _ in range(4))
+    _core.copy_rows_norms32(W0, a32, sc, err, rows, n2, n1)
+    _core.copy_rows_norms(W0, np.empty((m, d)), rows, r2, r1)
+    assert np.array_equal(n2, r2) and np.array_equal(n1, r1)
+    assert np.all(np.isfinite(err)) and np.all(err >= 0)
+    stored = a32.astype(np.float64) * sc[:, None]
+    assert np.all(_true_norm(W0 - stored) <= err)
+    assert np.all(err <= 1e-7 * _true_norm(W0) + 1e-149 * sc)
+    for step in (0.0, 1e-9, 1e-3, 1.0):
+        W = W0 + step * scale * rng.standard_normal((m, d))
+        out = np.empty(m)
+        _core.row_drift32(W, a32, sc, err, rows, out)
+        true = _true_norm(W - W0)
+        assert np.all(out >= true), step
+        assert np.all(out <= true * (1 + 1e-9) + 2 * err + 1e-149 * sc), step
+
+
+def test_shrink_keeps_every_pair_of_the_exact_test():
+    """A shrunk list (its stored float32 anchor plus the error margin) contains every pair
+    the float64 anchor's candidate test keeps."""
+    X, y = _data(80, 6, 3)
+    net = ShiftedReLUNet(500, 6, seed=5)
+    eng = CertifiedEngine(net, budget="auto", initial_budget=0.2)
+    eng.begin_iteration(X, y, PGD(0.05, 2).threat_model)
+    sets = eng._sets
+    anchor = net.W.copy()                               # w° of every row (a fresh build)
+    rows = np.arange(0, 500, 3, dtype=np.int64)
+    old_ptr, old_idx = sets.ptr.copy(), sets.idx.copy()
+    sets.budget[rows] *= 0.3                            # raised thresholds
+    thr = sets.thresholds(rows)
+    ref_ptr, ref_idx, _ = _core.filter_candidates(
+        sets.points, anchor, rows, thr, np.ascontiguousarray(sets.budget[rows]),
+        sets.point_norms, old_ptr, old_idx)
+    sets.shrink(rows)
+    kept_total = 0
+    for k, r in enumerate(rows):
+        got = set(sets.idx[sets.ptr[r]:sets.ptr[r + 1]])
+        want = set(ref_idx[ref_ptr[k]:ref_ptr[k + 1]])
+        assert want <= got
+        assert got <= set(old_idx[old_ptr[r]:old_ptr[r + 1]])
+        kept_total += len(want)
+    others = np.setdiff1d(np.arange(500), rows)
+    for r in others[:50]:                               # the other rows are untouched
+        assert np.array_equal(sets.idx[sets.ptr[r]:sets.ptr[r + 1]],
+                              old_idx[old_ptr[r]:old_ptr[r + 1]])
+    assert 0 < kept_total < int((old_ptr[rows + 1] - old_ptr[rows]).sum())   # it shrank
+    assert sets.anchor32.dtype == np.float32 and not hasattr(sets, "anchor_W")

@@ -447,7 +447,7 @@ class CertifiedEngine(Engine):
         missing = self._sets.missing_pairs(fired_ptr, fired_idx, pairs.ptr, pairs.idx)
         if len(missing):
             r, i = divmod(int(missing[0]), n)
-            drift = np.linalg.norm(net.W[r] - self._sets.anchor_W[r])
+            drift = np.linalg.norm(net.W[r] - self._sets.anchor_rows([r])[0])
             raise RuntimeError(
                 f"certified engine: {len(missing)} fired pair(s) missing from the candidate "
                 f"sets (first: point {i}, neuron {r}, budget {self._sets.budget[r]:g}, "
