@@ -575,22 +575,41 @@ def copy_rows_norms32(const double[:, ::1] W not None, float[:, ::1] Wa not None
 
 def row_drift32(const double[:, ::1] W not None, const float[:, ::1] Wa not None,
                 const double[::1] scale not None, const double[::1] err not None,
-                const cnp.int64_t[::1] rows not None, double[::1] out not None):
+                const cnp.int64_t[::1] rows not None, double[::1] out not None,
+                double[::1] norm2=None, double[::1] norm1=None):
     """out[k] >= ||W[r] - w°_r||_2 for r = rows[k], the anchor of ``copy_rows_norms32``:
-    ||W[r] - scale[r] Wa[r]||_2 (scaled, rounded up) + err[r]."""
+    ||W[r] - scale[r] Wa[r]||_2 (scaled, rounded up) + err[r]. With ``norm2`` and ``norm1``
+    (length m) also norm2[r], norm1[r] = ||W[r]||_2, ||W[r]||_1 of the same rows, with the
+    bits of ``row_norms`` (the certified engine keeps the current rows' norms this way
+    instead of a pass over all m rows per iteration)."""
     cdef Py_ssize_t m = W.shape[0], d = W.shape[1], nr = rows.shape[0], k, j, r
     cdef Py_ssize_t T = _nthreads()
+    cdef double s2, s1, t
     _shapes("row_drift32", ("Wa", 0, Wa.shape[0], m), ("Wa", 1, Wa.shape[1], d),
             ("scale", 0, scale.shape[0], m), ("err", 0, err.shape[0], m),
             ("out", 0, out.shape[0], nr))
+    if (norm2 is None) != (norm1 is None):
+        raise InputError("row_drift32: norm2 and norm1 go together")
+    if norm2 is not None:
+        _shapes("row_drift32", ("norm2", 0, norm2.shape[0], m), ("norm1", 0, norm1.shape[0], m))
     if not _rows_in_range(rows, m):
         raise InputError("row_drift32: row out of range")
     cdef double[:, ::1] U = np.empty((T, d if d > 0 else 1))
     cdef double* u
+    cdef double* N2 = &norm2[0] if norm2 is not None and m > 0 else NULL
+    cdef double* N1 = &norm1[0] if norm1 is not None and m > 0 else NULL
     with nogil:
         for k in prange(nr, schedule='static', num_threads=T):
             u = &U[sa_omp_thread_num(), 0]
             r = rows[k]
+            s2 = 0.0
+            s1 = 0.0
             for j in range(d):
-                u[j] = W[r, j] / scale[r] - <double>Wa[r, j]
+                t = W[r, j]
+                s2 = s2 + t * t
+                s1 = s1 + fabs(t)
+                u[j] = t / scale[r] - <double>Wa[r, j]
             out[k] = scale[r] * (_scaled_norm(u, d) + _ERR_ABS) + err[r]
+            if N2 != NULL:
+                N2[r] = sqrt(s2)
+                N1[r] = s1

@@ -56,7 +56,7 @@ cdef extern from "sa_certified.h":
                      double* z_last, double* path_last, cnp.uint8_t* st, const double* mv,
                      double cap, const double* wd, const double* slack, double* H, double* F0,
                      cnp.int64_t* cnt, cnp.int32_t* sel, cnp.int64_t* n_eval,
-                     cnp.int64_t* n_flip) noexcept nogil
+                     cnp.int64_t* n_flip, double cap0) noexcept nogil
     void sa_nm_track_passes(const double* X, Py_ssize_t d, const double* W, const double* a,
                             double b, double scale, const cnp.int64_t* cptr,
                             const cnp.int32_t* cidx, cnp.int64_t r0, cnp.int64_t r1,
@@ -65,7 +65,7 @@ cdef extern from "sa_certified.h":
                             cnp.int64_t hn, cnp.uint8_t pass_now, double cap, const double* wd,
                             const double* slack, double* H, double* F0, cnp.int64_t* cnt,
                             cnp.int32_t* sel, cnp.int64_t* n_eval,
-                            cnp.int64_t* n_flip) noexcept nogil
+                            cnp.int64_t* n_flip, double cap0) noexcept nogil
 
 
 def nm_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
@@ -175,7 +175,8 @@ def nm_track_forward(const double[:, ::1] X not None, const double[:, ::1] W not
                      cnp.uint8_t[::1] state not None, const double[::1] path not None, double cap,
                      const double[::1] wd not None, const double[::1] slack not None,
                      double[:, ::1] H not None, double[::1] F0 not None,
-                     cnp.int64_t[::1] fired not None, double[::1] f_out not None, bint check=True):
+                     cnp.int64_t[::1] fired not None, double[::1] f_out not None, bint check=True,
+                     cap0=None):
     """One pass of a tracked forward over a candidate list that stays fixed while the points
     move. The state (all updated in place) is, per pair k of cidx: zref[k], the score when
     last evaluated, mref[k], the point's path length then, state[k] (1 = fired); per point:
@@ -186,13 +187,15 @@ def nm_track_forward(const double[:, ::1] X not None, const double[:, ::1] W not
     mask bit 0 at the start points, with mref = path. A pair is evaluated only when
     zref[k] -+ min(path[i] - mref[k], cap) wd[r] does not clear b by slack[r]; a pair whose
     state flips updates H, F0, fired. Then f_out[i] = <H_i, x_i> - b F0_i (overwritten).
-    Lists must be sorted within each neuron (checked when ``check``). Returns (inner
-    products: pairs evaluated + n for f, state flips)."""
+    ``cap0`` (default ``cap``): the bound for pairs whose reference path length is 0, i.e.
+    last evaluated at the start points (the clean points, the centres of the balls: their
+    radius). Lists must be sorted within each neuron (checked when ``check``). Returns
+    (inner products: pairs evaluated + n for f, state flips)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
     cdef Py_ssize_t nb, j, c0, c1, chunk, i
     cdef Py_ssize_t nnz = cidx.shape[0]
-    _track_checks("nm_track_forward", X, W, a, cptr, cidx, zref, state, cap, wd, slack, H, F0,
-                  fired, f_out, check)
+    cdef double cp0 = _track_checks("nm_track_forward", X, W, a, cptr, cidx, zref, state, cap,
+                                    cap0, wd, slack, H, F0, fired, f_out, check)
     _shapes("nm_track_forward", ("mref", 0, mref.shape[0], nnz), ("path", 0, path.shape[0], n))
     if n == 0:
         return 0, 0
@@ -215,7 +218,7 @@ def nm_track_forward(const double[:, ::1] X not None, const double[:, ::1] W not
                     sa_nm_track(&X[0, 0], d, &W[0, 0], &a[0], b, scale, &cptr[0], Cp, c0, c1,
                                 <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], Zp, Rp, Sp,
                                 &path[0], cap, &wd[0], &slack[0], &H[0, 0], &F0[0],
-                                &fired[0], &sel[j, 0], &cnt[0, j], &cnt[1, j])
+                                &fired[0], &sel[j, 0], &cnt[0, j], &cnt[1, j], cp0)
                     c0 = c1
             for i in range(bd[j], bd[j + 1]):
                 f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]
@@ -224,11 +227,12 @@ def nm_track_forward(const double[:, ::1] X not None, const double[:, ::1] W not
 
 def _track_checks(str what, const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
                   const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
-                  const double[::1] zref, const cnp.uint8_t[::1] state, double cap,
+                  const double[::1] zref, const cnp.uint8_t[::1] state, double cap, cap0,
                   const double[::1] wd, const double[::1] slack, const double[:, ::1] H,
                   const double[::1] F0, const cnp.int64_t[::1] fired,
                   const double[::1] f_out, bint check):
-    """The checks both tracked passes share: shapes, n, cap, and the CSR when ``check``."""
+    """The checks both tracked passes share: shapes, n, cap, cap0, and the CSR when ``check``;
+    returns cap0 (``cap`` when None)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0], nnz = cidx.shape[0]
     cdef int code
     if d < 1:
@@ -242,10 +246,18 @@ def _track_checks(str what, const double[:, ::1] X, const double[:, ::1] W, cons
         raise InputError(f"{what}: n must be < 2**31")
     if not cap >= 0:
         raise InputError(f"{what}: cap must be >= 0")
+    if cap0 is not None and (isinstance(cap0, bool) or not isinstance(
+            cap0, (int, float, np.integer, np.floating))):
+        raise InputTypeError(f"{what}: cap0 must be a real number or None, got "
+                             f"{type(cap0).__name__}")
+    cdef double c0 = cap if cap0 is None else float(cap0)
+    if not c0 >= 0:
+        raise InputError(f"{what}: cap0 must be >= 0")
     if check:
         with nogil:
             code = _check_nm_csr(cptr, cidx, n)
         _raise_csr(code, what, "cptr", "cidx")
+    return c0
 
 
 cdef tuple _track_blocks(Py_ssize_t n):
@@ -264,19 +276,20 @@ def nm_track_passes(const double[:, ::1] X not None, const double[:, ::1] W not 
                     pass_now, double cap, const double[::1] wd not None,
                     const double[::1] slack not None, double[:, ::1] H not None,
                     double[::1] F0 not None, cnp.int64_t[::1] fired not None,
-                    double[::1] f_out not None, bint check=True):
+                    double[::1] f_out not None, bint check=True, cap0=None):
     """``nm_track_forward`` with one byte per pair instead of ``mref``: pass_ref[k] is the
     pass in which pair k was last evaluated (0 .. pass_now), and hist[p, i] the path length of
     point i at pass p (hist[pass_now] is the current ``path``; at most 256 passes), so mref[k]
     = hist[pass_ref[k], i]. Evaluated pairs get pass_ref[k] = pass_now. Same decisions and
     bits as nm_track_forward with that mref. Start state: nm_forward's outputs with pass_ref
-    = 0 and hist[0] = 0. ``check`` also validates every pass_ref[k] <= pass_now. Returns
+    = 0 and hist[0] = 0. ``check`` also validates every pass_ref[k] <= pass_now; ``cap0`` as
+    there. Returns
     (inner products: pairs evaluated + n for f, state flips)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
     cdef Py_ssize_t nb, j, c0, c1, chunk, i, k
     cdef Py_ssize_t nnz = cidx.shape[0]
-    _track_checks("nm_track_passes", X, W, a, cptr, cidx, zref, state, cap, wd, slack, H, F0,
-                  fired, f_out, check)
+    cdef double cp0 = _track_checks("nm_track_passes", X, W, a, cptr, cidx, zref, state, cap,
+                                    cap0, wd, slack, H, F0, fired, f_out, check)
     _shapes("nm_track_passes", ("pass_ref", 0, pass_ref.shape[0], nnz),
             ("hist", 1, hist.shape[1], n))
     cdef Py_ssize_t p = _int_arg("nm_track_passes", "pass_now", pass_now, 0,
@@ -312,7 +325,7 @@ def nm_track_passes(const double[:, ::1] X not None, const double[:, ::1] W not 
                                        c0, c1, <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], Zp,
                                        Pp, Sp, &hist[0, 0], n, <cnp.uint8_t>p, cap, &wd[0],
                                        &slack[0], &H[0, 0], &F0[0], &fired[0], &sel[j, 0],
-                                       &cnt[0, j], &cnt[1, j])
+                                       &cnt[0, j], &cnt[1, j], cp0)
                     c0 = c1
             for i in range(bd[j], bd[j + 1]):
                 f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]

@@ -258,3 +258,25 @@ def test_shrink_keeps_every_pair_of_the_exact_test():
                               old_idx[old_ptr[r]:old_ptr[r + 1]])
     assert 0 < kept_total < int((old_ptr[rows + 1] - old_ptr[rows]).sum())   # it shrank
     assert sets.anchor32.dtype == np.float32 and not hasattr(sets, "anchor_W")
+
+
+def test_current_row_norms_are_kept_with_the_bits_of_row_norms():
+    """The refinement's norms of the current rows are updated by the drift pass of the moved
+    rows instead of a pass over all m rows: the same bits as row_norms after every step."""
+    X, y, (td, tc, _) = _trainers(steps=2, m=800)
+    n2, n1 = np.empty(800), np.empty(800)
+    for _ in range(4):
+        tc.step(X, y)
+        td.step(X, y)
+        sets = tc.engine._sets
+        _core.row_norms(tc.net.W, n2, n1)
+        assert np.array_equal(sets.norm2, n2) and np.array_equal(sets.norm1, n1)
+    # row_drift32's norms: only of the given rows, the others untouched
+    W = tc.net.W
+    rows = np.array([1, 5, 7], dtype=np.int64)
+    out, a2, a1 = np.empty(3), np.full(800, -1.0), np.full(800, -1.0)
+    _core.row_drift32(W, sets.anchor32, sets.anchor_scale, sets.anchor_err, rows, out, a2, a1)
+    assert np.array_equal(a2[rows], n2[rows]) and np.array_equal(a1[rows], n1[rows])
+    assert np.all(np.delete(a2, rows) == -1.0)
+    with pytest.raises(ValueError, match="together"):
+        _core.row_drift32(W, sets.anchor32, sets.anchor_scale, sets.anchor_err, rows, out, a2)

@@ -93,6 +93,9 @@ class AnchoredCandidates:
         self.batch_fraction = 1.0   # |B| / n of the current iteration (mini-batches)
         rows = all_rows(m)
         self._copy_anchor(net.W, rows)
+        # ‖w_r‖₂, ‖w_r‖₁ at the CURRENT weights (the refinement's thresholds), the bits of
+        # _core.row_norms: kept up to date for the moved rows by weights_moved
+        self.norm2, self.norm1 = self.anchor_norm2.copy(), self.anchor_norm1.copy()
         sigma = float(np.median(self.anchor_norm2)) * _rms(self.point_norms) / np.sqrt(d)
         self.band_halfwidth = 0.1 * sigma if sigma > 0 else 0.1
         ptr, idx, band, ip = _core.anchor_candidates(     # W[rows] is the anchor now
@@ -194,7 +197,8 @@ class AnchoredCandidates:
         """After W[rows] moved (sorted distinct ids): measure the drifts, adapt the budgets
         (auto), and re-anchor the neurons past their budgets."""
         drift = np.empty(len(rows))
-        _core.row_drift32(W, self.anchor32, self.anchor_scale, self.anchor_err, rows, drift)
+        _core.row_drift32(W, self.anchor32, self.anchor_scale, self.anchor_err, rows, drift,
+                          self.norm2, self.norm1)
         self.age[rows] += 1
         budget = self.budget[rows]
         over = drift > budget

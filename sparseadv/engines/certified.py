@@ -276,9 +276,8 @@ class CertifiedEngine(Engine):
     def _refinement_thresholds(self):
         """Per-neuron refinement threshold at the current weights (module docstring), with
         the dual norms and slacks the tracked passes use."""
-        sets, m = self._sets, self.net.m
-        norm2, norm1 = self._work("keep_n2", m), self._work("keep_n1", m)
-        _core.row_norms(self.net.W, norm2, norm1)
+        sets = self._sets
+        norm2, norm1 = sets.norm2, sets.norm1   # the current rows' (kept by weights_moved)
         dual = norm1 if sets.norm == np.inf else norm2
         # the tracked passes' slack also covers the round-off of the carried path lengths
         slack = SLACK * (abs(sets.b)
