@@ -511,24 +511,36 @@ def row_norms(const double[:, ::1] W not None, double[::1] norm2 not None,
 # a32[r] = fl32(W[r] / s_r) with s_r a power of two (max |W[r] / s_r| < 1, so float32's range
 # covers the row at any scale of W), and err[r] >= ||W[r] - s_r a32[r]||_2. Every use is an
 # upper bound: the drift ||w - w°|| <= ||w - s a32|| + err (row_drift32), and an anchored
-# score <w°, x> <= <s a32, x> + err ||x|| (the engine's shrink test).
-cdef double _ERR_REL = 1e-12       # rounding of a computed norm, relative (~1e-15 expected)
-cdef double _ERR_ABS = 1e-150      # squares below the double range, relative to s_r
+# score <w°, x> <= <s a32, x> + err ||x|| (the engine's shrink test). Both norms are of
+# differences in units of s (so of order 2^-24 and less): one pass, no scaling needed.
+cdef double _ERR_ABS = 1e-150      # in units of s_r: squares that underflowed (|u| < 1e-162)
 
 
-cdef inline double _scaled_norm(const double* u, Py_ssize_t d) noexcept nogil:
-    """||u||_2 from scaled squares (no underflow or overflow), rounded up by _ERR_REL."""
+cdef inline double _norm_up(double sumsq, Py_ssize_t d) noexcept nogil:
+    """An upper bound on ||u||_2 from its computed sum of squares: the relative error of a
+    recursive sum of d squares and a square root is below (d + 4) 2^-52, and each square
+    that underflowed had |u_j| < 1e-162, so _ERR_ABS covers all of them together. The
+    callers' u are in units of a row's power-of-two scale (entries of order one and less),
+    so the sum does not overflow unless a row grew by ~1e150 (then the bound is inf:
+    still an upper bound)."""
+    return sqrt(sumsq) * (1.0 + (d + 4) * 2.3e-16) + _ERR_ABS
+
+
+cdef double _diff_norm_scaled(const double* w, const float* a, double sc,
+                              Py_ssize_t d) noexcept nogil:
+    """||w / sc - a||_2 (rounded up) from scaled squares: for a row far from its anchor's
+    scale, whose plain sum of squares overflowed."""
     cdef Py_ssize_t j
     cdef double big = 0.0, s = 0.0, t
     for j in range(d):
-        if fabs(u[j]) > big:
-            big = fabs(u[j])
-    if big == 0.0:
-        return 0.0
+        t = fabs(w[j] / sc - <double>a[j])
+        big = t if t > big else big
+    if big == 0.0 or big > 1.7976931348623157e308:
+        return big
     for j in range(d):
-        t = u[j] / big
+        t = (w[j] / sc - <double>a[j]) / big
         s = s + t * t
-    return big * sqrt(s) * (1.0 + _ERR_REL)
+    return big * _norm_up(s, d)
 
 
 def copy_rows_norms32(const double[:, ::1] W not None, float[:, ::1] Wa not None,
@@ -540,18 +552,14 @@ def copy_rows_norms32(const double[:, ::1] W not None, float[:, ::1] Wa not None
     ||W[r] - scale[r] Wa[r]||_2 (rounded up), and norm2[r], norm1[r] as copy_rows_norms
     computes them (the same bits)."""
     cdef Py_ssize_t m = W.shape[0], d = W.shape[1], nr = rows.shape[0], k, j, r
-    cdef double s2, s1, t, big, sc
-    cdef Py_ssize_t T = _nthreads()
+    cdef double s2, s1, t, big, sc, su
     _shapes("copy_rows_norms32", ("Wa", 0, Wa.shape[0], m), ("Wa", 1, Wa.shape[1], d),
             ("scale", 0, scale.shape[0], m), ("err", 0, err.shape[0], m),
             ("norm2", 0, norm2.shape[0], m), ("norm1", 0, norm1.shape[0], m))
     if not _rows_in_range(rows, m):
         raise InputError("copy_rows_norms32: row out of range")
-    cdef double[:, ::1] U = np.empty((T, d if d > 0 else 1))
-    cdef double* u
     with nogil:
-        for k in prange(nr, schedule='static', num_threads=T):
-            u = &U[sa_omp_thread_num(), 0]
+        for k in prange(nr, schedule='static'):
             r = rows[k]
             s2 = 0.0
             s1 = 0.0
@@ -566,11 +574,13 @@ def copy_rows_norms32(const double[:, ::1] W not None, float[:, ::1] Wa not None
             norm1[r] = s1
             # |W[r] / sc| in [1, 2): a power of two, finite for every finite row
             sc = ldexp(1.0, ilogb(big)) if big > 0.0 else 1.0
+            su = 0.0
             for j in range(d):
                 Wa[r, j] = <float>(W[r, j] / sc)
-                u[j] = W[r, j] / sc - <double>Wa[r, j]
+                t = W[r, j] / sc - <double>Wa[r, j]
+                su = su + t * t
             scale[r] = sc
-            err[r] = sc * (_scaled_norm(u, d) + _ERR_ABS)
+            err[r] = sc * _norm_up(su, d)
 
 
 def row_drift32(const double[:, ::1] W not None, const float[:, ::1] Wa not None,
@@ -578,13 +588,12 @@ def row_drift32(const double[:, ::1] W not None, const float[:, ::1] Wa not None
                 const cnp.int64_t[::1] rows not None, double[::1] out not None,
                 double[::1] norm2=None, double[::1] norm1=None):
     """out[k] >= ||W[r] - w°_r||_2 for r = rows[k], the anchor of ``copy_rows_norms32``:
-    ||W[r] - scale[r] Wa[r]||_2 (scaled, rounded up) + err[r]. With ``norm2`` and ``norm1``
+    ||W[r] - scale[r] Wa[r]||_2 (rounded up) + err[r]. With ``norm2`` and ``norm1``
     (length m) also norm2[r], norm1[r] = ||W[r]||_2, ||W[r]||_1 of the same rows, with the
     bits of ``row_norms`` (the certified engine keeps the current rows' norms this way
     instead of a pass over all m rows per iteration)."""
     cdef Py_ssize_t m = W.shape[0], d = W.shape[1], nr = rows.shape[0], k, j, r
-    cdef Py_ssize_t T = _nthreads()
-    cdef double s2, s1, t
+    cdef double s2, s1, t, su, inv
     _shapes("row_drift32", ("Wa", 0, Wa.shape[0], m), ("Wa", 1, Wa.shape[1], d),
             ("scale", 0, scale.shape[0], m), ("err", 0, err.shape[0], m),
             ("out", 0, out.shape[0], nr))
@@ -594,22 +603,29 @@ def row_drift32(const double[:, ::1] W not None, const float[:, ::1] Wa not None
         _shapes("row_drift32", ("norm2", 0, norm2.shape[0], m), ("norm1", 0, norm1.shape[0], m))
     if not _rows_in_range(rows, m):
         raise InputError("row_drift32: row out of range")
-    cdef double[:, ::1] U = np.empty((T, d if d > 0 else 1))
-    cdef double* u
     cdef double* N2 = &norm2[0] if norm2 is not None and m > 0 else NULL
     cdef double* N1 = &norm1[0] if norm1 is not None and m > 0 else NULL
     with nogil:
-        for k in prange(nr, schedule='static', num_threads=T):
-            u = &U[sa_omp_thread_num(), 0]
+        for k in prange(nr, schedule='static'):
             r = rows[k]
+            # t / s and t * (1 / s) are the same correctly rounded value for a power of two s
+            # whose inverse is finite (every s >= 2^-1023); below it, divide
+            inv = 1.0 / scale[r]
             s2 = 0.0
             s1 = 0.0
+            su = 0.0
             for j in range(d):
                 t = W[r, j]
                 s2 = s2 + t * t
                 s1 = s1 + fabs(t)
-                u[j] = t / scale[r] - <double>Wa[r, j]
-            out[k] = scale[r] * (_scaled_norm(u, d) + _ERR_ABS) + err[r]
+                t = (t * inv if inv <= 1.7976931348623157e308 else t / scale[r]) \
+                    - <double>Wa[r, j]
+                su = su + t * t
+            if su <= 1e300:
+                out[k] = scale[r] * _norm_up(su, d) + err[r]
+            else:                       # overflowed (or NaN): the scaled computation
+                out[k] = scale[r] * _diff_norm_scaled(&W[r, 0], &Wa[r, 0], scale[r], d) \
+                    + err[r]
             if N2 != NULL:
                 N2[r] = sqrt(s2)
                 N1[r] = s1

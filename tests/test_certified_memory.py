@@ -280,3 +280,57 @@ def test_current_row_norms_are_kept_with_the_bits_of_row_norms():
     assert np.all(np.delete(a2, rows) == -1.0)
     with pytest.raises(ValueError, match="together"):
         _core.row_drift32(W, sets.anchor32, sets.anchor_scale, sets.anchor_err, rows, out, a2)
+
+
+@pytest.mark.parametrize("norm", [2, np.inf])
+def test_radius_bound_for_pairs_last_evaluated_at_the_clean_points(norm):
+    """cap0 = the ball's radius for pairs whose score is from the clean points: every state
+    still agrees two-sided with brute force, f and H with a fresh pass, with fewer
+    evaluations than the diameter bound alone."""
+    rng = np.random.default_rng(8)
+    m, n, d, eps = 900, 48, 8, 0.15
+    W = rng.standard_normal((m, d))
+    a = rng.choice([-1.0, 1.0], m)
+    X, _ = _data(n, d, 4)
+    b, scale = 1.0, 1 / np.sqrt(m)
+    cptr = np.arange(0, m * n + 1, n, dtype=np.int64)       # every pair listed
+    cidx = np.tile(np.arange(n, dtype=np.int32), m)
+    nnz = len(cidx)
+    f = np.empty(n); H = np.empty((n, d)); cnt = np.empty(n, np.int64); F0 = np.empty(n)
+    z = np.empty(nnz); mask = np.empty(nnz, np.uint8)
+    _core.nm_forward(X, W, a, b, scale, cptr, cidx, f, H, cnt, mask, True, None, F0, z)
+    wd = np.abs(W).sum(1) if norm == np.inf else np.linalg.norm(W, axis=1)
+    slack = 1e-9 * (1 + 2 * wd)
+    states = {}
+    for cap0 in (2 * eps, eps):
+        S = dict(z=z.copy(), st=(mask & 1).copy(), passes=np.zeros(nnz, np.uint8),
+                 hist=np.zeros((5, n)), H=H.copy(), F0=F0.copy(), cnt=cnt.copy())
+        prev, delta, evals = X.copy(), np.zeros_like(X), 0
+        srng = np.random.default_rng(1)
+        for p in range(1, 5):
+            step = srng.standard_normal((n, d))
+            if norm == np.inf:
+                delta = np.clip(delta + 0.6 * eps * np.sign(step), -eps, eps)
+            else:
+                delta = delta + 0.6 * eps * step / np.linalg.norm(step, axis=1)[:, None]
+                delta *= np.minimum(1, eps / np.linalg.norm(delta, axis=1))[:, None]
+            Xt = X + delta
+            D = Xt - prev
+            moved = np.abs(D).max(1) if norm == np.inf else np.linalg.norm(D, axis=1)
+            prev = Xt
+            np.add(S["hist"][p - 1], moved, out=S["hist"][p])
+            ft = np.empty(n)
+            ev, _ = _core.nm_track_passes(Xt, W, a, b, scale, cptr, cidx, S["z"], S["passes"],
+                                          S["st"], S["hist"], p, 2 * eps * (1 + 1e-9), wd,
+                                          slack, S["H"], S["F0"], S["cnt"], ft,
+                                          cap0=cap0 * (1 + 1e-9))
+            evals += ev
+            truth = (Xt @ W.T > b).T.reshape(-1)            # neuron-major like cidx
+            assert np.array_equal(S["st"].astype(bool), truth), (cap0, p)
+            fd = np.empty(n)
+            _core.nm_forward(Xt, W, a, b, scale, cptr, cidx, fd)
+            np.testing.assert_allclose(ft, fd, rtol=1e-10, atol=1e-12)
+        states[cap0] = (evals, S)
+    (e_diam, A), (e_rad, B) = states[2 * eps], states[eps]
+    assert e_rad < e_diam                                   # fewer inner products
+    assert np.array_equal(A["st"], B["st"]) and np.array_equal(A["cnt"], B["cnt"])

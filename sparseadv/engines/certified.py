@@ -291,8 +291,10 @@ class CertifiedEngine(Engine):
         np.copyto(T.previous, Xt)
         T.calls += 1
         args = (Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, T.score)
-        rest = (2.0 * self._sets.region_radius, T.dual_norm, T.slack, T.H, T.F0, T.count, f,
-                False)
+        radius = self._sets.region_radius
+        # any two positions of a point are within the ball's diameter, and any position
+        # within its radius of the clean point (the pass-0 reference: cap0)
+        rest = (2.0 * radius, T.dual_norm, T.slack, T.H, T.F0, T.count, f, False)
         if T.passes is not None and T.calls >= len(T.hist):
             # more tracked passes than rows of hist: the per-pair path lengths as doubles
             T.score_path = T.hist[T.passes, pairs.idx]
@@ -300,11 +302,13 @@ class CertifiedEngine(Engine):
             T.passes = T.hist = None
         if T.passes is None:
             T.path += step
-            ev, _ = _core.nm_track_forward(*args, T.score_path, T.fired, T.path, *rest)
+            ev, _ = _core.nm_track_forward(*args, T.score_path, T.fired, T.path, *rest,
+                                           cap0=radius)
         else:
             T.path = T.hist[T.calls]
             np.add(T.hist[T.calls - 1], step, out=T.path)
-            ev, _ = _core.nm_track_passes(*args, T.passes, T.fired, T.hist, T.calls, *rest)
+            ev, _ = _core.nm_track_passes(*args, T.passes, T.fired, T.hist, T.calls, *rest,
+                                          cap0=radius)
         return ev
 
     def _evaluate(self, Xt, pairs, refine, f, H, fired, want_mask):
