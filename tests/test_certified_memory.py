@@ -61,14 +61,19 @@ def test_compact_in_place_equals_compact_pairs(seed, m, n, density, kept):
             _core.compact_in_place(cptr, cidx, mask2 | 2, 1, cidx)
 
 
-def test_nm_track_passes_equals_nm_track_forward():
-    """Same decisions, same bits, same counts as the double-per-pair tracked pass."""
-    rng = np.random.default_rng(5)
-    m, n, d, eps = 600, 40, 8, 0.2
+def _kernel_problem(seed, m, n, d, b, data_seed):
+    """(rng, W, a, X, b, scale) of a kernel-level test."""
+    rng = np.random.default_rng(seed)
     W = rng.standard_normal((m, d))
     a = rng.choice([-1.0, 1.0], m)
-    X, _ = _data(n, d, 6)
-    b, scale = 1.2, 1 / np.sqrt(m)
+    X, _ = _data(n, d, data_seed)
+    return rng, W, a, X, b, 1 / np.sqrt(m)
+
+
+def test_nm_track_passes_equals_nm_track_forward():
+    """Same decisions, same bits, same counts as the double-per-pair tracked pass."""
+    m, n, d, eps = 600, 40, 8, 0.2
+    rng, W, a, X, b, scale = _kernel_problem(5, m, n, d, 1.2, 6)
     cptr, cidx = _csr(rng, m, n, 0.4)
     nnz = len(cidx)
     f = np.empty(n); H = np.empty((n, d)); cnt = np.empty(n, np.int64); F0 = np.empty(n)
@@ -287,12 +292,8 @@ def test_radius_bound_for_pairs_last_evaluated_at_the_clean_points(norm):
     """cap0 = the ball's radius for pairs whose score is from the clean points: every state
     still agrees two-sided with brute force, f and H with a fresh pass, with fewer
     evaluations than the diameter bound alone."""
-    rng = np.random.default_rng(8)
     m, n, d, eps = 900, 48, 8, 0.15
-    W = rng.standard_normal((m, d))
-    a = rng.choice([-1.0, 1.0], m)
-    X, _ = _data(n, d, 4)
-    b, scale = 1.0, 1 / np.sqrt(m)
+    rng, W, a, X, b, scale = _kernel_problem(8, m, n, d, 1.0, 4)
     cptr = np.arange(0, m * n + 1, n, dtype=np.int64)       # every pair listed
     cidx = np.tile(np.arange(n, dtype=np.int32), m)
     nnz = len(cidx)
