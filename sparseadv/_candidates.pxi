@@ -4,9 +4,9 @@
 # and the row norms and drifts the bounds need. Offsets, indices, row ids and the block size
 # are validated (``check=False`` skips the O(nnz) scans on the engine's own arrays).
 from cython.parallel cimport prange, parallel
-from libc.math cimport sqrt, fabs
+from libc.math cimport sqrt, fabs, ldexp, ilogb
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memmove
 cimport numpy as cnp
 
 cdef extern from "sa_certified.h":
@@ -18,9 +18,12 @@ cdef extern from "sa_certified.h":
 
 def _out_int32(out, Py_ssize_t size, Py_ssize_t need, str what):
     """The head of length ``size`` of a caller's int32 output buffer (which must hold at least
-    ``need`` entries), or a new array when ``out`` is None."""
+    ``need`` entries), or a new array when ``out`` is None; a callable ``out`` is called with
+    ``need`` and must return such a buffer (sized once the result's size is known)."""
     if out is None:
         return np.empty(size, dtype=np.int32)
+    if callable(out):
+        out = out(need)
     if not isinstance(out, np.ndarray) or out.dtype != np.int32 or out.ndim != 1 \
             or not out.flags.c_contiguous or not out.flags.writeable:
         raise InputTypeError(f"{what}: out_idx must be a writeable contiguous 1-d int32 "
@@ -29,6 +32,47 @@ def _out_int32(out, Py_ssize_t size, Py_ssize_t need, str what):
         raise InputError(f"{what}: out_idx must have at least {need} entries, got "
                          f"{out.shape[0]}")
     return out[:size]
+
+
+cdef tuple _kept_counts(const cnp.int64_t[::1] cptr, const cnp.uint8_t[::1] mask,
+                        cnp.uint8_t flag):
+    """(blocks, out_ptr) of a compaction: blocks of neurons with about equal numbers of pairs
+    (several per thread; bounds (nb + 1,) int64) and the offsets of the kept pairs (those with
+    ``mask & flag``) per neuron (m + 1,). Parallel count; independent of the blocking."""
+    cdef Py_ssize_t m = cptr.shape[0] - 1, r, k, j, nb
+    cdef cnp.int64_t c
+    counts = np.zeros(m + 1, dtype=np.int64)
+    cdef cnp.int64_t[::1] cnt = counts
+    nb = 8 * _nthreads()
+    if nb > m:
+        nb = m if m > 0 else 1
+    bounds = np.searchsorted(np.asarray(cptr), np.linspace(0, cptr[m], nb + 1)[1:nb])
+    blk = np.concatenate(([0], np.minimum(bounds, m), [m])).astype(np.int64)
+    cdef cnp.int64_t[::1] bl = blk
+    with nogil:
+        for j in prange(nb, schedule='dynamic'):
+            for r in range(bl[j], bl[j + 1]):
+                c = 0
+                for k in range(cptr[r], cptr[r + 1]):
+                    c = c + ((mask[k] & flag) != 0)
+                cnt[r + 1] = c
+    return blk, np.cumsum(counts)
+
+
+cdef int _check_compact_offsets(str what, const cnp.int64_t[::1] cptr, Py_ssize_t nnz,
+                              bint check) except -1:
+    """Raise InputError unless cptr are offsets from 0 to nnz (fully scanned when check)."""
+    cdef Py_ssize_t m = cptr.shape[0] - 1
+    cdef int bad = 0
+    if m < 0 or cptr[0] != 0 or cptr[m] != nnz:
+        bad = 1
+    elif check:
+        with nogil:
+            bad = _check_offsets(cptr, nnz)
+    if bad:
+        raise InputError(f"{what}: cptr (offsets) must start at 0, be non-decreasing and end "
+                         "at len(cidx)")
+    return 0
 
 
 def compact_pairs(const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
@@ -48,34 +92,12 @@ def compact_pairs(const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] c
     cdef Py_ssize_t m = cptr.shape[0] - 1, r, k, j, nb
     cdef cnp.int64_t c
     cdef cnp.uint8_t flag = <cnp.uint8_t>(1 << _int_arg("compact_pairs", "bit", bit, 0, 7))
-    cdef int bad = 0
     if mask.shape[0] != cidx.shape[0]:
         raise InputError("compact_pairs: mask must have the length of cidx")
-    if m < 0 or cptr[0] != 0 or cptr[m] != cidx.shape[0]:
-        bad = 1
-    elif check:
-        with nogil:
-            bad = _check_offsets(cptr, cidx.shape[0])
-    if bad:
-        raise InputError("compact_pairs: cptr (offsets) must start at 0, be non-decreasing "
-                         "and end at len(cidx)")
-    counts = np.zeros(m + 1, dtype=np.int64)
-    cdef cnp.int64_t[::1] cnt = counts
-    # blocks of neurons with about equal numbers of pairs, several per thread
-    nb = 8 * _nthreads()
-    if nb > m:
-        nb = m if m > 0 else 1
-    bounds = np.searchsorted(np.asarray(cptr), np.linspace(0, cptr[m], nb + 1)[1:nb])
-    blk = np.concatenate(([0], np.minimum(bounds, m), [m])).astype(np.int64)
+    _check_compact_offsets("compact_pairs", cptr, cidx.shape[0], check)
+    blk, out_ptr = _kept_counts(cptr, mask, flag)
+    nb = blk.shape[0] - 1
     cdef cnp.int64_t[::1] bl = blk
-    with nogil:
-        for j in prange(nb, schedule='dynamic'):
-            for r in range(bl[j], bl[j + 1]):
-                c = 0
-                for k in range(cptr[r], cptr[r + 1]):
-                    c = c + ((mask[k] & flag) != 0)
-                cnt[r + 1] = c
-    out_ptr = np.cumsum(counts)
     cdef cnp.int64_t[::1] op = out_ptr
     out_idx = _out_int32(out_idx, op[m], op[m], "compact_pairs")
     if op[m] > 0 and np.may_share_memory(out_idx, np.asarray(cidx)):
@@ -112,6 +134,62 @@ def compact_pairs(const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] c
                         if OBp != NULL:
                             OBp[c] = mask[k] & 1
                     c = c + ((mask[k] & flag) != 0)
+    return out_ptr, out_idx
+
+
+def compact_in_place(const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
+                     cnp.uint8_t[::1] mask not None, bit, out_idx=None, double[::1] vals=None,
+                     bint check=True):
+    """``compact_pairs`` writing the kept pairs' values and mask bit 0 over the heads of
+    ``vals`` and ``mask`` themselves: returns (ptr, idx) of the pairs whose ``mask`` has bit
+    ``bit`` set, and afterwards vals[:len(idx)] are their values and mask[:len(idx)] their
+    bit 0 (the rest of both is left unspecified). So the certified engine's start state of
+    the tracked passes needs no second per-pair array. ``out_idx``: as in compact_pairs, or
+    a callable returning a buffer for the number of kept pairs (so it is sized to them).
+    Parallel over blocks of neurons: each block compacts into the start of its own range
+    (a kept pair never moves forward), then the blocks are moved down in increasing order
+    (a block's destination ends where the next block's source starts at the latest)."""
+    cdef Py_ssize_t m = cptr.shape[0] - 1, r, k, j, nb, nnz = cidx.shape[0]
+    cdef cnp.int64_t c, loc, base
+    cdef cnp.uint8_t mk
+    cdef cnp.uint8_t flag = <cnp.uint8_t>(1 << _int_arg("compact_in_place", "bit", bit, 0, 7))
+    if mask.shape[0] != nnz or (vals is not None and vals.shape[0] != nnz):
+        raise InputError("compact_in_place: mask and vals must have the length of cidx")
+    _check_compact_offsets("compact_in_place", cptr, nnz, check)
+    blk, out_ptr = _kept_counts(cptr, mask, flag)
+    nb = blk.shape[0] - 1
+    cdef cnp.int64_t[::1] bl = blk
+    cdef cnp.int64_t[::1] op = out_ptr
+    out_idx = _out_int32(out_idx, op[m], op[m], "compact_in_place")
+    if op[m] == 0:
+        return out_ptr, out_idx
+    if np.may_share_memory(out_idx, np.asarray(cidx)) or np.may_share_memory(
+            out_idx, np.asarray(mask)) or (vals is not None and np.may_share_memory(
+                out_idx, np.asarray(vals))):
+        raise InputError("compact_in_place: out_idx must not overlap cidx, mask or vals")
+    cdef cnp.int32_t[::1] oi = out_idx
+    cdef double* Vp = &vals[0] if vals is not None else NULL
+    cdef cnp.uint8_t* Mp = &mask[0]
+    with nogil:
+        for j in prange(nb, schedule='dynamic'):
+            base = cptr[bl[j]] - op[bl[j]]          # this block's in-place offset
+            for r in range(bl[j], bl[j + 1]):
+                c = op[r]
+                for k in range(cptr[r], cptr[r + 1]):
+                    mk = Mp[k]                      # read before the (same-place) write
+                    if c < op[r + 1]:
+                        oi[c] = cidx[k]
+                        loc = base + c
+                        if Vp != NULL:
+                            Vp[loc] = Vp[k]
+                        Mp[loc] = mk & 1
+                    c = c + ((mk & flag) != 0)
+        for j in range(nb):
+            k = op[bl[j + 1]] - op[bl[j]]
+            if k > 0 and cptr[bl[j]] > op[bl[j]]:
+                if Vp != NULL:
+                    memmove(Vp + op[bl[j]], Vp + cptr[bl[j]], k * sizeof(double))
+                memmove(Mp + op[bl[j]], Mp + cptr[bl[j]], k)
     return out_ptr, out_idx
 
 
@@ -427,3 +505,127 @@ def row_norms(const double[:, ::1] W not None, double[::1] norm2 not None,
                 s1 = s1 + fabs(t)
             norm2[r] = sqrt(s2)
             norm1[r] = s1
+
+
+# Anchors stored in float32 (half the memory of the m x d anchor): row r is kept as
+# a32[r] = fl32(W[r] / s_r) with s_r a power of two (max |W[r] / s_r| < 1, so float32's range
+# covers the row at any scale of W), and err[r] >= ||W[r] - s_r a32[r]||_2. Every use is an
+# upper bound: the drift ||w - w°|| <= ||w - s a32|| + err (row_drift32), and an anchored
+# score <w°, x> <= <s a32, x> + err ||x|| (the engine's shrink test). Both norms are of
+# differences in units of s (so of order 2^-24 and less): one pass, no scaling needed.
+cdef double _ERR_ABS = 1e-150      # in units of s_r: squares that underflowed (|u| < 1e-162)
+
+
+cdef inline double _norm_up(double sumsq, Py_ssize_t d) noexcept nogil:
+    """An upper bound on ||u||_2 from its computed sum of squares: the relative error of a
+    recursive sum of d squares and a square root is below (d + 4) 2^-52, and each square
+    that underflowed had |u_j| < 1e-162, so _ERR_ABS covers all of them together. The
+    callers' u are in units of a row's power-of-two scale (entries of order one and less),
+    so the sum does not overflow unless a row grew by ~1e150 (then the bound is inf:
+    still an upper bound)."""
+    return sqrt(sumsq) * (1.0 + (d + 4) * 2.3e-16) + _ERR_ABS
+
+
+cdef double _diff_norm_scaled(const double* w, const float* a, double sc,
+                              Py_ssize_t d) noexcept nogil:
+    """||w / sc - a||_2 (rounded up) from scaled squares: for a row far from its anchor's
+    scale, whose plain sum of squares overflowed."""
+    cdef Py_ssize_t j
+    cdef double big = 0.0, s = 0.0, t
+    for j in range(d):
+        t = fabs(w[j] / sc - <double>a[j])
+        big = t if t > big else big
+    if big == 0.0 or big > 1.7976931348623157e308:
+        return big
+    for j in range(d):
+        t = (w[j] / sc - <double>a[j]) / big
+        s = s + t * t
+    return big * _norm_up(s, d)
+
+
+def copy_rows_norms32(const double[:, ::1] W not None, float[:, ::1] Wa not None,
+                      double[::1] scale not None, double[::1] err not None,
+                      const cnp.int64_t[::1] rows not None, double[::1] norm2 not None,
+                      double[::1] norm1 not None):
+    """``copy_rows_norms`` into a float32 anchor: Wa[r] = fl32(W[r] / scale[r]) with
+    scale[r] a power of two (max |W[r]| / scale[r] in [1, 2); 1 for a zero row), err[r] >=
+    ||W[r] - scale[r] Wa[r]||_2 (rounded up), and norm2[r], norm1[r] as copy_rows_norms
+    computes them (the same bits)."""
+    cdef Py_ssize_t m = W.shape[0], d = W.shape[1], nr = rows.shape[0], k, j, r
+    cdef double s2, s1, t, big, sc, su
+    _shapes("copy_rows_norms32", ("Wa", 0, Wa.shape[0], m), ("Wa", 1, Wa.shape[1], d),
+            ("scale", 0, scale.shape[0], m), ("err", 0, err.shape[0], m),
+            ("norm2", 0, norm2.shape[0], m), ("norm1", 0, norm1.shape[0], m))
+    if not _rows_in_range(rows, m):
+        raise InputError("copy_rows_norms32: row out of range")
+    with nogil:
+        for k in prange(nr, schedule='static'):
+            r = rows[k]
+            s2 = 0.0
+            s1 = 0.0
+            big = 0.0
+            for j in range(d):
+                t = W[r, j]
+                s2 = s2 + t * t
+                s1 = s1 + fabs(t)
+                if fabs(t) > big:
+                    big = fabs(t)
+            norm2[r] = sqrt(s2)
+            norm1[r] = s1
+            # |W[r] / sc| in [1, 2): a power of two, finite for every finite row
+            sc = ldexp(1.0, ilogb(big)) if big > 0.0 else 1.0
+            su = 0.0
+            for j in range(d):
+                Wa[r, j] = <float>(W[r, j] / sc)
+                t = W[r, j] / sc - <double>Wa[r, j]
+                su = su + t * t
+            scale[r] = sc
+            err[r] = sc * _norm_up(su, d)
+
+
+def row_drift32(const double[:, ::1] W not None, const float[:, ::1] Wa not None,
+                const double[::1] scale not None, const double[::1] err not None,
+                const cnp.int64_t[::1] rows not None, double[::1] out not None,
+                double[::1] norm2=None, double[::1] norm1=None):
+    """out[k] >= ||W[r] - w°_r||_2 for r = rows[k], the anchor of ``copy_rows_norms32``:
+    ||W[r] - scale[r] Wa[r]||_2 (rounded up) + err[r]. With ``norm2`` and ``norm1``
+    (length m) also norm2[r], norm1[r] = ||W[r]||_2, ||W[r]||_1 of the same rows, with the
+    bits of ``row_norms`` (the certified engine keeps the current rows' norms this way
+    instead of a pass over all m rows per iteration)."""
+    cdef Py_ssize_t m = W.shape[0], d = W.shape[1], nr = rows.shape[0], k, j, r
+    cdef double s2, s1, t, su, inv
+    _shapes("row_drift32", ("Wa", 0, Wa.shape[0], m), ("Wa", 1, Wa.shape[1], d),
+            ("scale", 0, scale.shape[0], m), ("err", 0, err.shape[0], m),
+            ("out", 0, out.shape[0], nr))
+    if (norm2 is None) != (norm1 is None):
+        raise InputError("row_drift32: norm2 and norm1 go together")
+    if norm2 is not None:
+        _shapes("row_drift32", ("norm2", 0, norm2.shape[0], m), ("norm1", 0, norm1.shape[0], m))
+    if not _rows_in_range(rows, m):
+        raise InputError("row_drift32: row out of range")
+    cdef double* N2 = &norm2[0] if norm2 is not None and m > 0 else NULL
+    cdef double* N1 = &norm1[0] if norm1 is not None and m > 0 else NULL
+    with nogil:
+        for k in prange(nr, schedule='static'):
+            r = rows[k]
+            # t / s and t * (1 / s) are the same correctly rounded value for a power of two s
+            # whose inverse is finite (every s >= 2^-1023); below it, divide
+            inv = 1.0 / scale[r]
+            s2 = 0.0
+            s1 = 0.0
+            su = 0.0
+            for j in range(d):
+                t = W[r, j]
+                s2 = s2 + t * t
+                s1 = s1 + fabs(t)
+                t = (t * inv if inv <= 1.7976931348623157e308 else t / scale[r]) \
+                    - <double>Wa[r, j]
+                su = su + t * t
+            if su <= 1e300:
+                out[k] = scale[r] * _norm_up(su, d) + err[r]
+            else:                       # overflowed (or NaN): the scaled computation
+                out[k] = scale[r] * _diff_norm_scaled(&W[r, 0], &Wa[r, 0], scale[r], d) \
+                    + err[r]
+            if N2 != NULL:
+                N2[r] = sqrt(s2)
+                N1[r] = s1

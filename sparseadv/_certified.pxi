@@ -56,7 +56,16 @@ cdef extern from "sa_certified.h":
                      double* z_last, double* path_last, cnp.uint8_t* st, const double* mv,
                      double cap, const double* wd, const double* slack, double* H, double* F0,
                      cnp.int64_t* cnt, cnp.int32_t* sel, cnp.int64_t* n_eval,
-                     cnp.int64_t* n_flip) noexcept nogil
+                     cnp.int64_t* n_flip, double cap0) noexcept nogil
+    void sa_nm_track_passes(const double* X, Py_ssize_t d, const double* W, const double* a,
+                            double b, double scale, const cnp.int64_t* cptr,
+                            const cnp.int32_t* cidx, cnp.int64_t r0, cnp.int64_t r1,
+                            cnp.int32_t lo, cnp.int32_t hi, double* z_last,
+                            cnp.uint8_t* pass_last, cnp.uint8_t* st, const double* hist,
+                            cnp.int64_t hn, cnp.uint8_t pass_now, double cap, const double* wd,
+                            const double* slack, double* H, double* F0, cnp.int64_t* cnt,
+                            cnp.int32_t* sel, cnp.int64_t* n_eval,
+                            cnp.int64_t* n_flip, double cap0) noexcept nogil
 
 
 def nm_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
@@ -166,7 +175,8 @@ def nm_track_forward(const double[:, ::1] X not None, const double[:, ::1] W not
                      cnp.uint8_t[::1] state not None, const double[::1] path not None, double cap,
                      const double[::1] wd not None, const double[::1] slack not None,
                      double[:, ::1] H not None, double[::1] F0 not None,
-                     cnp.int64_t[::1] fired not None, double[::1] f_out not None, bint check=True):
+                     cnp.int64_t[::1] fired not None, double[::1] f_out not None, bint check=True,
+                     cap0=None):
     """One pass of a tracked forward over a candidate list that stays fixed while the points
     move. The state (all updated in place) is, per pair k of cidx: zref[k], the score when
     last evaluated, mref[k], the point's path length then, state[k] (1 = fired); per point:
@@ -177,37 +187,22 @@ def nm_track_forward(const double[:, ::1] X not None, const double[:, ::1] W not
     mask bit 0 at the start points, with mref = path. A pair is evaluated only when
     zref[k] -+ min(path[i] - mref[k], cap) wd[r] does not clear b by slack[r]; a pair whose
     state flips updates H, F0, fired. Then f_out[i] = <H_i, x_i> - b F0_i (overwritten).
-    Lists must be sorted within each neuron (checked when ``check``). Returns (inner
-    products: pairs evaluated + n for f, state flips)."""
+    ``cap0`` (default ``cap``): the bound for pairs whose reference path length is 0, i.e.
+    last evaluated at the start points (the clean points, the centres of the balls: their
+    radius). Lists must be sorted within each neuron (checked when ``check``). Returns
+    (inner products: pairs evaluated + n for f, state flips)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
     cdef Py_ssize_t nb, j, c0, c1, chunk, i
     cdef Py_ssize_t nnz = cidx.shape[0]
-    cdef int code
-    if d < 1:
-        raise InputError("nm_track_forward: X must have at least one column")
-    _shapes("nm_track_forward", ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m),
-            ("cptr", 0, cptr.shape[0], m + 1), ("f_out", 0, f_out.shape[0], n),
-            ("zref", 0, zref.shape[0], nnz), ("mref", 0, mref.shape[0], nnz),
-            ("state", 0, state.shape[0], nnz), ("path", 0, path.shape[0], n),
-            ("wd", 0, wd.shape[0], m), ("slack", 0, slack.shape[0], m), ("H", 0, H.shape[0], n),
-            ("H", 1, H.shape[1], d), ("F0", 0, F0.shape[0], n), ("fired", 0, fired.shape[0], n))
-    if n >= 2 ** 31 - 1:
-        raise InputError("nm_track_forward: n must be < 2**31")
-    if not cap >= 0:
-        raise InputError("nm_track_forward: cap must be >= 0")
-    if check:
-        with nogil:
-            code = _check_nm_csr(cptr, cidx, n)
-        _raise_csr(code, "nm_track_forward", "cptr", "cidx")
+    cdef double cp0 = _track_checks("nm_track_forward", X, W, a, cptr, cidx, zref, state, cap,
+                                    cap0, wd, slack, H, F0, fired, f_out, check)
+    _shapes("nm_track_forward", ("mref", 0, mref.shape[0], nnz), ("path", 0, path.shape[0], n))
     if n == 0:
         return 0, 0
-    bounds, counters = _point_blocks(n)
+    bounds, counters, scratch = _track_blocks(n)
     cdef cnp.int64_t[::1] bd = bounds
     cdef cnp.int64_t[:, ::1] cnt = counters
     nb = bd.shape[0] - 1
-    # per-thread scratch for the offsets to evaluate: a thread's part of a list has at most
-    # as many pairs as its point range has points
-    scratch = np.empty((nb, (n + nb - 1) // nb + 1), dtype=np.int32)
     cdef cnp.int32_t[:, ::1] sel = scratch
     cdef const cnp.int32_t* Cp = &cidx[0] if nnz > 0 else NULL
     cdef double* Zp = &zref[0] if nnz > 0 else NULL
@@ -223,7 +218,114 @@ def nm_track_forward(const double[:, ::1] X not None, const double[:, ::1] W not
                     sa_nm_track(&X[0, 0], d, &W[0, 0], &a[0], b, scale, &cptr[0], Cp, c0, c1,
                                 <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], Zp, Rp, Sp,
                                 &path[0], cap, &wd[0], &slack[0], &H[0, 0], &F0[0],
-                                &fired[0], &sel[j, 0], &cnt[0, j], &cnt[1, j])
+                                &fired[0], &sel[j, 0], &cnt[0, j], &cnt[1, j], cp0)
+                    c0 = c1
+            for i in range(bd[j], bd[j + 1]):
+                f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]
+    return int(counters[0].sum()) + n, int(counters[1].sum())
+
+
+def _track_checks(str what, const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
+                  const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
+                  const double[::1] zref, const cnp.uint8_t[::1] state, double cap, cap0,
+                  const double[::1] wd, const double[::1] slack, const double[:, ::1] H,
+                  const double[::1] F0, const cnp.int64_t[::1] fired,
+                  const double[::1] f_out, bint check):
+    """The checks both tracked passes share: shapes, n, cap, cap0, and the CSR when ``check``;
+    returns cap0 (``cap`` when None)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0], nnz = cidx.shape[0]
+    cdef int code
+    if d < 1:
+        raise InputError(f"{what}: X must have at least one column")
+    _shapes(what, ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m),
+            ("cptr", 0, cptr.shape[0], m + 1), ("f_out", 0, f_out.shape[0], n),
+            ("zref", 0, zref.shape[0], nnz), ("state", 0, state.shape[0], nnz),
+            ("wd", 0, wd.shape[0], m), ("slack", 0, slack.shape[0], m), ("H", 0, H.shape[0], n),
+            ("H", 1, H.shape[1], d), ("F0", 0, F0.shape[0], n), ("fired", 0, fired.shape[0], n))
+    if n >= 2 ** 31 - 1:
+        raise InputError(f"{what}: n must be < 2**31")
+    if not cap >= 0:
+        raise InputError(f"{what}: cap must be >= 0")
+    if cap0 is not None and (isinstance(cap0, bool) or not isinstance(
+            cap0, (int, float, np.integer, np.floating))):
+        raise InputTypeError(f"{what}: cap0 must be a real number or None, got "
+                             f"{type(cap0).__name__}")
+    cdef double c0 = cap if cap0 is None else float(cap0)
+    if not c0 >= 0:
+        raise InputError(f"{what}: cap0 must be >= 0")
+    if check:
+        with nogil:
+            code = _check_nm_csr(cptr, cidx, n)
+        _raise_csr(code, what, "cptr", "cidx")
+    return c0
+
+
+cdef tuple _track_blocks(Py_ssize_t n):
+    """_point_blocks(n) and per-thread scratch for the offsets a tracked pass evaluates: a
+    thread's part of a list has at most as many pairs as its point range has points."""
+    bounds, counters = _point_blocks(n)
+    nb = bounds.shape[0] - 1
+    return bounds, counters, np.empty((nb, (n + nb - 1) // nb + 1), dtype=np.int32)
+
+
+def nm_track_passes(const double[:, ::1] X not None, const double[:, ::1] W not None,
+                    const double[::1] a not None, double b, double scale,
+                    const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
+                    double[::1] zref not None, cnp.uint8_t[::1] pass_ref not None,
+                    cnp.uint8_t[::1] state not None, const double[:, ::1] hist not None,
+                    pass_now, double cap, const double[::1] wd not None,
+                    const double[::1] slack not None, double[:, ::1] H not None,
+                    double[::1] F0 not None, cnp.int64_t[::1] fired not None,
+                    double[::1] f_out not None, bint check=True, cap0=None):
+    """``nm_track_forward`` with one byte per pair instead of ``mref``: pass_ref[k] is the
+    pass in which pair k was last evaluated (0 .. pass_now), and hist[p, i] the path length of
+    point i at pass p (hist[pass_now] is the current ``path``; at most 256 passes), so mref[k]
+    = hist[pass_ref[k], i]. Evaluated pairs get pass_ref[k] = pass_now. Same decisions and
+    bits as nm_track_forward with that mref. Start state: nm_forward's outputs with pass_ref
+    = 0 and hist[0] = 0. ``check`` also validates every pass_ref[k] <= pass_now; ``cap0`` as
+    there. Returns
+    (inner products: pairs evaluated + n for f, state flips)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
+    cdef Py_ssize_t nb, j, c0, c1, chunk, i, k
+    cdef Py_ssize_t nnz = cidx.shape[0]
+    cdef double cp0 = _track_checks("nm_track_passes", X, W, a, cptr, cidx, zref, state, cap,
+                                    cap0, wd, slack, H, F0, fired, f_out, check)
+    _shapes("nm_track_passes", ("pass_ref", 0, pass_ref.shape[0], nnz),
+            ("hist", 1, hist.shape[1], n))
+    cdef Py_ssize_t p = _int_arg("nm_track_passes", "pass_now", pass_now, 0,
+                                 min(hist.shape[0], 256) - 1)
+    cdef int bad = 0
+    if check:
+        with nogil:
+            for k in range(nnz):
+                if pass_ref[k] > p:
+                    bad = 1
+                    break
+        if bad:
+            raise InputError("nm_track_passes: every pass_ref must be at most pass_now")
+    if n == 0:
+        return 0, 0
+    bounds, counters, scratch = _track_blocks(n)
+    cdef cnp.int64_t[::1] bd = bounds
+    cdef cnp.int64_t[:, ::1] cnt = counters
+    nb = bd.shape[0] - 1
+    cdef cnp.int32_t[:, ::1] sel = scratch
+    cdef const cnp.int32_t* Cp = &cidx[0] if nnz > 0 else NULL
+    cdef double* Zp = &zref[0] if nnz > 0 else NULL
+    cdef cnp.uint8_t* Pp = &pass_ref[0] if nnz > 0 else NULL
+    cdef cnp.uint8_t* Sp = &state[0] if nnz > 0 else NULL
+    chunk = _neuron_chunk(d)
+    with nogil:
+        for j in prange(nb, schedule='static', num_threads=nb):
+            if nnz > 0:
+                c0 = 0
+                while c0 < m:
+                    c1 = c0 + chunk if c0 + chunk < m else m
+                    sa_nm_track_passes(&X[0, 0], d, &W[0, 0], &a[0], b, scale, &cptr[0], Cp,
+                                       c0, c1, <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], Zp,
+                                       Pp, Sp, &hist[0, 0], n, <cnp.uint8_t>p, cap, &wd[0],
+                                       &slack[0], &H[0, 0], &F0[0], &fired[0], &sel[j, 0],
+                                       &cnt[0, j], &cnt[1, j], cp0)
                     c0 = c1
             for i in range(bd[j], bd[j + 1]):
                 f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]

@@ -73,11 +73,11 @@ def _injection_points(tr):
     if eng.name == "tree":
         points += [(PartitionTree, "update_from"), (PartitionTree, "query_batch")]
     if eng.name == "certified":
-        points += [(_core, "row_drift"), (_core, "anchor_candidates"),
+        points += [(_core, "row_drift32"), (_core, "anchor_candidates"),
                    (_core, "csr_replace_rows"), (_core, "nm_forward"),
-                   (candidates.AnchoredCandidates, "weights_moved")]
+                   (_core, "copy_rows_norms32"), (candidates.AnchoredCandidates, "weights_moved")]
         if eng.lazy:
-            points += [(_core, "nm_track_forward"), (_core, "compact_pairs")]
+            points += [(_core, "nm_track_passes"), (_core, "compact_in_place")]
     return points
 
 

@@ -46,7 +46,7 @@ def _timed(fn, name, log, passes=None):
         finally:
             log[name][0] += time.perf_counter() - t0
             log[name][1] += 1
-        if name == "nm_track_forward" and passes is not None:
+        if name in ("nm_track_forward", "nm_track_passes") and passes is not None:
             passes.append(out)                  # (inner products incl. n for f, state flips)
         return out
     return call

@@ -162,7 +162,9 @@ sa_track_flip(int on, double c, const double* w, ptrdiff_t d, double* h, double*
    scale a_r w_r, F0_i = sum of scale a_r, cnt_i = their number. The score now is within
    g wd[r] of z_last[k], g = min(mv[i] - path_last[k], cap) (path length since then, at most
    the ball's diameter cap; wd[r] the dual norm of w_r), so a pair clear of b by slack[r]
-   on either side gets its state without an inner product; the others are evaluated
+   on either side gets its state without an inner product (a reference at path length 0 is
+   the clean point, so there g is at most cap0, the ball's radius: cap0 = cap keeps the
+   diameter bound everywhere); the others are evaluated
    (exactly: no pair's state is guessed). A pair whose state flips adds or removes its
    term in H_i, F0_i, cnt_i: per point, in increasing neuron order. Two phases per neuron:
    a scan that decides the clear pairs and lists the others in ``sel`` (thread scratch),
@@ -172,7 +174,8 @@ sa_nm_track_body(const double* X, ptrdiff_t d, const double* W, const double* a,
           double b, double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0,
           int64_t r1, int32_t lo, int32_t hi, double* z_last, double* path_last, uint8_t* st,
           const double* mv, double cap, const double* wd, const double* slack, double* H,
-          double* F0, int64_t* cnt, int32_t* sel, int64_t* n_eval, int64_t* n_flip)
+          double* F0, int64_t* cnt, int32_t* sel, int64_t* n_eval, int64_t* n_flip,
+          uint8_t* pass_last, const double* hist, int64_t hn, uint8_t pass_now, double cap0)
 {
     int64_t r, k, p, q, s, ns, ev = 0, fl = 0;
     for (r = r0; r < r1; ++r) {
@@ -183,14 +186,20 @@ sa_nm_track_body(const double* X, ptrdiff_t d, const double* W, const double* a,
             const double above = b + slack[r], below = b - slack[r];
             const int32_t* ci = cidx + p;
             double* zl = z_last + p;
-            double* pl = path_last + p;
+            /* one of the two: the path length at the last evaluation, or its pass */
+            double* pl = path_last ? path_last + p : NULL;
+            uint8_t* pp = pass_last ? pass_last + p : NULL;
             uint8_t* sp = st + p;
             const int64_t len = q - p;
             ns = 0;
             for (k = 0; k < len; ++k) {
                 const int64_t i = ci[k];
-                double g = mv[i] - pl[k];
-                g = g < cap ? g : cap;
+                /* a reference at path length 0 is the clean point: any position of the
+                   point is within cap0 (the ball's radius) of it, else within cap */
+                const double ref = pl ? pl[k] : hist[pp[k] * hn + i];
+                const double gc = ref == 0.0 ? cap0 : cap;
+                double g = mv[i] - ref;
+                g = g < gc ? g : gc;
                 {
                     const double t = g * wr, z = zl[k];
                     const int on = z - t > above, off = z + t <= below, was = sp[k];
@@ -222,7 +231,7 @@ sa_nm_track_body(const double* X, ptrdiff_t d, const double* W, const double* a,
                     const int64_t kk = sel[s + t], i = ci[kk];
                     const uint8_t on = zz[t] > b;
                     zl[kk] = zz[t];
-                    pl[kk] = mv[i];
+                    if (pl) pl[kk] = mv[i]; else pp[kk] = pass_now;
                     if (on != sp[kk]) {
                         sa_track_flip(on, c, w, d, H + i * d, F0 + i, cnt + i);
                         sp[kk] = on;
@@ -241,15 +250,45 @@ SA_KERNEL_D(sa_nm_track,
      const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
      int32_t hi, double* z_last, double* path_last, uint8_t* st, const double* mv, double cap,
      const double* wd, const double* slack, double* H, double* F0, int64_t* cnt,
-     int32_t* sel, int64_t* n_eval, int64_t* n_flip),
+     int32_t* sel, int64_t* n_eval, int64_t* n_flip, double cap0),
     (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, path_last, st, mv, cap, wd, slack,
-     H, F0, cnt, sel, n_eval, n_flip),
+     H, F0, cnt, sel, n_eval, n_flip, cap0),
     (X, sa_d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, path_last, st, mv, cap, wd, slack,
-     H, F0, cnt, sel, n_eval, n_flip))
+     H, F0, cnt, sel, n_eval, n_flip, NULL, NULL, 0, 0, cap0))
 SA_KERNEL(sa_anchor_rows,
     (const double* S, int64_t n, const double* thr, const double* budget,
      const double* xnorm, double h, int64_t k0, int64_t k1, int mode, int64_t* cnt,
      int64_t* band, const int64_t* off, int32_t* out),
     (S, n, thr, budget, xnorm, h, k0, k1, mode, cnt, band, off, out))
+
+/* The tracked pass with 1 byte per pair instead of a double for the path length at the
+   last evaluation: pass_last[k] is the pass in which pair k was last evaluated, and the path
+   length of every point at every pass of the iteration is kept in hist (pass-major,
+   hist[p * hn + i]; mv = hist + pass_now * hn is the current one). Same decisions, same
+   bits as sa_nm_track (the reference path length is the same double). */
+SA_BODY void
+sa_nm_track_passes_body(const double* X, ptrdiff_t d, const double* W, const double* a,
+          double b, double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0,
+          int64_t r1, int32_t lo, int32_t hi, double* z_last, uint8_t* pass_last, uint8_t* st,
+          const double* hist, int64_t hn, uint8_t pass_now, double cap, const double* wd,
+          const double* slack, double* H, double* F0, int64_t* cnt, int32_t* sel,
+          int64_t* n_eval, int64_t* n_flip, double cap0)
+{
+    sa_nm_track_body(X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, NULL, st,
+                     hist + pass_now * hn, cap, wd, slack, H, F0, cnt, sel, n_eval, n_flip,
+                     pass_last, hist, hn, pass_now, cap0);
+}
+
+SA_KERNEL_D(sa_nm_track_passes,
+    (const double* X, ptrdiff_t d, const double* W, const double* a, double b, double scale,
+     const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
+     int32_t hi, double* z_last, uint8_t* pass_last, uint8_t* st, const double* hist,
+     int64_t hn, uint8_t pass_now, double cap, const double* wd, const double* slack,
+     double* H, double* F0, int64_t* cnt, int32_t* sel, int64_t* n_eval, int64_t* n_flip,
+     double cap0),
+    (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, pass_last, st, hist, hn,
+     pass_now, cap, wd, slack, H, F0, cnt, sel, n_eval, n_flip, cap0),
+    (X, sa_d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, pass_last, st, hist, hn,
+     pass_now, cap, wd, slack, H, F0, cnt, sel, n_eval, n_flip, cap0))
 
 #endif /* SPARSEADV_SA_CERTIFIED_H */

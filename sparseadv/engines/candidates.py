@@ -76,7 +76,12 @@ class AnchoredCandidates:
         self.initial_budget = initial_budget
         self.reanchor_cost = reanchor_cost
         self._work, self._add = work, add
-        self.anchor_W = np.empty((m, d))            # w_r°
+        # w_r°, stored as float32 rows times a power of two per row, with an upper bound on
+        # what that rounding lost (``anchor_err``): half the memory of a float64 anchor;
+        # every use is an upper bound (``_core.copy_rows_norms32``)
+        self.anchor32 = np.empty((m, d), dtype=np.float32)
+        self.anchor_scale = np.empty(m)
+        self.anchor_err = np.empty(m)
         self.anchor_norm2 = np.empty(m)             # ‖w_r°‖₂
         self.anchor_norm1 = np.empty(m)             # ‖w_r°‖₁
         self.budget = np.full(m, float(budget))     # B_r
@@ -86,13 +91,15 @@ class AnchoredCandidates:
         self.band_rows = 0      # neurons those counts come from
         self.passes = 1         # P of the cost model, set by the engine every iteration
         self.batch_fraction = 1.0   # |B| / n of the current iteration (mini-batches)
-        self._buffer = 0        # which of the two CSR work buffers the next splice writes
         rows = all_rows(m)
-        _core.copy_rows_norms(net.W, self.anchor_W, rows, self.anchor_norm2, self.anchor_norm1)
+        self._copy_anchor(net.W, rows)
+        # ‖w_r‖₂, ‖w_r‖₁ at the CURRENT weights (the refinement's thresholds), the bits of
+        # _core.row_norms: kept up to date for the moved rows by weights_moved
+        self.norm2, self.norm1 = self.anchor_norm2.copy(), self.anchor_norm1.copy()
         sigma = float(np.median(self.anchor_norm2)) * _rms(self.point_norms) / np.sqrt(d)
         self.band_halfwidth = 0.1 * sigma if sigma > 0 else 0.1
-        ptr, idx, band, ip = _core.anchor_candidates(
-            self.points, self.anchor_W, rows, self.thresholds(rows), self.budget,
+        ptr, idx, band, ip = _core.anchor_candidates(     # W[rows] is the anchor now
+            self.points, net.W, rows, self.thresholds(rows), self.budget,
             self.point_norms, self.band_halfwidth)
         self.band_pairs += band
         self.band_rows += m
@@ -129,10 +136,10 @@ class AnchoredCandidates:
         points."""
         if len(rows) == 0:
             return
-        _core.copy_rows_norms(W, self.anchor_W, rows, self.anchor_norm2, self.anchor_norm1)
+        self._copy_anchor(W, rows)
         self.age[rows] = 0
-        ptr, idx, band, ip = _core.anchor_candidates(
-            self.points, self.anchor_W, rows, self.thresholds(rows),
+        ptr, idx, band, ip = _core.anchor_candidates(     # W[rows] is the anchor now
+            self.points, W, rows, self.thresholds(rows),
             np.ascontiguousarray(self.budget[rows]), self.point_norms, self.band_halfwidth)
         self.band_pairs += band
         self.band_rows += len(rows)
@@ -140,24 +147,36 @@ class AnchoredCandidates:
         self._add("reanchored", len(rows))
         self._replace_rows(rows, ptr, idx)
 
+    def _copy_anchor(self, W, rows):
+        _core.copy_rows_norms32(W, self.anchor32, self.anchor_scale, self.anchor_err, rows,
+                                self.anchor_norm2, self.anchor_norm1)
+
+    def anchor_rows(self, rows):
+        """The stored anchors of ``rows`` as float64 (within ``anchor_err`` of w_r°)."""
+        return self.anchor32[rows].astype(np.float64) * self.anchor_scale[rows, None]
+
     def shrink(self, rows):
-        """Re-test the current candidates of ``rows`` against their (raised) thresholds."""
+        """Re-test the current candidates of ``rows`` against their (raised) thresholds. The
+        stored anchor's score is within anchor_err ‖x_i‖ of the anchored one, so that margin
+        is added to the budget's: every pair of the exact test is kept."""
         if len(rows) == 0:
             return
+        lens = self.ptr[rows + 1] - self.ptr[rows]
+        sub_ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lens, out=sub_ptr[1:])
+        pos = np.repeat(self.ptr[rows] - sub_ptr[:-1], lens) + np.arange(sub_ptr[-1])
         ptr, idx, ip = _core.filter_candidates(
-            self.points, self.anchor_W, rows, self.thresholds(rows),
-            np.ascontiguousarray(self.budget[rows]), self.point_norms, self.ptr, self.idx,
-            False)                                  # our own CSR: no re-validation
+            self.points, self.anchor_rows(rows), np.arange(len(rows), dtype=np.int64),
+            self.thresholds(rows), self.budget[rows] + self.anchor_err[rows],
+            self.point_norms, sub_ptr, self.idx[pos], False)    # our own CSR
         self._add("inner_products", ip)
         self._replace_rows(rows, ptr, idx)
 
     def _replace_rows(self, rows, ptr, idx):
-        """Splice new lists for ``rows`` into the CSR, written into the one of two work buffers
-        that does not hold the current lists."""
-        size = len(self.idx) - int((self.ptr[rows + 1] - self.ptr[rows]).sum()) + len(idx)
-        self._buffer = 1 - self._buffer
-        out = self._work(f"cidx{self._buffer}", size, np.int32)
-        self._set_csr(*_core.csr_replace_rows(self.ptr, self.idx, rows, ptr, idx, out))
+        """Splice new lists for ``rows`` into the CSR: a new array of exactly the new size; the
+        old one is dropped, so only one CSR is held between splices (a second, double-buffered
+        one would stay resident through every pass)."""
+        self._set_csr(*_core.csr_replace_rows(self.ptr, self.idx, rows, ptr, idx))
 
     def auto_budget(self, rate):
         """The cost-model budget for drift rates ``rate`` (module docstring)."""
@@ -178,7 +197,8 @@ class AnchoredCandidates:
         """After W[rows] moved (sorted distinct ids): measure the drifts, adapt the budgets
         (auto), and re-anchor the neurons past their budgets."""
         drift = np.empty(len(rows))
-        _core.row_drift(W, self.anchor_W, rows, drift)
+        _core.row_drift32(W, self.anchor32, self.anchor_scale, self.anchor_err, rows, drift,
+                          self.norm2, self.norm1)
         self.age[rows] += 1
         budget = self.budget[rows]
         over = drift > budget

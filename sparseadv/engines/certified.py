@@ -77,6 +77,11 @@ from .candidates import SLACK, AnchoredCandidates
 from .dense import DenseEngine
 
 
+# rows of the tracked passes' per-pass path lengths (their pass ids are one byte per pair);
+# past them the per-pair path lengths are kept as doubles (nm_track_forward)
+_PASS_ROWS = 256
+
+
 class _PairList(NamedTuple):
     """A neuron-major candidate list: the points of neuron r are idx[ptr[r]:ptr[r + 1]];
     ``rows`` are the neurons with a non-empty list."""
@@ -87,10 +92,13 @@ class _PairList(NamedTuple):
 
 class _TrackedPasses:
     """The state the tracked passes carry over the refined list (module docstring), per pair:
-    ``score`` (⟨w_r, x_i⟩ when last evaluated), ``score_path`` (the point's path length then),
-    ``fired`` (1 = fired); per point: ``path`` (path length since pass 0, attack norm), ``H``,
-    ``F0``, ``count`` (fired neurons), ``previous`` (its position at the last pass); per
-    neuron: ``dual_norm`` (‖w_r‖ dual to the attack norm) and ``slack``."""
+    ``score`` (⟨w_r, x_i⟩ when last evaluated), ``fired`` (1 = fired) and either ``passes``
+    (uint8: the tracked pass in which it was last evaluated, with ``hist[p]`` the path length
+    of every point at pass p: one byte per pair) or, past ``hist``'s rows, ``score_path`` (the
+    point's path length then, a double); per point: ``path`` (path length since pass 0,
+    attack norm), ``H``, ``F0``, ``count`` (fired neurons), ``previous`` (its position at the
+    last pass); per neuron: ``dual_norm`` (‖w_r‖ dual to the attack norm) and ``slack``;
+    ``calls``: tracked passes so far."""
 
     def __init__(self, **state):
         self.__dict__.update(state)
@@ -209,8 +217,16 @@ class CertifiedEngine(Engine):
             ptr, idx = self._sets.restrict(index, self._work)
             self._batch = _PairList(ptr, idx, np.flatnonzero(np.diff(ptr)).astype(np.int64))
 
+    # per-iteration buffers, released once the weights move (not needed until the next
+    # iteration, which allocates them again): this keeps them out of the peak of the step and
+    # of the re-anchoring, at the cost of their page faults once per iteration
+    _ITERATION_BUFFERS = ("z_first", "mask_first", "mask_fwd", "refined", "track_pass",
+                          "track_score", "track_fired", "wgrad")
+
     def weights_changed(self, rows):
         self._clear_pass_state()
+        for key in self._ITERATION_BUFFERS:
+            self._bufs.pop(key, None)
         sets = self._sets
         if sets is None:
             return
@@ -260,9 +276,8 @@ class CertifiedEngine(Engine):
     def _refinement_thresholds(self):
         """Per-neuron refinement threshold at the current weights (module docstring), with
         the dual norms and slacks the tracked passes use."""
-        sets, m = self._sets, self.net.m
-        norm2, norm1 = self._work("keep_n2", m), self._work("keep_n1", m)
-        _core.row_norms(self.net.W, norm2, norm1)
+        sets = self._sets
+        norm2, norm1 = sets.norm2, sets.norm1   # the current rows' (kept by weights_moved)
         dual = norm1 if sets.norm == np.inf else norm2
         # the tracked passes' slack also covers the round-off of the carried path lengths
         slack = SLACK * (abs(sets.b)
@@ -272,12 +287,28 @@ class CertifiedEngine(Engine):
     def _tracked_pass(self, Xt, pairs, f):
         """One tracked pass at Xt over the refined list; returns the inner products."""
         net, T = self.net, self._tracked
-        T.path += self._attack_norm(Xt - T.previous)
+        step = self._attack_norm(Xt - T.previous)
         np.copyto(T.previous, Xt)
-        ev, _ = _core.nm_track_forward(
-            Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, T.score, T.score_path,
-            T.fired, T.path, 2.0 * self._sets.region_radius, T.dual_norm, T.slack, T.H, T.F0,
-            T.count, f, False)
+        T.calls += 1
+        args = (Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, T.score)
+        radius = self._sets.region_radius
+        # any two positions of a point are within the ball's diameter, and any position
+        # within its radius of the clean point (the pass-0 reference: cap0)
+        rest = (2.0 * radius, T.dual_norm, T.slack, T.H, T.F0, T.count, f, False)
+        if T.passes is not None and T.calls >= len(T.hist):
+            # more tracked passes than rows of hist: the per-pair path lengths as doubles
+            T.score_path = T.hist[T.passes, pairs.idx]
+            T.path = T.hist[T.calls - 1].copy()
+            T.passes = T.hist = None
+        if T.passes is None:
+            T.path += step
+            ev, _ = _core.nm_track_forward(*args, T.score_path, T.fired, T.path, *rest,
+                                           cap0=radius)
+        else:
+            T.path = T.hist[T.calls]
+            np.add(T.hist[T.calls - 1], step, out=T.path)
+            ev, _ = _core.nm_track_passes(*args, T.passes, T.fired, T.hist, T.calls, *rest,
+                                          cap0=radius)
         return ev
 
     def _evaluate(self, Xt, pairs, refine, f, H, fired, want_mask):
@@ -318,31 +349,44 @@ class CertifiedEngine(Engine):
         if self.verify:
             self._verify(Xt, fired if tracked_count is None else tracked_count, pairs)
         if refine:
-            self._refine(Xt, pairs, mask, start)
+            # a forward pass returns its mask over ``pairs``: not compacted over it then
+            self._refine(Xt, pairs, mask, start, in_place=not want_mask)
         return mask, nf
 
-    def _refine(self, Xt, pairs, mask, start):
+    def _refine(self, Xt, pairs, mask, start, in_place):
         """Keep the pairs pass 0 marked; with the tracked passes' ``start`` state (scores, H,
-        F0, counts of that pass), set up their state."""
-        out = self._work("refined", len(pairs.idx), np.int32)
+        F0, counts of that pass), set up their state. ``in_place``: the scores and the mask
+        are not needed over ``pairs`` any more, so the kept pairs' scores and fired bits are
+        compacted over their heads (no second per-pair array); the refined ids are sized to
+        the kept pairs."""
+        out = lambda size: self._work("refined", size, np.int32)    # noqa: E731
+        n = Xt.shape[0]
         if start is None:
             rptr, ridx = _core.compact_pairs(pairs.ptr, pairs.idx, mask, 1, out)
+        elif in_place:
+            score = start["scores"]
+            rptr, ridx = _core.compact_in_place(pairs.ptr, pairs.idx, mask, 1, out, score,
+                                                False)
+            fired = mask
         else:
             score = self._work("track_score", len(pairs.idx))
             fired = self._work("track_fired", len(pairs.idx), np.uint8)
             rptr, ridx = _core.compact_pairs(pairs.ptr, pairs.idx, mask, 1, out,
                                              start["scores"], score, fired)
-            k, n = len(ridx), Xt.shape[0]
-            score_path = self._work("track_score_path", k)
-            score_path.fill(0.0)
-            path = self._work("track_path", n)
-            path.fill(0.0)
+        if start is not None:
+            k = len(ridx)
+            passes = self._work("track_pass", k, np.uint8)
+            passes.fill(0)
+            # path lengths per tracked pass (row 0: pass 0); uint8 pass ids: 256 rows at most
+            rows = min(self.threat.steps + 1, _PASS_ROWS)
+            hist = self._work("track_hist", rows * n).reshape(rows, n)
+            hist[0] = 0.0
             previous = self._work("track_previous", Xt.size).reshape(Xt.shape)
             np.copyto(previous, Xt)
             self._tracked = _TrackedPasses(
-                score=score[:k], score_path=score_path, fired=fired[:k], path=path,
-                H=start["H"], F0=start["F0"], count=start["count"], previous=previous,
-                dual_norm=start["dual_norm"], slack=start["slack"])
+                score=score[:k], fired=fired[:k], passes=passes, hist=hist, score_path=None,
+                path=hist[0], calls=0, H=start["H"], F0=start["F0"], count=start["count"],
+                previous=previous, dual_norm=start["dual_norm"], slack=start["slack"])
         self._refined = _PairList(rptr, ridx, np.flatnonzero(np.diff(rptr)).astype(np.int64))
 
     def input_direction(self, Xt, pass_index=None):
@@ -364,6 +408,13 @@ class CertifiedEngine(Engine):
         fired = np.empty(Xt.shape[0], dtype=np.int64)
         mask, nf = self._evaluate(Xt, *chosen, f, None, fired, True)
         self._forward_mask = (pass_index, chosen[0], mask)
+        if pass_index == self.threat.steps and self._tracked is not None:
+            # the final pass: the weight gradient needs only its mask, so the carried scores
+            # go before the gradient is allocated (a later pass of this iteration, outside
+            # the protocol, evaluates the refined list with nm_forward instead)
+            self._tracked = None
+            for key in ("z_first", "track_score", "track_pass"):
+                self._bufs.pop(key, None)
         self._add("fired_pairs", nf)
         return f, fired
 
@@ -399,7 +450,7 @@ class CertifiedEngine(Engine):
         missing = self._sets.missing_pairs(fired_ptr, fired_idx, pairs.ptr, pairs.idx)
         if len(missing):
             r, i = divmod(int(missing[0]), n)
-            drift = np.linalg.norm(net.W[r] - self._sets.anchor_W[r])
+            drift = np.linalg.norm(net.W[r] - self._sets.anchor_rows([r])[0])
             raise RuntimeError(
                 f"certified engine: {len(missing)} fired pair(s) missing from the candidate "
                 f"sets (first: point {i}, neuron {r}, budget {self._sets.budget[r]:g}, "
