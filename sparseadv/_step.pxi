@@ -48,3 +48,34 @@ def sub_scaled_rows(double[:, ::1] W not None, const cnp.int64_t[::1] rows not N
                 t = lr * G[k, j]
                 W[r, j] = W[r, j] - t
 
+
+
+def swap_scaled_rows(double[:, ::1] W not None, const cnp.int64_t[::1] rows not None,
+                     double[:, ::1] G not None, double lr, cnp.uint8_t[::1] done=None):
+    """The step of ``sub_scaled_rows`` (same arithmetic, same bits) that leaves the previous
+    rows in G: W[rows[k]], G[k] = W[rows[k]] - lr * G[k], W[rows[k]]. G then is the backup
+    for undoing the step, at no extra memory (``ShiftedReLUNet.apply_step(consume=True)``).
+    rows must be in range and sorted distinct (both checked). ``done[0]`` (if given) is set
+    to 1 once the swap has run, so that a caller interrupted around the call knows whether
+    G holds the previous rows or still the gradient."""
+    cdef Py_ssize_t k, j, r, m = W.shape[0], d = W.shape[1], nr = rows.shape[0]
+    cdef double t, old
+    if G.shape[0] != nr or G.shape[1] != d:
+        raise InputError(f"swap_scaled_rows: G must have shape ({nr}, {d}), got "
+                         f"({G.shape[0]}, {G.shape[1]})")
+    if not _rows_in_range(rows, m):
+        k = int(np.flatnonzero((np.asarray(rows) < 0) | (np.asarray(rows) >= m))[0])
+        raise InputError(f"swap_scaled_rows: rows[{k}] = {rows[k]} is out of range for {m} "
+                         f"rows")
+    if nr > 1 and not np.all(np.diff(np.asarray(rows)) > 0):
+        raise InputError("swap_scaled_rows: rows must be sorted distinct row ids")
+    with nogil:
+        for k in prange(nr, schedule='static'):
+            r = rows[k]
+            for j in range(d):
+                t = lr * G[k, j]
+                old = W[r, j]
+                W[r, j] = old - t
+                G[k, j] = old
+        if done is not None and done.shape[0] > 0:
+            done[0] = 1

@@ -14,8 +14,8 @@ import numpy as np
 
 from . import _core
 from .errors import DivergenceError, InputError
-from ._validation import (check_allocation, check_matrix, check_positive_int, check_real,
-                          check_seed, check_vector, check_Xy)
+from ._validation import (check_allocation, check_bool, check_matrix, check_positive_int,
+                          check_real, check_seed, check_vector, check_Xy)
 from .theory import default_threshold
 
 
@@ -116,15 +116,23 @@ class ShiftedReLUNet:
         for listener in self._live_listeners():
             listener.weights_reset()
 
-    def apply_step(self, rows, G, lr):
+    def apply_step(self, rows, G, lr, consume=False):
         """W[rows] -= lr * G in place, then ``weights_changed(rows)`` on every listener.
 
         All or nothing: on any exception inside (KeyboardInterrupt included) the previous rows
         are put back and the listeners reset before it propagates. Raises DivergenceError,
         with W unchanged, when the step would leave non-finite weights. ``rows`` are sorted
-        distinct neuron ids, G has shape (len(rows), d)."""
+        distinct neuron ids, G has shape (len(rows), d). ``consume=True`` (the trainer's
+        call: G is the engine's work buffer) keeps the previous rows in G instead of in a
+        copy, so G holds them afterwards; G must then be a writable C-contiguous float64
+        array."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         G = np.asarray(G)
+        consume = check_bool("consume", consume)
+        if consume and not (G.dtype == np.float64 and G.flags.c_contiguous
+                            and G.flags.writeable and G.ndim == 2):
+            raise InputError("G must be a writable C-contiguous float64 matrix with "
+                             "consume=True")
         W = self._W
         # Finite weights without a pass over them: |w - lr g| <= max|W| + lr max|G|, so
         # while that bound (kept from step to step) is far below the float64 maximum every
@@ -137,17 +145,25 @@ class ShiftedReLUNet:
         if len(rows) and (rows[0] < 0 or rows[-1] >= W.shape[0]
                           or (len(rows) > 1 and not np.all(rows[1:] > rows[:-1]))):
             raise InputError(f"rows must be sorted distinct neuron ids in 0..{W.shape[0] - 1}")
-        # the rows to restore on failure, in a buffer kept from step to step
+        # the rows to restore on failure: G itself (consume), else a buffer kept from step
+        # to step, sized to the rows moved
         moved = slice(None) if len(rows) == W.shape[0] else rows
-        backup = self._backup_buffer(len(rows))
-        if isinstance(moved, slice):
-            np.copyto(backup, W)
+        if consume:
+            backup = G
         else:
-            np.take(W, rows, axis=0, out=backup)
+            backup = self._backup_buffer(len(rows))
+            if isinstance(moved, slice):
+                np.copyto(backup, W)
+            else:
+                np.take(W, rows, axis=0, out=backup)
         listeners = self._live_listeners()
         told = False
+        swapped = np.zeros(1, np.uint8)     # set by the kernel itself once G holds the old rows
         try:
-            _core.sub_scaled_rows(W, rows, G, lr)
+            if consume:
+                _core.swap_scaled_rows(W, rows, G, lr, swapped)
+            else:
+                _core.sub_scaled_rows(W, rows, G, lr)
             if not bound < _SAFE_PEAK:
                 if not np.isfinite(W[moved]).all():
                     raise DivergenceError(self._divergence(lr))
@@ -160,7 +176,8 @@ class ShiftedReLUNet:
             # (rolled back here) or after it, where the caller sees the count moved on
             self.steps_applied_ += 1
         except BaseException:
-            W[moved] = backup
+            if not consume or swapped[0]:
+                W[moved] = backup
             self._peak = None
             if told:
                 for listener in listeners:
@@ -181,7 +198,7 @@ class ShiftedReLUNet:
     def _backup_buffer(self, k):
         buf = getattr(self, "_backup", None)
         if buf is None or buf.shape[0] < k or buf.shape[1] != self._W.shape[1]:
-            buf = self._backup = np.empty((max(k, self._W.shape[0]), self._W.shape[1]))
+            buf = self._backup = np.empty((k, self._W.shape[1]))
         return buf[:k]
 
     def __getstate__(self):

@@ -69,7 +69,7 @@ def _injection_points(tr):
     """(owner, attribute) pairs reached inside one step of tr's engine."""
     eng = tr.engine
     points = [(eng, "begin_iteration"), (eng, "input_gradient"), (eng, "forward"),
-              (eng, "weight_gradient"), (eng, "weights_changed"), (_core, "sub_scaled_rows")]
+              (eng, "weight_gradient"), (eng, "weights_changed"), (_core, "swap_scaled_rows")]
     if eng.name == "tree":
         points += [(PartitionTree, "update_from"), (PartitionTree, "query_batch")]
     if eng.name == "certified":
@@ -255,3 +255,41 @@ def test_sigint_at_a_random_moment_does_no_harm(engine, tmp_path):
         assert np.abs(W - Wd).max() <= 1e-9 * np.abs(Wd).max(), (engine, run, iterations)
         hit += interrupted > 0
     assert hit == 3                      # the child trains until the signal has come
+
+
+def test_consumed_step_same_bits_and_backup_in_G():
+    # apply_step(consume=True) steps with the same bits as the copying path and leaves the
+    # previous rows in G; on a failure after the swap it restores W from G
+    net = ShiftedReLUNet(50, 3, seed=3)
+    ref = net.copy()
+    rng = np.random.default_rng(0)
+    rows = np.array([0, 7, 8, 49], dtype=np.int64)
+    G = rng.standard_normal((4, 3))
+    old = net.W[rows].copy()
+    ref.apply_step(rows, G.copy(), 0.37)
+    net.apply_step(rows, G, 0.37, consume=True)
+    assert np.array_equal(net.W, ref.W) and np.array_equal(G, old)
+    everything = np.arange(50, dtype=np.int64)
+    G = rng.standard_normal((50, 3))
+    W0 = net.W.copy()
+    with pytest.raises(DivergenceError):
+        net.apply_step(everything, np.where(np.arange(50)[:, None] == 3, np.nan, G),
+                       1.0, consume=True)
+    assert np.array_equal(net.W, W0)
+    with pytest.raises(Exception):
+        net.apply_step(rows, G[:4].astype(np.float32), 1.0, consume=True)
+    assert np.array_equal(net.W, W0)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_consumed_step_interrupted_around_the_kernel(when, monkeypatch):
+    # an interrupt at the swap kernel's call (nothing moved, G still the gradient) or right
+    # after it (G holds the old rows): W is as before either way
+    net = ShiftedReLUNet(30, 3, seed=1)
+    W0 = net.W.copy()
+    rows = np.array([2, 5], dtype=np.int64)
+    with monkeypatch.context() as mp:
+        _arm(mp, _core, "swap_scaled_rows", when, 1)
+        with pytest.raises(Injected):
+            net.apply_step(rows, np.ones((2, 3)), 0.5, consume=True)
+    assert np.array_equal(net.W, W0) and net.steps_applied_ == 0
