@@ -100,10 +100,12 @@ def csr_transpose(const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1]
 def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not None,
                    const double[::1] a not None, double b, const double[::1] coef not None,
                    const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1] indices not None,
-                   bint check=True):
+                   bint check=True, bint all_fired=False):
     """Weight gradient over point-major pairs: transposes them to neuron-major (counting sort)
     and runs ``nm_weight_grad``. ``check`` is passed to ``csr_transpose`` (False skips the
-    validation of the pairs: only for pairs known valid, e.g. a tree query's answer). Returns
+    validation of the pairs: only for pairs known valid, e.g. a tree query's answer).
+    ``all_fired``: every listed pair fires (the fired pairs of ``forward_batch`` at the same
+    points), so none is re-evaluated (``nm_weight_grad`` with an all-ones mask). Returns
     (rows, G_rows, inner products, fired pairs) with rows the sorted int64 ids of the neurons
     listed at least once (a superset of the neurons with a non-zero gradient) and G_rows[k]
     the gradient of neuron rows[k]."""
@@ -113,5 +115,6 @@ def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not N
     cptr, cidx = csr_transpose(indptr, indices, m, check)
     rows = np.flatnonzero(np.diff(cptr)).astype(np.int64)
     G = np.empty((rows.shape[0], X.shape[1]))
-    ev, nf = nm_weight_grad(X, W, a, b, coef, cptr, cidx, rows, G, None, False)
+    mask = np.ones(cidx.shape[0], dtype=np.uint8) if all_fired else None
+    ev, nf = nm_weight_grad(X, W, a, b, coef, cptr, cidx, rows, G, mask, False)
     return rows, G, ev, nf
