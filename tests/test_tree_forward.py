@@ -202,3 +202,35 @@ def test_engine_counters_are_the_work_done():
     full[rd] = Gd
     np.testing.assert_allclose(G, full[rows], atol=1e-12)
     assert np.all(full[np.setdiff1d(np.arange(net.m), rows)] == 0)
+
+
+def test_weight_gradient_all_fired_checks_pairs():
+    X, W, a = np.ones((2, 3)), np.ones((4, 3)), np.ones(4)
+    ip = np.array([0, 1, 2], dtype=np.int64)
+    with pytest.raises(ValueError):
+        _core.pm_weight_grad(X, W, a, 0.0, np.ones(2), ip, np.array([0, 4]), all_fired=True)
+    with pytest.raises(ValueError):
+        _core.pm_weight_grad(X, W, a, 0.0, np.ones(2), np.array([0, 3, 2]), np.array([0, 1]),
+                             all_fired=True)
+    rows, G, ev, nf = _core.pm_weight_grad(X, W, a, 0.0, np.array([2.0, 3.0]), ip,
+                                           np.array([3, 3]), all_fired=True)
+    np.testing.assert_array_equal(rows, [3])
+    np.testing.assert_array_equal(G, [[5.0, 5.0, 5.0]])
+    assert (ev, nf) == (0, 2)
+
+
+def test_weight_gradient_all_fired_same_bits_on_any_thread_count():
+    """The parallel scatter splits the neurons into ranges: every row's sum keeps its order."""
+    import subprocess
+    import sys
+    code = ("import hashlib, numpy as np; from sparseadv import _core;"
+            "r = np.random.default_rng(3); m, n, d = 5000, 300, 3;"
+            "W = r.standard_normal((m, d)); X = r.standard_normal((n, d)); a = np.ones(m);"
+            "M = r.random((n, m)) < 0.05; ip = np.r_[0, np.cumsum(M.sum(1))].astype(np.int64);"
+            "ind = np.nonzero(M)[1].astype(np.int64);"
+            "rows, G, _, _ = _core.pm_weight_grad(X, W, a, 0.0, r.standard_normal(n), ip, ind,"
+            " all_fired=True); print(rows.sum(), hashlib.sha256(G.tobytes()).hexdigest())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "OMP_NUM_THREADS": t}).stdout
+            for t in ("1", "2", "3")}
+    assert len(outs) == 1, outs
