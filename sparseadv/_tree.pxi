@@ -15,6 +15,8 @@
 #     the contiguous slice data[node_start[i]:node_end[i]] (leaf scans read memory
 #     sequentially). ``W`` (m, d) keeps the rows in ORIGINAL order as well (the wrapper's
 #     read-only ``W``, the GEMM fallback, and rebuilds read it); the memory cost is m*d*8 bytes.
+#     ``soa`` (d, m) holds ``data`` transposed, so the engine's fused leaf scan
+#     (``sa_leaf_forward``) loads four rows' entries k at once; another m*d*8 bytes.
 #   * Per node: ``centers`` (n_nodes, d) the mean of its rows at build time, ``radius``
 #     (n_nodes,) an upper bound on ||w - c|| over its rows, ``radius0`` the build-time radius,
 #     ``cnorm`` = ||c||, ``node_start``/``node_end`` its position range.
@@ -76,9 +78,10 @@ cdef class _BallTree:
     """Flat-array ball tree (see the header of _tree.pxi). Inputs are trusted: C-contiguous
     float64, finite, validated by sparseadv.hsr.PartitionTree."""
     cdef readonly object W_arr, data_arr, idx_arr, pos_arr, nstart_arr, nend_arr
-    cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr
+    cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr, soa_arr
     cdef double[:, ::1] W
     cdef double[:, ::1] data
+    cdef double[:, ::1] soa
     cdef cnp.int64_t[::1] idx
     cdef cnp.int64_t[::1] pos
     cdef cnp.int64_t[::1] nstart
@@ -209,6 +212,8 @@ cdef class _BallTree:
         self.radius0 = radius0
         self.data_arr = np.empty_like(W)
         self.data = self.data_arr
+        self.soa_arr = np.empty((self.d, self.m), dtype=np.float64)
+        self.soa = self.soa_arr
         self.pos_arr = np.empty(self.m, dtype=np.int64)
         self.pos = self.pos_arr
         self.cnorm_arr = np.empty(self.n_nodes, dtype=np.float64)
@@ -222,6 +227,8 @@ cdef class _BallTree:
             for p in range(self.m):
                 memcpy(&self.data[p, 0], &self.W[self.idx[p], 0], self.d * sizeof(double))
                 self.pos[self.idx[p]] = p
+                for k in range(self.d):
+                    self.soa[k, p] = self.data[p, k]
             for i in range(self.n_nodes):
                 self.cnorm[i] = sa_norm_safe(&self.centers[i, 0], self.d)
                 tot = tot + (self.nend[i] - self.nstart[i]) * self.radius0[i]
@@ -256,13 +263,14 @@ cdef class _BallTree:
 
     @property
     def nbytes(self):
-        return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.idx_arr,
-                                           self.pos_arr, self.nstart_arr, self.nend_arr,
+        return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.soa_arr,
+                                           self.idx_arr, self.pos_arr, self.nstart_arr, self.nend_arr,
                                            self.centers_arr, self.radius_arr,
                                            self.radius0_arr, self.cnorm_arr)))
 
     cdef void _view(self, _TreeView* t) noexcept:
         t.data = &self.data[0, 0]
+        t.soa = &self.soa[0, 0]
         t.idx = &self.idx[0]
         t.centers = &self.centers[0, 0]
         t.radius = &self.radius[0]
@@ -491,6 +499,8 @@ cdef class _BallTree:
                 p = self.pos[r]
                 memcpy(&self.W[r, 0], &values[s, 0], d * sizeof(double))
                 memcpy(&self.data[p, 0], &values[s, 0], d * sizeof(double))
+                for k in range(d):
+                    self.soa[k, p] = values[s, k]
                 node = 0
                 while True:
                     dist = 0.0

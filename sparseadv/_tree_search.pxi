@@ -14,6 +14,11 @@ cdef extern from "sa_tree.h":
                          Py_ssize_t d) noexcept nogil
     int sa_tree_node_decide(double cx, double radius, double cn, double xn, double b,
                             Py_ssize_t d) noexcept nogil
+    void sa_leaf_forward(const double* soa, Py_ssize_t m, const double* data,
+                         const cnp.int64_t* idx, Py_ssize_t s, Py_ssize_t e, Py_ssize_t d,
+                         const double* x, double b, const double* a, double scale, double* f,
+                         double* h, cnp.int64_t* fired, cnp.int64_t* out,
+                         Py_ssize_t* nout) noexcept nogil
 
 cdef enum:
     _INSERTION_MAX = 48
@@ -21,6 +26,7 @@ cdef enum:
 
 ctypedef struct _TreeView:
     const double* data
+    const double* soa       # the rows transposed: soa[k * m + p] = data[p, k]
     const cnp.int64_t* idx
     const double* centers
     const double* radius
@@ -236,66 +242,18 @@ cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf*
 cdef inline void _scan_forward(const _TreeView* t, Py_ssize_t s, Py_ssize_t e, const double* x,
                                double b, const double* a, double scale, double* f, double* h,
                                cnp.int64_t* fired, _IdxBuf* out) noexcept nogil:
-    """The forward pass over the rows at tree positions [s, e) that fire on x: for each p with
-    z = <data[p], x> > b (the leaf scan's sequential dot product, the definition of "fired"),
-    in position order, c = scale * a[idx[p]], f += c (z - b), h += c data[p] (when h is not
-    NULL), fired += 1, and idx[p] appended to ``out`` (when not NULL; capacity reserved by the
+    """The forward pass over the rows at tree positions [s, e) that fire on x
+    (``sa_leaf_forward``, sparseadv/_src/sa_tree.h: the scores are the sequential dot
+    products that define "fired", four rows at a time from the transposed copy): for each
+    fired row in position order, f += scale a_r (z - b), h += scale a_r w_r (when h is not
+    NULL), fired += 1, and r appended to ``out`` (when not NULL; capacity reserved by the
     caller). Whole nodes go through the same test: what is reported is what fired."""
-    cdef Py_ssize_t p, k, d = t.d, n = 0
-    cdef const double* w
-    cdef double z, c, fi = f[0], x0, x1, x2, h0 = 0.0, h1 = 0.0, h2 = 0.0
-    cdef cnp.int64_t r, cnt = 0
-    cdef cnp.int64_t* o = NULL
     if out != NULL:
-        o = out.a
-        n = out.n
-    if d == 3:
-        x0 = x[0]
-        x1 = x[1]
-        x2 = x[2]
-        if h != NULL:
-            h0 = h[0]
-            h1 = h[1]
-            h2 = h[2]
-        for p in range(s, e):
-            w = t.data + p * 3
-            z = w[0] * x0 + w[1] * x1 + w[2] * x2
-            if z > b:
-                r = t.idx[p]
-                c = scale * a[r]
-                fi = fi + c * (z - b)
-                h0 = h0 + c * w[0]
-                h1 = h1 + c * w[1]
-                h2 = h2 + c * w[2]
-                cnt = cnt + 1
-                if o != NULL:
-                    o[n] = r
-                    n = n + 1
-        if h != NULL:
-            h[0] = h0
-            h[1] = h1
-            h[2] = h2
+        sa_leaf_forward(t.soa, t.m, t.data, t.idx, s, e, t.d, x, b, a, scale, f, h, fired,
+                        out.a, &out.n)
     else:
-        for p in range(s, e):
-            w = t.data + p * d
-            z = 0.0
-            for k in range(d):
-                z = z + w[k] * x[k]
-            if z > b:
-                r = t.idx[p]
-                c = scale * a[r]
-                fi = fi + c * (z - b)
-                if h != NULL:
-                    for k in range(d):
-                        h[k] = h[k] + c * w[k]
-                cnt = cnt + 1
-                if o != NULL:
-                    o[n] = r
-                    n = n + 1
-    f[0] = fi
-    fired[0] += cnt
-    if out != NULL:
-        out.n = n
+        sa_leaf_forward(t.soa, t.m, t.data, t.idx, s, e, t.d, x, b, a, scale, f, h, fired,
+                        NULL, NULL)
 
 
 cdef int _tree_forward_one(const _TreeView* t, const double* x, double b, const double* a,
