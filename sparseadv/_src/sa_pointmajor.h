@@ -56,9 +56,9 @@ SA_KERNEL_D(sa_pm_fwd,
    bits, without the transpose. G (m x d) and mark are zeroed by the caller; disjoint neuron
    ranges may run in parallel. */
 SA_BODY void
-sa_pm_wgrad_all_body(const double* X, ptrdiff_t d, const double* a, const double* coef,
-                     const int64_t* indptr, const int64_t* indices, int64_t n, int64_t r0,
-                     int64_t r1, double* G, uint8_t* mark)
+sa_pm_wgrad_all_d(const double* X, ptrdiff_t d, const double* a, const double* coef,
+                  const int64_t* indptr, const int64_t* indices, int64_t n, int64_t r0,
+                  int64_t r1, double* G, uint8_t* mark)
 {
     int64_t i, k;
     const int whole = r0 == 0 && r1 == INT64_MAX;
@@ -74,6 +74,17 @@ sa_pm_wgrad_all_body(const double* X, ptrdiff_t d, const double* a, const double
     }
 }
 
+/* d = 3, the tree engine's regime, as a compile-time constant: the axpy unrolls into three
+   independent g[j] += alpha x[j] (each contracted into an fma where the generic loop's is,
+   so the same bits; checked against nm_weight_grad in tests/test_tree_forward.py) */
+SA_BODY void
+sa_pm_wgrad_all_body(const double* X, ptrdiff_t d, const double* a, const double* coef,
+                     const int64_t* indptr, const int64_t* indices, int64_t n, int64_t r0,
+                     int64_t r1, double* G, uint8_t* mark)
+{
+    if (d == 3) sa_pm_wgrad_all_d(X, 3, a, coef, indptr, indices, n, r0, r1, G, mark);
+    else sa_pm_wgrad_all_d(X, d, a, coef, indptr, indices, n, r0, r1, G, mark);
+}
 SA_KERNEL(sa_pm_wgrad_all,
     (const double* X, ptrdiff_t d, const double* a, const double* coef, const int64_t* indptr,
      const int64_t* indices, int64_t n, int64_t r0, int64_t r1, double* G, uint8_t* mark),

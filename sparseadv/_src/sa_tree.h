@@ -72,27 +72,27 @@ sa_leaf_forward_body(const double* soa, ptrdiff_t m, const double* data, const i
                      const double* a, double scale, double* f, double* h, int64_t* fired,
                      int64_t* out, ptrdiff_t* nout)
 {
-    double fi = *f, z4[4];
+    double fi = *f;
     int64_t cnt = 0;
-    ptrdiff_t n = out ? *nout : 0;
-    ptrdiff_t p = s, k, j, q, len;
-    while (p < e) {
-        len = e - p < 4 ? e - p : 4;
+    ptrdiff_t n = out ? *nout : 0, p, k, q;
+    for (p = s; p < e; p += 4) {
+        double z4[4];
+        const int len = e - p < 4 ? (int)(e - p) : 4;
+        int j, any = 0;
 #if defined(__GNUC__)
         if (len == 4) {
             sa_v4d z = SA_LD(soa + p) * x[0];
             for (k = 1; k < d; ++k) z = z + SA_LD(soa + k * m + p) * x[k];
-            if (!((z[0] > b) | (z[1] > b) | (z[2] > b) | (z[3] > b))) { p += 4; continue; }
             for (j = 0; j < 4; ++j) z4[j] = z[j];
         } else
 #endif
-        {
-            for (j = 0; j < len; ++j) {
-                double zz = soa[p + j] * x[0];
-                for (k = 1; k < d; ++k) zz = zz + soa[k * m + p + j] * x[k];
-                z4[j] = zz;
-            }
+        for (j = 0; j < len; ++j) {
+            double zz = soa[p + j] * x[0];
+            for (k = 1; k < d; ++k) zz = zz + soa[k * m + p + j] * x[k];
+            z4[j] = zz;
         }
+        for (j = 0; j < len; ++j) any |= z4[j] > b;
+        if (!any) continue;
         for (j = 0; j < len; ++j) {
             if (z4[j] > b) {
                 const int64_t r = idx[p + j];
@@ -104,21 +104,26 @@ sa_leaf_forward_body(const double* soa, ptrdiff_t m, const double* data, const i
                 if (out) out[n++] = r;
             }
         }
-        p += len;
     }
     *f = fi;
     *fired += cnt;
     if (out) *nout = n;
 }
 
+/* d = 3 as a compile-time constant (loops unrolled; no fma in either instance, so the same
+   operations as the generic width) */
+#define SA_LEAF_D() \
+    if (d == 3) sa_leaf_forward_body(soa, m, data, idx, s, e, 3, x, b, a, scale, f, h, fired, \
+                                     out, nout); \
+    else sa_leaf_forward_body(soa, m, data, idx, s, e, d, x, b, a, scale, f, h, fired, out, nout);
+
 #if SA_DISPATCH
 #define SA_LEAF_PARAMS (const double* soa, ptrdiff_t m, const double* data, const int64_t* idx, \
     ptrdiff_t s, ptrdiff_t e, ptrdiff_t d, const double* x, double b, const double* a, \
     double scale, double* f, double* h, int64_t* fired, int64_t* out, ptrdiff_t* nout)
 #define SA_LEAF_ARGS (soa, m, data, idx, s, e, d, x, b, a, scale, f, h, fired, out, nout)
-__attribute__((target("avx2"))) static void sa_leaf_forward_avx2 SA_LEAF_PARAMS
-{ sa_leaf_forward_body SA_LEAF_ARGS; }
-static void sa_leaf_forward_base SA_LEAF_PARAMS { sa_leaf_forward_body SA_LEAF_ARGS; }
+__attribute__((target("avx2"))) static void sa_leaf_forward_avx2 SA_LEAF_PARAMS { SA_LEAF_D() }
+static void sa_leaf_forward_base SA_LEAF_PARAMS { SA_LEAF_D() }
 SA_UNUSED static void sa_leaf_forward SA_LEAF_PARAMS
 { if (sa_use_avx2) sa_leaf_forward_avx2 SA_LEAF_ARGS; else sa_leaf_forward_base SA_LEAF_ARGS; }
 #else
@@ -126,7 +131,7 @@ SA_UNUSED static void sa_leaf_forward(const double* soa, ptrdiff_t m, const doub
     const int64_t* idx, ptrdiff_t s, ptrdiff_t e, ptrdiff_t d, const double* x, double b,
     const double* a, double scale, double* f, double* h, int64_t* fired, int64_t* out,
     ptrdiff_t* nout)
-{ sa_leaf_forward_body(soa, m, data, idx, s, e, d, x, b, a, scale, f, h, fired, out, nout); }
+{ SA_LEAF_D() }
 #endif
 
 #endif /* SPARSEADV_SA_TREE_H */
