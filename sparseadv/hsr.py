@@ -113,6 +113,10 @@ def _check_update(rows, values, m, d):
     return r, v
 
 
+def _rows(A, lo, hi):
+    return None if A is None else A[lo:hi]
+
+
 def _into(out, indptr, ind):
     """(indptr, ind) with ind copied into the head of ``out`` when it has room."""
     if out is not None and ind is not None and len(out) >= len(ind):
@@ -379,17 +383,13 @@ class PartitionTree(_HSRBase):
     def forward_batch(self, X, b, a, scale, f_out, H_out=None, fired_out=None, pairs=False,
                       out=None):
         """The tree engine's pass: the query of every row x_i of X fused with the forward
-        pass over its answer. Overwrites f_out[i] = sum_r scale a_r (<w_r, x_i> - b), H_out[i]
-        = sum_r scale a_r w_r (optional, (n, d)) and fired_out[i] (optional int64) = the
-        number of rows r that fire on x_i, summed in the tree's deterministic traversal order
-        with the leaf scan's scores (each fired pair's score is computed once). ``a``: float64
-        of length m; the outputs: float64 / int64 C-contiguous arrays of the caller. With
-        ``pairs``, returns the fired rows as CSR ``(indptr, indices)`` in that order (``out``
-        as in :meth:`query_batch`), else ``(None, None)``. The fallback policy is that of
-        :meth:`query_batch`; points it sends to the GEMM path are evaluated by
-        ``_core.pm_forward`` over the brute-force answer (its dot products counted in
-        ``stats["inner_products"]``, the pass counted in ``stats["brute_force_queries"]``):
-        there the kernel's own arithmetic decides firing, as in the engines' kernels."""
+        pass over its answer (``_BallTree.forward_batch``; each fired pair's score computed
+        once): overwrites f_out[i] = sum_r scale a_r (<w_r, x_i> - b), H_out[i] (optional)
+        = sum_r scale a_r w_r and fired_out[i] (optional) = the count, over the rows r that
+        fire on x_i, in the tree's deterministic traversal order. With ``pairs``, returns the
+        fired rows as CSR ``(indptr, indices)`` in that order (``out`` as in
+        :meth:`query_batch`), else ``(None, None)``. Points the fallback policy sends to the
+        GEMM path go through ``_core.pm_forward`` over its answer (counted in ``stats``)."""
         X = _as_matrix(X, "X", d=self._d)
         b = check_real("b", b)
         scale = check_real("scale", scale)
@@ -404,27 +404,23 @@ class PartitionTree(_HSRBase):
             if A is not None and getattr(A, "shape", None) != shape:
                 raise InputError(f"{name} must have shape {shape}")
 
-        def rows(A, lo, hi):
-            return None if A is None else A[lo:hi]
-
         def tree_part(lo, hi, buf):
             return self._tree.forward_batch(X[lo:hi], b, a, scale, f_out[lo:hi],
-                                            rows(H_out, lo, hi), fired_out[lo:hi], pairs, buf)
+                                            _rows(H_out, lo, hi), fired_out[lo:hi], pairs, buf)
 
         def brute_part(lo, hi):
             ip, ind = self._brute(X[lo:hi], b)
             ev, _ = _core.pm_forward(X[lo:hi], self._tree.W_arr, a, b, scale, ip, ind,
-                                     f_out[lo:hi], rows(H_out, lo, hi), fired_out[lo:hi],
+                                     f_out[lo:hi], _rows(H_out, lo, hi), fired_out[lo:hi],
                                      False)
             self._stats["inner_products"] += ev
             return (ip, ind) if pairs else (None, None)
         return self._policy(n, out if pairs else None, tree_part, brute_part)
 
     def _policy(self, n, out, tree_part, brute_part):
-        """The fallback policy over the rows [0, n) of a batch: ``tree_part(lo, hi, buf)`` ->
-        (indptr, indices, counters) and ``brute_part(lo, hi)`` -> (indptr, indices) answer
-        rows [lo, hi) (indptr and indices may be None: nothing to join); returns the joined
-        CSR, its indices in ``out`` when it has room."""
+        """The fallback policy over rows [0, n): ``tree_part(lo, hi, buf)`` -> (indptr,
+        indices, counters), ``brute_part(lo, hi)`` -> (indptr, indices) (both None: nothing
+        to join); returns the joined CSR, in ``out`` when it has room."""
         if self.fallback == "brute":
             return _into(out, *brute_part(0, n))
         k = self._pilot_size(n)
