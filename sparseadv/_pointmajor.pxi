@@ -1,8 +1,10 @@
 # The tree engine's point-major kernels (C in sparseadv/_src/sa_pointmajor.h): the forward
-# pass over the pairs a tree query (or ``dense_fired_pairs``) reports, CSR over points, and
-# the weight gradient by transposing those pairs to neuron-major (``csr_transpose``) and
-# running ``nm_weight_grad`` (_certified.pxi). Parallel over points; with neuron ids sorted
-# within each point the forward's bits are those of ``nm_forward`` on the same pairs.
+# pass over the pairs a tree query (or ``dense_fired_pairs``) reports, CSR over points (the
+# engine's own passes are fused into the query: PartitionTree.forward_batch), and the weight
+# gradient: pairs that all fire (``all_fired``) scattered straight into the rows' gradients,
+# others transposed to neuron-major (``csr_transpose``) and re-tested by ``nm_weight_grad``
+# (_certified.pxi). Parallel over points; with neuron ids sorted within each point the
+# forward's bits are those of ``nm_forward`` on the same pairs.
 # Validation: shapes always; offsets and index ranges unless ``check=False``.
 from cython.parallel cimport prange
 cimport numpy as cnp
