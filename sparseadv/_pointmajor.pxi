@@ -1,17 +1,24 @@
 # The tree engine's point-major kernels (C in sparseadv/_src/sa_pointmajor.h): the forward
-# pass over the pairs a tree query (or ``dense_fired_pairs``) reports, CSR over points, and
-# the weight gradient by transposing those pairs to neuron-major (``csr_transpose``) and
-# running ``nm_weight_grad`` (_certified.pxi). Parallel over points; with neuron ids sorted
-# within each point the forward's bits are those of ``nm_forward`` on the same pairs.
+# pass over the pairs a tree query (or ``dense_fired_pairs``) reports, CSR over points (the
+# engine's own passes are fused into the query: PartitionTree.forward_batch), and the weight
+# gradient: pairs that all fire (``all_fired``) scattered straight into the rows' gradients,
+# others transposed to neuron-major (``csr_transpose``) and re-tested by ``nm_weight_grad``
+# (_certified.pxi). Parallel over points; with neuron ids sorted within each point the
+# forward's bits are those of ``nm_forward`` on the same pairs.
 # Validation: shapes always; offsets and index ranges unless ``check=False``.
 from cython.parallel cimport prange
 cimport numpy as cnp
+from libc.stdint cimport INT64_MAX
 
 cdef extern from "sa_pointmajor.h":
     void sa_pm_fwd(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
                    double scale, const cnp.int64_t* indptr, const cnp.int64_t* indices,
                    cnp.int64_t i0, cnp.int64_t i1, double* f, double* H, cnp.int64_t* fired,
                    cnp.int64_t* n_eval, cnp.int64_t* n_fired) noexcept nogil
+    void sa_pm_wgrad_all(const double* X, Py_ssize_t d, const double* a, const double* coef,
+                         const cnp.int64_t* indptr, const cnp.int64_t* indices, cnp.int64_t n,
+                         cnp.int64_t r0, cnp.int64_t r1, double* G,
+                         cnp.uint8_t* mark) noexcept nogil
 
 
 def pm_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
@@ -100,18 +107,46 @@ def csr_transpose(const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1]
 def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not None,
                    const double[::1] a not None, double b, const double[::1] coef not None,
                    const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1] indices not None,
-                   bint check=True):
+                   bint check=True, bint all_fired=False):
     """Weight gradient over point-major pairs: transposes them to neuron-major (counting sort)
     and runs ``nm_weight_grad``. ``check`` is passed to ``csr_transpose`` (False skips the
-    validation of the pairs: only for pairs known valid, e.g. a tree query's answer). Returns
+    validation of the pairs: only for pairs known valid, e.g. a tree query's answer).
+    ``all_fired``: every listed pair fires (the fired pairs of ``forward_batch`` at the same
+    points), so none is re-evaluated (``nm_weight_grad`` with an all-ones mask). Returns
     (rows, G_rows, inner products, fired pairs) with rows the sorted int64 ids of the neurons
     listed at least once (a superset of the neurons with a non-zero gradient) and G_rows[k]
     the gradient of neuron rows[k]."""
     cdef Py_ssize_t m = W.shape[0]
+    cdef int code = 0
     _shapes("pm_weight_grad", ("coef", 0, coef.shape[0], X.shape[0]),
             ("indptr", 0, indptr.shape[0], X.shape[0] + 1))
-    cptr, cidx = csr_transpose(indptr, indices, m, check)
-    rows = np.flatnonzero(np.diff(cptr)).astype(np.int64)
-    G = np.empty((rows.shape[0], X.shape[1]))
-    ev, nf = nm_weight_grad(X, W, a, b, coef, cptr, cidx, rows, G, None, False)
-    return rows, G, ev, nf
+    if not all_fired:
+        cptr, cidx = csr_transpose(indptr, indices, m, check)
+        rows = np.flatnonzero(np.diff(cptr)).astype(np.int64)
+        G = np.empty((rows.shape[0], X.shape[1]))
+        ev, nf = nm_weight_grad(X, W, a, b, coef, cptr, cidx, rows, G, None, False)
+        return rows, G, ev, nf
+    _shapes("pm_weight_grad", ("W", 1, W.shape[1], X.shape[1]), ("a", 0, a.shape[0], m))
+    if check:
+        with nogil:
+            code = _check_pm_csr(indptr, indices, m)
+        _raise_csr(code, "pm_weight_grad", "indptr", "indices")
+    check_allocation("W", m * (X.shape[1] * 8 + 1), "the gradient of every row")
+    # every pair fires: scatter into a full m x d gradient, T disjoint neuron ranges in
+    # parallel (each row's sum in the same order whatever T), then keep the rows listed
+    Gfull = np.zeros((m, X.shape[1]))
+    mark = np.zeros(m, dtype=np.uint8)
+    cdef double[:, ::1] Gv = Gfull
+    cdef cnp.uint8_t[::1] mv = mark
+    cdef Py_ssize_t T = max(1, min(sa_omp_max_threads(), m)), t
+    cdef const cnp.int64_t* Ip = &indices[0] if indices.shape[0] > 0 else NULL
+    with nogil:
+        if T == 1:
+            sa_pm_wgrad_all(&X[0, 0], X.shape[1], &a[0], &coef[0], &indptr[0], Ip,
+                            X.shape[0], 0, INT64_MAX, &Gv[0, 0], &mv[0])
+        else:
+            for t in prange(T, schedule='static', num_threads=T):
+                sa_pm_wgrad_all(&X[0, 0], X.shape[1], &a[0], &coef[0], &indptr[0], Ip,
+                                X.shape[0], m * t // T, m * (t + 1) // T, &Gv[0, 0], &mv[0])
+    rows = np.flatnonzero(mark).astype(np.int64, copy=False)
+    return rows, Gfull[rows], 0, int(indices.shape[0])

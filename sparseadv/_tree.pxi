@@ -15,6 +15,8 @@
 #     the contiguous slice data[node_start[i]:node_end[i]] (leaf scans read memory
 #     sequentially). ``W`` (m, d) keeps the rows in ORIGINAL order as well (the wrapper's
 #     read-only ``W``, the GEMM fallback, and rebuilds read it); the memory cost is m*d*8 bytes.
+#     ``soa`` (d, m) holds ``data`` transposed, so the engine's fused leaf scan
+#     (``sa_leaf_forward``) loads four rows' entries k at once; another m*d*8 bytes.
 #   * Per node: ``centers`` (n_nodes, d) the mean of its rows at build time, ``radius``
 #     (n_nodes,) an upper bound on ||w - c|| over its rows, ``radius0`` the build-time radius,
 #     ``cnorm`` = ||c||, ``node_start``/``node_end`` its position range.
@@ -76,9 +78,10 @@ cdef class _BallTree:
     """Flat-array ball tree (see the header of _tree.pxi). Inputs are trusted: C-contiguous
     float64, finite, validated by sparseadv.hsr.PartitionTree."""
     cdef readonly object W_arr, data_arr, idx_arr, pos_arr, nstart_arr, nend_arr
-    cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr
+    cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr, soa_arr
     cdef double[:, ::1] W
     cdef double[:, ::1] data
+    cdef double[:, ::1] soa
     cdef cnp.int64_t[::1] idx
     cdef cnp.int64_t[::1] pos
     cdef cnp.int64_t[::1] nstart
@@ -209,6 +212,8 @@ cdef class _BallTree:
         self.radius0 = radius0
         self.data_arr = np.empty_like(W)
         self.data = self.data_arr
+        self.soa_arr = np.empty((self.d, self.m), dtype=np.float64)
+        self.soa = self.soa_arr
         self.pos_arr = np.empty(self.m, dtype=np.int64)
         self.pos = self.pos_arr
         self.cnorm_arr = np.empty(self.n_nodes, dtype=np.float64)
@@ -222,6 +227,8 @@ cdef class _BallTree:
             for p in range(self.m):
                 memcpy(&self.data[p, 0], &self.W[self.idx[p], 0], self.d * sizeof(double))
                 self.pos[self.idx[p]] = p
+                for k in range(self.d):
+                    self.soa[k, p] = self.data[p, k]
             for i in range(self.n_nodes):
                 self.cnorm[i] = sa_norm_safe(&self.centers[i, 0], self.d)
                 tot = tot + (self.nend[i] - self.nstart[i]) * self.radius0[i]
@@ -256,13 +263,14 @@ cdef class _BallTree:
 
     @property
     def nbytes(self):
-        return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.idx_arr,
-                                           self.pos_arr, self.nstart_arr, self.nend_arr,
+        return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.soa_arr,
+                                           self.idx_arr, self.pos_arr, self.nstart_arr, self.nend_arr,
                                            self.centers_arr, self.radius_arr,
                                            self.radius0_arr, self.cnorm_arr)))
 
     cdef void _view(self, _TreeView* t) noexcept:
         t.data = &self.data[0, 0]
+        t.soa = &self.soa[0, 0]
         t.idx = &self.idx[0]
         t.centers = &self.centers[0, 0]
         t.radius = &self.radius[0]
@@ -315,13 +323,50 @@ cdef class _BallTree:
         ones when another thread is querying this tree at the same time). ``out``: an int64
         array the indices are written into when it has room (they are then a view of its
         head). Returns (indptr, indices, counters)."""
+        if X.shape[1] != self.d:
+            raise InputError(f"_BallTree.query_batch: X must have {self.d} columns, got "
+                             f"{X.shape[1]}")
+        return self._batch(X, b, sort, out, 0, NULL, 0.0, NULL, NULL, NULL)
+
+    def forward_batch(self, const double[:, ::1] X not None, double b,
+                      const double[::1] a not None, double scale, double[::1] f_out not None,
+                      double[:, ::1] H_out=None, cnp.int64_t[::1] fired_out=None,
+                      bint pairs=False, out=None):
+        """The query of every row x_i of X fused with the forward pass over its answer (the
+        tree engine's pass, docs/design.md §3): f_out[i] = sum_r scale a_r (<w_r, x_i> - b),
+        H_out[i] = sum_r scale a_r w_r (optional), fired_out[i] = the count (optional), over
+        the rows r that fire on x_i, summed in the traversal order (deterministic), with the
+        leaf scan's score (``sa_dot_seq``), so no score is computed twice. With ``pairs``,
+        also the fired rows as CSR in that order (``out`` as in ``query_batch``). Returns
+        (indptr, indices, counters), indptr and indices None without ``pairs``; counters as
+        in ``query_batch``, every row of a node wholly inside the half-space evaluated."""
+        cdef Py_ssize_t n = X.shape[0]
+        if X.shape[1] != self.d:
+            raise InputError(f"_BallTree.forward_batch: X must have {self.d} columns, got "
+                             f"{X.shape[1]}")
+        _shapes("_BallTree.forward_batch", ("a", 0, a.shape[0], self.m),
+                ("f_out", 0, f_out.shape[0], n))
+        if H_out is not None and (H_out.shape[0] != n or H_out.shape[1] != self.d):
+            raise InputError("_BallTree.forward_batch: H_out must have shape (n, d)")
+        if fired_out is None:
+            fired_out = np.empty(n, dtype=np.int64)
+        elif fired_out.shape[0] != n:
+            raise InputError("_BallTree.forward_batch: fired_out must have length n")
+        if n == 0:
+            indptr = np.zeros(1, dtype=np.int64) if pairs else None
+            return indptr, (np.zeros(0, dtype=np.int64) if pairs else None), (0, 0, 0)
+        return self._batch(X, b, False, out, 2 if pairs else 1, &a[0], scale, &f_out[0],
+                           &H_out[0, 0] if H_out is not None else NULL, &fired_out[0])
+
+    cdef object _batch(self, const double[:, ::1] X, double b, bint sort, object out, int mode,
+                       const double* a, double scale, double* f, double* H,
+                       cnp.int64_t* fired):
+        """query_batch (mode 0) or forward_batch (1: without pairs, 2: with) on the tree's
+        per-thread buffers, or fresh ones when another thread is using them."""
         cdef Py_ssize_t T = sa_omp_max_threads(), i
         cdef _IdxBuf* bufs
         cdef _IdxBuf* tmps
         cdef bint own = self._qbusy
-        if X.shape[1] != self.d:
-            raise InputError(f"_BallTree.query_batch: X must have {self.d} columns, got "
-                             f"{X.shape[1]}")
         if T < 1:
             T = 1
         if own:
@@ -336,7 +381,8 @@ cdef class _BallTree:
             bufs, tmps = self._qbufs, self._qtmps
             self._qbusy = True
         try:
-            return self._query_into(X, b, sort, out, bufs, tmps, T)
+            return self._query_into(X, b, sort, out, bufs, tmps, T, mode, a, scale, f, H,
+                                    fired)
         finally:
             if own:
                 for i in range(T):
@@ -347,14 +393,16 @@ cdef class _BallTree:
                 self._qbusy = False
 
     cdef object _query_into(self, const double[:, ::1] X, double b, bint sort, object out,
-                            _IdxBuf* bufs, _IdxBuf* tmps, Py_ssize_t T):
-        cdef Py_ssize_t n = X.shape[0], i, sl = self.n_levels + 2
+                            _IdxBuf* bufs, _IdxBuf* tmps, Py_ssize_t T, int mode,
+                            const double* a, double scale, double* f, double* H,
+                            cnp.int64_t* fired):
+        cdef Py_ssize_t n = X.shape[0], i, sl = self.n_levels + 2, d = self.d
         cdef Py_ssize_t tid, off
         cdef _TreeView t
         cdef cnp.int64_t* stacks = <cnp.int64_t*>malloc(T * sl * sizeof(cnp.int64_t))
         cdef cnp.int64_t* cnts = <cnp.int64_t*>calloc(T * 8, sizeof(cnp.int64_t))
         cdef int* fail = <int*>calloc(T, sizeof(int))
-        cdef Py_ssize_t nw = (self.m + 63) // 64
+        cdef Py_ssize_t nw = (self.m + 63) // 64 if mode == 0 else 1
         cdef cnp.uint64_t* bitmaps = <cnp.uint64_t*>calloc(T * nw, sizeof(cnp.uint64_t))
         cdef cnp.int64_t c0 = 0, c1 = 0, c2 = 0
         cdef bint oom = False
@@ -374,9 +422,15 @@ cdef class _BallTree:
                 tid = sa_omp_thread_num()
                 off = bufs[tid].n
                 if fail[tid] == 0:
-                    if _tree_query_one(&t, &X[i, 0], b, &bufs[tid], &tmps[tid],
-                                       bitmaps + tid * nw, stacks + tid * sl,
-                                       cnts + tid * 8, sort) != 0:
+                    if mode == 0:
+                        if _tree_query_one(&t, &X[i, 0], b, &bufs[tid], &tmps[tid],
+                                           bitmaps + tid * nw, stacks + tid * sl,
+                                           cnts + tid * 8, sort) != 0:
+                            fail[tid] = 1
+                    elif _tree_forward_one(&t, &X[i, 0], b, a, scale, f + i,
+                                           H + i * d if H != NULL else NULL, fired + i,
+                                           &bufs[tid] if mode == 2 else NULL,
+                                           stacks + tid * sl, cnts + tid * 8) != 0:
                         fail[tid] = 1
                 stid[i] = tid
                 soff[i] = off
@@ -389,7 +443,8 @@ cdef class _BallTree:
                 c2 = c2 + cnts[i * 8 + 2]
             for i in range(n):
                 ip[i + 1] += ip[i]
-        if not oom:
+        indices = None
+        if not oom and mode != 1:
             if (isinstance(out, np.ndarray) and out.dtype == np.int64 and out.ndim == 1
                     and out.flags.c_contiguous and out.flags.writeable
                     and out.shape[0] >= ip[n]):
@@ -405,7 +460,7 @@ cdef class _BallTree:
         free(stacks); free(cnts); free(fail); free(bitmaps)
         if oom:
             raise MemoryError()
-        return indptr, indices, (int(c0), int(c1), int(c2))
+        return (indptr if mode != 1 else None), indices, (int(c0), int(c1), int(c2))
 
     def update(self, const cnp.int64_t[::1] rows not None, const double[:, ::1] values not None,
                bint full=False, double max_abs=INFINITY):
@@ -444,6 +499,8 @@ cdef class _BallTree:
                 p = self.pos[r]
                 memcpy(&self.W[r, 0], &values[s, 0], d * sizeof(double))
                 memcpy(&self.data[p, 0], &values[s, 0], d * sizeof(double))
+                for k in range(d):
+                    self.soa[k, p] = values[s, k]
                 node = 0
                 while True:
                     dist = 0.0

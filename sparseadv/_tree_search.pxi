@@ -14,6 +14,11 @@ cdef extern from "sa_tree.h":
                          Py_ssize_t d) noexcept nogil
     int sa_tree_node_decide(double cx, double radius, double cn, double xn, double b,
                             Py_ssize_t d) noexcept nogil
+    void sa_leaf_forward(const double* soa, Py_ssize_t m, const double* data,
+                         const cnp.int64_t* idx, Py_ssize_t s, Py_ssize_t e, Py_ssize_t d,
+                         const double* x, double b, const double* a, double scale, double* f,
+                         double* h, cnp.int64_t* fired, cnp.int64_t* out,
+                         Py_ssize_t* nout) noexcept nogil
 
 cdef enum:
     _INSERTION_MAX = 48
@@ -21,6 +26,7 @@ cdef enum:
 
 ctypedef struct _TreeView:
     const double* data
+    const double* soa       # the rows transposed: soa[k * m + p] = data[p, k]
     const cnp.int64_t* idx
     const double* centers
     const double* radius
@@ -176,6 +182,17 @@ cdef inline void _scan_rows(const double* data, const cnp.int64_t* idx, Py_ssize
     out.n = n
 
 
+cdef inline double _center_dot(const double* c, const double* x, Py_ssize_t d) noexcept nogil:
+    """<c, x> summed in order from 0.0 (d = 3 written out: the same value, 0.0 + p = p)."""
+    cdef Py_ssize_t k
+    cdef double s = 0.0
+    if d == 3:
+        return c[0] * x[0] + c[1] * x[1] + c[2] * x[2]
+    for k in range(d):
+        s = s + c[k] * x[k]
+    return s
+
+
 cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf* out,
                          _IdxBuf* tmp, cnp.uint64_t* bitmap, cnp.int64_t* stack,
                          cnp.int64_t* cnt, bint sort=True) noexcept nogil:
@@ -184,21 +201,17 @@ cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf*
     cnt[0] += nodes visited, cnt[1] += inner products with rows, cnt[2] += rows reported
     without evaluation. 0 on success, -1 when out of memory."""
     cdef Py_ssize_t d = t.d
-    cdef Py_ssize_t k, p, s, e, node, top
+    cdef Py_ssize_t s, e, node, top
     cdef Py_ssize_t start = out.n
     cdef double xn = sa_norm_safe(x, d), cx
     cdef int decision
-    cdef const double* c
     stack[0] = 0
     top = 1
     while top > 0:
         top = top - 1
         node = stack[top]
         cnt[0] += 1
-        c = t.centers + node * d
-        cx = 0.0
-        for k in range(d):
-            cx = cx + c[k] * x[k]
+        cx = _center_dot(t.centers + node * d, x, d)
         decision = sa_tree_node_decide(cx, t.radius[node], t.cnorm[node], xn, b, d)
         if decision < 0:
             continue
@@ -224,6 +237,64 @@ cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf*
         return 0
     return _sort_idx(out.a + start, out.n - start, tmp, t.key_bits, bitmap,
                      (t.m + 63) // 64)
+
+
+cdef inline void _scan_forward(const _TreeView* t, Py_ssize_t s, Py_ssize_t e, const double* x,
+                               double b, const double* a, double scale, double* f, double* h,
+                               cnp.int64_t* fired, _IdxBuf* out) noexcept nogil:
+    """The forward pass over the rows at tree positions [s, e) that fire on x
+    (``sa_leaf_forward``, sparseadv/_src/sa_tree.h: the scores are the sequential dot
+    products that define "fired", four rows at a time from the transposed copy): for each
+    fired row in position order, f += scale a_r (z - b), h += scale a_r w_r (when h is not
+    NULL), fired += 1, and r appended to ``out`` (when not NULL; capacity reserved by the
+    caller). Whole nodes go through the same test: what is reported is what fired."""
+    if out != NULL:
+        sa_leaf_forward(t.soa, t.m, t.data, t.idx, s, e, t.d, x, b, a, scale, f, h, fired,
+                        out.a, &out.n)
+    else:
+        sa_leaf_forward(t.soa, t.m, t.data, t.idx, s, e, t.d, x, b, a, scale, f, h, fired,
+                        NULL, NULL)
+
+
+cdef int _tree_forward_one(const _TreeView* t, const double* x, double b, const double* a,
+                           double scale, double* f, double* h, cnp.int64_t* fired,
+                           _IdxBuf* out, cnp.int64_t* stack, cnp.int64_t* cnt) noexcept nogil:
+    """The query of ``_tree_query_one`` fused with the forward pass over its answer:
+    f = sum scale a_r (<w_r, x> - b), h = sum scale a_r w_r (d entries, overwritten; skipped
+    when NULL) and fired = the count, over the rows r that fire on x, in the deterministic
+    traversal order; with ``out`` not NULL the fired rows' original indices are appended in
+    that order. The traversal and node test are those of the query; a node found wholly inside
+    the half-space is scanned like a leaf (its rows' scores are needed for f), so cnt[1]
+    counts every row evaluated and cnt[2] stays 0. 0 on success, -1 when out of memory."""
+    cdef Py_ssize_t d = t.d, s, e, node, top
+    cdef double xn = sa_norm_safe(x, d), cx
+    cdef int decision
+    f[0] = 0.0
+    fired[0] = 0
+    if h != NULL:
+        memset(h, 0, d * sizeof(double))
+    stack[0] = 0
+    top = 1
+    while top > 0:
+        top = top - 1
+        node = stack[top]
+        cnt[0] += 1
+        cx = _center_dot(t.centers + node * d, x, d)
+        decision = sa_tree_node_decide(cx, t.radius[node], t.cnorm[node], xn, b, d)
+        if decision < 0:
+            continue
+        if decision == 0 and node < t.first_leaf:
+            stack[top] = 2 * node + 2
+            stack[top + 1] = 2 * node + 1
+            top = top + 2
+            continue
+        s = t.nstart[node]
+        e = t.nend[node]
+        if out != NULL and _buf_reserve(out, e - s) != 0:
+            return -1
+        _scan_forward(t, s, e, x, b, a, scale, f, h, fired, out)
+        cnt[1] += e - s
+    return 0
 
 
 def _tree_node_decision(double cx, double radius, double cnorm, double xn, double b, Py_ssize_t d):

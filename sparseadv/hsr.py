@@ -113,9 +113,13 @@ def _check_update(rows, values, m, d):
     return r, v
 
 
+def _rows(A, lo, hi):
+    return None if A is None else A[lo:hi]
+
+
 def _into(out, indptr, ind):
     """(indptr, ind) with ind copied into the head of ``out`` when it has room."""
-    if out is not None and len(out) >= len(ind):
+    if out is not None and ind is not None and len(out) >= len(ind):
         out[:len(ind)] = ind
         return indptr, out[:len(ind)]
     return indptr, ind
@@ -371,26 +375,74 @@ class PartitionTree(_HSRBase):
                                     and out.flags.writeable):
             raise InputTypeError("out must be None or a writeable contiguous 1-d int64 array")
         _check_query_range("X", X, self._wmax, self._d)
+
+        def tree_part(lo, hi, buf):
+            return self._tree.query_batch(X[lo:hi], b, sort, buf)
+        return self._policy(X.shape[0], out, tree_part, lambda lo, hi: self._brute(X[lo:hi], b))
+
+    def forward_batch(self, X, b, a, scale, f_out, H_out=None, fired_out=None, pairs=False,
+                      out=None):
+        """The tree engine's pass: the query of every row x_i of X fused with the forward
+        pass over its answer (``_BallTree.forward_batch``; each fired pair's score computed
+        once): overwrites f_out[i] = sum_r scale a_r (<w_r, x_i> - b), H_out[i] (optional)
+        = sum_r scale a_r w_r and fired_out[i] (optional) = the count, over the rows r that
+        fire on x_i, in the tree's deterministic traversal order. With ``pairs``, returns the
+        fired rows as CSR ``(indptr, indices)`` in that order (``out`` as in
+        :meth:`query_batch`), else ``(None, None)``. Points the fallback policy sends to the
+        GEMM path go through ``_core.pm_forward`` over its answer (counted in ``stats``)."""
+        X = _as_matrix(X, "X", d=self._d)
+        b = check_real("b", b)
+        scale = check_real("scale", scale)
+        a = np.ascontiguousarray(a, dtype=np.float64)
+        pairs = check_bool("pairs", pairs)
+        _check_query_range("X", X, self._wmax, self._d)
         n = X.shape[0]
+        if fired_out is None:
+            fired_out = np.empty(n, dtype=np.int64)
+        for name, A, shape in (("f_out", f_out, (n,)), ("H_out", H_out, (n, self._d)),
+                               ("fired_out", fired_out, (n,))):
+            if A is not None and getattr(A, "shape", None) != shape:
+                raise InputError(f"{name} must have shape {shape}")
+
+        def tree_part(lo, hi, buf):
+            return self._tree.forward_batch(X[lo:hi], b, a, scale, f_out[lo:hi],
+                                            _rows(H_out, lo, hi), fired_out[lo:hi], pairs, buf)
+
+        def brute_part(lo, hi):
+            ip, ind = self._brute(X[lo:hi], b)
+            ev, _ = _core.pm_forward(X[lo:hi], self._tree.W_arr, a, b, scale, ip, ind,
+                                     f_out[lo:hi], _rows(H_out, lo, hi), fired_out[lo:hi],
+                                     False)
+            self._stats["inner_products"] += ev
+            return (ip, ind) if pairs else (None, None)
+        return self._policy(n, out if pairs else None, tree_part, brute_part)
+
+    def _policy(self, n, out, tree_part, brute_part):
+        """The fallback policy over rows [0, n): ``tree_part(lo, hi, buf)`` -> (indptr,
+        indices, counters), ``brute_part(lo, hi)`` -> (indptr, indices) (both None: nothing
+        to join); returns the joined CSR, in ``out`` when it has room."""
         if self.fallback == "brute":
-            return _into(out, *self._brute(X, b))
+            return _into(out, *brute_part(0, n))
         k = self._pilot_size(n)
         if self.fallback == "tree" or n <= k:
-            indptr, ind, counts = self._tree.query_batch(X, b, sort, out)
+            indptr, ind, counts = tree_part(0, n, out)
             self._add(n, counts)
             return indptr, ind
-        ip1, ind1, counts = self._tree.query_batch(X[:k], b, sort)
+        ip1, ind1, counts = tree_part(0, k, None)
         self._add(k, counts)
         nv, ipr, rep = counts
         d, m = self._d, self._m
         tree_cost = (ipr * (d + 2) + nv * (d + 8) + rep) / k
         brute_cost = m * (d * self.brute_flop_weight + 3.0)
         if tree_cost > brute_cost:
-            ip2, ind2 = self._brute(X[k:], b)
+            ip2, ind2 = brute_part(k, n)
         else:
-            tail = out[len(ind1):] if out is not None and len(out) >= len(ind1) else None
-            ip2, ind2, counts = self._tree.query_batch(X[k:], b, sort, tail)
+            tail = (out[len(ind1):] if out is not None and ind1 is not None
+                    and len(out) >= len(ind1) else None)
+            ip2, ind2, counts = tree_part(k, n, tail)
             self._add(n - k, counts)
+        if ip1 is None:
+            return None, None
         indptr = np.concatenate([ip1, ip2[1:] + ip1[-1]])
         total = len(ind1) + len(ind2)
         if out is not None and len(out) >= total:

@@ -73,7 +73,9 @@ def test_kernel_profile_counts_every_pass(spec):
         elif spec == "certified:lazy=false":
             assert calls["nm_forward"] == steps + 1 and "nm_track_passes" not in calls
         elif spec == "tree":
-            assert calls["tree.query_batch"] == steps + 1 and calls["pm_forward"] == steps + 1
+            # one fused query + forward per pass; the gradient reuses the last pass's pairs
+            assert calls["tree.forward_batch"] == steps + 1 and "pm_forward" not in calls
+            assert calls["pm_weight_grad"] == 1 and "tree.query_batch" not in calls
         else:
             assert calls["dense_forward"] == steps + 1 and calls["dense_weight_grad"] == 1
     # the profiler restores the engines' _core afterwards

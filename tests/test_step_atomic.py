@@ -71,7 +71,8 @@ def _injection_points(tr):
     points = [(eng, "begin_iteration"), (eng, "input_gradient"), (eng, "forward"),
               (eng, "weight_gradient"), (eng, "weights_changed"), (_core, "swap_scaled_rows")]
     if eng.name == "tree":
-        points += [(PartitionTree, "update_from"), (PartitionTree, "query_batch")]
+        points += [(PartitionTree, "update_from"), (PartitionTree, "forward_batch"),
+                   (_core, "pm_weight_grad")]
     if eng.name == "certified":
         points += [(_core, "row_drift32"), (_core, "anchor_candidates"),
                    (_core, "csr_replace_rows"), (_core, "nm_forward"),

@@ -4,8 +4,8 @@
     python tools/kernel_profile.py --engine tree --d 3
 
 Every ``sparseadv._core`` function an engine module calls (and the partition tree's
-``query_batch`` / ``update_from``) is wrapped with a timer; the table gives, per kernel, the
-median over the iterations after the first of its seconds per iteration and its calls per
+``query_batch`` / ``forward_batch`` / ``update_from``) is wrapped with a timer; the table
+gives, per kernel, the median over the iterations after the first of its seconds per iteration and its calls per
 iteration, next to the iteration's wall time and its system time (``os.times``: page faults of
 fresh allocations show up there) and the process's peak resident memory. Same data and setting as ``engine_compare.py``; engine
 options as there (``certified:lazy=false``). The README's breakdown of the certified engine's
@@ -68,7 +68,7 @@ def profile(spec, m, n, d, steps, iters, eps, seed):
         tr = sa.AdversarialTrainer(net, sa.PGD(eps, steps), lr="auto", engine=name, **options)
         pt = getattr(tr.engine, "tree", None)
         if pt is not None:
-            for meth in ("query_batch", "update_from"):
+            for meth in ("query_batch", "forward_batch", "update_from"):
                 setattr(pt, meth, _timed(getattr(pt, meth), "tree." + meth, log))
         tr.step(X, y)
         rows = []

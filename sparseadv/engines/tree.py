@@ -1,18 +1,21 @@
 """The tree engine: the paper's algorithm, with a partition tree over the weight rows.
 
 Every attack step and the weight step query the ``PartitionTree`` (sparseadv.hsr) with each
-(perturbed) point for its fired neurons, as CSR over points; forward, input gradient and weight
-gradient then run over those pairs only (``_core.pm_forward`` / ``_core.pm_weight_grad``); after
-the weight step the rows that changed are updated in the tree (which rebuilds itself when its
-bounds have grown loose, see ``PartitionTree``).
+(perturbed) point for its fired neurons; the query and the forward pass are one traversal
+(``PartitionTree.forward_batch``): a fired row's score, computed once by the leaf scan (the
+sequential dot product that defines "fired", docs/design.md §3), goes straight into f and H,
+the rows of a leaf are read in place (tree order, contiguous), and the attack passes write no
+pairs at all. The final pass also returns its fired pairs (CSR over points), and the weight
+gradient transposes them to neuron-major and sums them without evaluating any pair again
+(``_core.pm_weight_grad(all_fired=True)``: every pair it is handed fired). After the weight
+step the rows that changed are updated in the tree (which rebuilds itself when its bounds
+have grown loose, see ``PartitionTree``).
 
-Point-major kernels are used although they gather weight rows: turning the tree's answer
-neuron-major (a counting sort over m) cost more than the gathers it saves (docs/benchmarks.md).
-
-Work counted per iteration: ``inner_products`` = the tree's evaluated dot products (leaf scans)
-plus one per reported pair in each kernel (the output needs <w_r, x> - b, which a wholesale
-node report does not compute); ``candidate_pairs`` = pairs the tree reported, summed over the
-K + 1 queries of the iteration; ``nodes_visited`` from the tree; ``fired_pairs`` at the final
+Work counted per iteration: ``inner_products`` = the dot products the tree evaluated (leaf
+scans and the rows of nodes found wholly inside the half-space, whose scores f needs; at high
+d, where the tree's policy sends points to the GEMM path, the kernel's products over that
+answer); ``candidate_pairs`` = pairs the tree reported (= fired pairs of that pass), summed over
+the K + 1 passes of the iteration; ``nodes_visited`` from the tree; ``fired_pairs`` at the final
 points, as every engine counts them.
 
 The tree follows ``net.W`` through the protocol (docs/design.md §6): ``weights_changed(rows)``
@@ -50,55 +53,72 @@ class TreeEngine(Engine):
         super().begin_iteration(X, y, threat, batch)
         self._forward_pairs = None
 
+    def _counted(self, before):
+        after = self.tree.stats
+        for key in ("inner_products", "nodes_visited"):
+            self._add(key, after[key] - before[key])
+        return after["brute_force_queries"] > before["brute_force_queries"]
+
     def _query(self, Xt):
+        """The fired pairs at Xt (CSR over points), for a weight gradient at points no
+        forward pass of this iteration has seen."""
         if self._stale:
             self.resync()
         before = self.tree.stats
-        # unsorted answers: the point-major kernels take any order, and the order the tree
-        # traverses in is deterministic, so results stay reproducible bit for bit
-        # one buffer for every query (an answer is used before the next query is made),
-        # sized from the last answer
-        out = self._work("pairs", self._last_nnz + self._last_nnz // 4 + 1024, np.int64)
-        indptr, indices = self.tree.query_batch(Xt, self.net.b, sort=False, out=out)
+        indptr, indices = self.tree.query_batch(Xt, self.net.b, sort=False, out=self._buffer())
         self._last_nnz = len(indices)
-        after = self.tree.stats
-        self._add("inner_products", after["inner_products"] - before["inner_products"])
-        self._add("nodes_visited", after["nodes_visited"] - before["nodes_visited"])
+        self._counted(before)
         self._add("candidate_pairs", len(indices))
         return indptr, indices
 
-    def input_direction(self, Xt, pass_index=None):
+    def _buffer(self):
+        # one buffer for the pairs of every pass that keeps them (they are used before the
+        # next such pass), sized from the last answer
+        return self._work("pairs", self._last_nnz + self._last_nnz // 4 + 1024, np.int64)
+
+    def _pass(self, Xt, H, pairs):
+        """f (and H when given) at Xt by the fused query and forward; with ``pairs`` also the
+        fired pairs in the tree's deterministic traversal order."""
+        if self._stale:
+            self.resync()
         net = self.net
-        indptr, indices = self._query(Xt)
-        f = np.empty(Xt.shape[0])
-        H = np.empty_like(Xt)
-        ev, _ = _core.pm_forward(Xt, net.W, net.a, net.b, net.scale, indptr, indices, f, H,
-                                 None, False)
-        self._add("inner_products", ev)
+        n = Xt.shape[0]
+        f = np.empty(n)
+        fired = np.empty(n, dtype=np.int64)
+        before = self.tree.stats
+        indptr, indices = self.tree.forward_batch(Xt, net.b, net.a, net.scale, f, H, fired,
+                                                  pairs, self._buffer() if pairs else None)
+        brute = self._counted(before)
+        self._add("candidate_pairs", int(fired.sum()))
+        if pairs:
+            self._last_nnz = len(indices)
+        return f, fired, indptr, indices, brute
+
+    def input_direction(self, Xt, pass_index=None):
+        H = np.empty(Xt.shape)
+        f = self._pass(Xt, H, False)[0]
         return H, f
 
     def forward(self, Xt, pass_index=None):
-        net = self.net
-        indptr, indices = self._query(Xt)
-        f = np.empty(Xt.shape[0])
-        fired = np.empty(Xt.shape[0], dtype=np.int64)
-        ev, nf = _core.pm_forward(Xt, net.W, net.a, net.b, net.scale, indptr, indices, f, None,
-                                  fired, False)
-        self._add("inner_products", ev)
-        self._add("fired_pairs", nf)
-        self._forward_pairs = None if pass_index is None else (pass_index, indptr, indices)
+        f, fired, indptr, indices, brute = self._pass(Xt, None, True)
+        self._add("fired_pairs", int(fired.sum()))
+        # on the tree path every pair listed fired (none is re-evaluated by the gradient);
+        # on the GEMM path the kernels' own arithmetic decides, so the gradient re-tests
+        self._forward_pairs = (None if pass_index is None
+                               else (pass_index, indptr, indices, not brute))
         return f, fired
 
     def weight_gradient(self, Xt, coef, pass_index=None):
         net = self.net
         if (pass_index is not None and self._forward_pairs is not None
                 and self._forward_pairs[0] == pass_index):
-            _, indptr, indices = self._forward_pairs
+            _, indptr, indices, all_fired = self._forward_pairs
         else:
             indptr, indices = self._query(Xt)
+            all_fired = False
         # the pairs come from the tree: no re-validation before the transpose
         rows, G, ev, _ = _core.pm_weight_grad(Xt, net.W, net.a, net.b, coef, indptr, indices,
-                                              False)
+                                              False, all_fired=all_fired)
         self._add("inner_products", ev)
         return rows, G
 

@@ -1,0 +1,236 @@
+"""The tree engine's fused pass (PartitionTree.forward_batch) against plain recomputations.
+
+Two-sided and bit for bit: the fired set of every point is exactly {r : <w_r, x> > b} with the
+sequential dot product that defines "fired" (recomputed here in numpy: one rounded multiply
+and one rounded add per coordinate, in order, as ``sa_dot_seq``), ties included (dyadic data
+with b an attained score); f, H and the counts equal a plain sum, in the returned order, of
+scale a_r (z_r - b) and scale a_r w_r over those pairs. The weight gradient over the fused
+pass's pairs with ``all_fired`` equals the one that re-evaluates every pair, and a numpy sum.
+"""
+import numpy as np
+import pytest
+
+from sparseadv import _core
+from sparseadv.engines import make_engine
+from sparseadv.hsr import PartitionTree
+from sparseadv.network import ShiftedReLUNet
+
+
+def seq_scores(W, x):
+    """<w_r, x> for every row, summed k = 0..d-1 in order (no fused multiply-add)."""
+    z = W[:, 0] * x[0]
+    for k in range(1, W.shape[1]):
+        z = z + W[:, k] * x[k]
+    return z
+
+
+def plain_pass(W, a, scale, b, x, order):
+    """f, H of one point summed pair by pair in the given order of rows."""
+    f, h = 0.0, np.zeros(W.shape[1])
+    z = seq_scores(W, x)
+    for r in order:
+        c = scale * a[r]
+        f = f + c * (z[r] - b)
+        h = h + c * W[r]
+    return f, h
+
+
+def check_fused(tree, W, a, scale, X, b):
+    n, d = X.shape
+    f, H, fired = np.full(n, np.nan), np.full((n, d), np.nan), np.full(n, -1, np.int64)
+    before = tree.stats
+    ip, ind = tree.forward_batch(X, b, a, scale, f, H, fired, pairs=True)
+    after = tree.stats
+    assert after["reported_without_eval"] == before["reported_without_eval"]
+    assert ip.dtype == np.int64 and ind.dtype == np.int64 and ip[0] == 0 and ip[-1] == len(ind)
+    np.testing.assert_array_equal(np.diff(ip), fired)
+    for i in range(n):
+        got = ind[ip[i]:ip[i + 1]]
+        z = seq_scores(W, X[i])
+        np.testing.assert_array_equal(np.sort(got), np.flatnonzero(z > b))   # two-sided
+        fi, hi = plain_pass(W, a, scale, b, X[i], got)
+        assert f[i] == fi and np.array_equal(H[i], hi), i                    # bit for bit
+    # without pairs, and without H: the same bits
+    f2, H2, fired2 = np.empty(n), np.empty((n, d)), np.empty(n, np.int64)
+    assert tree.forward_batch(X, b, a, scale, f2, H2, fired2) == (None, None)
+    f3 = np.empty(n)
+    tree.forward_batch(X, b, a, scale, f3)
+    np.testing.assert_array_equal(f2, f)
+    np.testing.assert_array_equal(f3, f)
+    np.testing.assert_array_equal(H2, H)
+    np.testing.assert_array_equal(fired2, fired)
+    # the same sets as the plain query
+    qp, qi = tree.query_batch(X, b)
+    np.testing.assert_array_equal(qp, ip)
+    for i in range(n):
+        np.testing.assert_array_equal(np.sort(ind[ip[i]:ip[i + 1]]), qi[qp[i]:qp[i + 1]])
+    return ip, ind, f
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("leaf_size", [1, 4, 32])
+@pytest.mark.parametrize("b", [-50.0, 0.0, 0.8, 1.6, 50.0])
+def test_fused_pass_is_exact_and_bitwise(d, leaf_size, b):
+    rng = np.random.default_rng(d * 1000 + leaf_size)
+    m, n = 700, 23
+    W = rng.standard_normal((m, d)) + 0.5            # off-centre: whole nodes fire at b = 0
+    a = rng.choice([-1.0, 1.0], m)
+    X = rng.standard_normal((n, d))
+    X[3] = 0.0                                        # a zero query
+    tree = PartitionTree(W, leaf_size=leaf_size, fallback="tree")
+    check_fused(tree, W, a, 0.37, X, b)
+
+
+@pytest.mark.parametrize("d", [2, 3, 4])
+@pytest.mark.parametrize("seed", range(4))
+def test_fused_pass_on_ties_dyadic(d, seed):
+    """Dyadic data: scores are exact and many rows sit exactly on b; they must not fire."""
+    rng = np.random.default_rng(seed)
+    W = rng.integers(-4, 5, size=(900, d)) * 0.25
+    X = rng.integers(-2, 3, size=(9, d)) * 0.5
+    b = float(seq_scores(W, X[0])[rng.integers(0, 900)])
+    assert np.any(seq_scores(W, X[0]) == b)
+    a = rng.choice([-1.0, 1.0], 900)
+    check_fused(PartitionTree(W, leaf_size=8, fallback="tree"), W, a, 1.0, X, b)
+
+
+def test_fused_pass_after_updates_and_rebuilds():
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((2000, 3))
+    a = rng.choice([-1.0, 1.0], 2000)
+    X = rng.standard_normal((30, 3))
+    tree = PartitionTree(W, leaf_size=16, fallback="tree")     # (auto: the GEMM path here)
+    for step in range(6):
+        rows = np.sort(rng.choice(2000, 300, replace=False))
+        W[rows] += rng.standard_normal((300, 3)) * (0.1 if step < 3 else 3.0)
+        tree.update(rows, W[rows])
+        check_fused(tree, W, a, 0.5, X, 1.0)
+    assert tree.stats["rebuilds"] >= 1
+
+
+@pytest.mark.parametrize("fallback", ["brute", "auto"])
+def test_fused_pass_on_the_gemm_path(fallback):
+    """At high d the policy sends points to the GEMM path: there f, H, fired are pm_forward's
+    over the brute-force answer, and the pairs are that answer."""
+    rng = np.random.default_rng(2)
+    m, n, d = 600, 80, 48
+    W = rng.standard_normal((m, d))
+    a = rng.choice([-1.0, 1.0], m)
+    X = rng.standard_normal((n, d)) / np.sqrt(d)
+    b = 0.5
+    tree = PartitionTree(W, leaf_size=8, fallback=fallback)
+    f, H, fired = np.empty(n), np.empty((n, d)), np.empty(n, np.int64)
+    ip, ind = tree.forward_batch(X, b, a, 0.3, f, H, fired, pairs=True)
+    assert tree.stats["brute_force_queries"] > 0
+    qp, qi = tree.query_batch(X, b)
+    np.testing.assert_array_equal(qp, ip)
+    for i in range(n):
+        np.testing.assert_array_equal(np.sort(ind[ip[i]:ip[i + 1]]), qi[qp[i]:qp[i + 1]])
+    Z = X @ W.T
+    F = Z > b
+    np.testing.assert_allclose(f, 0.3 * ((np.maximum(Z - b, 0) * F) @ a), atol=1e-12)
+    np.testing.assert_allclose(H, 0.3 * ((F * a) @ W), atol=1e-12)
+    np.testing.assert_array_equal(fired, F.sum(1))
+
+
+def test_fused_pass_rejects_bad_shapes():
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((50, 3))
+    tree = PartitionTree(W)
+    X = rng.standard_normal((4, 3))
+    a = np.ones(50)
+    with pytest.raises(ValueError):
+        tree.forward_batch(X, 0.0, np.ones(49), 1.0, np.empty(4))
+    with pytest.raises(ValueError):
+        tree.forward_batch(X, 0.0, a, 1.0, np.empty(3))
+    with pytest.raises(ValueError):
+        tree.forward_batch(X, 0.0, a, 1.0, np.empty(4), np.empty((4, 2)))
+    with pytest.raises(ValueError):
+        tree.forward_batch(X, 0.0, a, 1.0, np.empty(4), None, np.empty(5, np.int64))
+    with pytest.raises(ValueError):
+        tree.forward_batch(rng.standard_normal((4, 2)), 0.0, a, 1.0, np.empty(4))
+
+
+def test_weight_gradient_without_re_evaluation():
+    rng = np.random.default_rng(7)
+    m, n, d = 3000, 64, 3
+    W = rng.standard_normal((m, d))
+    a = rng.choice([-1.0, 1.0], m)
+    X = rng.standard_normal((n, d))
+    coef = rng.standard_normal(n)
+    b = 1.2
+    tree = PartitionTree(W, leaf_size=16)
+    ip, ind = tree.forward_batch(X, b, a, 1.0, np.empty(n), pairs=True)
+    rows, G, ev, nf = _core.pm_weight_grad(X, W, a, b, coef, ip, ind, False, all_fired=True)
+    assert ev == 0 and nf == len(ind)
+    rows2, G2, ev2, nf2 = _core.pm_weight_grad(X, W, a, b, coef, ip, ind, False)
+    assert ev2 == len(ind) and nf2 == nf
+    np.testing.assert_array_equal(rows, rows2)
+    np.testing.assert_array_equal(G, G2)
+    F = seq_scores(W, X.T) > b if d == 1 else (X @ W.T > b)
+    Gref = ((F * coef[:, None]).T @ X) * a[:, None]
+    np.testing.assert_array_equal(rows, np.flatnonzero(F.any(0)))
+    np.testing.assert_allclose(G, Gref[rows], atol=1e-12)
+
+
+def test_engine_counters_are_the_work_done():
+    """inner products = the tree's evaluated rows (no kernel re-evaluates a pair on the tree
+    path); candidate pairs = reported = fired pairs of each pass; fired pairs as dense."""
+    net = ShiftedReLUNet(4096, 3, seed=1)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 3))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    eng = make_engine("tree", net)
+    dense = make_engine("dense", net)
+    eng.reset_counters()
+    before = eng.tree.stats
+    f, fired = eng.forward(X, pass_index=0)
+    H, f2 = eng.input_direction(X, pass_index=0)
+    rows, G = eng.weight_gradient(X, np.ones(40), pass_index=0)
+    after = eng.tree.stats
+    c = eng.counters
+    assert c["inner_products"] == after["inner_products"] - before["inner_products"]
+    assert c["candidate_pairs"] == 2 * int(fired.sum())
+    fd, firedd = dense.forward(X)
+    np.testing.assert_array_equal(fired, firedd)
+    np.testing.assert_allclose(f, fd, atol=1e-12)
+    np.testing.assert_array_equal(f, f2)
+    Hd, _ = dense.input_direction(X)
+    np.testing.assert_allclose(H, Hd, atol=1e-12)
+    rd, Gd = dense.weight_gradient(X, np.ones(40))
+    full = np.zeros((net.m, 3))
+    full[rd] = Gd
+    np.testing.assert_allclose(G, full[rows], atol=1e-12)
+    assert np.all(full[np.setdiff1d(np.arange(net.m), rows)] == 0)
+
+
+def test_weight_gradient_all_fired_checks_pairs():
+    X, W, a = np.ones((2, 3)), np.ones((4, 3)), np.ones(4)
+    ip = np.array([0, 1, 2], dtype=np.int64)
+    with pytest.raises(ValueError):
+        _core.pm_weight_grad(X, W, a, 0.0, np.ones(2), ip, np.array([0, 4]), all_fired=True)
+    with pytest.raises(ValueError):
+        _core.pm_weight_grad(X, W, a, 0.0, np.ones(2), np.array([0, 3, 2]), np.array([0, 1]),
+                             all_fired=True)
+    rows, G, ev, nf = _core.pm_weight_grad(X, W, a, 0.0, np.array([2.0, 3.0]), ip,
+                                           np.array([3, 3]), all_fired=True)
+    np.testing.assert_array_equal(rows, [3])
+    np.testing.assert_array_equal(G, [[5.0, 5.0, 5.0]])
+    assert (ev, nf) == (0, 2)
+
+
+def test_weight_gradient_all_fired_same_bits_on_any_thread_count():
+    """The parallel scatter splits the neurons into ranges: every row's sum keeps its order."""
+    import subprocess
+    import sys
+    code = ("import hashlib, numpy as np; from sparseadv import _core;"
+            "r = np.random.default_rng(3); m, n, d = 5000, 300, 3;"
+            "W = r.standard_normal((m, d)); X = r.standard_normal((n, d)); a = np.ones(m);"
+            "M = r.random((n, m)) < 0.05; ip = np.r_[0, np.cumsum(M.sum(1))].astype(np.int64);"
+            "ind = np.nonzero(M)[1].astype(np.int64);"
+            "rows, G, _, _ = _core.pm_weight_grad(X, W, a, 0.0, r.standard_normal(n), ip, ind,"
+            " all_fired=True); print(rows.sum(), hashlib.sha256(G.tobytes()).hexdigest())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "OMP_NUM_THREADS": t}).stdout
+            for t in ("1", "2", "3")}
+    assert len(outs) == 1, outs
