@@ -208,6 +208,10 @@ _SIGINT_CHILD = _SIGINT_SETUP + r"""
 import signal
 import sys
 engine, steps, cap, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+# a process started in the background by a non-interactive shell inherits SIGINT ignored, and
+# Python then installs no KeyboardInterrupt handler: install it, so the test does not depend
+# on how the test run itself was started
+signal.signal(signal.SIGINT, signal.default_int_handler)
 tr = trainer(engine)
 interrupted = 0
 ready = False
