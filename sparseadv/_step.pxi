@@ -12,6 +12,17 @@ cimport numpy as cnp
 # instruction, so the compiler cannot fuse the multiply and the subtract there. On targets
 # whose baseline has FMA (e.g. aarch64, where GCC contracts by default) it may.
 
+def _check_step(name, Py_ssize_t m, Py_ssize_t d, const cnp.int64_t[::1] rows,
+                Py_ssize_t g0, Py_ssize_t g1):
+    """G's shape and the rows' range, for both step kernels."""
+    cdef Py_ssize_t nr = rows.shape[0]
+    if g0 != nr or g1 != d:
+        raise InputError(f"{name}: G must have shape ({nr}, {d}), got ({g0}, {g1})")
+    if not _rows_in_range(rows, m):
+        k = int(np.flatnonzero((np.asarray(rows) < 0) | (np.asarray(rows) >= m))[0])
+        raise InputError(f"{name}: rows[{k}] = {rows[k]} is out of range for {m} rows")
+
+
 def sub_scaled_rows(double[:, ::1] W not None, const cnp.int64_t[::1] rows not None,
                     const double[:, ::1] G not None, double lr, bint check=True):
     """W[rows[k]] -= lr * G[k] for every k; rows must be in range (always checked) and
@@ -20,12 +31,7 @@ def sub_scaled_rows(double[:, ::1] W not None, const cnp.int64_t[::1] rows not N
     cdef double t
     cdef cnp.uint64_t* seen
     cdef Py_ssize_t dup = -1
-    if G.shape[0] != nr or G.shape[1] != d:
-        raise InputError(f"sub_scaled_rows: G must have shape ({nr}, {d}), got "
-                         f"({G.shape[0]}, {G.shape[1]})")
-    if not _rows_in_range(rows, m):
-        k = int(np.flatnonzero((np.asarray(rows) < 0) | (np.asarray(rows) >= m))[0])
-        raise InputError(f"sub_scaled_rows: rows[{k}] = {rows[k]} is out of range for {m} rows")
+    _check_step("sub_scaled_rows", m, d, rows, G.shape[0], G.shape[1])
     if check and nr > 1:
         seen = <cnp.uint64_t*>calloc((m + 63) // 64, sizeof(cnp.uint64_t))
         if seen == NULL:
@@ -60,13 +66,7 @@ def swap_scaled_rows(double[:, ::1] W not None, const cnp.int64_t[::1] rows not 
     G holds the previous rows or still the gradient."""
     cdef Py_ssize_t k, j, r, m = W.shape[0], d = W.shape[1], nr = rows.shape[0]
     cdef double t, old
-    if G.shape[0] != nr or G.shape[1] != d:
-        raise InputError(f"swap_scaled_rows: G must have shape ({nr}, {d}), got "
-                         f"({G.shape[0]}, {G.shape[1]})")
-    if not _rows_in_range(rows, m):
-        k = int(np.flatnonzero((np.asarray(rows) < 0) | (np.asarray(rows) >= m))[0])
-        raise InputError(f"swap_scaled_rows: rows[{k}] = {rows[k]} is out of range for {m} "
-                         f"rows")
+    _check_step("swap_scaled_rows", m, d, rows, G.shape[0], G.shape[1])
     if nr > 1 and not np.all(np.diff(np.asarray(rows)) > 0):
         raise InputError("swap_scaled_rows: rows must be sorted distinct row ids")
     with nogil:

@@ -123,16 +123,13 @@ class ShiftedReLUNet:
         are put back and the listeners reset before it propagates. Raises DivergenceError,
         with W unchanged, when the step would leave non-finite weights. ``rows`` are sorted
         distinct neuron ids, G has shape (len(rows), d). ``consume=True`` (the trainer's
-        call: G is the engine's work buffer) keeps the previous rows in G instead of in a
-        copy, so G holds them afterwards; G must then be a writable C-contiguous float64
-        array."""
+        call: G is the engine's work buffer) lets the step keep the previous rows in G
+        instead of in a copy, so G holds them afterwards, whenever G is a writable
+        C-contiguous float64 array (any other G is converted first and the caller's array is
+        left as it was)."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
-        G = np.asarray(G)
-        consume = check_bool("consume", consume)
-        if consume and not (G.dtype == np.float64 and G.flags.c_contiguous
-                            and G.flags.writeable and G.ndim == 2):
-            raise InputError("G must be a writable C-contiguous float64 matrix with "
-                             "consume=True")
+        G = np.ascontiguousarray(G, dtype=np.float64)
+        consume = check_bool("consume", consume) and G.flags.writeable
         W = self._W
         # Finite weights without a pass over them: |w - lr g| <= max|W| + lr max|G|, so
         # while that bound (kept from step to step) is far below the float64 maximum every

@@ -152,9 +152,7 @@ class AdversarialTrainer:
             rows, G = engine.weight_gradient(Xt, coef, pass_index=final)
             # the commit: W and every engine bound to net move together, or neither does
             # G is the engine's work buffer: it may hold the previous rows afterwards
-            consume = (isinstance(G, np.ndarray) and G.dtype == np.float64 and G.ndim == 2
-                       and G.flags.c_contiguous and G.flags.writeable)
-            net.apply_step(rows, G, self.lr_, consume=consume)
+            net.apply_step(rows, G, self.lr_, consume=True)
             self.iterations_ = done + 1
         except BaseException:
             if net.steps_applied_ != applied:
