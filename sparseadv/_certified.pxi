@@ -36,55 +36,67 @@
 # Validation: shapes always; offsets, sortedness and index ranges unless ``check=False``
 # (the engines' own CSR arrays).
 from cython.parallel cimport prange
+from libc.math cimport sqrt, nextafterf, INFINITY
 cimport numpy as cnp
 
 cdef extern from "sa_certified.h":
     void sa_nm_fwd(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
                    double scale, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
                    cnp.int64_t r0, cnp.int64_t r1, cnp.int32_t lo, cnp.int32_t hi, double* f,
-                   double* H, cnp.int64_t* fired, cnp.uint8_t* mask, const double* keep,
-                   double* F0, double* zo, cnp.int64_t* n_eval,
+                   double* H, cnp.int64_t* fired, cnp.uint8_t* mask, cnp.int64_t* n_eval,
                    cnp.int64_t* n_fired) noexcept nogil
     void sa_nm_wgrad(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
                      const double* coef, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
                      const cnp.uint8_t* mask, const cnp.int64_t* rows, cnp.int64_t k0,
                      cnp.int64_t k1, double* G, cnp.int64_t* n_eval,
                      cnp.int64_t* n_fired) noexcept nogil
-    void sa_nm_track(const double* X, Py_ssize_t d, const double* W, const double* a, double b,
-                     double scale, const cnp.int64_t* cptr, const cnp.int32_t* cidx,
-                     cnp.int64_t r0, cnp.int64_t r1, cnp.int32_t lo, cnp.int32_t hi,
-                     double* z_last, double* path_last, cnp.uint8_t* st, const double* mv,
-                     double cap, const double* wd, const double* slack, double* H, double* F0,
-                     cnp.int64_t* cnt, cnp.int32_t* sel, cnp.int64_t* n_eval,
-                     cnp.int64_t* n_flip, double cap0) noexcept nogil
-    void sa_nm_track_passes(const double* X, Py_ssize_t d, const double* W, const double* a,
-                            double b, double scale, const cnp.int64_t* cptr,
-                            const cnp.int32_t* cidx, cnp.int64_t r0, cnp.int64_t r1,
-                            cnp.int32_t lo, cnp.int32_t hi, double* z_last,
-                            cnp.uint8_t* pass_last, cnp.uint8_t* st, const double* hist,
-                            cnp.int64_t hn, cnp.uint8_t pass_now, double cap, const double* wd,
-                            const double* slack, double* H, double* F0, cnp.int64_t* cnt,
-                            cnp.int32_t* sel, cnp.int64_t* n_eval,
-                            cnp.int64_t* n_flip, double cap0) noexcept nogil
-
+    ctypedef struct sa_pass_args:
+        const double* X
+        const float* x32
+        double xmax
+        const double* W
+        const float* W32
+        const double* er
+        const double* a
+        double b
+        double scale
+        const cnp.int64_t* cptr
+        const cnp.int32_t* cidx
+        cnp.uint8_t* st
+        int screen
+        int fresh
+        int kept_only
+        const double* keep
+        float* dl
+        double clock
+        float clock_up
+        const double* wd
+        const double* slack
+        double cap
+        double* H
+        double* F0
+        cnp.int64_t* cnt
+    void sa_nm_pass(const sa_pass_args* A, Py_ssize_t d, cnp.int64_t r0, cnp.int64_t r1,
+                    cnp.int32_t lo, cnp.int32_t hi, cnp.int32_t* sel, cnp.int64_t* n_eval,
+                    cnp.int64_t* n_exact, cnp.int64_t* n_flip,
+                    cnp.int64_t* n_kept) noexcept nogil
+    void sa_screen_rows(const double* W, Py_ssize_t d, const cnp.int64_t* rows, cnp.int64_t k0,
+                        cnp.int64_t k1, float* W32, double* er) noexcept nogil
+    double sa_screen_c(Py_ssize_t d) noexcept nogil
+    int SA_SCREEN_MAXD
 
 def nm_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
                const double[::1] a not None, double b, double scale,
                const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
                double[::1] f_out not None, double[:, ::1] H_out=None,
-               cnp.int64_t[::1] fired_out=None, cnp.uint8_t[::1] mask_out=None, bint check=True,
-               const double[::1] keep_thr=None, double[::1] F0_out=None, double[::1] z_out=None):
-    """Forward pass over neuron-major candidate pairs (outputs overwritten):
+               cnp.int64_t[::1] fired_out=None, cnp.uint8_t[::1] mask_out=None, bint check=True):
+    """Forward pass over neuron-major candidate pairs, every listed pair evaluated in float64
+    (outputs overwritten; the oracle's kernel, ``analysis.oracle``):
 
     f_i = scale * sum_{r: i in cand(r), <w_r,x_i> > b} a_r (<w_r,x_i> - b),
     H_i = scale * sum_{same r} a_r w_r  (optional; grad_x loss_i = (f_i - y_i) H_i),
-    fired_i = number of those r (optional), mask[k] bit 0 set iff pair k of cidx fired
-    (optional); with ``keep_thr`` (per neuron), bit 1 of mask[k] is set iff <w_r, x_i> >
-    keep_thr[r] (the pair survives into the next pass's candidate list, see
-    ``compact_pairs``), under the precondition keep_thr[r] <= b (not checked): bit 1 is set
-    for every fired pair whatever keep_thr[r]; F0_i = scale * sum_{same r} a_r (optional);
-    z_out[k] = <w_r, x_i> for every pair (optional): with H, F0 and fired, the start state of
-    ``nm_track_forward``.
+    fired_i = number of those r (optional), mask[k] = 1 iff pair k of cidx fired, else 0
+    (optional).
 
     Candidate lists must be sorted within each neuron (checked when ``check``).
     Returns (inner products evaluated, fired pairs)."""
@@ -115,27 +127,6 @@ def nm_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
             raise InputError("nm_forward: mask_out must have the length of cidx")
         if mask_out.shape[0] > 0:
             Mp = &mask_out[0]
-    cdef const double* Kp = NULL
-    if keep_thr is not None:
-        if keep_thr.shape[0] != m:
-            raise InputError("nm_forward: keep_thr must have length m")
-        if Mp == NULL and cidx.shape[0] > 0:
-            raise InputError("nm_forward: keep_thr needs mask_out")
-        if m > 0:
-            Kp = &keep_thr[0]
-    cdef double* F0p = NULL
-    cdef double* Zp = NULL
-    if F0_out is not None:
-        if F0_out.shape[0] != n:
-            raise InputError("nm_forward: F0_out must have length n")
-        if n > 0:
-            F0p = &F0_out[0]
-            F0_out[:] = 0.0
-    if z_out is not None:
-        if z_out.shape[0] != cidx.shape[0]:
-            raise InputError("nm_forward: z_out must have the length of cidx")
-        if z_out.shape[0] > 0:
-            Zp = &z_out[0]
     if check:
         with nogil:
             code = _check_nm_csr(cptr, cidx, n)
@@ -163,173 +154,9 @@ def nm_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
                 c1 = c0 + chunk if c0 + chunk < m else m
                 sa_nm_fwd(Xp, d, Wp, &a[0], b, scale, &cptr[0], &cidx[0], c0, c1,
                           <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], &f_out[0], Hp, Fp,
-                          Mp, Kp, F0p, Zp, &cnt[0, j], &cnt[1, j])
+                          Mp, &cnt[0, j], &cnt[1, j])
                 c0 = c1
     return int(counters[0].sum()), int(counters[1].sum())
-
-
-def nm_track_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
-                     const double[::1] a not None, double b, double scale,
-                     const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
-                     double[::1] zref not None, double[::1] mref not None,
-                     cnp.uint8_t[::1] state not None, const double[::1] path not None, double cap,
-                     const double[::1] wd not None, const double[::1] slack not None,
-                     double[:, ::1] H not None, double[::1] F0 not None,
-                     cnp.int64_t[::1] fired not None, double[::1] f_out not None, bint check=True,
-                     cap0=None):
-    """One pass of a tracked forward over a candidate list that stays fixed while the points
-    move. The state (all updated in place) is, per pair k of cidx: zref[k], the score when
-    last evaluated, mref[k], the point's path length then, state[k] (1 = fired); per point:
-    H (n x d, scale * sum of a_r w_r over its fired r), F0 (scale * sum of those a_r), fired
-    (their number). ``path[i]``: path length of point i so far in the norm that ``wd``
-    (per neuron) is dual to; ``cap``: bound on the distance between any two positions of a
-    point (the diameter of its ball). Start state: ``nm_forward``'s z_out, H, F0, fired and
-    mask bit 0 at the start points, with mref = path. A pair is evaluated only when
-    zref[k] -+ min(path[i] - mref[k], cap) wd[r] does not clear b by slack[r]; a pair whose
-    state flips updates H, F0, fired. Then f_out[i] = <H_i, x_i> - b F0_i (overwritten).
-    ``cap0`` (default ``cap``): the bound for pairs whose reference path length is 0, i.e.
-    last evaluated at the start points (the clean points, the centres of the balls: their
-    radius). Lists must be sorted within each neuron (checked when ``check``). Returns
-    (inner products: pairs evaluated + n for f, state flips)."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
-    cdef Py_ssize_t nb, j, c0, c1, chunk, i
-    cdef Py_ssize_t nnz = cidx.shape[0]
-    cdef double cp0 = _track_checks("nm_track_forward", X, W, a, cptr, cidx, zref, state, cap,
-                                    cap0, wd, slack, H, F0, fired, f_out, check)
-    _shapes("nm_track_forward", ("mref", 0, mref.shape[0], nnz), ("path", 0, path.shape[0], n))
-    if n == 0:
-        return 0, 0
-    bounds, counters, scratch = _track_blocks(n)
-    cdef cnp.int64_t[::1] bd = bounds
-    cdef cnp.int64_t[:, ::1] cnt = counters
-    nb = bd.shape[0] - 1
-    cdef cnp.int32_t[:, ::1] sel = scratch
-    cdef const cnp.int32_t* Cp = &cidx[0] if nnz > 0 else NULL
-    cdef double* Zp = &zref[0] if nnz > 0 else NULL
-    cdef double* Rp = &mref[0] if nnz > 0 else NULL
-    cdef cnp.uint8_t* Sp = &state[0] if nnz > 0 else NULL
-    chunk = _neuron_chunk(d)
-    with nogil:
-        for j in prange(nb, schedule='static', num_threads=nb):
-            if nnz > 0:
-                c0 = 0
-                while c0 < m:
-                    c1 = c0 + chunk if c0 + chunk < m else m
-                    sa_nm_track(&X[0, 0], d, &W[0, 0], &a[0], b, scale, &cptr[0], Cp, c0, c1,
-                                <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], Zp, Rp, Sp,
-                                &path[0], cap, &wd[0], &slack[0], &H[0, 0], &F0[0],
-                                &fired[0], &sel[j, 0], &cnt[0, j], &cnt[1, j], cp0)
-                    c0 = c1
-            for i in range(bd[j], bd[j + 1]):
-                f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]
-    return int(counters[0].sum()) + n, int(counters[1].sum())
-
-
-def _track_checks(str what, const double[:, ::1] X, const double[:, ::1] W, const double[::1] a,
-                  const cnp.int64_t[::1] cptr, const cnp.int32_t[::1] cidx,
-                  const double[::1] zref, const cnp.uint8_t[::1] state, double cap, cap0,
-                  const double[::1] wd, const double[::1] slack, const double[:, ::1] H,
-                  const double[::1] F0, const cnp.int64_t[::1] fired,
-                  const double[::1] f_out, bint check):
-    """The checks both tracked passes share: shapes, n, cap, cap0, and the CSR when ``check``;
-    returns cap0 (``cap`` when None)."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0], nnz = cidx.shape[0]
-    cdef int code
-    if d < 1:
-        raise InputError(f"{what}: X must have at least one column")
-    _shapes(what, ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m),
-            ("cptr", 0, cptr.shape[0], m + 1), ("f_out", 0, f_out.shape[0], n),
-            ("zref", 0, zref.shape[0], nnz), ("state", 0, state.shape[0], nnz),
-            ("wd", 0, wd.shape[0], m), ("slack", 0, slack.shape[0], m), ("H", 0, H.shape[0], n),
-            ("H", 1, H.shape[1], d), ("F0", 0, F0.shape[0], n), ("fired", 0, fired.shape[0], n))
-    if n >= 2 ** 31 - 1:
-        raise InputError(f"{what}: n must be < 2**31")
-    if not cap >= 0:
-        raise InputError(f"{what}: cap must be >= 0")
-    if cap0 is not None and (isinstance(cap0, bool) or not isinstance(
-            cap0, (int, float, np.integer, np.floating))):
-        raise InputTypeError(f"{what}: cap0 must be a real number or None, got "
-                             f"{type(cap0).__name__}")
-    cdef double c0 = cap if cap0 is None else float(cap0)
-    if not c0 >= 0:
-        raise InputError(f"{what}: cap0 must be >= 0")
-    if check:
-        with nogil:
-            code = _check_nm_csr(cptr, cidx, n)
-        _raise_csr(code, what, "cptr", "cidx")
-    return c0
-
-
-cdef tuple _track_blocks(Py_ssize_t n):
-    """_point_blocks(n) and per-thread scratch for the offsets a tracked pass evaluates: a
-    thread's part of a list has at most as many pairs as its point range has points."""
-    bounds, counters = _point_blocks(n)
-    nb = bounds.shape[0] - 1
-    return bounds, counters, np.empty((nb, (n + nb - 1) // nb + 1), dtype=np.int32)
-
-
-def nm_track_passes(const double[:, ::1] X not None, const double[:, ::1] W not None,
-                    const double[::1] a not None, double b, double scale,
-                    const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
-                    double[::1] zref not None, cnp.uint8_t[::1] pass_ref not None,
-                    cnp.uint8_t[::1] state not None, const double[:, ::1] hist not None,
-                    pass_now, double cap, const double[::1] wd not None,
-                    const double[::1] slack not None, double[:, ::1] H not None,
-                    double[::1] F0 not None, cnp.int64_t[::1] fired not None,
-                    double[::1] f_out not None, bint check=True, cap0=None):
-    """``nm_track_forward`` with one byte per pair instead of ``mref``: pass_ref[k] is the
-    pass in which pair k was last evaluated (0 .. pass_now), and hist[p, i] the path length of
-    point i at pass p (hist[pass_now] is the current ``path``; at most 256 passes), so mref[k]
-    = hist[pass_ref[k], i]. Evaluated pairs get pass_ref[k] = pass_now. Same decisions and
-    bits as nm_track_forward with that mref. Start state: nm_forward's outputs with pass_ref
-    = 0 and hist[0] = 0. ``check`` also validates every pass_ref[k] <= pass_now; ``cap0`` as
-    there. Returns
-    (inner products: pairs evaluated + n for f, state flips)."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0]
-    cdef Py_ssize_t nb, j, c0, c1, chunk, i, k
-    cdef Py_ssize_t nnz = cidx.shape[0]
-    cdef double cp0 = _track_checks("nm_track_passes", X, W, a, cptr, cidx, zref, state, cap,
-                                    cap0, wd, slack, H, F0, fired, f_out, check)
-    _shapes("nm_track_passes", ("pass_ref", 0, pass_ref.shape[0], nnz),
-            ("hist", 1, hist.shape[1], n))
-    cdef Py_ssize_t p = _int_arg("nm_track_passes", "pass_now", pass_now, 0,
-                                 min(hist.shape[0], 256) - 1)
-    cdef int bad = 0
-    if check:
-        with nogil:
-            for k in range(nnz):
-                if pass_ref[k] > p:
-                    bad = 1
-                    break
-        if bad:
-            raise InputError("nm_track_passes: every pass_ref must be at most pass_now")
-    if n == 0:
-        return 0, 0
-    bounds, counters, scratch = _track_blocks(n)
-    cdef cnp.int64_t[::1] bd = bounds
-    cdef cnp.int64_t[:, ::1] cnt = counters
-    nb = bd.shape[0] - 1
-    cdef cnp.int32_t[:, ::1] sel = scratch
-    cdef const cnp.int32_t* Cp = &cidx[0] if nnz > 0 else NULL
-    cdef double* Zp = &zref[0] if nnz > 0 else NULL
-    cdef cnp.uint8_t* Pp = &pass_ref[0] if nnz > 0 else NULL
-    cdef cnp.uint8_t* Sp = &state[0] if nnz > 0 else NULL
-    chunk = _neuron_chunk(d)
-    with nogil:
-        for j in prange(nb, schedule='static', num_threads=nb):
-            if nnz > 0:
-                c0 = 0
-                while c0 < m:
-                    c1 = c0 + chunk if c0 + chunk < m else m
-                    sa_nm_track_passes(&X[0, 0], d, &W[0, 0], &a[0], b, scale, &cptr[0], Cp,
-                                       c0, c1, <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1], Zp,
-                                       Pp, Sp, &hist[0, 0], n, <cnp.uint8_t>p, cap, &wd[0],
-                                       &slack[0], &H[0, 0], &F0[0], &fired[0], &sel[j, 0],
-                                       &cnt[0, j], &cnt[1, j], cp0)
-                    c0 = c1
-            for i in range(bd[j], bd[j + 1]):
-                f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]
-    return int(counters[0].sum()) + n, int(counters[1].sum())
 
 
 def nm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not None,
@@ -381,3 +208,203 @@ def nm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not N
                         &rows[0], j * per, (j + 1) * per if (j + 1) * per < nr else nr,
                         Gp, &evv[j], &nfv[j])
     return int(ev.sum()), int(nf.sum())
+
+
+#: Widths from which the certified passes decide pairs with the float32 screen by default:
+#: below them a float64 inner product costs about as little as the screen's float32 one.
+SCREEN_MIN_D = 16
+
+
+cdef object _screen_points(const double[:, ::1] X):
+    """(x32, xmax) for the float32 screen: X rounded to float32 (rows 64-byte aligned when d
+    is a multiple of 16) and max_i |x_i|_2 + 2^-50, or +inf when a norm is not below 2^60
+    (then no pair is decided in float32)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], i, j
+    cdef double s, top = 0.0
+    raw = np.empty(n * d + 16, dtype=np.float32)
+    off = (-raw.ctypes.data // 4) % 16
+    x32 = raw[off:off + n * d].reshape(n, d)
+    cdef float[:, ::1] xv = x32
+    with nogil:
+        for i in range(n):
+            s = 0.0
+            for j in range(d):
+                s = s + X[i, j] * X[i, j]
+                xv[i, j] = <float>X[i, j]
+            s = sqrt(s)
+            if not s < 1.152921504606846976e18:
+                top = INFINITY
+            elif s > top:
+                top = s
+    return x32, top + 8.8817841970012523e-16
+
+
+def screen_rows(const double[:, ::1] W not None, float[:, ::1] W32 not None,
+                double[::1] err not None, const cnp.int64_t[::1] rows=None):
+    """The float32 screen's copy of the weights (docs/design.md §3): W32[r] = W[r] rounded to
+    float32 and err[r] = c_d (|W[r]|_2 + 2^-50) (+inf when that norm is not below 2^60), for
+    r in ``rows`` (sorted or not; every row when None). ``nm_pass`` needs them for the current
+    W: refresh the rows that move."""
+    cdef Py_ssize_t m = W.shape[0], d = W.shape[1], nr, k, nb, j, per = 1024
+    _shapes("screen_rows", ("W32", 0, W32.shape[0], m), ("W32", 1, W32.shape[1], d),
+            ("err", 0, err.shape[0], m))
+    cdef const cnp.int64_t* Rp = NULL
+    if rows is not None:
+        if not _rows_in_range(rows, m):
+            raise InputError(f"screen_rows: rows must be in [0, {m})")
+        nr = rows.shape[0]
+        if nr > 0:
+            Rp = &rows[0]
+    else:
+        nr = m
+    if nr == 0 or d == 0:
+        return
+    nb = (nr + per - 1) // per
+    with nogil:
+        for j in prange(nb, schedule='static'):
+            sa_screen_rows(&W[0, 0], d, Rp, j * per, (j + 1) * per if (j + 1) * per < nr else nr,
+                           &W32[0, 0], &err[0])
+
+
+def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
+            const double[::1] a not None, double b, double scale,
+            const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
+            cnp.uint8_t[::1] state not None, double[:, ::1] H not None, double[::1] F0 not None,
+            cnp.int64_t[::1] fired not None, double[::1] f_out not None, bint fresh,
+            bint kept_only=False, const double[::1] keep_thr=None, screen=None,
+            const float[:, ::1] W32=None, const double[::1] W32_err=None,
+            float[::1] deadline=None, double clock=0.0, const double[::1] dual_norm=None,
+            const double[::1] slack=None, double cap=0.0, bint check=True):
+    """One pass of the certified engine over neuron-major pairs (docs/design.md §3; the C
+    comment above ``sa_pass_args`` in sa_certified.h states the contract in full).
+
+    Every listed pair (with ``kept_only``, every pair whose state has bit 1 set) is a
+    candidate; an evaluated pair gets its fired state <w_r, x_i> > b (the score of the
+    canonical float64 dot product) in bit 0 of state[k], decided by the float32 screen where
+    it can and in float64 where it cannot; with ``keep_thr`` (per neuron, keep_thr[r] <= b,
+    not checked) bit 1 is set to <w_r, x_i> > keep_thr[r] the same way, else left as it is.
+
+    ``fresh``: every candidate is evaluated, and H, F0, fired are overwritten with the sums
+    over the fired pairs, H_i = scale sum a_r w_r, F0_i = scale sum a_r, fired_i their
+    number; else they are the state of the previous pass over the same pairs (with bit 0 of
+    ``state``) and only the pairs whose fired state flips add or remove their terms. Then
+    f_out[i] = <H_i, x_i> - b F0_i.
+
+    ``deadline`` (float32 per pair) with ``dual_norm``, ``slack`` (per neuron), ``cap`` and
+    ``clock`` (the sum of the largest steps of the passes so far): every evaluated pair gets
+    the clock below which its state cannot change (+inf for the pairs a fresh pass with
+    ``keep_thr`` does not keep), and a pass that is not ``fresh`` evaluates only the pairs
+    whose deadline the clock has reached. ``screen``: None (the float32 screen from d =
+    SCREEN_MIN_D), True or False. ``W32``, ``W32_err``: ``screen_rows`` of the current W (the
+    caller's responsibility; computed here when not given). Lists must be sorted within each
+    neuron (checked when ``check``). Returns (pairs evaluated, pairs the screen left to
+    float64, state flips, evaluated pairs with bit 1 set after a fresh pass)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0], nnz = cidx.shape[0]
+    cdef Py_ssize_t nb, j, c0, c1, chunk, i
+    cdef int code
+    cdef sa_pass_args A
+    if d < 1:
+        raise InputError("nm_pass: X must have at least one column")
+    _shapes("nm_pass", ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m),
+            ("cptr", 0, cptr.shape[0], m + 1), ("state", 0, state.shape[0], nnz),
+            ("H", 0, H.shape[0], n), ("H", 1, H.shape[1], d), ("F0", 0, F0.shape[0], n),
+            ("fired", 0, fired.shape[0], n), ("f_out", 0, f_out.shape[0], n))
+    if n >= 2 ** 31 - 1:
+        raise InputError("nm_pass: n must be < 2**31")
+    A.keep = NULL
+    if keep_thr is not None:
+        _shapes("nm_pass", ("keep_thr", 0, keep_thr.shape[0], m))
+        if m > 0:
+            A.keep = &keep_thr[0]
+    if screen is None:
+        use32 = SCREEN_MIN_D <= d <= SA_SCREEN_MAXD
+    elif isinstance(screen, (bool, np.bool_)):
+        use32 = bool(screen) and d <= SA_SCREEN_MAXD
+    else:
+        raise InputTypeError(f"nm_pass: screen must be None, True or False, got {screen!r}")
+    if (W32 is None) != (W32_err is None):
+        raise InputError("nm_pass: W32 and W32_err go together")
+    if W32 is not None:
+        _shapes("nm_pass", ("W32", 0, W32.shape[0], m), ("W32", 1, W32.shape[1], d),
+                ("W32_err", 0, W32_err.shape[0], m))
+    A.dl = NULL
+    A.wd = NULL
+    A.slack = NULL
+    if deadline is not None:
+        if dual_norm is None or slack is None:
+            raise InputError("nm_pass: deadline needs dual_norm and slack")
+        _shapes("nm_pass", ("deadline", 0, deadline.shape[0], nnz),
+                ("dual_norm", 0, dual_norm.shape[0], m), ("slack", 0, slack.shape[0], m))
+        if not cap >= 0:
+            raise InputError("nm_pass: cap must be >= 0")
+        if not 0 <= clock < INFINITY:
+            raise InputError("nm_pass: clock must be finite and >= 0")
+        if nnz > 0:
+            A.dl = &deadline[0]
+            A.wd = &dual_norm[0]
+            A.slack = &slack[0]
+    A.clock = clock
+    A.clock_up = <float>clock
+    if A.clock_up < clock:
+        A.clock_up = nextafterf(A.clock_up, INFINITY)
+    if check:
+        with nogil:
+            code = _check_nm_csr(cptr, cidx, n)
+        _raise_csr(code, "nm_pass", "cptr", "cidx")
+    if fresh:
+        H[:, :] = 0.0
+        F0[:] = 0.0
+        fired[:] = 0
+    if n == 0:
+        return 0, 0, 0, 0
+    if use32 and W32 is None and m > 0:
+        W32_a, err_a = np.empty((m, d), dtype=np.float32), np.empty(m)
+        screen_rows(W, W32_a, err_a)
+        W32, W32_err = W32_a, err_a
+    x32_a, xmax = _screen_points(X) if use32 else (None, INFINITY)
+    cdef const float[:, ::1] x32v
+    A.X = &X[0, 0]
+    A.x32 = NULL
+    A.W32 = NULL
+    A.er = NULL
+    if use32:
+        x32v = x32_a
+        A.x32 = &x32v[0, 0]
+        if m > 0:
+            A.W32 = &W32[0, 0]
+            A.er = &W32_err[0]
+    A.xmax = xmax
+    A.W = &W[0, 0] if m > 0 else NULL
+    A.a = &a[0] if m > 0 else NULL
+    A.b = b
+    A.scale = scale
+    A.cptr = &cptr[0]
+    A.cidx = &cidx[0] if nnz > 0 else NULL
+    A.st = &state[0] if nnz > 0 else NULL
+    A.screen = use32
+    A.fresh = fresh
+    A.kept_only = kept_only
+    A.cap = cap
+    A.H = &H[0, 0]
+    A.F0 = &F0[0]
+    A.cnt = &fired[0]
+    bounds, counters = _point_blocks(n)
+    cdef cnp.int64_t[::1] bd = bounds
+    nb = bd.shape[0] - 1
+    cnt4 = np.zeros((4, nb), dtype=np.int64)
+    cdef cnp.int64_t[:, ::1] cnt = cnt4
+    sel_a = np.empty((nb, (n + nb - 1) // nb + 1), dtype=np.int32)
+    cdef cnp.int32_t[:, ::1] sel = sel_a
+    chunk = _neuron_chunk(d)
+    with nogil:
+        for j in prange(nb, schedule='static', num_threads=nb):
+            if nnz > 0:
+                c0 = 0
+                while c0 < m:
+                    c1 = c0 + chunk if c0 + chunk < m else m
+                    sa_nm_pass(&A, d, c0, c1, <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1],
+                               &sel[j, 0], &cnt[0, j], &cnt[1, j], &cnt[2, j], &cnt[3, j])
+                    c0 = c1
+            for i in range(bd[j], bd[j + 1]):
+                f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]
+    return tuple(int(v) for v in cnt4.sum(axis=1))

@@ -16,18 +16,33 @@ cdef extern from "sa_omp.h":
     int SA_OPENMP
 
 cdef extern from "sa_simd.h":
-    int sa_cpu_init() noexcept nogil
+    int sa_cpu_init(int cap) noexcept nogil
     double sa_dot(const double* x, const double* y, Py_ssize_t d) noexcept nogil
     double sa_dot_seq(const double* w, const double* x, Py_ssize_t d) noexcept nogil
     double sa_norm_safe(const double* x, Py_ssize_t d) noexcept nogil
 
 
-cdef int _SA_AVX2 = sa_cpu_init()
+def _simd_cap():
+    """The highest SIMD level the kernels may use, from the environment variable
+    SPARSEADV_SIMD ("baseline", "avx2" or "avx512"; unset or empty: the best the CPU has).
+    For tools that cannot run every instruction set, e.g. valgrind, which has no AVX-512."""
+    import os
+    levels = {"baseline": 0, "avx2": 1, "avx512": 2}
+    text = os.environ.get("SPARSEADV_SIMD", "").strip().lower()
+    if text and text not in levels:
+        import warnings
+        warnings.warn(f"SPARSEADV_SIMD={text!r} is not one of {sorted(levels)}; ignored",
+                      RuntimeWarning)
+    return levels.get(text, 2)
+
+
+cdef int _SA_SIMD = sa_cpu_init(_simd_cap())
 
 
 def active_kernels_simd():
-    """'avx2+fma' when the active-set kernels run their AVX2+FMA build, else 'baseline'."""
-    return "avx2+fma" if _SA_AVX2 else "baseline"
+    """'avx512' when the active-set kernels run their AVX-512 build, 'avx2+fma' for the AVX2
+    build, else 'baseline' (the best the CPU supports, at most SPARSEADV_SIMD)."""
+    return ("baseline", "avx2+fma", "avx512")[_SA_SIMD]
 
 
 # ------------------------------------------------------------------------------------------

@@ -65,13 +65,14 @@ def test_kernel_profile_counts_every_pass(spec):
         assert wall > 0 and system >= 0
         calls = {k: c for k, (_, c) in log.items()}
         if spec == "certified":
-            # first attack step at the clean points, then steps - 1 attack passes + forward
-            # (the tracked passes with one byte per pair: nm_track_passes)
-            assert calls["nm_forward"] == 1 and calls["nm_track_passes"] == steps
-            assert "nm_track_forward" not in calls
-            assert len(passes) == steps and all(ev >= 64 for ev, _ in passes)
+            # a fresh pass at the clean points, then steps - 1 attack passes + the forward,
+            # tracked
+            assert calls["nm_pass"] == steps + 1 and "nm_forward" not in calls
+            assert [p[0] for p in passes] == [True] + [False] * steps
+            assert passes[0][1] >= 64 and all(ev >= 0 for _, ev, _, _ in passes)
         elif spec == "certified:lazy=false":
-            assert calls["nm_forward"] == steps + 1 and "nm_track_passes" not in calls
+            # every pass fresh (over the pairs pass 0 kept)
+            assert calls["nm_pass"] == steps + 1 and [p[0] for p in passes] == [True] * 4
         elif spec == "tree":
             # one fused query + forward per pass; the gradient reuses the last pass's pairs
             assert calls["tree.forward_batch"] == steps + 1 and "pm_forward" not in calls

@@ -71,12 +71,14 @@ def test_history_and_counters():
     # passes skip the pairs their bounds decide; no shrinks after the first update) ...
     for it in range(2, 6):
         assert hc["inner_products"][it] <= hc["candidate_pairs"][it] + n * hc["reanchored"][it]
-    # ... with equality when every scanned pair is evaluated
+    # ... with equality when every candidate is evaluated (d = 6: no float32 screen, so no
+    # float64 re-evaluations), plus n per pass for f = <H, x> - b F0
     _, te = _pair(2048, 6, PGD(0.05, steps=3), 0.3, lazy=False)
     he = te.fit(X, y, 6, progress=False)
     np.testing.assert_allclose(he["loss"], hd["loss"], rtol=1e-10)
     for it in range(2, 6):
-        assert he["inner_products"][it] == he["candidate_pairs"][it] + n * he["reanchored"][it]
+        assert he["inner_products"][it] == (he["candidate_pairs"][it] + 4 * n
+                                            + n * he["reanchored"][it])
     assert he["inner_products"][2:].sum() > hc["inner_products"][2:].sum()
 
 

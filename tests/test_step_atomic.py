@@ -75,10 +75,8 @@ def _injection_points(tr):
                    (_core, "pm_weight_grad")]
     if eng.name == "certified":
         points += [(_core, "row_drift32"), (_core, "anchor_candidates"),
-                   (_core, "csr_replace_rows"), (_core, "nm_forward"),
+                   (_core, "csr_replace_rows"), (_core, "nm_pass"), (_core, "screen_rows"),
                    (_core, "copy_rows_norms32"), (candidates.AnchoredCandidates, "weights_moved")]
-        if eng.lazy:
-            points += [(_core, "nm_track_passes"), (_core, "compact_in_place")]
     return points
 
 

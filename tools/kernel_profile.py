@@ -46,26 +46,29 @@ def _timed(fn, name, log, passes=None):
         finally:
             log[name][0] += time.perf_counter() - t0
             log[name][1] += 1
-        if name in ("nm_track_forward", "nm_track_passes") and passes is not None:
-            passes.append(out)                  # (inner products incl. n for f, state flips)
+        if name == "nm_pass" and passes is not None:
+            # the certified engine's passes: (fresh, pairs evaluated, float64 re-evaluations,
+            # state flips)
+            fresh = args[12] if len(args) > 12 else kwargs["fresh"]
+            passes.append((bool(fresh),) + tuple(out[:3]))
         return out
     return call
 
 
-def profile(spec, m, n, d, steps, iters, eps, seed):
+def profile(spec, m, n, d, steps, iters, eps, seed, lr="auto"):
     import sparseadv as sa
     from sparseadv import _core
     from sparseadv import network
     from sparseadv.engines import candidates, certified, dense, tree
     name, options = parse_engine(spec)
     log = collections.defaultdict(lambda: [0.0, 0])
-    passes = []                                 # per tracked pass: (inner products, flips)
+    passes = []                                 # per certified pass (see _timed)
     modules = (candidates, certified, dense, tree, network)   # every caller of _core in a step
     for mod in modules:
         mod._core = _TimedCore(_core, log, passes)
     try:
         net, X, y = problem(m, d=d, n=n, seed=seed)
-        tr = sa.AdversarialTrainer(net, sa.PGD(eps, steps), lr="auto", engine=name, **options)
+        tr = sa.AdversarialTrainer(net, sa.PGD(eps, steps), lr=lr, engine=name, **options)
         pt = getattr(tr.engine, "tree", None)
         if pt is not None:
             for meth in ("query_batch", "forward_batch", "update_from"):
@@ -97,13 +100,15 @@ def main():
     p.add_argument("--eps", type=float, default=0.05)
     p.add_argument("--iters", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=lambda t: t if t == "auto" else float(t), default="auto",
+                   help="learning rate: a float or 'auto' (default)")
     a = p.parse_args()
-    rows = profile(a.engine, a.m, a.n, a.d, a.steps, a.iters, a.eps, a.seed)
+    rows = profile(a.engine, a.m, a.n, a.d, a.steps, a.iters, a.eps, a.seed, a.lr)
     names = sorted({k for _, _, log, _ in rows for k in log})
     med = {k: (float(np.median([log.get(k, (0.0, 0))[0] for _, _, log, _ in rows])),
                float(np.median([log.get(k, (0.0, 0))[1] for _, _, log, _ in rows])))
            for k in names}
-    print(f"{a.engine}: m={a.m} n={a.n} d={a.d} steps={a.steps} eps={a.eps} (l2), lr=auto; "
+    print(f"{a.engine}: m={a.m} n={a.n} d={a.d} steps={a.steps} eps={a.eps} (l2), lr={a.lr}; "
           f"medians over {a.iters} iterations after the first\n")
     print(f"iteration: {np.median([r[0] for r in rows]):.3f} s wall, "
           f"{np.median([r[1] for r in rows]):.3f} s system time; peak RSS "
@@ -116,10 +121,10 @@ def main():
         print(f"| {k} | {s:.4f} | {c:g} | {s / c if c else 0:.4f} |")
     per_iter = [ps for *_, ps in rows]
     if per_iter[0] and all(len(ps) == len(per_iter[0]) for ps in per_iter):
-        ev, fl = np.median(np.array(per_iter, dtype=float), axis=0).T
-        print("\ntracked passes (medians over iterations), in order: inner products "
-              + ", ".join(f"{v:.3g}" for v in ev) + "; state flips "
-              + ", ".join(f"{v:.3g}" for v in fl))
+        fresh, ev, ex, fl = np.median(np.array(per_iter, dtype=float), axis=0).T
+        print("\ncertified passes (medians over iterations), in order: "
+              + ", ".join(("fresh" if f else "tracked") + f" {e:.3g} evaluated ({x:.3g} in "
+                          f"float64, {v:.3g} flips)" for f, e, x, v in zip(fresh, ev, ex, fl)))
 
 
 if __name__ == "__main__":

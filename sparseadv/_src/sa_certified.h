@@ -12,7 +12,7 @@ SA_BODY void
 sa_nm_fwd_body(const double* X, ptrdiff_t d, const double* W, const double* a, double b,
           double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1,
           int32_t lo, int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask,
-          const double* keep, double* F0, double* zo, int64_t* n_eval, int64_t* n_fired)
+          int64_t* n_eval, int64_t* n_fired)
 {
     int64_t r, k, p, q, ev = 0, nf = 0;
     for (r = r0; r < r1; ++r) {
@@ -34,16 +34,14 @@ sa_nm_fwd_body(const double* X, ptrdiff_t d, const double* W, const double* a, d
                 for (t = 0; t < cnt; ++t) {
                     const int64_t i = cidx[k + t];
                     const double z = zz[t];
-                    if (zo) zo[k + t] = z;
                     if (z > b) {
                         f[i] += c * (z - b);
                         if (H) sa_axpy(c, w, H + i * d, d);
-                        if (F0) F0[i] += c;
                         if (fired) fired[i] += 1;
-                        if (mask) mask[k + t] = keep ? 3 : 1;  /* fired: bit 0; kept: bit 1 */
+                        if (mask) mask[k + t] = 1;
                         ++nf;
                     } else if (mask) {
-                        mask[k + t] = (keep && z > keep[r]) ? 2 : 0;
+                        mask[k + t] = 0;
                     }
                 }
             }
@@ -121,12 +119,11 @@ sa_anchor_rows_body(const double* S, int64_t n, const double* thr, const double*
 SA_KERNEL_D(sa_nm_fwd,
     (const double* X, ptrdiff_t d, const double* W, const double* a, double b, double scale,
      const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
-     int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask, const double* keep,
-     double* F0, double* zo, int64_t* n_eval, int64_t* n_fired),
-    (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, keep, F0, zo,
-     n_eval, n_fired),
-    (X, sa_d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, keep, F0, zo,
-     n_eval, n_fired))
+     int32_t hi, double* f, double* H, int64_t* fired, uint8_t* mask, int64_t* n_eval,
+     int64_t* n_fired),
+    (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, n_eval, n_fired),
+    (X, sa_d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, f, H, fired, mask, n_eval,
+     n_fired))
 SA_KERNEL_D(sa_nm_wgrad,
     (const double* X, ptrdiff_t d, const double* W, const double* a, double b,
      const double* coef, const int64_t* cptr, const int32_t* cidx, const uint8_t* mask,
@@ -155,140 +152,306 @@ sa_track_flip(int on, double c, const double* w, ptrdiff_t d, double* h, double*
     }
 }
 
-/* Tracked neuron-major pass over a candidate list that stays fixed while the points
-   move (the certified engine's refined sets during one iteration's attack). Carried per
-   pair k = (r, i): z_last[k], its score when last evaluated, path_last[k], the path length
-   mv[i] of point i at that time, st[k] (1 = fired); per point: H_i = sum over fired r of
-   scale a_r w_r, F0_i = sum of scale a_r, cnt_i = their number. The score now is within
-   g wd[r] of z_last[k], g = min(mv[i] - path_last[k], cap) (path length since then, at most
-   the ball's diameter cap; wd[r] the dual norm of w_r), so a pair clear of b by slack[r]
-   on either side gets its state without an inner product (a reference at path length 0 is
-   the clean point, so there g is at most cap0, the ball's radius: cap0 = cap keeps the
-   diameter bound everywhere); the others are evaluated
-   (exactly: no pair's state is guessed). A pair whose state flips adds or removes its
-   term in H_i, F0_i, cnt_i: per point, in increasing neuron order. Two phases per neuron:
-   a scan that decides the clear pairs and lists the others in ``sel`` (thread scratch),
-   then those pairs through sa_dot4 in fours, rows prefetched SA_PF pairs ahead. */
-SA_BODY void
-sa_nm_track_body(const double* X, ptrdiff_t d, const double* W, const double* a,
-          double b, double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0,
-          int64_t r1, int32_t lo, int32_t hi, double* z_last, double* path_last, uint8_t* st,
-          const double* mv, double cap, const double* wd, const double* slack, double* H,
-          double* F0, int64_t* cnt, int32_t* sel, int64_t* n_eval, int64_t* n_flip,
-          uint8_t* pass_last, const double* hist, int64_t hn, uint8_t pass_now, double cap0)
-{
-    int64_t r, k, p, q, s, ns, ev = 0, fl = 0;
-    for (r = r0; r < r1; ++r) {
-        if (!sa_candidates_in_range(cptr, cidx, r, lo, hi, &p, &q)) continue;
-        {
-            const double* w = W + r * d;
-            const double c = scale * a[r], wr = wd[r];
-            const double above = b + slack[r], below = b - slack[r];
-            const int32_t* ci = cidx + p;
-            double* zl = z_last + p;
-            /* one of the two: the path length at the last evaluation, or its pass */
-            double* pl = path_last ? path_last + p : NULL;
-            uint8_t* pp = pass_last ? pass_last + p : NULL;
-            uint8_t* sp = st + p;
-            const int64_t len = q - p;
-            ns = 0;
-            for (k = 0; k < len; ++k) {
-                const int64_t i = ci[k];
-                /* a reference at path length 0 is the clean point: any position of the
-                   point is within cap0 (the ball's radius) of it, else within cap */
-                const double ref = pl ? pl[k] : hist[pp[k] * hn + i];
-                const double gc = ref == 0.0 ? cap0 : cap;
-                double g = mv[i] - ref;
-                g = g < gc ? g : gc;
-                {
-                    const double t = g * wr, z = zl[k];
-                    const int on = z - t > above, off = z + t <= below, was = sp[k];
-                    sel[ns] = (int32_t)k;
-                    ns += !(on | off);
-                    /* bitwise, not logical, operators: one rarely taken branch */
-                    if ((on & (was ^ 1)) | (off & was)) {
-                        sa_track_flip(on, c, w, d, H + i * d, F0 + i, cnt + i);
-                        sp[k] = (uint8_t)on;
-                        ++fl;
-                    }
-                }
-            }
-            ev += ns;
-            for (s = 0; s < ns; s += 4) {
-                double zz[4];
-                int t, n4 = (ns - s) < 4 ? (int)(ns - s) : 4;
-                for (t = 0; t < 4 && s + SA_PF + t < ns; ++t)
-                    sa_prefetch_row(X + (int64_t)ci[sel[s + SA_PF + t]] * d, d);
-                if (n4 == 4) {
-                    sa_dot4(w, X + (int64_t)ci[sel[s]] * d, X + (int64_t)ci[sel[s + 1]] * d,
-                            X + (int64_t)ci[sel[s + 2]] * d,
-                            X + (int64_t)ci[sel[s + 3]] * d, d, zz);
-                } else {
-                    for (t = 0; t < n4; ++t)
-                        zz[t] = sa_dot(w, X + (int64_t)ci[sel[s + t]] * d, d);
-                }
-                for (t = 0; t < n4; ++t) {
-                    const int64_t kk = sel[s + t], i = ci[kk];
-                    const uint8_t on = zz[t] > b;
-                    zl[kk] = zz[t];
-                    if (pl) pl[kk] = mv[i]; else pp[kk] = pass_now;
-                    if (on != sp[kk]) {
-                        sa_track_flip(on, c, w, d, H + i * d, F0 + i, cnt + i);
-                        sp[kk] = on;
-                        ++fl;
-                    }
-                }
-            }
-        }
-    }
-    *n_eval += ev;
-    *n_flip += fl;
-}
-
-SA_KERNEL_D(sa_nm_track,
-    (const double* X, ptrdiff_t d, const double* W, const double* a, double b, double scale,
-     const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
-     int32_t hi, double* z_last, double* path_last, uint8_t* st, const double* mv, double cap,
-     const double* wd, const double* slack, double* H, double* F0, int64_t* cnt,
-     int32_t* sel, int64_t* n_eval, int64_t* n_flip, double cap0),
-    (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, path_last, st, mv, cap, wd, slack,
-     H, F0, cnt, sel, n_eval, n_flip, cap0),
-    (X, sa_d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, path_last, st, mv, cap, wd, slack,
-     H, F0, cnt, sel, n_eval, n_flip, NULL, NULL, 0, 0, cap0))
 SA_KERNEL(sa_anchor_rows,
     (const double* S, int64_t n, const double* thr, const double* budget,
      const double* xnorm, double h, int64_t k0, int64_t k1, int mode, int64_t* cnt,
      int64_t* band, const int64_t* off, int32_t* out),
     (S, n, thr, budget, xnorm, h, k0, k1, mode, cnt, band, off, out))
 
-/* The tracked pass with 1 byte per pair instead of a double for the path length at the
-   last evaluation: pass_last[k] is the pass in which pair k was last evaluated, and the path
-   length of every point at every pass of the iteration is kept in hist (pass-major,
-   hist[p * hn + i]; mv = hist + pass_now * hn is the current one). Same decisions, same
-   bits as sa_nm_track (the reference path length is the same double). */
-SA_BODY void
-sa_nm_track_passes_body(const double* X, ptrdiff_t d, const double* W, const double* a,
-          double b, double scale, const int64_t* cptr, const int32_t* cidx, int64_t r0,
-          int64_t r1, int32_t lo, int32_t hi, double* z_last, uint8_t* pass_last, uint8_t* st,
-          const double* hist, int64_t hn, uint8_t pass_now, double cap, const double* wd,
-          const double* slack, double* H, double* F0, int64_t* cnt, int32_t* sel,
-          int64_t* n_eval, int64_t* n_flip, double cap0)
+/* One pass of the certified engine over neuron-major pairs (docs/design.md §3), for the
+   neurons [r0, r1) restricted to the points [lo, hi). The arguments that do not change
+   within a pass travel in sa_pass_args:
+
+   Pairs and their state. Pair k = (r, i = cidx[k]) of neuron r's sorted list. st[k] bit 0:
+   fired at its last evaluation; bit 1: kept by the refinement (can fire anywhere in the
+   ball). With ``kept_only`` only pairs with bit 1 are candidates of the pass (the others
+   cannot fire and keep bit 0 clear).
+   Deciding a pair: its fired state is <w_r, x_i> > b with the score of sa_dot. With
+   ``screen`` it is decided by the float32 screen: W32 (m x d) and er (m) are every row's
+   sa_screen_row (kept up to date by the caller), x32 = X rounded to float32 and xmax >=
+   max_i |x_i|_2 + 2^-50 (or +inf); a float32 score that clears b by e = er[r] xmax (twice
+   its proven error) decides, the others are evaluated by sa_dot. Without it, sa_dot decides
+   every pair. With ``keep`` (per neuron, keep[r] <= b) bit 1 is set to <w_r, x_i> > keep[r],
+   decided the same way, else left as it is.
+   Deadlines (optional, ``dl``): the passes share a clock, ``clock`` >= the sum over the
+   passes so far of the largest step any point took (attack norm), so that a point moved at
+   most clock - c between the passes at clocks c and clock. dl[k] is a clock below which pair
+   k's state cannot change: wd[r] is the dual norm of w_r, slack[r] a bound on the round-off
+   of scores and clocks. A pair decided now with margin M = |score - b| - (error bound) -
+   slack[r] cannot flip before its point moves M / wd[r]: dl[k] = clock + M / wd[r] (rounded
+   down to float32), or +inf when M / wd[r] is at least ``cap`` (no later position of the
+   point is that far: the ball's radius when the points are its centres, else its diameter),
+   and +inf for a pair a fresh pass with ``keep`` does not keep (it cannot fire in the ball).
+   A tracked pass (not ``fresh``) evaluates only the pairs with dl[k] <= clock_up, ``clock``
+   rounded up to float32 (then ``kept_only`` is implied by the infinite deadlines).
+   Sums: ``fresh``: H_i += c w_r, F0_i += c, cnt_i += 1 for every fired pair, c = scale a_r
+   (the caller zeroed them); else only a pair whose bit 0 flips adds (on) or removes (off)
+   its term (sa_track_flip). Per point in increasing neuron order either way: the bits do not
+   depend on the thread count. Scratch per thread: sel (one int32 per listed pair of the
+   neuron). */
+typedef struct {
+    const double* X; const float* x32; double xmax;
+    const double* W; const float* W32; const double* er; const double* a;
+    double b, scale;
+    const int64_t* cptr; const int32_t* cidx;
+    uint8_t* st; int screen, fresh, kept_only; const double* keep;
+    float* dl; double clock; float clock_up; const double* wd; const double* slack; double cap;
+    double* H; double* F0; int64_t* cnt;
+} sa_pass_args;
+
+/* Screen thresholds around t: a float32 score above *hi is above t, one at most *lo is not
+   (e = +inf: never decided). The rounding of t +- e stays below e / 2 when e >= |t| 2^-51. */
+static inline __attribute__((always_inline)) void
+sa_screen_band(double t, double e, double* hi, double* lo)
 {
-    sa_nm_track_body(X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, NULL, st,
-                     hist + pass_now * hn, cap, wd, slack, H, F0, cnt, sel, n_eval, n_flip,
-                     pass_last, hist, hn, pass_now, cap0);
+    if (!(e >= fabs(t) * 4.440892098500626e-16)) e = INFINITY;
+    *hi = t + e;
+    *lo = t - e;
 }
 
-SA_KERNEL_D(sa_nm_track_passes,
-    (const double* X, ptrdiff_t d, const double* W, const double* a, double b, double scale,
-     const int64_t* cptr, const int32_t* cidx, int64_t r0, int64_t r1, int32_t lo,
-     int32_t hi, double* z_last, uint8_t* pass_last, uint8_t* st, const double* hist,
-     int64_t hn, uint8_t pass_now, double cap, const double* wd, const double* slack,
-     double* H, double* F0, int64_t* cnt, int32_t* sel, int64_t* n_eval, int64_t* n_flip,
-     double cap0),
-    (X, d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, pass_last, st, hist, hn,
-     pass_now, cap, wd, slack, H, F0, cnt, sel, n_eval, n_flip, cap0),
-    (X, sa_d, W, a, b, scale, cptr, cidx, r0, r1, lo, hi, z_last, pass_last, st, hist, hn,
-     pass_now, cap, wd, slack, H, F0, cnt, sel, n_eval, n_flip, cap0))
+#define SA_PF_H 4
+#if defined(__GNUC__)
+typedef float sa_v4f __attribute__((vector_size(16)));
+typedef long long sa_v4l __attribute__((vector_size(32)));
+#if defined(__x86_64__) || defined(__i386__)
+typedef double sa_v2d __attribute__((vector_size(16)));
+/* bit t set where lane t of a vector comparison holds: the sign bits of the two halves
+   (movmskpd, SSE2: every x86-64 build), no lane extraction */
+static inline __attribute__((always_inline)) int sa_bits4(sa_v4l m)
+{
+    const sa_v4d v = (sa_v4d)m;
+    const sa_v2d lo = {v[0], v[1]}, hi = {v[2], v[3]};
+    return __builtin_ia32_movmskpd(lo) | (__builtin_ia32_movmskpd(hi) << 2);
+}
+#else
+static inline __attribute__((always_inline)) int sa_bits4(sa_v4l m)
+{
+    return (int)((m[0] & 1) | (m[1] & 2) | (m[2] & 4) | (m[3] & 8));
+}
+#endif
+#endif
+
+/* The states of four float32 scores zs against the band (bh, bl) of b: bit t of *on where
+   the score of lane t is above it; returns the lanes the band cannot tell (float64). With
+   ``kon`` also against the band (kh, kl) of the keep threshold. */
+static inline __attribute__((always_inline)) int
+sa_screen4(const float* zs, double bh, double bl, double kh, double kl, int* on, int* kon)
+{
+#if defined(__GNUC__)
+    const sa_v4d z = __builtin_convertvector(*(const sa_v4f*)zs, sa_v4d);
+    const sa_v4d vbh = {bh, bh, bh, bh}, vbl = {bl, bl, bl, bl};
+    const int up = sa_bits4(z > vbh), down = sa_bits4(z <= vbl);
+    int und = ~(up | down);
+    *on = up;
+    if (kon) {
+        const sa_v4d vkh = {kh, kh, kh, kh}, vkl = {kl, kl, kl, kl};
+        const int kup = sa_bits4(z > vkh), kdown = sa_bits4(z <= vkl);
+        *kon = kup;
+        und |= ~(kup | kdown);
+    }
+#else
+    int up = 0, down = 0, kup = 0, kdown = 0, t, und;
+    for (t = 0; t < 4; ++t) {
+        up |= (zs[t] > bh) << t; down |= (zs[t] <= bl) << t;
+        kup |= (zs[t] > kh) << t; kdown |= (zs[t] <= kl) << t;
+    }
+    *on = up;
+    und = ~(up | down);
+    if (kon) { *kon = kup; und |= ~(kup | kdown); }
+#endif
+    return und & 15;
+}
+
+/* dl (comment above sa_pass_args) of four pairs decided now at clock p0 with scores z and
+   error bounds err; non-kept lanes (bit t of ``drop``) get +inf. Rounded down to float32:
+   t (1 - 2^-23) rounds to a float below t. Vector selects on the bits: the margins are data,
+   and a float ?: would compile to a mispredicted branch. */
+static inline __attribute__((always_inline)) void
+sa_deadline4(double p0, const double* z, double b, const double* err, double inv_wd,
+             double cap, int drop, float* out)
+{
+#if defined(__GNUC__)
+    typedef int sa_v4i __attribute__((vector_size(16)));
+    const sa_v4d vz = {z[0], z[1], z[2], z[3]}, ve = {err[0], err[1], err[2], err[3]};
+    const sa_v4d vb = {b, b, b, b}, dz = vz - vb;
+    const sa_v4l sign = {INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN};
+    const sa_v4d gap = (sa_v4d)((sa_v4l)dz & ~sign);        /* |z - b| */
+    const sa_v4d move = (gap - ve) * inv_wd;
+    const sa_v4d vcap = {cap, cap, cap, cap}, zero = {0.0, 0.0, 0.0, 0.0};
+    const sa_v4d t = (p0 + move) * (1.0 - 1.1920928955078125e-07);
+    const sa_v4i dropm = {-(drop & 1), -((drop >> 1) & 1), -((drop >> 2) & 1),
+                          -((drop >> 3) & 1)};
+    const sa_v4i never = __builtin_convertvector(move >= vcap, sa_v4i) | dropm;
+    const sa_v4i later = __builtin_convertvector(move > zero, sa_v4i) | dropm;
+    const sa_v4i inf = {0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000};
+    sa_v4i bits = (sa_v4i)__builtin_convertvector(t, sa_v4f);
+    bits = ((bits & ~never) | (inf & never)) & later;
+    memcpy(out, &bits, sizeof bits);
+#else
+    int u;
+    for (u = 0; u < 4; ++u) {
+        const double move = (fabs(z[u] - b) - err[u]) * inv_wd;
+        const float f = (float)((p0 + move) * (1.0 - 1.1920928955078125e-07));
+        out[u] = ((drop >> u) & 1) || move >= cap ? INFINITY : (move > 0.0 ? f : 0.0f);
+    }
+#endif
+}
+
+SA_BODY void
+sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t lo,
+                int32_t hi, int32_t* sel, int64_t* n_eval, int64_t* n_exact, int64_t* n_flip,
+                int64_t* n_kept)
+{
+    const double* X = A->X;
+    const float* x32 = A->x32;
+    const double b = A->b;
+    const int screen = A->screen, fresh = A->fresh;
+    const double* keep = A->keep;
+    float* dl = A->dl;
+    double* H = A->H;
+    int64_t r, k, p, q, s, ns, ev = 0, ex = 0, fl = 0, kp = 0;
+    for (r = r0; r < r1; ++r) {
+        if (!sa_candidates_in_range(A->cptr, A->cidx, r, lo, hi, &p, &q)) continue;
+        {
+            const double* w = A->W + r * d;
+            const float* w32 = screen ? A->W32 + r * d : NULL;
+            const double c = A->scale * A->a[r];
+            const double kr = keep ? keep[r] : 0.0;
+            const double e = screen ? A->er[r] * A->xmax : INFINITY;
+            /* a decided pair's margin loses the screen's bound (float64: none) and slack */
+            const double sl = dl ? A->slack[r] : 0.0, inv_wd = dl ? 1.0 / A->wd[r] : 0.0;
+            const int32_t* ci = A->cidx + p;
+            uint8_t* sp = A->st + p;
+            float* dp = dl ? dl + p : NULL;
+            const int64_t len = q - p;
+            int64_t nf = 0;
+            double bh, bl, kh = -INFINITY, kl = -INFINITY;
+            sa_screen_band(b, e, &bh, &bl);
+            if (keep) sa_screen_band(kr, e, &kh, &kl);
+            if (!fresh && dp) {             /* tracked: the pairs past their deadline */
+                const float now = A->clock_up;
+                ns = 0;
+                for (k = 0; k < len; ++k) {
+                    sel[ns] = (int32_t)k;
+                    ns += dp[k] <= now;
+                }
+            } else if (A->kept_only) {
+                ns = 0;
+                for (k = 0; k < len; ++k) { sel[ns] = (int32_t)k; ns += (sp[k] >> 1) & 1; }
+            } else {
+                ns = len;
+                for (k = 0; k < len; ++k) sel[k] = (int32_t)k;
+            }
+            ev += ns;
+            for (s = 0; s < ns; s += 4) {
+                float z32[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                double z64[4] = {0.0, 0.0, 0.0, 0.0}, err[4] = {e, e, e, e};
+                const int n4 = (ns - s) < 4 ? (int)(ns - s) : 4, valid = (1 << n4) - 1;
+                const int32_t i0 = ci[sel[s]];
+                const int32_t i1 = n4 > 1 ? ci[sel[s + 1]] : i0;
+                const int32_t i2 = n4 > 2 ? ci[sel[s + 2]] : i0;
+                const int32_t i3 = n4 > 3 ? ci[sel[s + 3]] : i0;
+                int t, on, kon, slow;
+                if (screen) {
+                    sa_sdot4(w32, x32 + (int64_t)i0 * d, x32 + (int64_t)i1 * d,
+                             x32 + (int64_t)i2 * d, x32 + (int64_t)i3 * d, d, z32);
+                    kon = 0;
+                    slow = sa_screen4(z32, bh, bl, kh, kl, &on, keep ? &kon : NULL) & valid;
+                    for (t = 0; t < 4; ++t) z64[t] = (double)z32[t];
+                    while (slow) {                  /* rare with the screen: float64 */
+                        const int u = __builtin_ctz((unsigned)slow);
+                        const int64_t i = ci[sel[s + u]];
+                        const double z = sa_dot(w, X + i * d, d);
+                        on = (on & ~(1 << u)) | ((z > b) << u);
+                        kon = (kon & ~(1 << u)) | ((z > kr) << u);
+                        z64[u] = z;
+                        err[u] = 0.0;
+                        slow &= slow - 1;
+                        ++ex;
+                    }
+                } else {                            /* float64 scores straight away */
+                    sa_dot4(w, X + (int64_t)i0 * d, X + (int64_t)i1 * d, X + (int64_t)i2 * d,
+                            X + (int64_t)i3 * d, d, z64);
+                    on = kon = 0;
+                    for (t = 0; t < 4; ++t) {
+                        on |= (z64[t] > b) << t;
+                        kon |= (z64[t] > kr) << t;
+                        err[t] = 0.0;
+                    }
+                }
+                on &= valid;
+                if (dp) {
+                    float nd[4];
+                    for (t = 0; t < 4; ++t) err[t] += sl;
+                    /* a fresh pass with keep thresholds: the pairs it does not keep never fire */
+                    sa_deadline4(A->clock, z64, b, err, inv_wd, A->cap,
+                                 fresh && keep ? ~kon & 15 : 0, nd);
+                    for (t = 0; t < n4; ++t) dp[sel[s + t]] = nd[t];
+                }
+                if (fresh) {
+                    for (t = 0; t < n4; ++t) {
+                        const int32_t kk = sel[s + t];
+                        const int bit = (on >> t) & 1;
+                        sp[kk] = (uint8_t)(bit | (keep ? ((kon >> t) & 1) << 1 : sp[kk] & 2));
+                        kp += sp[kk] >> 1;
+                        sel[nf] = kk;               /* fired pairs, in order, over sel's */
+                        nf += bit;                  /* evaluated head (nf <= s + t) */
+                    }
+                } else {
+                    int was = 0, flip;
+                    for (t = 0; t < n4; ++t) was |= (sp[sel[s + t]] & 1) << t;
+                    flip = on ^ was;
+                    while (flip) {                  /* rare: a pair changes state */
+                        const int u = __builtin_ctz((unsigned)flip);
+                        const int32_t kk = sel[s + u];
+                        const int64_t i = ci[kk];
+                        sa_track_flip((on >> u) & 1, c, w, d, H + i * d, A->F0 + i,
+                                      A->cnt + i);
+                        sp[kk] ^= 1;
+                        flip &= flip - 1;
+                        ++fl;
+                    }
+                }
+            }
+            for (k = 0; k < nf; ++k) {              /* fresh: the fired pairs' terms */
+                const int64_t i = ci[sel[k]];
+                if (k + SA_PF_H < nf) {             /* H rows are scattered: fetch ahead */
+                    const double* h = H + (int64_t)ci[sel[k + SA_PF_H]] * d;
+                    ptrdiff_t j;
+                    for (j = 0; j < d; j += 8) __builtin_prefetch(h + j, 1, 3);
+                }
+                sa_axpy(c, w, H + i * d, d);
+                A->F0[i] += c;
+                A->cnt[i] += 1;
+            }
+        }
+    }
+    *n_eval += ev;
+    *n_exact += ex;
+    *n_flip += fl;
+    *n_kept += kp;
+}
+
+SA_KERNEL_D(sa_nm_pass,
+    (const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t lo, int32_t hi,
+     int32_t* sel, int64_t* n_eval, int64_t* n_exact, int64_t* n_flip, int64_t* n_kept),
+    (A, d, r0, r1, lo, hi, sel, n_eval, n_exact, n_flip, n_kept),
+    (A, sa_d, r0, r1, lo, hi, sel, n_eval, n_exact, n_flip, n_kept))
+
+/* sa_screen_row of the rows [k0, k1) of ``rows`` (all rows when rows is NULL). */
+SA_BODY void
+sa_screen_rows_body(const double* W, ptrdiff_t d, const int64_t* rows, int64_t k0, int64_t k1,
+                    float* W32, double* er)
+{
+    int64_t k;
+    for (k = k0; k < k1; ++k) {
+        const int64_t r = rows ? rows[k] : k;
+        er[r] = sa_screen_row(W + r * d, d, W32 + r * d);
+    }
+}
+SA_KERNEL_D(sa_screen_rows,
+    (const double* W, ptrdiff_t d, const int64_t* rows, int64_t k0, int64_t k1, float* W32,
+     double* er),
+    (W, d, rows, k0, k1, W32, er), (W, sa_d, rows, k0, k1, W32, er))
 
 #endif /* SPARSEADV_SA_CERTIFIED_H */

@@ -12,13 +12,18 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Runtime dispatch: each kernel body is an always-inline function, instantiated twice,
-   once compiled for AVX2+FMA and once for the baseline ISA; sa_cpu_init() (called at
-   import) picks one by CPU features (not by CPU model, which is what target_clones'
-   arch= clones test). */
+/* Runtime dispatch: each kernel body is an always-inline function, instantiated three times,
+   compiled for AVX-512 (F, VL, DQ, BW; with FMA), for AVX2+FMA and for the baseline ISA;
+   sa_cpu_init() (called at import) picks one by CPU features (not by CPU model, which is what
+   target_clones' arch= clones test), at most the level the caller allows (the environment
+   variable SPARSEADV_SIMD, read by _common.pxi: valgrind, for one, has no AVX-512). The
+   kernels are written with GCC vector types of 8 doubles or 16 floats and element-wise
+   operations in a fixed order, so the three builds compute the same bits wherever the same
+   operations contract to FMA (every x86 level with FMA: AVX2 and AVX-512 agree). */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(SA_NO_DISPATCH)
 #define SA_DISPATCH 1
 #define SA_AVX2 __attribute__((target("avx2,fma")))
+#define SA_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
 #else
 #define SA_DISPATCH 0
 #endif
@@ -26,19 +31,30 @@
 /* the dispatchers and sa_cpu_init are called from Cython only: unused when compiled alone */
 #define SA_UNUSED __attribute__((unused))
 static int sa_use_avx2 = 0;
-SA_UNUSED static int sa_cpu_init(void)
+static int sa_use_avx512 = 0;
+/* Level 0 baseline, 1 AVX2+FMA, 2 AVX-512: the highest the CPU supports, at most ``cap``. */
+SA_UNUSED static int sa_cpu_init(int cap)
 {
 #if SA_DISPATCH
     __builtin_cpu_init();
-    sa_use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    sa_use_avx2 = cap >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    sa_use_avx512 = cap >= 2 && sa_use_avx2 && __builtin_cpu_supports("avx512f")
+        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512bw");
+#else
+    (void)cap;
 #endif
-    return sa_use_avx2;
+    return sa_use_avx512 ? 2 : sa_use_avx2;
 }
 #if SA_DISPATCH
 #define SA_KERNEL(name, params, args) \
+    SA_AVX512 static void name##_avx512 params { name##_body args; } \
     SA_AVX2 static void name##_avx2 params { name##_body args; } \
     static void name##_base params { name##_body args; } \
-    SA_UNUSED static void name params { if (sa_use_avx2) name##_avx2 args; else name##_base args; }
+    SA_UNUSED static void name params { \
+        if (sa_use_avx512) name##_avx512 args; \
+        else if (sa_use_avx2) name##_avx2 args; \
+        else name##_base args; }
 #else
 #define SA_KERNEL(name, params, args) \
     SA_UNUSED static void name params { name##_body args; }
@@ -58,9 +74,13 @@ SA_UNUSED static int sa_cpu_init(void)
     default: { const ptrdiff_t sa_d = (d); body args; } }
 #if SA_DISPATCH
 #define SA_KERNEL_D(name, params, args, dargs) \
+    SA_AVX512 static void name##_avx512 params { SA_WITH_D(d, name##_body, dargs) } \
     SA_AVX2 static void name##_avx2 params { SA_WITH_D(d, name##_body, dargs) } \
     static void name##_base params { SA_WITH_D(d, name##_body, dargs) } \
-    SA_UNUSED static void name params { if (sa_use_avx2) name##_avx2 args; else name##_base args; }
+    SA_UNUSED static void name params { \
+        if (sa_use_avx512) name##_avx512 args; \
+        else if (sa_use_avx2) name##_avx2 args; \
+        else name##_base args; }
 #else
 #define SA_KERNEL_D(name, params, args, dargs) \
     SA_UNUSED static void name params { SA_WITH_D(d, name##_body, dargs) }
@@ -69,14 +89,24 @@ SA_UNUSED static int sa_cpu_init(void)
 /* The canonical dot product: two 4-wide accumulators (lanes j mod 8 < 4 and >= 4) over
    blocks of 8, a last block of 4 into the first, then a fixed-order horizontal sum and
    the scalar tail. sa_dot4 computes four of them with exactly the same operations, so a
-   pair's score does not depend on how the candidates are grouped. */
+   pair's score does not depend on how the candidates are grouped. When d is a multiple of 8
+   (known at compile time in the kernels specialised by SA_KERNEL_D) the two accumulators are
+   the two halves of one 8-wide vector: the same element-wise operations, one zmm register
+   per pair in the AVX-512 build. */
 #if defined(__GNUC__)
 typedef double sa_v4d __attribute__((vector_size(32), aligned(8)));
+typedef double sa_v8d __attribute__((vector_size(64), aligned(8)));
 #define SA_LD(p) (*(const sa_v4d*)(p))
+#define SA_LD8(p) (*(const sa_v8d*)(p))
 static inline __attribute__((always_inline)) double sa_hsum(sa_v4d a, sa_v4d b)
 {
     a = a + b;
     return (a[0] + a[1]) + (a[2] + a[3]);
+}
+static inline __attribute__((always_inline)) double sa_hsum8(sa_v8d c)
+{
+    const double a0 = c[0] + c[4], a1 = c[1] + c[5], a2 = c[2] + c[6], a3 = c[3] + c[7];
+    return (a0 + a1) + (a2 + a3);
 }
 static inline __attribute__((always_inline)) double
 sa_dot(const double* w, const double* x, ptrdiff_t d)
@@ -84,6 +114,11 @@ sa_dot(const double* w, const double* x, ptrdiff_t d)
     sa_v4d a = {0.0, 0.0, 0.0, 0.0}, b = a;
     ptrdiff_t j = 0;
     double s;
+    if (d % 8 == 0) {
+        sa_v8d c = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        for (; j < d; j += 8) c += SA_LD8(w + j) * SA_LD8(x + j);
+        return sa_hsum8(c);
+    }
     for (; j + 8 <= d; j += 8) {
         a += SA_LD(w + j) * SA_LD(x + j);
         b += SA_LD(w + j + 4) * SA_LD(x + j + 4);
@@ -100,6 +135,16 @@ sa_dot4(const double* w, const double* x0, const double* x1, const double* x2,
     sa_v4d a0 = {0.0, 0.0, 0.0, 0.0}, a1 = a0, a2 = a0, a3 = a0;
     sa_v4d b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     ptrdiff_t j = 0, t;
+    if (d % 8 == 0) {
+        sa_v8d c0 = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, c1 = c0, c2 = c0, c3 = c0;
+        for (; j < d; j += 8) {
+            const sa_v8d u = SA_LD8(w + j);
+            c0 += u * SA_LD8(x0 + j); c1 += u * SA_LD8(x1 + j);
+            c2 += u * SA_LD8(x2 + j); c3 += u * SA_LD8(x3 + j);
+        }
+        z[0] = sa_hsum8(c0); z[1] = sa_hsum8(c1); z[2] = sa_hsum8(c2); z[3] = sa_hsum8(c3);
+        return;
+    }
     for (; j + 8 <= d; j += 8) {
         const sa_v4d u = SA_LD(w + j), v = SA_LD(w + j + 4);
         a0 += u * SA_LD(x0 + j); b0 += v * SA_LD(x0 + j + 4);
@@ -144,11 +189,114 @@ static inline void sa_dot4(const double* w, const double* x0, const double* x1,
 }
 #endif
 
-static inline void sa_axpy(double alpha, const double* x, double* y, ptrdiff_t d)
+static inline __attribute__((always_inline)) void
+sa_axpy(double alpha, const double* x, double* y, ptrdiff_t d)
+{
+    ptrdiff_t j = 0;
+#if defined(__GNUC__)
+    /* 8-wide blocks first (the same element-wise y[j] + alpha x[j] as the scalar loop):
+       one zmm operation per block in the AVX-512 build, no aliasing check */
+    for (; j + 8 <= d; j += 8) *(sa_v8d*)(y + j) = SA_LD8(y + j) + alpha * SA_LD8(x + j);
+#endif
+    for (; j < d; ++j) y[j] += alpha * x[j];
+}
+
+/* The float32 screen (docs/design.md §3, "The float32 screen"): a pair's fired state is
+   decided from a float32 dot product of the rows rounded to float32, within a proven bound
+   of the float64 score, and only a pair too close to its threshold to tell is evaluated in
+   float64 (sa_dot). For d <= SA_SCREEN_MAXD, w and x rounded to float32 (round to nearest;
+   subnormal results, flushed or not, lose at most 2^-126 each) and any order of float32
+   multiplies and adds (FMA or not):
+       |dot32 - sa_dot(w, x)| <= (d + 3) u (|w|_2 + 2^-50)(|x|_2 + 2^-50),  u = 2^-24,
+   given |w|_2, |x|_2 < 2^60 (no overflow). SA_SCREEN_C is twice that factor's (d + 3) u:
+   the margin covers the rounding of the norms, of the bound and of the comparisons. */
+#define SA_SCREEN_MAXD 65536
+#define SA_SCREEN_TINY 8.8817841970012523e-16      /* 2^-50 */
+#define SA_SCREEN_HUGE 1.152921504606846976e18     /* 2^60 */
+static inline double sa_screen_c(ptrdiff_t d) { return 2.0 * (double)(d + 3) * 5.9604644775390625e-08; }
+
+/* Per-row screen factor: c_d (|w|_2 + 2^-50), or +inf (never decided in float32) when the
+   row's norm is not below 2^60 or not finite. Writes the row rounded to float32 into w32. */
+static inline __attribute__((always_inline)) double
+sa_screen_row(const double* w, ptrdiff_t d, float* w32)
+{
+    double s = 0.0, nrm;
+    ptrdiff_t j = 0;
+#if defined(__GNUC__)
+    {
+        typedef float sa_v8f __attribute__((vector_size(32), aligned(4)));
+        sa_v8d acc = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        for (; j + 8 <= d; j += 8) {
+            const sa_v8d v = SA_LD8(w + j);
+            acc += v * v;
+            *(sa_v8f*)(w32 + j) = __builtin_convertvector(v, sa_v8f);
+        }
+        s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    }
+#endif
+    for (; j < d; ++j) { s += w[j] * w[j]; w32[j] = (float)w[j]; }
+    nrm = sqrt(s);
+    if (!(nrm < SA_SCREEN_HUGE)) return INFINITY;
+    return sa_screen_c(d) * (nrm + SA_SCREEN_TINY);
+}
+
+#if defined(__GNUC__)
+typedef float sa_v16f __attribute__((vector_size(64), aligned(4)));
+#define SA_LD16(p) (*(const sa_v16f*)(p))
+/* Four float32 dot products of w against x0..x3 (any summation order: only their bound
+   matters). 16-wide accumulators over blocks of 16, a shuffle tree for the four horizontal
+   sums where the compiler has __builtin_shufflevector, the scalar tail last. */
+static inline __attribute__((always_inline)) void
+sa_sdot4(const float* w, const float* x0, const float* x1, const float* x2, const float* x3,
+         ptrdiff_t d, float* z)
+{
+    sa_v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    ptrdiff_t j = 0, t;
+    for (; j + 16 <= d; j += 16) {
+        const sa_v16f u = SA_LD16(w + j);
+        a0 += u * SA_LD16(x0 + j); a1 += u * SA_LD16(x1 + j);
+        a2 += u * SA_LD16(x2 + j); a3 += u * SA_LD16(x3 + j);
+    }
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+    {
+        const sa_v16f t0 = __builtin_shufflevector(a0, a1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19,
+                                                   20, 21, 22, 23)
+            + __builtin_shufflevector(a0, a1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28,
+                                      29, 30, 31);
+        const sa_v16f t1 = __builtin_shufflevector(a2, a3, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19,
+                                                   20, 21, 22, 23)
+            + __builtin_shufflevector(a2, a3, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28,
+                                      29, 30, 31);
+        const sa_v16f u = __builtin_shufflevector(t0, t1, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18,
+                                                  19, 24, 25, 26, 27)
+            + __builtin_shufflevector(t0, t1, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29,
+                                      30, 31);
+        const sa_v16f v = u + __builtin_shufflevector(u, u, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9,
+                                                      14, 15, 12, 13);
+        const sa_v16f r = v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10,
+                                                      13, 12, 15, 14);
+        z[0] = r[0]; z[1] = r[4]; z[2] = r[8]; z[3] = r[12];
+    }
+#else
+    z[0] = z[1] = z[2] = z[3] = 0.0f;
+    for (t = 0; t < 16; ++t) { z[0] += a0[t]; z[1] += a1[t]; z[2] += a2[t]; z[3] += a3[t]; }
+#endif
+    for (t = j; t < d; ++t) z[0] += w[t] * x0[t];
+    for (t = j; t < d; ++t) z[1] += w[t] * x1[t];
+    for (t = j; t < d; ++t) z[2] += w[t] * x2[t];
+    for (t = j; t < d; ++t) z[3] += w[t] * x3[t];
+}
+#else
+static inline void sa_sdot4(const float* w, const float* x0, const float* x1, const float* x2,
+                            const float* x3, ptrdiff_t d, float* z)
 {
     ptrdiff_t j;
-    for (j = 0; j < d; ++j) y[j] += alpha * x[j];
+    z[0] = z[1] = z[2] = z[3] = 0.0f;
+    for (j = 0; j < d; ++j) {
+        z[0] += w[j] * x0[j]; z[1] += w[j] * x1[j]; z[2] += w[j] * x2[j]; z[3] += w[j] * x3[j];
+    }
 }
+#endif
 
 /* Rows gathered at random are prefetched a few pairs ahead: rows of X in the tracked
    kernel (a thread's X and H rows together do not fit in L2), rows of W in the
@@ -162,13 +310,20 @@ sa_prefetch_row(const double* p, ptrdiff_t d)
     for (j = 0; j < d; j += 8) __builtin_prefetch(p + j, 0, 3);
 }
 
+/* First position in the sorted v[p..q) whose value is >= key (q if none). Branch-free
+   halving (a conditional move per step, no mispredicted branch): the point-split kernels
+   call it twice per neuron per thread. */
 static inline int64_t sa_lower_bound(const int32_t* v, int64_t p, int64_t q, int32_t key)
 {
-    while (p < q) {
-        int64_t mid = p + ((q - p) >> 1);
-        if (v[mid] < key) p = mid + 1; else q = mid;
+    int64_t len = q - p;
+    const int32_t* base = v + p;
+    if (len <= 0) return p;
+    while (len > 1) {
+        const int64_t half = len >> 1;
+        base = base[half - 1] < key ? base + half : base;
+        len -= half;
     }
-    return p;
+    return (base - v) + (*base < key);
 }
 
 /* The candidates of neuron r that lie in the point range [lo, hi): the neuron-major lists

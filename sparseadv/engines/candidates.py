@@ -91,6 +91,11 @@ class AnchoredCandidates:
         self.band_rows = 0      # neurons those counts come from
         self.passes = 1         # P of the cost model, set by the engine every iteration
         self.batch_fraction = 1.0   # |B| / n of the current iteration (mini-batches)
+        # the current rows rounded to float32 and their screen factors (_core.screen_rows):
+        # the float32 screen of the engine's passes; kept up to date by weights_moved
+        self.w32 = np.empty((m, d), dtype=np.float32)
+        self.w32_err = np.empty(m)
+        _core.screen_rows(net.W, self.w32, self.w32_err)
         rows = all_rows(m)
         self._copy_anchor(net.W, rows)
         # ‖w_r‖₂, ‖w_r‖₁ at the CURRENT weights (the refinement's thresholds), the bits of
@@ -199,6 +204,7 @@ class AnchoredCandidates:
         drift = np.empty(len(rows))
         _core.row_drift32(W, self.anchor32, self.anchor_scale, self.anchor_err, rows, drift,
                           self.norm2, self.norm1)
+        _core.screen_rows(W, self.w32, self.w32_err, rows)
         self.age[rows] += 1
         budget = self.budget[rows]
         over = drift > budget

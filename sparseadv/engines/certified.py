@@ -77,11 +77,6 @@ from .candidates import SLACK, AnchoredCandidates
 from .dense import DenseEngine
 
 
-# rows of the tracked passes' per-pass path lengths (their pass ids are one byte per pair);
-# past them the per-pair path lengths are kept as doubles (nm_track_forward)
-_PASS_ROWS = 256
-
-
 class _PairList(NamedTuple):
     """A neuron-major candidate list: the points of neuron r are idx[ptr[r]:ptr[r + 1]];
     ``rows`` are the neurons with a non-empty list."""
@@ -90,15 +85,15 @@ class _PairList(NamedTuple):
     rows: np.ndarray
 
 
-class _TrackedPasses:
-    """The state the tracked passes carry over the refined list (module docstring), per pair:
-    ``score`` (⟨w_r, x_i⟩ when last evaluated), ``fired`` (1 = fired) and either ``passes``
-    (uint8: the tracked pass in which it was last evaluated, with ``hist[p]`` the path length
-    of every point at pass p: one byte per pair) or, past ``hist``'s rows, ``score_path`` (the
-    point's path length then, a double); per point: ``path`` (path length since pass 0,
-    attack norm), ``H``, ``F0``, ``count`` (fired neurons), ``previous`` (its position at the
-    last pass); per neuron: ``dual_norm`` (‖w_r‖ dual to the attack norm) and ``slack``;
-    ``calls``: tracked passes so far."""
+class _PassState:
+    """What one iteration's passes carry from pass to pass over its candidate list ``pairs``
+    (module docstring, "Passes"): per pair, ``state`` (bit 0 fired at its last evaluation,
+    bit 1 kept by pass 0's refinement) and ``deadline`` (float32; None without tracked
+    passes); ``clock``: the sum over the passes of the largest step a point took (attack
+    norm); per point: ``previous`` (its position at the last pass), ``H``, ``F0``, ``count``
+    (the sums over its fired pairs); per neuron: ``dual_norm`` and ``slack`` of the
+    deadlines; ``kept_only``: later passes evaluate only the pairs pass 0 kept; ``kept``:
+    their number; ``calls``: passes so far."""
 
     def __init__(self, **state):
         self.__dict__.update(state)
@@ -182,9 +177,8 @@ class CertifiedEngine(Engine):
         self.rebuilds_ += 1
 
     def _clear_pass_state(self):
-        """Forget what one iteration derived: refined list, tracked state, forward mask."""
-        self._refined = None        # _PairList of the refined sets
-        self._tracked = None        # _TrackedPasses over the refined list
+        """Forget what one iteration derived: the pass state and the forward's mask."""
+        self._passes = None         # _PassState of this iteration's passes
         self._forward_mask = None   # (pass index, _PairList, fired mask) of the last forward
         self._batch = None          # _PairList of the anchored sets over this batch's points
 
@@ -220,8 +214,7 @@ class CertifiedEngine(Engine):
     # per-iteration buffers, released once the weights move (not needed until the next
     # iteration, which allocates them again): this keeps them out of the peak of the step and
     # of the re-anchoring, at the cost of their page faults once per iteration
-    _ITERATION_BUFFERS = ("z_first", "mask_first", "mask_fwd", "refined", "track_pass",
-                          "track_score", "track_fired", "wgrad")
+    _ITERATION_BUFFERS = ("pass_state", "pass_deadline", "mask_fwd", "wgrad")
 
     def weights_changed(self, rows):
         self._clear_pass_state()
@@ -244,9 +237,8 @@ class CertifiedEngine(Engine):
         self._sets = None
 
     def _pair_list(self, Xt, pass_index):
-        """(list, refine) for a pass: the refined list once it exists, else the anchored one
-        (refined by this pass when it is pass 0 at the clean points); None for a pass without
-        an index (evaluated densely)."""
+        """The candidate list of a pass: the anchored sets (restricted to the batch); None for
+        a pass without an index (evaluated densely)."""
         if self._sets is None:
             raise RuntimeError("begin_iteration must be called before the certified engine "
                                "evaluates points")
@@ -262,10 +254,7 @@ class CertifiedEngine(Engine):
             if far > sets.region_radius:
                 raise RuntimeError(f"certified engine: points of pass {pass_index} lie "
                                    f"{far:g} from the clean points, outside the ε-ball")
-        if self._refined is not None:
-            return self._refined, False
-        anchored = self._batch or _PairList(sets.ptr, sets.idx, sets.rows)
-        return anchored, self.refine and pass_index == 0 and self.threat.starts_clean
+        return self._batch or _PairList(sets.ptr, sets.idx, sets.rows)
 
     def _attack_norm(self, D):
         """Row norms of D in the attack's norm (l2 or l∞)."""
@@ -284,137 +273,95 @@ class CertifiedEngine(Engine):
                          + (norm2 + dual) * (sets.max_point_norm + sets.ball_l2_radius + 1.0))
         return sets.threshold(norm2, norm1, 0.0), dual, slack
 
-    def _tracked_pass(self, Xt, pairs, f):
-        """One tracked pass at Xt over the refined list; returns the inner products."""
-        net, T = self.net, self._tracked
-        step = self._attack_norm(Xt - T.previous)
+    def _first_pass(self, Xt, pairs, f, pass_index):
+        """The iteration's first pass over ``pairs``: every pair evaluated, the sums fresh,
+        the refinement marked when it is pass 0 at the clean points, the deadlines set
+        (lazy)."""
+        net, n, sets = self.net, Xt.shape[0], self._sets
+        clean = pass_index == 0 and self.threat.starts_clean
+        refine = self.refine and clean
+        lazy = self.lazy
+        keep, dual, slack = self._refinement_thresholds() if (refine or lazy) else (None,) * 3
+        state = self._work("pass_state", len(pairs.idx), np.uint8)
+        deadline = self._work("pass_deadline", len(pairs.idx), np.float32) if lazy else None
+        T = _PassState(
+            pairs=pairs, state=state, deadline=deadline, kept_only=refine, kept=0, calls=1,
+            H=self._work("pass_H", n * net.d).reshape(n, net.d), F0=self._work("pass_F0", n),
+            count=self._work("pass_count", n, np.int64), clock=0.0,
+            previous=self._work("pass_previous", Xt.size).reshape(Xt.shape),
+            dual_norm=dual, slack=slack)
         np.copyto(T.previous, Xt)
-        T.calls += 1
-        args = (Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, T.score)
-        radius = self._sets.region_radius
-        # any two positions of a point are within the ball's diameter, and any position
-        # within its radius of the clean point (the pass-0 reference: cap0)
-        rest = (2.0 * radius, T.dual_norm, T.slack, T.H, T.F0, T.count, f, False)
-        if T.passes is not None and T.calls >= len(T.hist):
-            # more tracked passes than rows of hist: the per-pair path lengths as doubles
-            T.score_path = T.hist[T.passes, pairs.idx]
-            T.path = T.hist[T.calls - 1].copy()
-            T.passes = T.hist = None
-        if T.passes is None:
-            T.path += step
-            ev, _ = _core.nm_track_forward(*args, T.score_path, T.fired, T.path, *rest,
-                                           cap0=radius)
-        else:
-            T.path = T.hist[T.calls]
-            np.add(T.hist[T.calls - 1], step, out=T.path)
-            ev, _ = _core.nm_track_passes(*args, T.passes, T.fired, T.hist, T.calls, *rest,
-                                          cap0=radius)
-        return ev
-
-    def _evaluate(self, Xt, pairs, refine, f, H, fired, want_mask):
-        """One candidate pass over ``pairs``; refines the list when asked. Returns the fired
-        mask over ``pairs`` (None unless asked for or refining) and the fired pair count."""
-        net, n = self.net, Xt.shape[0]
-        start = None        # the tracked passes' start state, set by a refining pass
-        tracked_H = tracked_count = None    # the pass wrote H and counts into tracked state
-        if self._tracked is not None:
-            ev = self._tracked_pass(Xt, pairs, f)
-            T = self._tracked
-            mask, tracked_H, tracked_count = T.fired, T.H, T.count
-            nf = int(tracked_count.sum())
-        else:
-            mask = (self._work("mask_fwd" if want_mask else "mask_first", len(pairs.idx),
-                               np.uint8) if (want_mask or refine) else None)
-            keep, dual, slack = self._refinement_thresholds() if refine else (None,) * 3
-            if refine and self.lazy:
-                # the start state of the tracked passes: exact scores, H, F0 and counts here
-                tracked_H = self._work("track_H", n * net.d).reshape(n, net.d)
-                tracked_count = self._work("track_cnt", n, np.int64)
-                F0, scores = self._work("track_F0", n), self._work("z_first", len(pairs.idx))
-                ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, pairs.ptr,
-                                          pairs.idx, f, tracked_H, tracked_count, mask, False,
-                                          keep, F0, scores)
-                start = dict(scores=scores, H=tracked_H, F0=F0, count=tracked_count,
-                             dual_norm=dual, slack=slack)
-            else:
-                ev, nf = _core.nm_forward(Xt, net.W, net.a, net.b, net.scale, pairs.ptr,
-                                          pairs.idx, f, H, fired, mask, False, keep)
-        if tracked_H is not None:
-            if H is not None:
-                H[...] = tracked_H
-            if fired is not None:
-                fired[...] = tracked_count
+        # at the clean points (the balls' centres) no later position is farther than the
+        # radius; otherwise than the diameter
+        cap = sets.region_radius * (1.0 if clean else 2.0)
+        ev, ex, _, kept = _core.nm_pass(
+            Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, state, T.H, T.F0,
+            T.count, f, True, keep_thr=keep if refine else None, W32=sets.w32,
+            W32_err=sets.w32_err, deadline=deadline, dual_norm=dual, slack=slack, cap=cap,
+            check=False)
+        T.kept = kept if refine else len(pairs.idx)
+        self._passes = T
         self._add("candidate_pairs", len(pairs.idx))
+        return ev + ex + n
+
+    def _next_pass(self, Xt, f):
+        """A later pass of the iteration over the same pairs: tracked (lazy: only the pairs
+        past their deadlines, flips only) or fresh over the kept pairs."""
+        net, T, sets = self.net, self._passes, self._sets
+        pairs = T.pairs
+        T.calls += 1
+        deadline = None
+        if self.lazy:
+            # the largest step, rounded up: the deadlines stay proofs
+            step = float(self._attack_norm(Xt - T.previous).max()) if len(Xt) else 0.0
+            T.clock += step * (1.0 + 1e-12) + 1e-300
+            deadline = T.deadline
+        np.copyto(T.previous, Xt)
+        ev, ex, _, _ = _core.nm_pass(
+            Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, T.state, T.H, T.F0,
+            T.count, f, not self.lazy, kept_only=T.kept_only, W32=sets.w32,
+            W32_err=sets.w32_err, deadline=deadline, clock=T.clock, dual_norm=T.dual_norm,
+            slack=T.slack, cap=2.0 * sets.region_radius, check=False)
+        self._add("candidate_pairs", T.kept)
+        return ev + ex + Xt.shape[0]
+
+    def _evaluate(self, Xt, pairs, pass_index, f, H, fired):
+        """One pass at Xt: the first of the iteration, or the next over its pairs. Writes f
+        and (when given) H and the fired counts; returns the fired pair count."""
+        if self._passes is None or self._passes.pairs.idx is not pairs.idx:
+            ev = self._first_pass(Xt, pairs, f, pass_index)
+        else:
+            ev = self._next_pass(Xt, f)
+        T = self._passes
+        if H is not None:
+            H[...] = T.H
+        if fired is not None:
+            fired[...] = T.count
         self._add("inner_products", ev)
         if self.verify:
-            self._verify(Xt, fired if tracked_count is None else tracked_count, pairs)
-        if refine:
-            # a forward pass returns its mask over ``pairs``: not compacted over it then
-            self._refine(Xt, pairs, mask, start, in_place=not want_mask)
-        return mask, nf
-
-    def _refine(self, Xt, pairs, mask, start, in_place):
-        """Keep the pairs pass 0 marked; with the tracked passes' ``start`` state (scores, H,
-        F0, counts of that pass), set up their state. ``in_place``: the scores and the mask
-        are not needed over ``pairs`` any more, so the kept pairs' scores and fired bits are
-        compacted over their heads (no second per-pair array); the refined ids are sized to
-        the kept pairs."""
-        out = lambda size: self._work("refined", size, np.int32)    # noqa: E731
-        n = Xt.shape[0]
-        if start is None:
-            rptr, ridx = _core.compact_pairs(pairs.ptr, pairs.idx, mask, 1, out)
-        elif in_place:
-            score = start["scores"]
-            rptr, ridx = _core.compact_in_place(pairs.ptr, pairs.idx, mask, 1, out, score,
-                                                False)
-            fired = mask
-        else:
-            score = self._work("track_score", len(pairs.idx))
-            fired = self._work("track_fired", len(pairs.idx), np.uint8)
-            rptr, ridx = _core.compact_pairs(pairs.ptr, pairs.idx, mask, 1, out,
-                                             start["scores"], score, fired)
-        if start is not None:
-            k = len(ridx)
-            passes = self._work("track_pass", k, np.uint8)
-            passes.fill(0)
-            # path lengths per tracked pass (row 0: pass 0); uint8 pass ids: 256 rows at most
-            rows = min(self.threat.steps + 1, _PASS_ROWS)
-            hist = self._work("track_hist", rows * n).reshape(rows, n)
-            hist[0] = 0.0
-            previous = self._work("track_previous", Xt.size).reshape(Xt.shape)
-            np.copyto(previous, Xt)
-            self._tracked = _TrackedPasses(
-                score=score[:k], fired=fired[:k], passes=passes, hist=hist, score_path=None,
-                path=hist[0], calls=0, H=start["H"], F0=start["F0"], count=start["count"],
-                previous=previous, dual_norm=start["dual_norm"], slack=start["slack"])
-        self._refined = _PairList(rptr, ridx, np.flatnonzero(np.diff(rptr)).astype(np.int64))
+            self._verify(Xt, T.count, pairs, T.state)
+        return int(T.count.sum())
 
     def input_direction(self, Xt, pass_index=None):
         Xt = np.ascontiguousarray(Xt, dtype=np.float64)
-        chosen = self._pair_list(Xt, pass_index)
-        if chosen is None:
+        pairs = self._pair_list(Xt, pass_index)
+        if pairs is None:
             return self._dense.input_direction(Xt)
         f = np.empty(Xt.shape[0])
         H = np.empty_like(Xt)
-        self._evaluate(Xt, *chosen, f, H, None, False)
+        self._evaluate(Xt, pairs, pass_index, f, H, None)
         return H, f
 
     def forward(self, Xt, pass_index=None):
         Xt = np.ascontiguousarray(Xt, dtype=np.float64)
-        chosen = self._pair_list(Xt, pass_index)
-        if chosen is None:
+        pairs = self._pair_list(Xt, pass_index)
+        if pairs is None:
             return self._dense.forward(Xt)
         f = np.empty(Xt.shape[0])
         fired = np.empty(Xt.shape[0], dtype=np.int64)
-        mask, nf = self._evaluate(Xt, *chosen, f, None, fired, True)
-        self._forward_mask = (pass_index, chosen[0], mask)
-        if pass_index == self.threat.steps and self._tracked is not None:
-            # the final pass: the weight gradient needs only its mask, so the carried scores
-            # go before the gradient is allocated (a later pass of this iteration, outside
-            # the protocol, evaluates the refined list with nm_forward instead)
-            self._tracked = None
-            for key in ("z_first", "track_score", "track_pass"):
-                self._bufs.pop(key, None)
+        nf = self._evaluate(Xt, pairs, pass_index, f, None, fired)
+        # bit 0 of the pass state is this pass's fired mask (the weight gradient's)
+        self._forward_mask = (pass_index, pairs, self._passes.state)
         self._add("fired_pairs", nf)
         return f, fired
 
@@ -427,10 +374,9 @@ class CertifiedEngine(Engine):
             _, pairs, mask = self._forward_mask     # same pass, same points: reuse the mask
         else:
             # no forward mask for this pass: evaluate the candidates (counted as a pass)
-            chosen = self._pair_list(Xt, pass_index)
-            if chosen is None:
+            pairs, mask = self._pair_list(Xt, pass_index), None
+            if pairs is None:
                 return self._dense.weight_gradient(Xt, coef)
-            pairs, mask = chosen[0], None
             if self.verify:
                 self._verify(Xt, None, pairs)
             self._add("candidate_pairs", len(pairs.idx))
@@ -442,9 +388,10 @@ class CertifiedEngine(Engine):
 
     # -- verification ---------------------------------------------------------------------
 
-    def _verify(self, Xt, fired, pairs):
-        """Every pair fired at Xt (brute force) must be in ``pairs``, and ``fired`` (when
-        given) must be the brute-force fired counts."""
+    def _verify(self, Xt, fired, pairs, state=None):
+        """Every pair fired at Xt (brute force) must be in ``pairs``, ``fired`` (when given)
+        must be the brute-force fired counts, and bit 0 of ``state`` (when given) set exactly
+        for the listed pairs that fire."""
         net, n = self.net, Xt.shape[0]
         fired_ptr, fired_idx = _core.dense_fired_pairs(Xt, net.W, net.b)
         missing = self._sets.missing_pairs(fired_ptr, fired_idx, pairs.ptr, pairs.idx)
@@ -457,3 +404,10 @@ class CertifiedEngine(Engine):
                 f"drift {drift:g})")
         if fired is not None and not np.array_equal(np.diff(fired_ptr), fired):
             raise RuntimeError("certified engine: fired counts differ from brute force")
+        if state is not None:
+            m = len(pairs.ptr) - 1
+            listed = (np.repeat(np.arange(m, dtype=np.int64), np.diff(pairs.ptr)) * n
+                      + pairs.idx.astype(np.int64))
+            keys = fired_idx * n + np.repeat(np.arange(n, dtype=np.int64), np.diff(fired_ptr))
+            if not np.array_equal(np.isin(listed, keys), (state & 1).astype(bool)):
+                raise RuntimeError("certified engine: pair states differ from brute force")
