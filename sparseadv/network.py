@@ -131,14 +131,6 @@ class ShiftedReLUNet:
         G = np.ascontiguousarray(G, dtype=np.float64)
         consume = check_bool("consume", consume) and G.flags.writeable
         W = self._W
-        # Finite weights without a pass over them: |w - lr g| <= max|W| + lr max|G|, so
-        # while that bound (kept from step to step) is far below the float64 maximum every
-        # new weight is finite; only beyond it are the moved rows checked one by one.
-        with np.errstate(over="ignore", invalid="ignore"):
-            g_peak = max(float(G.max()), -float(G.min())) if G.size else 0.0
-            bound = self._abs_bound() + float(lr) * g_peak
-        if not np.isfinite(g_peak):                 # NaN or inf in G (max and min see NaN)
-            raise DivergenceError(self._divergence(lr))
         if len(rows) and (rows[0] < 0 or rows[-1] >= W.shape[0]
                           or (len(rows) > 1 and not np.all(rows[1:] > rows[:-1]))):
             raise InputError(f"rows must be sorted distinct neuron ids in 0..{W.shape[0] - 1}")
@@ -156,11 +148,22 @@ class ShiftedReLUNet:
         listeners = self._live_listeners()
         told = False
         swapped = np.zeros(1, np.uint8)     # set by the kernel itself once G holds the old rows
+        peak = np.zeros(1)                  # max |G|, measured by the step kernel
+        bound0 = self._abs_bound()
         try:
             if consume:
-                _core.swap_scaled_rows(W, rows, G, lr, swapped)
+                _core.swap_scaled_rows(W, rows, G, lr, swapped, gmax=peak)
             else:
-                _core.sub_scaled_rows(W, rows, G, lr)
+                _core.sub_scaled_rows(W, rows, G, lr, gmax=peak)
+            # Finite weights without a pass over them: |w - lr g| <= max|W| + lr max|G|, so
+            # while that bound (kept from step to step) is far below the float64 maximum
+            # every new weight is finite; only beyond it are the moved rows checked one by
+            # one. NaN or inf in G: undone below.
+            g_peak = float(peak[0])
+            if not np.isfinite(g_peak):
+                raise DivergenceError(self._divergence(lr))
+            with np.errstate(over="ignore", invalid="ignore"):
+                bound = bound0 + float(lr) * g_peak
             if not bound < _SAFE_PEAK:
                 if not np.isfinite(W[moved]).all():
                     raise DivergenceError(self._divergence(lr))

@@ -59,27 +59,56 @@ sa_nm_wgrad_body(const double* X, ptrdiff_t d, const double* W, const double* a,
             const uint8_t* mask, const int64_t* rows, int64_t k0, int64_t k1, double* G,
             int64_t* n_eval, int64_t* n_fired)
 {
+    /* the fired points of a row are listed (branch-free) in chunks of SA_WG, then summed in
+       increasing order: g += (coef_i a_r) x_i, in registers when d is a multiple of 8 up to
+       SA_WG_D (the same operations in the same order as the axpy into g: the same bits) */
+    enum { SA_WG = 64, SA_WG_D = 128 };
+    int32_t fi[SA_WG];
     int64_t k, p, ev = 0, nf = 0;
     for (k = k0; k < k1; ++k) {
         const int64_t r = rows[k];
         const double* w = W + r * d;
         const double ar = a[r];
         double* g = G + k * d;
+#if defined(__GNUC__)
+        const int inreg = d % 8 == 0 && d <= SA_WG_D;
+        sa_v8d acc[SA_WG_D / 8];
+        ptrdiff_t j;
+        if (inreg)
+            for (j = 0; j < d / 8; ++j)
+                acc[j] = (sa_v8d){0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        else
+#endif
         memset(g, 0, (size_t)d * sizeof(double));
-        for (p = cptr[r]; p < cptr[r + 1]; ++p) {
-            const int64_t i = cidx[p];
-            int on;
+        for (p = cptr[r]; p < cptr[r + 1]; p += SA_WG) {
+            const int64_t e = p + SA_WG < cptr[r + 1] ? p + SA_WG : cptr[r + 1];
+            int64_t q, c = 0, u;
             if (mask) {
-                on = (mask[p] & 1) != 0;
+                for (q = p; q < e; ++q) { fi[c] = cidx[q]; c += mask[q] & 1; }
             } else {
-                on = sa_dot(w, X + i * d, d) > b;
-                ++ev;
+                for (q = p; q < e; ++q) {
+                    fi[c] = cidx[q];
+                    c += sa_dot(w, X + (int64_t)cidx[q] * d, d) > b;
+                }
+                ev += e - p;
             }
-            if (on) {
-                sa_axpy(coef[i] * ar, X + i * d, g, d);
-                ++nf;
+            nf += c;
+            for (u = 0; u < c; ++u) {
+                const double* x = X + (int64_t)fi[u] * d;
+                const double cf = coef[fi[u]] * ar;
+#if defined(__GNUC__)
+                if (inreg) {
+                    for (j = 0; j < d / 8; ++j) acc[j] += cf * SA_LD8(x + 8 * j);
+                    continue;
+                }
+#endif
+                sa_axpy(cf, x, g, d);
             }
         }
+#if defined(__GNUC__)
+        if (inreg)
+            for (j = 0; j < d / 8; ++j) *(sa_v8d*)(g + 8 * j) = acc[j];
+#endif
     }
     *n_eval += ev;
     *n_fired += nf;

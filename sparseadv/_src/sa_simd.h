@@ -86,6 +86,17 @@ SA_UNUSED static int sa_cpu_init(int cap)
     SA_UNUSED static void name params { SA_WITH_D(d, name##_body, dargs) }
 #endif
 
+/* SA_SERIAL(v): the scalar sums of a dot product's tail stay one multiply-add at a time.
+   Without it the AVX-512 build vectorises such a loop as an in-order reduction, which rounds
+   the products before adding them where the AVX2 build uses a fused multiply-add: the two
+   builds would differ in the last bit. An empty asm that "changes" v in its register costs
+   nothing and keeps each target's own contraction. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define SA_SERIAL(v) __asm__("" : "+x"(v))
+#else
+#define SA_SERIAL(v) ((void)0)
+#endif
+
 /* The canonical dot product: two 4-wide accumulators (lanes j mod 8 < 4 and >= 4) over
    blocks of 8, a last block of 4 into the first, then a fixed-order horizontal sum and
    the scalar tail. sa_dot4 computes four of them with exactly the same operations, so a
@@ -125,7 +136,7 @@ sa_dot(const double* w, const double* x, ptrdiff_t d)
     }
     if (j + 4 <= d) { a += SA_LD(w + j) * SA_LD(x + j); j += 4; }
     s = sa_hsum(a, b);
-    for (; j < d; ++j) s += w[j] * x[j];
+    for (; j < d; ++j) { s += w[j] * x[j]; SA_SERIAL(s); }
     return s;
 }
 static inline __attribute__((always_inline)) void
@@ -158,12 +169,15 @@ sa_dot4(const double* w, const double* x0, const double* x1, const double* x2,
         a2 += u * SA_LD(x2 + j); a3 += u * SA_LD(x3 + j);
         j += 4;
     }
-    z[0] = sa_hsum(a0, b0); z[1] = sa_hsum(a1, b1);
-    z[2] = sa_hsum(a2, b2); z[3] = sa_hsum(a3, b3);
-    for (t = j; t < d; ++t) z[0] += w[t] * x0[t];
-    for (t = j; t < d; ++t) z[1] += w[t] * x1[t];
-    for (t = j; t < d; ++t) z[2] += w[t] * x2[t];
-    for (t = j; t < d; ++t) z[3] += w[t] * x3[t];
+    {
+        double s0 = sa_hsum(a0, b0), s1 = sa_hsum(a1, b1);
+        double s2 = sa_hsum(a2, b2), s3 = sa_hsum(a3, b3);
+        for (t = j; t < d; ++t) { s0 += w[t] * x0[t]; SA_SERIAL(s0); }
+        for (t = j; t < d; ++t) { s1 += w[t] * x1[t]; SA_SERIAL(s1); }
+        for (t = j; t < d; ++t) { s2 += w[t] * x2[t]; SA_SERIAL(s2); }
+        for (t = j; t < d; ++t) { s3 += w[t] * x3[t]; SA_SERIAL(s3); }
+        z[0] = s0; z[1] = s1; z[2] = s2; z[3] = s3;
+    }
 }
 #else
 static inline double sa_dot(const double* w, const double* x, ptrdiff_t d)

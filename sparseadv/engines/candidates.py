@@ -87,6 +87,8 @@ class AnchoredCandidates:
         self.budget = np.full(m, float(budget))     # B_r
         self.age = np.zeros(m, dtype=np.int64)      # updates since anchoring
         self.rate_known = np.zeros(m, dtype=bool)   # drift rate measured once already
+        # neurons whose lists wait for ``settle`` (sorted ids)
+        self._pending_anchor = self._pending_shrink = np.empty(0, dtype=np.int64)
         self.band_pairs = 0     # anchored pairs within band_halfwidth of their threshold
         self.band_rows = 0      # neurons those counts come from
         self.passes = 1         # P of the cost model, set by the engine every iteration
@@ -199,25 +201,45 @@ class AnchoredCandidates:
         return np.minimum(np.maximum(B, 1.1 * rate), np.maximum(cap, 1.1 * rate))
 
     def weights_moved(self, W, rows):
-        """After W[rows] moved (sorted distinct ids): measure the drifts, adapt the budgets
-        (auto), and re-anchor the neurons past their budgets."""
+        """After W[rows] moved (sorted distinct ids): measure the drifts (and refresh the
+        screen's float32 rows), adapt the budgets (auto), and set aside the neurons past their
+        budgets (re-anchored) and those whose lowered budgets shrink their lists, for
+        ``settle``. Until then the lists of those neurons are stale: ``settled`` is False."""
         drift = np.empty(len(rows))
         _core.row_drift32(W, self.anchor32, self.anchor_scale, self.anchor_err, rows, drift,
-                          self.norm2, self.norm1)
-        _core.screen_rows(W, self.w32, self.w32_err, rows)
-        self.age[rows] += 1
-        budget = self.budget[rows]
+                          self.norm2, self.norm1, self.w32, self.w32_err)
+        # every row moved (the usual full-batch step): slices, not gathers over m
+        at = slice(None) if len(rows) == len(self.age) else rows
+        self.age[at] += 1
+        budget = self.budget[at]
         over = drift > budget
         if self.auto:
-            rate = drift / self.age[rows]
+            rate = drift / self.age[at]
             target = self.auto_budget(rate)
-            first = ~self.rate_known[rows]
+            first = ~self.rate_known[at]
             shrink = first & ~over & (target < 0.75 * budget) & (drift <= 0.5 * target)
-            self.rate_known[rows[first]] = True
+            if first.any():
+                self.rate_known[rows[first]] = True
             self.budget[rows[over]] = target[over]
-            self.budget[rows[shrink]] = target[shrink]
-            self.shrink(rows[shrink])
-        self.anchor(W, rows[over])
+            if shrink.any():
+                self.budget[rows[shrink]] = target[shrink]
+                self._pending_shrink = np.union1d(self._pending_shrink, rows[shrink])
+        if over.any():
+            self._pending_anchor = np.union1d(self._pending_anchor, rows[over])
+
+    @property
+    def settled(self):
+        """False while moved neurons wait for their lists to be re-tested or re-anchored."""
+        return not (len(self._pending_anchor) or len(self._pending_shrink))
+
+    def settle(self, W):
+        """Re-test (shrink) and re-anchor (at W) the neurons ``weights_moved`` set aside. Done
+        before the lists are used, not inside the weight step: the step's gradient buffer is
+        gone by then, so the new lists' memory does not add to it at the peak."""
+        shrink, anchor = self._pending_shrink, self._pending_anchor
+        self.shrink(np.setdiff1d(shrink, anchor, assume_unique=True))
+        self.anchor(W, anchor)
+        self._pending_shrink = self._pending_anchor = np.empty(0, dtype=np.int64)
 
     def restrict(self, index, work):
         """The anchored lists restricted to the training points ``index`` (sorted distinct),

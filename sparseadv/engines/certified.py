@@ -156,6 +156,7 @@ class CertifiedEngine(Engine):
     def candidates(self):
         """The current candidate sets as neuron-major CSR (cptr, cidx), copies; None before
         use."""
+        self._settle()
         if self._sets is None:
             return None
         return self._sets.ptr.copy(), self._sets.idx.copy()
@@ -194,6 +195,7 @@ class CertifiedEngine(Engine):
         if not same and (self._sets is None or not self._sets.valid_for(self.net, points,
                                                                         threat)):
             self._build(np.ascontiguousarray(points, dtype=np.float64))
+        self._settle()
         self._source = points if batch is not None else None
         n = self._sets.points.shape[0]
         # passes over the anchored sets per iteration (the budget's cost model): all K + 1,
@@ -231,6 +233,15 @@ class CertifiedEngine(Engine):
         self._sets = None           # an interrupted update leaves no sets (rebuilt later)
         sets.weights_moved(self.net.W, rows)
         self._sets = sets
+
+    def _settle(self):
+        """Re-anchor what the last weight steps left pending (``AnchoredCandidates.settle``);
+        an interrupted re-anchoring leaves no sets (rebuilt at the next iteration)."""
+        sets = self._sets
+        if sets is not None and not sets.settled:
+            self._sets = None
+            sets.settle(self.net.W)
+            self._sets = sets
 
     def weights_reset(self):
         self._clear_pass_state()
@@ -310,16 +321,15 @@ class CertifiedEngine(Engine):
         net, T, sets = self.net, self._passes, self._sets
         pairs = T.pairs
         T.calls += 1
-        deadline = None
-        if self.lazy:
+        deadline = T.deadline           # None: not lazy, or freed after the final pass
+        if deadline is not None:
             # the largest step, rounded up: the deadlines stay proofs
             step = float(self._attack_norm(Xt - T.previous).max()) if len(Xt) else 0.0
             T.clock += step * (1.0 + 1e-12) + 1e-300
-            deadline = T.deadline
         np.copyto(T.previous, Xt)
         ev, ex, _, _ = _core.nm_pass(
             Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, T.state, T.H, T.F0,
-            T.count, f, not self.lazy, kept_only=T.kept_only, W32=sets.w32,
+            T.count, f, deadline is None, kept_only=T.kept_only, W32=sets.w32,
             W32_err=sets.w32_err, deadline=deadline, clock=T.clock, dual_norm=T.dual_norm,
             slack=T.slack, cap=2.0 * sets.region_radius, check=False)
         self._add("candidate_pairs", T.kept)
@@ -362,6 +372,12 @@ class CertifiedEngine(Engine):
         nf = self._evaluate(Xt, pairs, pass_index, f, None, fired)
         # bit 0 of the pass state is this pass's fired mask (the weight gradient's)
         self._forward_mask = (pass_index, pairs, self._passes.state)
+        if pass_index == self.threat.steps and self._passes.deadline is not None:
+            # the final pass: the gradient needs only the mask, so the deadlines go before
+            # the gradient is allocated (a later pass of this iteration, outside the
+            # protocol, evaluates every kept pair afresh instead)
+            self._passes.deadline = None
+            self._bufs.pop("pass_deadline", None)
         self._add("fired_pairs", nf)
         return f, fired
 
