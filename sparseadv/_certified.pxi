@@ -77,9 +77,10 @@ cdef extern from "sa_certified.h":
         double* F0
         cnp.int64_t* cnt
     void sa_nm_pass(const sa_pass_args* A, Py_ssize_t d, cnp.int64_t r0, cnp.int64_t r1,
-                    cnp.int32_t lo, cnp.int32_t hi, cnp.int32_t* sel, cnp.int64_t* n_eval,
-                    cnp.int64_t* n_exact, cnp.int64_t* n_flip,
+                    cnp.int32_t lo, cnp.int32_t hi, cnp.int32_t* sel, cnp.int64_t* fb,
+                    cnp.int64_t* n_eval, cnp.int64_t* n_exact, cnp.int64_t* n_flip,
                     cnp.int64_t* n_kept) noexcept nogil
+    int SA_FLIPS
     void sa_screen_rows(const double* W, Py_ssize_t d, const cnp.int64_t* rows, cnp.int64_t k0,
                         cnp.int64_t k1, float* W32, double* er) noexcept nogil
     double sa_screen_c(Py_ssize_t d) noexcept nogil
@@ -309,8 +310,8 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
             ("cptr", 0, cptr.shape[0], m + 1), ("state", 0, state.shape[0], nnz),
             ("H", 0, H.shape[0], n), ("H", 1, H.shape[1], d), ("F0", 0, F0.shape[0], n),
             ("fired", 0, fired.shape[0], n), ("f_out", 0, f_out.shape[0], n))
-    if n >= 2 ** 31 - 1:
-        raise InputError("nm_pass: n must be < 2**31")
+    if n >= 2 ** 31 - 1 or m >= 2 ** 30:
+        raise InputError("nm_pass: n must be < 2**31 and m < 2**30")
     A.keep = NULL
     if keep_thr is not None:
         _shapes("nm_pass", ("keep_thr", 0, keep_thr.shape[0], m))
@@ -395,6 +396,8 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
     cdef cnp.int64_t[:, ::1] cnt = cnt4
     sel_a = np.empty((nb, (n + nb - 1) // nb + 1), dtype=np.int32)
     cdef cnp.int32_t[:, ::1] sel = sel_a
+    fb_a = np.empty((nb, SA_FLIPS), dtype=np.int64)
+    cdef cnp.int64_t[:, ::1] fb = fb_a
     chunk = _neuron_chunk(d)
     with nogil:
         for j in prange(nb, schedule='static', num_threads=nb):
@@ -403,7 +406,8 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
                 while c0 < m:
                     c1 = c0 + chunk if c0 + chunk < m else m
                     sa_nm_pass(&A, d, c0, c1, <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1],
-                               &sel[j, 0], &cnt[0, j], &cnt[1, j], &cnt[2, j], &cnt[3, j])
+                               &sel[j, 0], &fb[j, 0], &cnt[0, j], &cnt[1, j], &cnt[2, j],
+                               &cnt[3, j])
                     c0 = c1
             for i in range(bd[j], bd[j + 1]):
                 f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]

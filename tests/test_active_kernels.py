@@ -195,33 +195,39 @@ def test_csr_replace_rows_rejects_unsorted():
                                np.array([0, 0, 0], np.int64), np.zeros(0, np.int32))
 
 
+def _clock_up(clock):
+    """The pass clock rounded up to float32 (the deadlines' precision)."""
+    c = np.float32(clock)
+    return np.nextafter(c, np.float32(np.inf)) if float(c) < clock else c
+
+
+def _pass(X, W, a, b, scale, cptr, cidx, state, H, F0, fired, f, fresh, **kw):
+    return _core.nm_pass(X, W, a, b, scale, cptr, cidx, state, H, F0, fired, f, fresh, **kw)
+
+
 @pytest.mark.parametrize("m,n,d", [(1, 1, 1), (40, 30, 3), (300, 50, 8), (257, 129, 64),
                                    (2500, 60, 64), (150, 30, 16), (90, 25, 32), (60, 20, 4)])
 @pytest.mark.parametrize("norm", [2, np.inf])
 def test_tracked_passes_match_full_passes(m, n, d, norm):
-    """Tracked passes along a path of moving points (start state from nm_forward, the
-    certified engine's use) give at every position the full pass's f, H, fired counts and
-    fired pairs; the carried scores stay within their bound of the true ones; and small
-    moves skip inner products."""
+    """Tracked passes (nm_pass with deadlines, the certified engine's use) along a path of
+    moving points give at every position the full pass's fired counts and pair states and
+    its f and H to round-off; a pass at unchanged points evaluates only the pairs whose
+    deadline the clock has reached and flips none; small moves skip inner products.
+    (tests/test_pass_kernel.py tests the kernel in depth; this one runs the shapes above:
+    empty rows and points, the specialised widths, several neuron chunks.)"""
     X0, W, a, M = _problem(m, n, d, 0.5, 7)
     b, scale, eps = 0.3, 1 / np.sqrt(m), 0.05
     rng = np.random.default_rng(1)
     cptr, cidx = _nm(M)
     nnz = len(cidx)
-    pairs_r = np.repeat(np.arange(m), np.diff(cptr))
-    # start state at X0
-    f, H, F0 = np.empty(n), np.empty((n, d)), np.empty(n)
-    fired, mask, z = np.empty(n, np.int64), np.empty(nnz, np.uint8), np.empty(nnz)
-    _core.nm_forward(X0, W, a, b, scale, cptr, cidx, f, H, fired, mask, True, None, F0, z)
-    np.testing.assert_allclose(F0, scale * np.bincount(cidx[(mask & 1) == 1],
-                                                       a[pairs_r][(mask & 1) == 1], n),
-                               rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(z, np.einsum("kj,kj->k", W[pairs_r], X0[cidx]), rtol=1e-13,
-                               atol=1e-14)
-    zref, state, mref, path = z.copy(), (mask & 1).copy(), np.zeros(nnz), np.zeros(n)
     wd = np.abs(W).sum(1) if norm == np.inf else np.linalg.norm(W, axis=1)
-    slack = np.full(m, 1e-9)
-    Xp, moved_ev = X0, []
+    slack = 1e-9 * (abs(b) + 2 * wd * (np.linalg.norm(X0, axis=1).max() + 2 * eps + 1))
+    state, dl = np.zeros(nnz, np.uint8), np.zeros(nnz, np.float32)
+    f, H, F0, fired = np.empty(n), np.empty((n, d)), np.empty(n), np.empty(n, np.int64)
+    kw = dict(deadline=dl, dual_norm=wd, slack=slack)
+    _pass(X0, W, a, b, scale, cptr, cidx, state, H, F0, fired, f, True, cap=eps * (1 + 1e-9),
+          **kw)
+    Xp, clock, moved_ev = X0, 0.0, []
     for step in range(6):
         D = rng.standard_normal(X0.shape)
         if norm == np.inf:
@@ -233,122 +239,103 @@ def test_tracked_passes_match_full_passes(m, n, d, norm):
             move = np.linalg.norm(Xt - Xp, axis=1)
         if step == 3:
             Xt, move = Xp.copy(), np.zeros(n)          # a pass at unchanged points
-        path += move
-        ev, flips = _core.nm_track_forward(Xt, W, a, b, scale, cptr, cidx, zref, mref, state,
-                                           path, 2 * eps * (1 + 1e-9), wd, slack, H, F0,
-                                           fired, f)
+        clock += move.max() * (1 + 1e-12)
+        due = int((dl <= _clock_up(clock)).sum())       # the pairs this pass evaluates
+        before = state.copy()
+        ev, ex, flips, _ = _pass(Xt, W, a, b, scale, cptr, cidx, state, H, F0, fired, f, False,
+                                 kept_only=True, clock=clock, cap=2 * eps * (1 + 1e-9), **kw)
         if step != 3:
-            moved_ev.append(ev - n)
+            moved_ev.append(ev)
+        assert flips == int(((before ^ state) & 1).sum()) and 0 <= ex <= ev
         f2, H2 = np.empty(n), np.empty((n, d))
         fired2, mask2 = np.empty(n, np.int64), np.empty(nnz, np.uint8)
         _core.nm_forward(Xt, W, a, b, scale, cptr, cidx, f2, H2, fired2, mask2)
         np.testing.assert_array_equal(fired, fired2)
-        np.testing.assert_array_equal(state, mask2 & 1)
+        np.testing.assert_array_equal(state & 1, mask2)
         np.testing.assert_allclose(H, H2, rtol=1e-12, atol=1e-13)
         np.testing.assert_allclose(f, f2, rtol=1e-11, atol=1e-12)
-        ztrue = np.einsum("kj,kj->k", W[pairs_r], Xt[cidx])
-        gap = np.minimum(path[cidx] - mref, 2 * eps) * wd[pairs_r]
-        assert np.all(np.abs(ztrue - zref) <= gap + 1e-12)
+        assert ev == due
         if step == 3:
-            assert ev == n and flips == 0                 # nothing moved: no inner product
+            assert flips == 0                     # nothing moved: no state changes
         Xp = Xt
     assert all(0 <= e <= nnz for e in moved_ev)
     if nnz > 100:
-        # the bounds decide some pairs without an inner product (measured: every moved pass
-        # here skips some; the fewest skipped is 175 of 10940 pairs, l-inf at d = 64)
-        assert min(moved_ev) < nnz
+        assert min(moved_ev) < nnz                 # the deadlines skip pairs
 
 
 def test_tracked_pass_leaves_exact_zeros_when_a_point_stops_firing():
     """A point whose last fired neuron stops firing gets H_i = 0 and F0_i = 0 exactly, as a
     fresh sum would (an l-inf attack follows the signs of H)."""
     W = np.array([[0.3, 0.7, 0.1], [0.2, 0.9, 0.4]])
-    a = np.array([1.0, -1.0])
+    a = np.array([1.0, -0.7])
     b, scale = 0.5, 1 / 3
     X0 = np.array([[0.6, 0.8, 0.3]])
     cptr, cidx = np.array([0, 1, 2], np.int64), np.zeros(2, np.int32)
-    f, H, F0 = np.empty(1), np.empty((1, 3)), np.empty(1)
-    fired, mask, z = np.empty(1, np.int64), np.empty(2, np.uint8), np.empty(2)
-    _core.nm_forward(X0, W, a, b, scale, cptr, cidx, f, H, fired, mask, True, None, F0, z)
-    assert fired[0] == 2
+    f, H, F0, fired = np.empty(1), np.empty((1, 3)), np.empty(1), np.empty(1, np.int64)
+    state = np.zeros(2, np.uint8)
+    _pass(X0, W, a, b, scale, cptr, cidx, state, H, F0, fired, f, True)
+    assert fired[0] == 2 and F0[0] != 0.0
     X1 = np.array([[0.1, 0.1, 0.1]])
-    state, mref, path = (mask & 1).copy(), np.zeros(2), np.array([np.linalg.norm(X1 - X0)])
-    _core.nm_track_forward(X1, W, a, b, scale, cptr, cidx, z, mref, state, path, 10.0,
-                           np.linalg.norm(W, axis=1), np.full(2, 1e-9), H, F0, fired, f)
-    assert fired[0] == 0 and not state.any()
-    assert np.all(H == 0.0) and F0[0] == 0.0 and f[0] == 0.0
+    for deadline in (None, np.zeros(2, np.float32)):        # all pairs, or the due ones
+        st, H1, F1, c1, f1 = state.copy(), H.copy(), F0.copy(), fired.copy(), f.copy()
+        kw = {} if deadline is None else dict(
+            deadline=deadline, clock=float(np.linalg.norm(X1 - X0)) * (1 + 1e-12),
+            dual_norm=np.linalg.norm(W, axis=1), slack=np.full(2, 1e-9), cap=10.0)
+        ev, _, flips, _ = _pass(X1, W, a, b, scale, cptr, cidx, st, H1, F1, c1, f1, False,
+                                **kw)
+        assert ev == 2 and flips == 2
+        assert c1[0] == 0 and not st.any()
+        assert np.all(H1 == 0.0) and F1[0] == 0.0 and f1[0] == 0.0
 
 
 def test_tracked_pass_rejects_bad_state():
     X, W, a, M = _problem(20, 10, 3, 0.5, 2)
     cptr, cidx = _nm(M)
     nnz, n = len(cidx), 10
-    args = [X, W, a, 0.1, 1.0, cptr, cidx, np.zeros(nnz), np.zeros(nnz),
-            np.zeros(nnz, np.uint8), np.zeros(n), 0.1, np.ones(20), np.zeros(20),
-            np.zeros((n, 3)), np.zeros(n), np.zeros(n, np.int64), np.zeros(n)]
+    args = [X, W, a, 0.1, 1.0, cptr, cidx, np.zeros(nnz, np.uint8), np.zeros((n, 3)),
+            np.zeros(n), np.zeros(n, np.int64), np.zeros(n), False]
+    kw = dict(deadline=np.zeros(nnz, np.float32), clock=0.1, dual_norm=np.ones(20),
+              slack=np.zeros(20), cap=0.1)
+    _core.nm_pass(*args, **kw)
     bad = list(args)
-    bad[7] = np.zeros(nnz + 1)
+    bad[7] = np.zeros(nnz + 1, np.uint8)
     with pytest.raises(ValueError, match="inconsistent"):
-        _core.nm_track_forward(*bad)
-    bad = list(args)
-    bad[11] = -1.0
+        _core.nm_pass(*bad, **kw)
     with pytest.raises(ValueError, match="cap"):
-        _core.nm_track_forward(*bad)
+        _core.nm_pass(*args, **dict(kw, cap=-1.0))
+    with pytest.raises(ValueError, match="deadline"):
+        _core.nm_pass(*args, **dict(kw, deadline=np.zeros(nnz + 1, np.float32)))
     bad = list(args)
     bad[6] = cidx[::-1].copy()
     with pytest.raises(ValueError):
-        _core.nm_track_forward(*bad)
+        _core.nm_pass(*bad, **kw)
 
 
-def test_keep_bits_and_compaction_match_numpy():
-    """nm_forward's keep bit (score > keep_thr[r]) and compact_pairs against numpy."""
+@pytest.mark.parametrize("screen", [False, True])
+def test_keep_bits_match_numpy(screen):
+    """nm_pass's keep bit (score > keep_thr[r]) and fired bit against numpy; nm_weight_grad
+    reads bit 0 of such a state and ignores bit 1."""
     X, W, a, M = _problem(120, 60, 5, 0.4, 11)
     b, scale = 0.4, 0.1
     keep_thr = b - np.random.default_rng(3).random(120)
     cptr, cidx = _nm(M)
-    f, mask = np.empty(60), np.empty(len(cidx), dtype=np.uint8)
-    _core.nm_forward(X, W, a, b, scale, cptr, cidx, f, None, None, mask, True, keep_thr)
+    nnz = len(cidx)
+    state = np.full(nnz, 0xFF, np.uint8)
+    f, H, F0, fired = np.empty(60), np.empty((60, 5)), np.empty(60), np.empty(60, np.int64)
+    ev, ex, flips, kept = _core.nm_pass(X, W, a, b, scale, cptr, cidx, state, H, F0, fired, f,
+                                        True, keep_thr=keep_thr, screen=screen)
     pairs_r = np.repeat(np.arange(120), np.diff(cptr))
     z = np.einsum("kj,kj->k", W[pairs_r], X[cidx])
-    np.testing.assert_array_equal(mask & 1, z > b)
-    np.testing.assert_array_equal(mask >> 1, z > keep_thr[pairs_r])
-    rptr, ridx = _core.compact_pairs(cptr, cidx, mask, 1)
-    kept = z > keep_thr[pairs_r]
-    np.testing.assert_array_equal(np.diff(rptr), np.bincount(pairs_r[kept], minlength=120))
-    np.testing.assert_array_equal(ridx, cidx[kept])
-
-
-def test_compaction_with_values_and_bit0_into_buffers():
-    """compact_pairs with vals/out_vals/out_bit0 and a caller's out_idx (longer than the
-    result: the result is a view of its head) against numpy."""
-    X, W, a, M = _problem(90, 50, 6, 0.5, 12)
-    b, scale = 0.2, 0.3
-    keep_thr = b - np.random.default_rng(4).random(90)
-    cptr, cidx = _nm(M)
-    nnz = len(cidx)
-    f, mask, z = np.empty(50), np.empty(nnz, np.uint8), np.empty(nnz)
-    _core.nm_forward(X, W, a, b, scale, cptr, cidx, f, None, None, mask, True, keep_thr,
-                     None, z)
-    pairs_r = np.repeat(np.arange(90), np.diff(cptr))
-    kept = (mask & 2) != 0
-    buf = np.full(nnz, -1, np.int32)
-    out_vals = np.full(nnz, np.nan)
-    out_bit0 = np.full(nnz, 9, np.uint8)
-    rptr, ridx = _core.compact_pairs(cptr, cidx, mask, 1, buf, z, out_vals, out_bit0)
-    K = kept.sum()
-    assert 0 < K < nnz
-    np.testing.assert_array_equal(rptr, np.concatenate([[0], np.cumsum(
-        np.bincount(pairs_r[kept], minlength=90))]))
-    np.testing.assert_array_equal(ridx, cidx[kept])
-    assert np.shares_memory(ridx, buf) and len(ridx) == K
-    np.testing.assert_array_equal(out_vals[:K], z[kept])
-    np.testing.assert_array_equal(out_bit0[:K], mask[kept] & 1)
-    assert np.all(np.isnan(out_vals[K:])) and np.all(out_bit0[K:] == 9)
-    # bit 0 instead: the fired pairs
-    p0, i0 = _core.compact_pairs(cptr, cidx, mask, 0)
-    fired = (mask & 1) != 0
-    np.testing.assert_array_equal(np.diff(p0), np.bincount(pairs_r[fired], minlength=90))
-    np.testing.assert_array_equal(i0, cidx[fired])
+    np.testing.assert_array_equal(state & 1, z > b)
+    np.testing.assert_array_equal(state >> 1, z > keep_thr[pairs_r])
+    assert (ev, flips, kept) == (nnz, 0, int((z > keep_thr[pairs_r]).sum()))
+    assert 0 < kept < nnz and (ex == 0 or screen)
+    coef = np.random.default_rng(5).standard_normal(60)
+    rows = np.flatnonzero(np.diff(cptr)).astype(np.int64)
+    G1, G2 = np.empty((len(rows), 5)), np.empty((len(rows), 5))
+    _core.nm_weight_grad(X, W, a, b, coef, cptr, cidx, rows, G1, state)
+    _core.nm_weight_grad(X, W, a, b, coef, cptr, cidx, rows, G2, state & 1)
+    assert np.array_equal(G1, G2)
 
 
 @pytest.mark.parametrize("m,d", [(0, 3), (1, 1), (37, 5), (300, 64)])
@@ -439,9 +426,9 @@ def test_wrappers_reject_bad_input_without_crashing():
     bad("column", _core.dense_fired_pairs, X0, W0, b)
     c0, i0 = i64(*([0] * (m + 1))), i32()
     bad("column", _core.nm_forward, X0, W0, a, b, 1.0, c0, i0, np.empty(n))
-    bad("column", _core.nm_track_forward, X0, W0, a, b, 1.0, c0, i0, np.zeros(0),
-        np.zeros(0), np.zeros(0, np.uint8), np.zeros(n), 0.1, np.ones(m), np.zeros(m),
-        np.zeros((n, 0)), np.zeros(n), np.zeros(n, np.int64), np.zeros(n))
+    bad("column", _core.nm_pass, X0, W0, a, b, 1.0, c0, i0, np.zeros(0, np.uint8),
+        np.zeros((n, 0)), np.zeros(n), np.zeros(n, np.int64), np.zeros(n), True)
+    _core.screen_rows(W0, np.zeros((m, 0), np.float32), np.zeros(m))    # d = 0: no work
     bad("column", _core.anchor_candidates, X0, W0, i64(0, 1), np.zeros(2), np.zeros(2),
         np.ones(n))
     bad("leaf_size", _core._BallTree, W, 0)

@@ -1,6 +1,6 @@
-"""The certified engine's memory layout: per-pair state sized to the refined pairs, compacted
-in place, one byte per pair for the tracked passes' path lengths, per-iteration buffers
-released; each against the obvious array-copying version (bitwise) and against dense."""
+"""The certified engine's memory layout: one state byte and one float32 deadline per anchored
+pair, per-iteration buffers released, the float32 anchors and screen rows kept up to date;
+each against the obvious float64 computation and against dense."""
 import numpy as np
 import pytest
 
@@ -16,51 +16,6 @@ def _data(n, d, seed):
     return X, rng.choice([-1.0, 1.0], n)
 
 
-def _csr(rng, m, n, density):
-    M = rng.random((m, n)) < density
-    if m > 3:
-        M[1] = False                                    # an empty row
-        M[3] = True                                     # a full one
-    cptr = np.concatenate(([0], np.cumsum(M.sum(1)))).astype(np.int64)
-    return cptr, np.nonzero(M)[1].astype(np.int32)
-
-
-@pytest.mark.parametrize("seed,m,n,density", [(0, 40, 30, 0.3), (1, 300, 7, 0.9),
-                                               (2, 5, 50, 0.05), (3, 1, 4, 1.0),
-                                               (4, 0, 4, 0.5)])
-@pytest.mark.parametrize("kept", ["random", "all", "none"])
-def test_compact_in_place_equals_compact_pairs(seed, m, n, density, kept):
-    rng = np.random.default_rng(seed)
-    cptr, cidx = _csr(rng, m, n, density)
-    nnz = len(cidx)
-    mask = rng.integers(0, 4, nnz).astype(np.uint8)   # bit 0: fired, bit 1: kept
-    if kept != "random":
-        mask = (mask & 1) | (2 if kept == "all" else 0)
-    vals = rng.standard_normal(nnz)
-    out_vals, out_bit0 = np.empty(nnz), np.empty(nnz, np.uint8)
-    ptr, idx = _core.compact_pairs(cptr, cidx, mask, 1, None, vals, out_vals, out_bit0)
-    sizes = []
-
-    def out(size):
-        sizes.append(size)
-        return np.empty(size, np.int32)
-
-    ptr2, idx2 = _core.compact_in_place(cptr, cidx, mask, 1, out, vals)
-    k = len(idx)
-    assert np.array_equal(ptr, ptr2) and np.array_equal(idx, idx2)
-    assert sizes == [k]                                 # the ids are sized to the kept pairs
-    assert np.array_equal(vals[:k], out_vals[:k])       # values: bitwise, over their heads
-    assert np.array_equal(mask[:k], out_bit0[:k])       # the kept pairs' bit 0
-    # without values, and refusing an output that overlaps the inputs
-    mask2 = rng.integers(0, 4, nnz).astype(np.uint8)
-    ref_ptr, ref_idx = _core.compact_pairs(cptr, cidx, mask2, 1)
-    ptr3, idx3 = _core.compact_in_place(cptr, cidx, mask2, 1)
-    assert np.array_equal(ref_ptr, ptr3) and np.array_equal(ref_idx, idx3)
-    if len(ref_idx):
-        with pytest.raises(ValueError, match="overlap"):
-            _core.compact_in_place(cptr, cidx, mask2 | 2, 1, cidx)
-
-
 def _kernel_problem(seed, m, n, d, b, data_seed):
     """(rng, W, a, X, b, scale) of a kernel-level test."""
     rng = np.random.default_rng(seed)
@@ -68,51 +23,6 @@ def _kernel_problem(seed, m, n, d, b, data_seed):
     a = rng.choice([-1.0, 1.0], m)
     X, _ = _data(n, d, data_seed)
     return rng, W, a, X, b, 1 / np.sqrt(m)
-
-
-def test_nm_track_passes_equals_nm_track_forward():
-    """Same decisions, same bits, same counts as the double-per-pair tracked pass."""
-    m, n, d, eps = 600, 40, 8, 0.2
-    rng, W, a, X, b, scale = _kernel_problem(5, m, n, d, 1.2, 6)
-    cptr, cidx = _csr(rng, m, n, 0.4)
-    nnz = len(cidx)
-    f = np.empty(n); H = np.empty((n, d)); cnt = np.empty(n, np.int64); F0 = np.empty(n)
-    z = np.empty(nnz); mask = np.empty(nnz, np.uint8)
-    _core.nm_forward(X, W, a, b, scale, cptr, cidx, f, H, cnt, mask, True, None, F0, z)
-    wd = np.linalg.norm(W, axis=1)
-    slack = np.full(m, 1e-9)
-    A = dict(z=z.copy(), st=(mask & 1).copy(), mref=np.zeros(nnz), path=np.zeros(n),
-             H=H.copy(), F0=F0.copy(), cnt=cnt.copy())
-    B = dict(z=z.copy(), st=(mask & 1).copy(), passes=np.zeros(nnz, np.uint8),
-             hist=np.zeros((6, n)), H=H.copy(), F0=F0.copy(), cnt=cnt.copy())
-    prev = X.copy()
-    for p in range(1, 6):
-        step = rng.standard_normal((n, d))
-        step *= (0.3 * eps * rng.random(n) / np.linalg.norm(step, axis=1))[:, None]
-        Xt = prev + step
-        moved = np.linalg.norm(Xt - prev, axis=1)
-        prev = Xt
-        A["path"] += moved
-        np.add(B["hist"][p - 1], moved, out=B["hist"][p])
-        fa, fb = np.empty(n), np.empty(n)
-        ra = _core.nm_track_forward(Xt, W, a, b, scale, cptr, cidx, A["z"], A["mref"], A["st"],
-                                    A["path"], 2 * eps, wd, slack, A["H"], A["F0"], A["cnt"],
-                                    fa)
-        rb = _core.nm_track_passes(Xt, W, a, b, scale, cptr, cidx, B["z"], B["passes"],
-                                   B["st"], B["hist"], p, 2 * eps, wd, slack, B["H"], B["F0"],
-                                   B["cnt"], fb)
-        assert ra == rb and ra[0] > n                   # some pairs evaluated, some not
-        assert np.array_equal(fa, fb)
-        for key in ("z", "st", "H", "F0", "cnt"):
-            assert np.array_equal(A[key], B[key]), key
-        assert np.array_equal(A["mref"], B["hist"][B["passes"], cidx])
-        assert B["passes"].max() == p                   # evaluated pairs carry this pass
-    with pytest.raises(ValueError, match="pass_ref"):
-        _core.nm_track_passes(Xt, W, a, b, scale, cptr, cidx, B["z"], B["passes"], B["st"],
-                              B["hist"], 2, 2 * eps, wd, slack, B["H"], B["F0"], B["cnt"], fb)
-    with pytest.raises(ValueError, match="pass_now"):
-        _core.nm_track_passes(Xt, W, a, b, scale, cptr, cidx, B["z"], B["passes"], B["st"],
-                              B["hist"], 6, 2 * eps, wd, slack, B["H"], B["F0"], B["cnt"], fb)
 
 
 def _trainers(steps=4, m=1500, n=64, d=8, **opts):
@@ -124,61 +34,77 @@ def _trainers(steps=4, m=1500, n=64, d=8, **opts):
                   AdversarialTrainer(nets[2], attack, lr=0.5, engine="certified", **opts)]
 
 
-def test_state_is_sized_to_the_refined_pairs_and_released():
+def test_pass_state_is_one_byte_and_one_float32_per_pair_and_released():
+    """The passes of an iteration carry one state byte and one float32 deadline per anchored
+    pair (work buffers, not copies) and n-sized sums; no per-pair float64 state; the per-pair
+    buffers are released once the weights move."""
     X, y, (td, tc, _) = _trainers()
     eng = tc.engine
-    seen = {}
-    real = eng._tracked_pass
+    n, d = X.shape
+    seen = {"checked": 0}
+    real = eng._next_pass
 
-    def spy(Xt, pairs, f):
-        T = eng._tracked
-        bufs = eng._bufs
-        k = len(eng._refined.idx)
-        seen.setdefault("checked", 0)
+    def spy(Xt, f):
+        T, bufs = eng._passes, eng._bufs
+        k = len(T.pairs.idx)
+        assert T.pairs.idx is eng._sets.idx             # full batch: the anchored list itself
+        assert T.state.dtype == np.uint8 and T.state.shape == (k,)
+        assert np.shares_memory(T.state, bufs["pass_state"])
+        assert T.deadline.dtype == np.float32 and T.deadline.shape == (k,)
+        assert np.shares_memory(T.deadline, bufs["pass_deadline"])
+        for name, key, shape in (("H", "pass_H", (n, d)), ("F0", "pass_F0", (n,)),
+                                 ("count", "pass_count", (n,)),
+                                 ("previous", "pass_previous", (n, d))):
+            arr = getattr(T, name)
+            assert arr.shape == shape and np.shares_memory(arr, bufs[key]), name
+        # the refinement of pass 0 keeps fewer pairs than the anchored list: bit 1
+        assert T.kept_only and 0 < T.kept < k and T.kept == int(((T.state >> 1) & 1).sum())
+        # the pairs pass 0 drops never fire and are never due
+        dropped = (T.state & 2) == 0
+        assert not (T.state[dropped] & 1).any() and np.all(np.isinf(T.deadline[dropped]))
+        per_pair = [key for key, buf in bufs.items()
+                    if buf.size >= k and key not in ("pass_state", "pass_deadline")]
+        assert not per_pair, per_pair                  # no other per-pair array
         seen["checked"] += 1
-        # the carried state: one entry per refined pair, over the heads of pass 0's arrays
-        assert len(T.score) == len(T.fired) == len(pairs.idx) == k
-        assert np.shares_memory(T.score, bufs["z_first"])
-        assert np.shares_memory(T.fired, bufs["mask_first"])
-        assert bufs["refined"].size == k or seen.get("grown")
-        assert T.passes is not None and T.passes.dtype == np.uint8 and len(T.passes) == k
-        assert T.hist.shape == (tc.attack.steps + 1, X.shape[0])
-        assert not {"track_score", "track_fired", "track_score_path"} & set(bufs)
-        anchored = len(eng._sets.idx)
-        assert k < anchored        # refined: fewer pairs than the anchored list
-        return real(Xt, pairs, f)
+        return real(Xt, f)
 
-    eng._tracked_pass = spy
+    eng._next_pass = spy
     rec = tc.step(X, y)
     td.step(X, y)
-    assert seen["checked"] == tc.attack.steps
-    # released once the weights moved; one CSR, no double buffer
+    assert seen["checked"] == tc.attack.steps           # passes 1..K: attack steps, forward
+    # released once the weights moved
     assert not set(certified.CertifiedEngine._ITERATION_BUFFERS) & set(eng._bufs)
-    assert not {"cidx0", "cidx1"} & set(eng._bufs)
-    assert eng._tracked is None and rec["fired_pairs"] > 0
+    assert {"pass_state", "pass_deadline"} <= set(certified.CertifiedEngine._ITERATION_BUFFERS)
+    assert eng._passes is None and rec["fired_pairs"] > 0
     np.testing.assert_allclose(tc.net.W, td.net.W, rtol=0, atol=1e-12)
 
 
-def test_more_tracked_passes_than_pass_rows_give_the_same_bits(monkeypatch):
-    """Past the rows of per-pass path lengths the state switches to doubles per pair: the
-    same decisions, bits and counters as with enough rows, and dense to round-off."""
-    X, y, (td, t_rows, t_few) = _trainers(steps=5)
+def test_tracked_and_fresh_passes_give_the_same_decisions():
+    """lazy=True (tracked passes: the pairs past their deadlines only) and lazy=False (every
+    kept pair evaluated in every pass): the same fired pairs and candidate counters, fewer
+    inner products when tracked, dense to round-off."""
+    X, y = _data(64, 8, 2)
+    nets = [ShiftedReLUNet(1500, 8, seed=3) for _ in range(3)]
+    attack = PGD(0.05, steps=5)
+    td = AdversarialTrainer(nets[0], attack, lr=0.5, engine="dense")
+    tl = AdversarialTrainer(nets[1], attack, lr=0.5, engine="certified")
+    tf = AdversarialTrainer(nets[2], attack, lr=0.5, engine="certified", lazy=False)
+    assert tl.engine.lazy and not tf.engine.lazy
     for _ in range(3):
-        rd, ra = td.step(X, y), t_rows.step(X, y)
-        monkeypatch.setattr(certified, "_PASS_ROWS", 3)
-        rb = t_few.step(X, y)
-        monkeypatch.setattr(certified, "_PASS_ROWS", 256)
-        for key in ("inner_products", "candidate_pairs", "fired_pairs", "reanchored"):
-            assert ra[key] == rb[key], key
-        assert ra["loss"] == rb["loss"]
-        assert rb["loss"] == pytest.approx(rd["loss"], rel=1e-10)
-    assert np.array_equal(t_rows.net.W, t_few.net.W)
-    np.testing.assert_allclose(t_few.net.W, td.net.W, rtol=0, atol=1e-12)
+        rd, rl, rf = td.step(X, y), tl.step(X, y), tf.step(X, y)
+        for key in ("candidate_pairs", "fired_pairs", "reanchored"):
+            assert rl[key] == rf[key], key
+        assert rl["inner_products"] < rf["inner_products"]
+        assert rl["loss"] == pytest.approx(rf["loss"], rel=1e-10)
+        assert rl["loss"] == pytest.approx(rd["loss"], rel=1e-10)
+    np.testing.assert_allclose(tl.net.W, td.net.W, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(tf.net.W, td.net.W, rtol=0, atol=1e-12)
 
 
-def test_passes_after_the_final_forward_use_the_refined_list():
-    """The carried scores are dropped after the final forward pass: a further pass of the
-    same iteration (outside the protocol) evaluates the refined list, exactly."""
+def test_passes_after_the_final_forward_evaluate_the_kept_pairs():
+    """The final forward pass frees the deadlines (the weight gradient needs only the fired
+    mask): a further pass of the same iteration at the final points (outside the protocol)
+    evaluates every kept pair afresh (plus the n output inner products), exactly."""
     X, y = _data(50, 6, 9)
     net = ShiftedReLUNet(900, 6, seed=2)
     attack = PGD(0.05, steps=2)
@@ -187,14 +113,20 @@ def test_passes_after_the_final_forward_use_the_refined_list():
     eng.begin_iteration(X, y, attack.threat_model)
     for k in range(attack.steps):
         eng.input_direction(X if k == 0 else Xt, pass_index=k)
+        assert eng._passes.deadline is not None         # tracked passes until the last
     f, fired = eng.forward(Xt, pass_index=attack.steps)
-    assert eng._tracked is None and "z_first" not in eng._bufs
+    T = eng._passes
+    assert T.deadline is None and "pass_deadline" not in eng._bufs
+    assert 0 < T.kept < len(T.pairs.idx)
     before = eng.counters["inner_products"]
     H, f2 = eng.input_direction(Xt, pass_index=attack.steps)
-    assert eng.counters["inner_products"] - before == len(eng._refined.idx)
+    assert eng._passes is T and T.calls == attack.steps + 2
+    # d = 6: below SCREEN_MIN_D the pass decides in float64 (nothing screened)
+    assert eng.counters["inner_products"] - before == T.kept + 50
     np.testing.assert_allclose(f2, net.forward(Xt), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(f, f2, rtol=1e-12, atol=1e-14)
     assert np.array_equal(fired, net.fired_counts(Xt))
+    assert np.array_equal(T.count, fired)
 
 
 def _true_norm(D):
@@ -267,7 +199,8 @@ def test_shrink_keeps_every_pair_of_the_exact_test():
 
 def test_current_row_norms_are_kept_with_the_bits_of_row_norms():
     """The refinement's norms of the current rows are updated by the drift pass of the moved
-    rows instead of a pass over all m rows: the same bits as row_norms after every step."""
+    rows instead of a pass over all m rows: the same bits as row_norms after every step (and
+    the float32 screen's rows those of screen_rows)."""
     X, y, (td, tc, _) = _trainers(steps=2, m=800)
     n2, n1 = np.empty(800), np.empty(800)
     for _ in range(4):
@@ -276,6 +209,10 @@ def test_current_row_norms_are_kept_with_the_bits_of_row_norms():
         sets = tc.engine._sets
         _core.row_norms(tc.net.W, n2, n1)
         assert np.array_equal(sets.norm2, n2) and np.array_equal(sets.norm1, n1)
+        # so are the float32 screen's rows and factors (screen_rows of the moved rows)
+        W32, err = np.empty((800, 8), np.float32), np.empty(800)
+        _core.screen_rows(tc.net.W, W32, err)
+        assert np.array_equal(sets.w32, W32) and np.array_equal(sets.w32_err, err)
     # row_drift32's norms: only of the given rows, the others untouched
     W = tc.net.W
     rows = np.array([1, 5, 7], dtype=np.int64)
@@ -289,24 +226,25 @@ def test_current_row_norms_are_kept_with_the_bits_of_row_norms():
 
 @pytest.mark.parametrize("norm", [2, np.inf])
 def test_radius_bound_for_pairs_last_evaluated_at_the_clean_points(norm):
-    """cap0 = the ball's radius for pairs whose score is from the clean points: every state
-    still agrees two-sided with brute force, f and H with a fresh pass, with fewer
-    evaluations than the diameter bound alone."""
+    """cap = the ball's radius for the deadlines of a fresh pass at the clean points (no
+    later position is farther), the diameter for the later passes: every state still agrees
+    with brute force, f with a fresh pass, with fewer evaluations than the diameter bound
+    alone."""
     m, n, d, eps = 900, 48, 8, 0.15
     rng, W, a, X, b, scale = _kernel_problem(8, m, n, d, 1.0, 4)
     cptr = np.arange(0, m * n + 1, n, dtype=np.int64)       # every pair listed
     cidx = np.tile(np.arange(n, dtype=np.int32), m)
     nnz = len(cidx)
-    f = np.empty(n); H = np.empty((n, d)); cnt = np.empty(n, np.int64); F0 = np.empty(n)
-    z = np.empty(nnz); mask = np.empty(nnz, np.uint8)
-    _core.nm_forward(X, W, a, b, scale, cptr, cidx, f, H, cnt, mask, True, None, F0, z)
     wd = np.abs(W).sum(1) if norm == np.inf else np.linalg.norm(W, axis=1)
     slack = 1e-9 * (1 + 2 * wd)
     states = {}
     for cap0 in (2 * eps, eps):
-        S = dict(z=z.copy(), st=(mask & 1).copy(), passes=np.zeros(nnz, np.uint8),
-                 hist=np.zeros((5, n)), H=H.copy(), F0=F0.copy(), cnt=cnt.copy())
-        prev, delta, evals = X.copy(), np.zeros_like(X), 0
+        S = dict(st=np.zeros(nnz, np.uint8), dl=np.zeros(nnz, np.float32), H=np.empty((n, d)),
+                 F0=np.empty(n), cnt=np.empty(n, np.int64), f=np.empty(n))
+        kw = dict(deadline=S["dl"], dual_norm=wd, slack=slack)
+        _core.nm_pass(X, W, a, b, scale, cptr, cidx, S["st"], S["H"], S["F0"], S["cnt"],
+                      S["f"], True, cap=cap0 * (1 + 1e-9), **kw)
+        prev, delta, evals, clock = X.copy(), np.zeros_like(X), 0, 0.0
         srng = np.random.default_rng(1)
         for p in range(1, 5):
             step = srng.standard_normal((n, d))
@@ -319,18 +257,16 @@ def test_radius_bound_for_pairs_last_evaluated_at_the_clean_points(norm):
             D = Xt - prev
             moved = np.abs(D).max(1) if norm == np.inf else np.linalg.norm(D, axis=1)
             prev = Xt
-            np.add(S["hist"][p - 1], moved, out=S["hist"][p])
-            ft = np.empty(n)
-            ev, _ = _core.nm_track_passes(Xt, W, a, b, scale, cptr, cidx, S["z"], S["passes"],
-                                          S["st"], S["hist"], p, 2 * eps * (1 + 1e-9), wd,
-                                          slack, S["H"], S["F0"], S["cnt"], ft,
-                                          cap0=cap0 * (1 + 1e-9))
+            clock += moved.max() * (1 + 1e-12)
+            ev, _, _, _ = _core.nm_pass(Xt, W, a, b, scale, cptr, cidx, S["st"], S["H"],
+                                        S["F0"], S["cnt"], S["f"], False, clock=clock,
+                                        cap=2 * eps * (1 + 1e-9), **kw)
             evals += ev
             truth = (Xt @ W.T > b).T.reshape(-1)            # neuron-major like cidx
-            assert np.array_equal(S["st"].astype(bool), truth), (cap0, p)
+            assert np.array_equal((S["st"] & 1).astype(bool), truth), (cap0, p)
             fd = np.empty(n)
             _core.nm_forward(Xt, W, a, b, scale, cptr, cidx, fd)
-            np.testing.assert_allclose(ft, fd, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(S["f"], fd, rtol=1e-10, atol=1e-12)
         states[cap0] = (evals, S)
     (e_diam, A), (e_rad, B) = states[2 * eps], states[eps]
     assert e_rad < e_diam                                   # fewer inner products

@@ -48,6 +48,8 @@ CASES_SRC = textwrap.dedent(r'''
         rows = i64([0, 2, 4])
         nr = len(rows)
         tree = _core._BallTree(W, 2)
+        W32, W32_err = np.empty((m, d), np.float32), np.empty(m)
+        _core.screen_rows(W, W32, W32_err)
         return {
             "dense_forward": (_core.dense_forward, [X, W, a, b, 1.0, np.empty(n)],
                               dict(H_out=np.empty((n, d)), fired_out=np.empty(n, np.int64),
@@ -58,29 +60,30 @@ CASES_SRC = textwrap.dedent(r'''
             "hsr_brute_csr": (_core.hsr_brute_csr, [W, X, b], dict(tile=0)),
             "nm_forward": (_core.nm_forward, [X, W, a, b, 1.0, cptr, cidx, np.empty(n)],
                            dict(H_out=np.empty((n, d)), fired_out=np.empty(n, np.int64),
-                                mask_out=np.empty(nnz, np.uint8), keep_thr=np.full(m, -1.0),
-                                F0_out=np.empty(n), z_out=np.empty(nnz))),
-            "nm_track_forward": (_core.nm_track_forward,
-                                 [X, W, a, b, 1.0, cptr, cidx, np.zeros(nnz), np.zeros(nnz),
-                                  np.zeros(nnz, np.uint8), np.zeros(n), 0.5, np.ones(m),
-                                  np.full(m, 1e-9), np.zeros((n, d)), np.zeros(n),
-                                  np.zeros(n, np.int64), np.empty(n)], {}),
-            "nm_track_passes": (_core.nm_track_passes,
-                                [X, W, a, b, 1.0, cptr, cidx, np.zeros(nnz),
-                                 np.zeros(nnz, np.uint8), np.zeros(nnz, np.uint8),
-                                 np.zeros((3, n)), 2, 0.5, np.ones(m), np.full(m, 1e-9),
-                                 np.zeros((n, d)), np.zeros(n), np.zeros(n, np.int64),
-                                 np.empty(n)], {}),
+                                mask_out=np.empty(nnz, np.uint8))),
+            # a fresh pass (keep bits, deadlines out) and a tracked one (deadlines in), the
+            # float32 screen on: every array and scalar the kernel reads
+            "nm_pass": (_core.nm_pass,
+                        [X, W, a, b, 1.0, cptr, cidx, np.zeros(nnz, np.uint8),
+                         np.zeros((n, d)), np.zeros(n), np.zeros(n, np.int64), np.empty(n),
+                         True],
+                        dict(kept_only=False, keep_thr=np.full(m, -0.5), screen=True,
+                             W32=W32, W32_err=W32_err, deadline=np.zeros(nnz, np.float32),
+                             clock=0.0, dual_norm=np.linalg.norm(W, axis=1),
+                             slack=np.full(m, 1e-9), cap=0.5)),
+            "nm_pass.tracked": (_core.nm_pass,
+                                [X + 0.01, W, a, b, 1.0, cptr, cidx,
+                                 rng.integers(0, 4, nnz).astype(np.uint8), np.zeros((n, d)),
+                                 np.zeros(n), np.zeros(n, np.int64), np.empty(n), False],
+                                dict(kept_only=True, screen=True, W32=W32, W32_err=W32_err,
+                                     deadline=rng.random(nnz).astype(np.float32), clock=0.5,
+                                     dual_norm=np.linalg.norm(W, axis=1),
+                                     slack=np.full(m, 1e-9), cap=1.0)),
+            "screen_rows": (_core.screen_rows,
+                            [W, np.empty((m, d), np.float32), np.empty(m)], dict(rows=rows)),
             "nm_weight_grad": (_core.nm_weight_grad,
                                [X, W, a, b, np.ones(n), cptr, cidx, rows, np.empty((nr, d))],
                                dict(mask=np.ones(nnz, np.uint8))),
-            "compact_pairs": (_core.compact_pairs,
-                              [cptr, cidx, (rng.random(nnz) < 0.5).astype(np.uint8), 0],
-                              dict(out_idx=np.empty(nnz, np.int32), vals=np.ones(nnz),
-                                   out_vals=np.empty(nnz), out_bit0=np.empty(nnz, np.uint8))),
-            "compact_in_place": (_core.compact_in_place,
-                                 [cptr, cidx, (rng.random(nnz) < 0.5).astype(np.uint8), 0],
-                                 dict(out_idx=np.empty(nnz, np.int32), vals=np.ones(nnz))),
             "pm_forward": (_core.pm_forward, [X, W, a, b, 1.0, indptr, indices, np.empty(n)],
                            dict(H_out=np.empty((n, d)), fired_out=np.empty(n, np.int64))),
             "csr_transpose": (_core.csr_transpose, [indptr, indices, m], {}),
@@ -103,13 +106,16 @@ CASES_SRC = textwrap.dedent(r'''
                                    rows, np.empty(m), np.empty(m)], {}),
             "row_drift32": (_core.row_drift32,
                             [W, W.astype(np.float32), np.ones(m), np.zeros(m), rows,
-                             np.empty(nr)], {}),
+                             np.empty(nr)],
+                            dict(norm2=np.empty(m), norm1=np.empty(m),
+                                 W32=np.empty((m, d), np.float32), W32_err=np.empty(m))),
             "row_norms": (_core.row_norms, [W, np.empty(m), np.empty(m)], {}),
             "sub_scaled_rows": (_core.sub_scaled_rows,
-                                [W.copy(), rows, np.ones((nr, d)), 0.5], {}),
+                                [W.copy(), rows, np.ones((nr, d)), 0.5],
+                                dict(gmax=np.empty(1))),
             "swap_scaled_rows": (_core.swap_scaled_rows,
                                  [W.copy(), rows, np.ones((nr, d)), 0.5],
-                                 dict(done=np.zeros(1, np.uint8))),
+                                 dict(done=np.zeros(1, np.uint8), gmax=np.empty(1))),
             "_BallTree": (_core._BallTree, [W, 2], {}),
             "_BallTree.query": (tree.query, [X[0].copy(), b], {}),
             "_BallTree.query_batch": (tree.query_batch, [X, b], dict(sort=False,
@@ -259,11 +265,14 @@ REGRESSION = textwrap.dedent(r'''
     rng = np.random.default_rng(0)
     X, W = rng.standard_normal((10, 8)), rng.standard_normal((5, 8))
     calls = {}
-    # compact_pairs checked only the first and last offsets: [0, 10**8, 4] was a SIGSEGV,
-    # [0, 6, 4] read past the end
+    # compact_pairs (removed) checked only the first and last offsets: [0, 10**8, 4] was a
+    # SIGSEGV, [0, 6, 4] read past the end; the same offsets reach nm_pass, which walks them
     for off in ([0, 10 ** 8, 4], [0, 6, 4], [0, 3, 2, 4]):
-        calls["compact_pairs %r" % (off,)] = lambda off=off: _core.compact_pairs(
-            np.array(off), np.arange(4, dtype=np.int32), np.ones(4, np.uint8), 0)
+        k = len(off) - 1
+        calls["nm_pass %r" % (off,)] = lambda off=off, k=k: _core.nm_pass(
+            X, W[:k], np.ones(k), 0.1, 1.0, np.array(off, np.int64),
+            np.arange(4, dtype=np.int32), np.zeros(4, np.uint8), np.zeros((10, 8)),
+            np.zeros(10), np.zeros(10, np.int64), np.zeros(10), True)
     # anchor_candidates: block = 2**62 overflowed the buffer size (heap corruption), 2**61
     # looped forever (SIGFPE seen at d = 8)
     for block in (2 ** 62, 2 ** 61, 2 ** 21, -1, 2 ** 70):
@@ -289,7 +298,7 @@ def test_issue_cases_are_refused_cleanly():
     refused = [l for l in proc.stdout.splitlines() if l.startswith("REFUSED")]
     assert len(refused) == len(started) == 8, proc.stdout
     for line in refused:
-        word = "cptr" if "compact_pairs" in line else "block"
+        word = "cptr" if "nm_pass" in line else "block"
         assert word in line.split("|")[1], line
 
 
@@ -310,11 +319,15 @@ def test_check_false_skips_only_the_scans():
     rng = np.random.default_rng(4)
     cptr = np.array([0, 2, 2, 5], np.int64)
     cidx = np.array([1, 3, 0, 2, 4], np.int32)
-    mask = np.array([1, 0, 1, 1, 0], np.uint8)
-    a = _core.compact_pairs(cptr, cidx, mask, 0)
-    b = _core.compact_pairs(cptr, cidx, mask, 0, check=False)
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    assert a[1].tolist() == [1, 0, 2]
+    X, Wp, a = rng.standard_normal((5, 4)), rng.standard_normal((3, 4)), np.ones(3)
+    outs = []
+    for check in (True, False):
+        st, H, F0 = np.zeros(5, np.uint8), np.empty((5, 4)), np.empty(5)
+        cnt, f = np.empty(5, np.int64), np.empty(5)
+        r = _core.nm_pass(X, Wp, a, 0.1, 1.0, cptr, cidx, st, H, F0, cnt, f, True, check=check)
+        outs.append((r, st, H, F0, cnt, f))
+    assert outs[0][0] == outs[1][0]
+    assert all(np.array_equal(u, v) for u, v in zip(outs[0][1:], outs[1][1:]))
     W = rng.standard_normal((6, 3))
     rows = np.array([1, 4], np.int64)
     W1, W2 = W.copy(), W.copy()
@@ -324,5 +337,6 @@ def test_check_false_skips_only_the_scans():
     with pytest.raises(InputError, match="distinct"):
         _core.sub_scaled_rows(W1, np.array([1, 1], np.int64), np.ones((2, 3)), 0.5)
     assert np.array_equal(W1, W2)          # refused before any write
-    with pytest.raises(InputError, match="bit"):
-        _core.compact_pairs(cptr, cidx, mask, 8)
+    with pytest.raises(InputError, match="increasing"):     # the scan, with check=True
+        _core.nm_pass(X, Wp, a, 0.1, 1.0, cptr, np.array([3, 1, 0, 2, 4], np.int32), st, H,
+                      F0, cnt, f, True)

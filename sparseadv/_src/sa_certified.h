@@ -228,12 +228,17 @@ typedef struct {
     double* H; double* F0; int64_t* cnt;
 } sa_pass_args;
 
-/* Screen thresholds around t: a float32 score above *hi is above t, one at most *lo is not
-   (e = +inf: never decided). The rounding of t +- e stays below e / 2 when e >= |t| 2^-51. */
+/* Screen thresholds around t: a float32 score above *hi is above t, one at most *lo is not.
+   The rounding of t +- e stays below e / 2 when e >= |t| 2^-51; otherwise, and when e is
+   infinite (a norm past 2^60: a float32 score may have overflowed to +-inf), both are NaN
+   and no comparison holds: every pair goes to float64. */
 static inline __attribute__((always_inline)) void
 sa_screen_band(double t, double e, double* hi, double* lo)
 {
-    if (!(e >= fabs(t) * 4.440892098500626e-16)) e = INFINITY;
+    if (!(e >= fabs(t) * 4.440892098500626e-16) || e == INFINITY) {
+        *hi = *lo = NAN;
+        return;
+    }
     *hi = t + e;
     *lo = t - e;
 }
@@ -308,8 +313,8 @@ sa_deadline4(double p0, const double* z, double b, const double* err, double inv
     const sa_v4d move = (gap - ve) * inv_wd;
     const sa_v4d vcap = {cap, cap, cap, cap}, zero = {0.0, 0.0, 0.0, 0.0};
     const sa_v4d t = (p0 + move) * (1.0 - 1.1920928955078125e-07);
-    const sa_v4i dropm = {-(drop & 1), -((drop >> 1) & 1), -((drop >> 2) & 1),
-                          -((drop >> 3) & 1)};
+    const sa_v4i lane = {1, 2, 4, 8}, vdrop = {drop, drop, drop, drop};
+    const sa_v4i dropm = (vdrop & lane) != 0;
     const sa_v4i never = __builtin_convertvector(move >= vcap, sa_v4i) | dropm;
     const sa_v4i later = __builtin_convertvector(move > zero, sa_v4i) | dropm;
     const sa_v4i inf = {0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000};
@@ -326,10 +331,36 @@ sa_deadline4(double p0, const double* z, double b, const double* err, double inv
 #endif
 }
 
+/* A tracked pass's flips wait in a per-thread buffer of SA_FLIPS (neuron r, point i, on)
+   codes, r << 33 | i << 1 | on, and are applied in order (per point in increasing neuron
+   order, as they were found) with the H and W rows of later flips prefetched: a flip's H row
+   is a random one, usually no longer in cache. */
+#define SA_FLIPS 1024
+#define SA_PF_FLIP 6
+static inline __attribute__((always_inline)) void
+sa_apply_flips(const sa_pass_args* A, ptrdiff_t d, const int64_t* fb, int64_t nfb)
+{
+    int64_t t;
+    for (t = 0; t < nfb; ++t) {
+        const int64_t r = fb[t] >> 33, i = (fb[t] >> 1) & 0xffffffff;
+        if (t + SA_PF_FLIP < nfb) {
+            const int64_t rr = fb[t + SA_PF_FLIP] >> 33;
+            const int64_t ii = (fb[t + SA_PF_FLIP] >> 1) & 0xffffffff;
+            ptrdiff_t j;
+            for (j = 0; j < d; j += 8) {
+                __builtin_prefetch(A->H + ii * d + j, 1, 3);
+                __builtin_prefetch(A->W + rr * d + j, 0, 3);
+            }
+        }
+        sa_track_flip((int)(fb[t] & 1), A->scale * A->a[r], A->W + r * d, d, A->H + i * d,
+                      A->F0 + i, A->cnt + i);
+    }
+}
+
 SA_BODY void
 sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t lo,
-                int32_t hi, int32_t* sel, int64_t* n_eval, int64_t* n_exact, int64_t* n_flip,
-                int64_t* n_kept)
+                int32_t hi, int32_t* sel, int64_t* fb, int64_t* n_eval, int64_t* n_exact,
+                int64_t* n_flip, int64_t* n_kept)
 {
     const double* X = A->X;
     const float* x32 = A->x32;
@@ -338,7 +369,7 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
     const double* keep = A->keep;
     float* dl = A->dl;
     double* H = A->H;
-    int64_t r, k, p, q, s, ns, ev = 0, ex = 0, fl = 0, kp = 0;
+    int64_t r, k, p, q, s, ns, ev = 0, ex = 0, fl = 0, kp = 0, nfb = 0;
     for (r = r0; r < r1; ++r) {
         if (!sa_candidates_in_range(A->cptr, A->cidx, r, lo, hi, &p, &q)) continue;
         {
@@ -353,6 +384,7 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
             uint8_t* sp = A->st + p;
             float* dp = dl ? dl + p : NULL;
             const int64_t len = q - p;
+            const int ident = !(!fresh && dp) && !A->kept_only;
             int64_t nf = 0;
             double bh, bl, kh = -INFINITY, kl = -INFINITY;
             sa_screen_band(b, e, &bh, &bl);
@@ -367,19 +399,19 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
             } else if (A->kept_only) {
                 ns = 0;
                 for (k = 0; k < len; ++k) { sel[ns] = (int32_t)k; ns += (sp[k] >> 1) & 1; }
-            } else {
+            } else {                        /* every pair: sel is the identity, not built */
                 ns = len;
-                for (k = 0; k < len; ++k) sel[k] = (int32_t)k;
             }
             ev += ns;
+#define SA_SEL(t) (ident ? (int32_t)(t) : sel[t])
             for (s = 0; s < ns; s += 4) {
                 float z32[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 double z64[4] = {0.0, 0.0, 0.0, 0.0}, err[4] = {e, e, e, e};
                 const int n4 = (ns - s) < 4 ? (int)(ns - s) : 4, valid = (1 << n4) - 1;
-                const int32_t i0 = ci[sel[s]];
-                const int32_t i1 = n4 > 1 ? ci[sel[s + 1]] : i0;
-                const int32_t i2 = n4 > 2 ? ci[sel[s + 2]] : i0;
-                const int32_t i3 = n4 > 3 ? ci[sel[s + 3]] : i0;
+                const int32_t i0 = ci[SA_SEL(s)];
+                const int32_t i1 = n4 > 1 ? ci[SA_SEL(s + 1)] : i0;
+                const int32_t i2 = n4 > 2 ? ci[SA_SEL(s + 2)] : i0;
+                const int32_t i3 = n4 > 3 ? ci[SA_SEL(s + 3)] : i0;
                 int t, on, kon, slow;
                 if (screen) {
                     sa_sdot4(w32, x32 + (int64_t)i0 * d, x32 + (int64_t)i1 * d,
@@ -389,7 +421,7 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
                     for (t = 0; t < 4; ++t) z64[t] = (double)z32[t];
                     while (slow) {                  /* rare with the screen: float64 */
                         const int u = __builtin_ctz((unsigned)slow);
-                        const int64_t i = ci[sel[s + u]];
+                        const int64_t i = ci[SA_SEL(s + u)];
                         const double z = sa_dot(w, X + i * d, d);
                         on = (on & ~(1 << u)) | ((z > b) << u);
                         kon = (kon & ~(1 << u)) | ((z > kr) << u);
@@ -415,11 +447,12 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
                     /* a fresh pass with keep thresholds: the pairs it does not keep never fire */
                     sa_deadline4(A->clock, z64, b, err, inv_wd, A->cap,
                                  fresh && keep ? ~kon & 15 : 0, nd);
-                    for (t = 0; t < n4; ++t) dp[sel[s + t]] = nd[t];
+                    if (ident) memcpy(dp + s, nd, (size_t)n4 * sizeof(float));
+                    else for (t = 0; t < n4; ++t) dp[sel[s + t]] = nd[t];
                 }
                 if (fresh) {
                     for (t = 0; t < n4; ++t) {
-                        const int32_t kk = sel[s + t];
+                        const int32_t kk = SA_SEL(s + t);
                         const int bit = (on >> t) & 1;
                         sp[kk] = (uint8_t)(bit | (keep ? ((kon >> t) & 1) << 1 : sp[kk] & 2));
                         kp += sp[kk] >> 1;
@@ -428,14 +461,16 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
                     }
                 } else {
                     int was = 0, flip;
-                    for (t = 0; t < n4; ++t) was |= (sp[sel[s + t]] & 1) << t;
+                    for (t = 0; t < n4; ++t) was |= (sp[SA_SEL(s + t)] & 1) << t;
                     flip = on ^ was;
                     while (flip) {                  /* rare: a pair changes state */
                         const int u = __builtin_ctz((unsigned)flip);
-                        const int32_t kk = sel[s + u];
-                        const int64_t i = ci[kk];
-                        sa_track_flip((on >> u) & 1, c, w, d, H + i * d, A->F0 + i,
-                                      A->cnt + i);
+                        const int32_t kk = SA_SEL(s + u);
+                        fb[nfb++] = r << 33 | (int64_t)ci[kk] << 1 | ((on >> u) & 1);
+                        if (nfb == SA_FLIPS) {
+                            sa_apply_flips(A, d, fb, nfb);
+                            nfb = 0;
+                        }
                         sp[kk] ^= 1;
                         flip &= flip - 1;
                         ++fl;
@@ -453,8 +488,10 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
                 A->F0[i] += c;
                 A->cnt[i] += 1;
             }
+#undef SA_SEL
         }
     }
+    sa_apply_flips(A, d, fb, nfb);
     *n_eval += ev;
     *n_exact += ex;
     *n_flip += fl;
@@ -463,9 +500,10 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
 
 SA_KERNEL_D(sa_nm_pass,
     (const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t lo, int32_t hi,
-     int32_t* sel, int64_t* n_eval, int64_t* n_exact, int64_t* n_flip, int64_t* n_kept),
-    (A, d, r0, r1, lo, hi, sel, n_eval, n_exact, n_flip, n_kept),
-    (A, sa_d, r0, r1, lo, hi, sel, n_eval, n_exact, n_flip, n_kept))
+     int32_t* sel, int64_t* fb, int64_t* n_eval, int64_t* n_exact, int64_t* n_flip,
+     int64_t* n_kept),
+    (A, d, r0, r1, lo, hi, sel, fb, n_eval, n_exact, n_flip, n_kept),
+    (A, sa_d, r0, r1, lo, hi, sel, fb, n_eval, n_exact, n_flip, n_kept))
 
 /* sa_screen_row of the rows [k0, k1) of ``rows`` (all rows when rows is NULL). */
 SA_BODY void

@@ -289,16 +289,21 @@ sa_sdot4(const float* w, const float* x0, const float* x1, const float* x2, cons
                                                       14, 15, 12, 13);
         const sa_v16f r = v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10,
                                                       13, 12, 15, 14);
-        z[0] = r[0]; z[1] = r[4]; z[2] = r[8]; z[3] = r[12];
+        typedef float sa_v4f_ __attribute__((vector_size(16), aligned(4)));
+        *(sa_v4f_*)z = __builtin_shufflevector(r, r, 0, 4, 8, 12);    /* one store */
     }
 #else
     z[0] = z[1] = z[2] = z[3] = 0.0f;
     for (t = 0; t < 16; ++t) { z[0] += a0[t]; z[1] += a1[t]; z[2] += a2[t]; z[3] += a3[t]; }
 #endif
-    for (t = j; t < d; ++t) z[0] += w[t] * x0[t];
-    for (t = j; t < d; ++t) z[1] += w[t] * x1[t];
-    for (t = j; t < d; ++t) z[2] += w[t] * x2[t];
-    for (t = j; t < d; ++t) z[3] += w[t] * x3[t];
+    if (j < d) {                        /* one multiply-add at a time (SA_SERIAL) */
+        float s0 = z[0], s1 = z[1], s2 = z[2], s3 = z[3];
+        for (t = j; t < d; ++t) { s0 += w[t] * x0[t]; SA_SERIAL(s0); }
+        for (t = j; t < d; ++t) { s1 += w[t] * x1[t]; SA_SERIAL(s1); }
+        for (t = j; t < d; ++t) { s2 += w[t] * x2[t]; SA_SERIAL(s2); }
+        for (t = j; t < d; ++t) { s3 += w[t] * x3[t]; SA_SERIAL(s3); }
+        z[0] = s0; z[1] = s1; z[2] = s2; z[3] = s3;
+    }
 }
 #else
 static inline void sa_sdot4(const float* w, const float* x0, const float* x1, const float* x2,

@@ -216,7 +216,7 @@ class CertifiedEngine(Engine):
     # per-iteration buffers, released once the weights move (not needed until the next
     # iteration, which allocates them again): this keeps them out of the peak of the step and
     # of the re-anchoring, at the cost of their page faults once per iteration
-    _ITERATION_BUFFERS = ("pass_state", "pass_deadline", "mask_fwd", "wgrad")
+    _ITERATION_BUFFERS = ("pass_state", "pass_deadline", "wgrad")
 
     def weights_changed(self, rows):
         self._clear_pass_state()
