@@ -37,6 +37,7 @@
 # (the engines' own CSR arrays).
 from cython.parallel cimport prange
 from libc.math cimport sqrt, nextafterf, INFINITY
+from libc.stdlib cimport calloc, free
 cimport numpy as cnp
 
 cdef extern from "sa_certified.h":
@@ -76,11 +77,17 @@ cdef extern from "sa_certified.h":
         double* H
         double* F0
         cnp.int64_t* cnt
+    ctypedef struct sa_recs:
+        cnp.int64_t* v
+        cnp.int64_t n
+        cnp.int64_t cap
+        int owned
     void sa_nm_pass(const sa_pass_args* A, Py_ssize_t d, cnp.int64_t r0, cnp.int64_t r1,
-                    cnp.int32_t lo, cnp.int32_t hi, cnp.int32_t* sel, cnp.int64_t* fb,
+                    cnp.int32_t* sel, sa_recs* out, const cnp.int32_t* block,
                     cnp.int64_t* n_eval, cnp.int64_t* n_exact, cnp.int64_t* n_flip,
-                    cnp.int64_t* n_kept) noexcept nogil
-    int SA_FLIPS
+                    cnp.int64_t* n_kept, int* failed) noexcept nogil
+    void sa_pass_sums_k(const sa_pass_args* A, Py_ssize_t d, const sa_recs* bufs,
+                        cnp.int64_t nt, cnp.int64_t stride) noexcept nogil
     void sa_screen_rows(const double* W, Py_ssize_t d, const cnp.int64_t* rows, cnp.int64_t k0,
                         cnp.int64_t k1, float* W32, double* er) noexcept nogil
     double sa_screen_c(Py_ssize_t d) noexcept nogil
@@ -275,7 +282,8 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
             bint kept_only=False, const double[::1] keep_thr=None, screen=None,
             const float[:, ::1] W32=None, const double[::1] W32_err=None,
             float[::1] deadline=None, double clock=0.0, const double[::1] dual_norm=None,
-            const double[::1] slack=None, double cap=0.0, bint check=True):
+            const double[::1] slack=None, double cap=0.0, cnp.int64_t[::1] records=None,
+            bint check=True):
     """One pass of the certified engine over neuron-major pairs (docs/design.md §3; the C
     comment above ``sa_pass_args`` in sa_certified.h states the contract in full).
 
@@ -297,8 +305,11 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
     ``keep_thr`` does not keep), and a pass that is not ``fresh`` evaluates only the pairs
     whose deadline the clock has reached. ``screen``: None (the float32 screen from d =
     SCREEN_MIN_D), True or False. ``W32``, ``W32_err``: ``screen_rows`` of the current W (the
-    caller's responsibility; computed here when not given). Lists must be sorted within each
-    neuron (checked when ``check``). Returns (pairs evaluated, pairs the screen left to
+    caller's responsibility; computed here when not given). ``records``: int64 memory the
+    pass may use for the changes it hands from its decisions to its sums (about one entry per
+    fired pair of a fresh pass, per flip of a tracked one; more goes to the heap): reusing it
+    from pass to pass saves the page faults of fresh memory. Lists must be sorted within
+    each neuron (checked when ``check``). Returns (pairs evaluated, pairs the screen left to
     float64, state flips, evaluated pairs with bit 1 set after a fresh pass)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m = W.shape[0], nnz = cidx.shape[0]
     cdef Py_ssize_t nb, j, c0, c1, chunk, i
@@ -389,26 +400,54 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
     A.H = &H[0, 0]
     A.F0 = &F0[0]
     A.cnt = &fired[0]
-    bounds, counters = _point_blocks(n)
+    # decisions: chunks of neurons over the threads (each neuron's list by one thread);
+    # sums: one block of points per thread, from every thread's records for it
+    bounds, _ = _point_blocks(n)
+    if bounds.shape[0] > 65:            # sa_pass_sums merges at most 64 threads' records
+        bounds = (np.arange(65, dtype=np.int64) * n) // 64
     cdef cnp.int64_t[::1] bd = bounds
     nb = bd.shape[0] - 1
-    cnt4 = np.zeros((4, nb), dtype=np.int64)
+    cdef Py_ssize_t T = nb, tid, nchunk
+    blk_a = np.empty(n, dtype=np.int32)
+    for j in range(nb):
+        blk_a[bd[j]:bd[j + 1]] = j
+    cdef const cnp.int32_t[::1] blk = blk_a
+    cnt4 = np.zeros((4, T), dtype=np.int64)
     cdef cnp.int64_t[:, ::1] cnt = cnt4
-    sel_a = np.empty((nb, (n + nb - 1) // nb + 1), dtype=np.int32)
+    longest = int(np.diff(np.asarray(cptr)).max()) if m > 0 else 0
+    sel_a = np.empty((T, longest + 1), dtype=np.int32)
     cdef cnp.int32_t[:, ::1] sel = sel_a
-    fb_a = np.empty((nb, SA_FLIPS), dtype=np.int64)
-    cdef cnp.int64_t[:, ::1] fb = fb_a
-    chunk = _neuron_chunk(d)
-    with nogil:
-        for j in prange(nb, schedule='static', num_threads=nb):
+    cdef sa_recs* recs = <sa_recs*>calloc(T * nb, sizeof(sa_recs))
+    if recs == NULL:
+        raise MemoryError()
+    cdef Py_ssize_t slot = records.shape[0] // (T * nb) if records is not None else 0
+    if slot > 0:
+        for j in range(T * nb):
+            recs[j].v = &records[j * slot]
+            recs[j].cap = slot
+    cdef int failed = 0
+    chunk = _neuron_chunk(d) // 4 if _neuron_chunk(d) >= 256 else 64
+    nchunk = (m + chunk - 1) // chunk
+    try:
+        with nogil:
             if nnz > 0:
-                c0 = 0
-                while c0 < m:
+                for j in prange(nchunk, schedule='dynamic', num_threads=T):
+                    tid = sa_omp_thread_num()
+                    c0 = j * chunk
                     c1 = c0 + chunk if c0 + chunk < m else m
-                    sa_nm_pass(&A, d, c0, c1, <cnp.int32_t>bd[j], <cnp.int32_t>bd[j + 1],
-                               &sel[j, 0], &fb[j, 0], &cnt[0, j], &cnt[1, j], &cnt[2, j],
-                               &cnt[3, j])
-                    c0 = c1
-            for i in range(bd[j], bd[j + 1]):
-                f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]
+                    sa_nm_pass(&A, d, c0, c1, &sel[tid, 0], recs + tid * nb, &blk[0],
+                               &cnt[0, tid], &cnt[1, tid], &cnt[2, tid], &cnt[3, tid],
+                               &failed)
+            if not failed:
+                for j in prange(nb, schedule='static', num_threads=nb):
+                    sa_pass_sums_k(&A, d, recs + j, T, nb)
+                    for i in range(bd[j], bd[j + 1]):
+                        f_out[i] = sa_dot(&H[i, 0], &X[i, 0], d) - b * F0[i]
+    finally:
+        for j in range(T * nb):
+            if recs[j].owned:
+                free(recs[j].v)
+        free(recs)
+    if failed:
+        raise MemoryError("nm_pass: out of memory for the pass's records")
     return tuple(int(v) for v in cnt4.sum(axis=1))

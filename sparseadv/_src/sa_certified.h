@@ -4,6 +4,8 @@
 #ifndef SPARSEADV_SA_CERTIFIED_H
 #define SPARSEADV_SA_CERTIFIED_H
 
+#include <stdlib.h>
+
 #include "sa_simd.h"
 
 /* Neuron-major forward (+ input-gradient helper H) for neurons [r0, r1) restricted to the
@@ -187,9 +189,14 @@ SA_KERNEL(sa_anchor_rows,
      int64_t* band, const int64_t* off, int32_t* out),
     (S, n, thr, budget, xnorm, h, k0, k1, mode, cnt, band, off, out))
 
-/* One pass of the certified engine over neuron-major pairs (docs/design.md §3), for the
-   neurons [r0, r1) restricted to the points [lo, hi). The arguments that do not change
-   within a pass travel in sa_pass_args:
+/* One pass of the certified engine over neuron-major pairs (docs/design.md §3), in two
+   phases. Decisions (sa_nm_pass, parallel over chunks of neurons [r0, r1), each neuron's
+   list decided by one thread): the pairs' states and deadlines below, and a record (neuron
+   r, point i, on) of every change the sums need, appended to the thread's buffer for the
+   block of points that i lies in. Sums (sa_pass_sums, parallel over blocks of points): the
+   records of a block, from every thread's buffer merged in increasing neuron order, applied
+   to H, F0 and the counts. The arguments that do not change within a pass travel in
+   sa_pass_args:
 
    Pairs and their state. Pair k = (r, i = cidx[k]) of neuron r's sorted list. st[k] bit 0:
    fired at its last evaluation; bit 1: kept by the refinement (can fire anywhere in the
@@ -331,36 +338,78 @@ sa_deadline4(double p0, const double* z, double b, const double* err, double inv
 #endif
 }
 
-/* A tracked pass's flips wait in a per-thread buffer of SA_FLIPS (neuron r, point i, on)
-   codes, r << 33 | i << 1 | on, and are applied in order (per point in increasing neuron
-   order, as they were found) with the H and W rows of later flips prefetched: a flip's H row
-   is a random one, usually no longer in cache. */
-#define SA_FLIPS 1024
-#define SA_PF_FLIP 6
-static inline __attribute__((always_inline)) void
-sa_apply_flips(const sa_pass_args* A, ptrdiff_t d, const int64_t* fb, int64_t nfb)
+/* Growable buffer of records (neuron r, point i, on) coded r << 33 | i << 1 | on: code
+   order is neuron order. It starts in a slice of the caller's memory (``owned`` 0: reused
+   from pass to pass, no page faults) and moves to the heap if it outgrows it. */
+typedef struct { int64_t* v; int64_t n, cap; int owned; } sa_recs;
+
+static inline int sa_recs_push(sa_recs* b, int64_t code)
 {
-    int64_t t;
-    for (t = 0; t < nfb; ++t) {
-        const int64_t r = fb[t] >> 33, i = (fb[t] >> 1) & 0xffffffff;
-        if (t + SA_PF_FLIP < nfb) {
-            const int64_t rr = fb[t + SA_PF_FLIP] >> 33;
-            const int64_t ii = (fb[t + SA_PF_FLIP] >> 1) & 0xffffffff;
-            ptrdiff_t j;
-            for (j = 0; j < d; j += 8) {
-                __builtin_prefetch(A->H + ii * d + j, 1, 3);
-                __builtin_prefetch(A->W + rr * d + j, 0, 3);
+    if (b->n == b->cap) {
+        const int64_t cap = b->cap ? 2 * b->cap : 4096;
+        int64_t* v = (int64_t*)(b->owned ? realloc(b->v, (size_t)cap * sizeof(int64_t))
+                                          : malloc((size_t)cap * sizeof(int64_t)));
+        if (v == NULL) return -1;
+        if (!b->owned && b->n) memcpy(v, b->v, (size_t)b->n * sizeof(int64_t));
+        b->v = v;
+        b->cap = cap;
+        b->owned = 1;
+    }
+    b->v[b->n++] = code;
+    return 0;
+}
+
+/* The sums phase for one block of points: the nt buffers bufs[t * stride] (one per thread of
+   the decision phase, each in increasing neuron order, no neuron in two of them) merged by
+   code and applied in that order, with the H and W rows of later records prefetched (a
+   record's H row is a random one, usually no longer in cache). */
+#define SA_PF_FLIP 6
+SA_BODY void
+sa_pass_sums(const sa_pass_args* A, ptrdiff_t d, const sa_recs* bufs, int64_t nt,
+             int64_t stride)
+{
+    int64_t pos[64] = {0}, t, k, ahead[SA_PF_FLIP + 1], na = 0, h = 0;
+    (void)k;
+    for (;;) {
+        /* the smallest head among the buffers: the next record in neuron order */
+        int64_t best = -1, code = 0;
+        for (t = 0; t < nt; ++t) {
+            const sa_recs* b = bufs + t * stride;
+            if (pos[t] < b->n && (best < 0 || b->v[pos[t]] < code)) {
+                best = t;
+                code = b->v[pos[t]];
             }
         }
-        sa_track_flip((int)(fb[t] & 1), A->scale * A->a[r], A->W + r * d, d, A->H + i * d,
-                      A->F0 + i, A->cnt + i);
+        if (best >= 0) {
+            ++pos[best];
+            {
+                const int64_t rr = code >> 33, ii = (code >> 1) & 0xffffffff;
+                ptrdiff_t j;
+                for (j = 0; j < d; j += 8) {
+                    __builtin_prefetch(A->H + ii * d + j, 1, 3);
+                    __builtin_prefetch(A->W + rr * d + j, 0, 3);
+                }
+            }
+            ahead[(h + na) % (SA_PF_FLIP + 1)] = code;
+            ++na;
+            if (na <= SA_PF_FLIP) continue;         /* fill the prefetch window first */
+        } else if (na == 0) {
+            break;
+        }
+        {
+            const int64_t c0 = ahead[h], r = c0 >> 33, i = (c0 >> 1) & 0xffffffff;
+            h = (h + 1) % (SA_PF_FLIP + 1);
+            --na;
+            sa_track_flip((int)(c0 & 1), A->scale * A->a[r], A->W + r * d, d, A->H + i * d,
+                          A->F0 + i, A->cnt + i);
+        }
     }
 }
 
 SA_BODY void
-sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t lo,
-                int32_t hi, int32_t* sel, int64_t* fb, int64_t* n_eval, int64_t* n_exact,
-                int64_t* n_flip, int64_t* n_kept)
+sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t* sel,
+                sa_recs* out, const int32_t* block, int64_t* n_eval, int64_t* n_exact,
+                int64_t* n_flip, int64_t* n_kept, int* failed)
 {
     const double* X = A->X;
     const float* x32 = A->x32;
@@ -368,14 +417,14 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
     const int screen = A->screen, fresh = A->fresh;
     const double* keep = A->keep;
     float* dl = A->dl;
-    double* H = A->H;
-    int64_t r, k, p, q, s, ns, ev = 0, ex = 0, fl = 0, kp = 0, nfb = 0;
+    int64_t r, k, p, q, s, ns, ev = 0, ex = 0, fl = 0, kp = 0, bad = 0;
     for (r = r0; r < r1; ++r) {
-        if (!sa_candidates_in_range(A->cptr, A->cidx, r, lo, hi, &p, &q)) continue;
+        p = A->cptr[r];
+        q = A->cptr[r + 1];
+        if (p == q) continue;
         {
             const double* w = A->W + r * d;
             const float* w32 = screen ? A->W32 + r * d : NULL;
-            const double c = A->scale * A->a[r];
             const double kr = keep ? keep[r] : 0.0;
             const double e = screen ? A->er[r] * A->xmax : INFINITY;
             /* a decided pair's margin loses the screen's bound (float64: none) and slack */
@@ -466,44 +515,38 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
                     while (flip) {                  /* rare: a pair changes state */
                         const int u = __builtin_ctz((unsigned)flip);
                         const int32_t kk = SA_SEL(s + u);
-                        fb[nfb++] = r << 33 | (int64_t)ci[kk] << 1 | ((on >> u) & 1);
-                        if (nfb == SA_FLIPS) {
-                            sa_apply_flips(A, d, fb, nfb);
-                            nfb = 0;
-                        }
+                        bad |= sa_recs_push(out + block[ci[kk]],
+                                            r << 33 | (int64_t)ci[kk] << 1 | ((on >> u) & 1));
                         sp[kk] ^= 1;
                         flip &= flip - 1;
                         ++fl;
                     }
                 }
             }
-            for (k = 0; k < nf; ++k) {              /* fresh: the fired pairs' terms */
-                const int64_t i = ci[sel[k]];
-                if (k + SA_PF_H < nf) {             /* H rows are scattered: fetch ahead */
-                    const double* h = H + (int64_t)ci[sel[k + SA_PF_H]] * d;
-                    ptrdiff_t j;
-                    for (j = 0; j < d; j += 8) __builtin_prefetch(h + j, 1, 3);
-                }
-                sa_axpy(c, w, H + i * d, d);
-                A->F0[i] += c;
-                A->cnt[i] += 1;
+            for (k = 0; k < nf; ++k) {              /* fresh: a record per fired pair */
+                const int32_t i = ci[sel[k]];
+                bad |= sa_recs_push(out + block[i], r << 33 | (int64_t)i << 1 | 1);
             }
 #undef SA_SEL
         }
     }
-    sa_apply_flips(A, d, fb, nfb);
     *n_eval += ev;
     *n_exact += ex;
     *n_flip += fl;
     *n_kept += kp;
+    if (bad) *failed = 1;
 }
 
 SA_KERNEL_D(sa_nm_pass,
-    (const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t lo, int32_t hi,
-     int32_t* sel, int64_t* fb, int64_t* n_eval, int64_t* n_exact, int64_t* n_flip,
-     int64_t* n_kept),
-    (A, d, r0, r1, lo, hi, sel, fb, n_eval, n_exact, n_flip, n_kept),
-    (A, sa_d, r0, r1, lo, hi, sel, fb, n_eval, n_exact, n_flip, n_kept))
+    (const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t* sel, sa_recs* out,
+     const int32_t* block, int64_t* n_eval, int64_t* n_exact, int64_t* n_flip,
+     int64_t* n_kept, int* failed),
+    (A, d, r0, r1, sel, out, block, n_eval, n_exact, n_flip, n_kept, failed),
+    (A, sa_d, r0, r1, sel, out, block, n_eval, n_exact, n_flip, n_kept, failed))
+#define sa_pass_sums_k_body sa_pass_sums
+SA_KERNEL_D(sa_pass_sums_k,
+    (const sa_pass_args* A, ptrdiff_t d, const sa_recs* bufs, int64_t nt, int64_t stride),
+    (A, d, bufs, nt, stride), (A, sa_d, bufs, nt, stride))
 
 /* sa_screen_row of the rows [k0, k1) of ``rows`` (all rows when rows is NULL). */
 SA_BODY void

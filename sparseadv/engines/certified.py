@@ -148,6 +148,7 @@ class CertifiedEngine(Engine):
         self._source = None         # the training set object of the last mini-batch
         self._clean = None          # the clean points of the current iteration
         self._clear_pass_state()
+        self._fired_hint = 0        # fired pairs of the last fresh pass (sizes its records)
         self.rebuilds_ = 0
 
     # -- state ----------------------------------------------------------------------------
@@ -216,7 +217,7 @@ class CertifiedEngine(Engine):
     # per-iteration buffers, released once the weights move (not needed until the next
     # iteration, which allocates them again): this keeps them out of the peak of the step and
     # of the re-anchoring, at the cost of their page faults once per iteration
-    _ITERATION_BUFFERS = ("pass_state", "pass_deadline", "wgrad")
+    _ITERATION_BUFFERS = ("pass_state", "pass_deadline", "pass_records", "wgrad")
 
     def weights_changed(self, rows):
         self._clear_pass_state()
@@ -309,7 +310,8 @@ class CertifiedEngine(Engine):
             Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, state, T.H, T.F0,
             T.count, f, True, keep_thr=keep if refine else None, W32=sets.w32,
             W32_err=sets.w32_err, deadline=deadline, dual_norm=dual, slack=slack, cap=cap,
-            check=False)
+            records=self._records(), check=False)
+        self._fired_hint = int(T.count.sum())
         T.kept = kept if refine else len(pairs.idx)
         self._passes = T
         self._add("candidate_pairs", len(pairs.idx))
@@ -331,9 +333,19 @@ class CertifiedEngine(Engine):
             Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, T.state, T.H, T.F0,
             T.count, f, deadline is None, kept_only=T.kept_only, W32=sets.w32,
             W32_err=sets.w32_err, deadline=deadline, clock=T.clock, dual_norm=T.dual_norm,
-            slack=T.slack, cap=2.0 * sets.region_radius, check=False)
+            slack=T.slack, cap=2.0 * sets.region_radius,
+            records=self._records(fresh=deadline is None), check=False)
         self._add("candidate_pairs", T.kept)
         return ev + ex + Xt.shape[0]
+
+    def _records(self, fresh=True):
+        """The memory a pass hands its changes over in (``nm_pass(records=)``): a fresh pass
+        records its fired pairs, sized from the last fresh pass with a quarter to spare; a
+        tracked pass records only its flips and reuses what is there."""
+        if not fresh and "pass_records" in self._bufs:
+            return self._bufs["pass_records"]
+        size = int(1.25 * self._fired_hint) + 65536
+        return self._work("pass_records", size, np.int64)
 
     def _evaluate(self, Xt, pairs, pass_index, f, H, fired):
         """One pass at Xt: the first of the iteration, or the next over its pairs. Writes f
@@ -377,7 +389,8 @@ class CertifiedEngine(Engine):
             # the gradient is allocated (a later pass of this iteration, outside the
             # protocol, evaluates every kept pair afresh instead)
             self._passes.deadline = None
-            self._bufs.pop("pass_deadline", None)
+            for key in ("pass_deadline", "pass_records"):
+                self._bufs.pop(key, None)
         self._add("fired_pairs", nf)
         return f, fired
 
