@@ -11,6 +11,10 @@ cimport numpy as cnp
 
 cdef extern from "sa_certified.h":
     double sa_screen_row(const double* w, Py_ssize_t d, float* w32) noexcept nogil
+    void sa_anchor_rows32(const float* S, cnp.int64_t n, const double* thr,
+                          const double* budget, const double* xnorm, double h, cnp.int64_t k0,
+                          cnp.int64_t k1, cnp.int64_t* cnt, cnp.int64_t* band,
+                          cnp.int32_t* out) noexcept nogil
     void sa_anchor_rows(const double* S, cnp.int64_t n, const double* thr, const double* budget,
                         const double* xnorm, double h, cnp.int64_t k0, cnp.int64_t k1, int mode,
                         cnp.int64_t* cnt, cnp.int64_t* band, const cnp.int64_t* off,
@@ -38,17 +42,21 @@ def _out_int32(out, Py_ssize_t size, Py_ssize_t need, str what):
 def anchor_candidates(const double[:, ::1] X not None, const double[:, ::1] Wa not None,
                       const cnp.int64_t[::1] rows not None, const double[::1] thr not None,
                       const double[::1] budget not None, const double[::1] xnorm not None,
-                      double band_h=0.0, block=0):
+                      double band_h=0.0, block=0, bint single=True):
     """Candidate lists of the neurons ``rows`` against all n points.
 
     Point i is a candidate of rows[k] iff S[k, i] + budget[k] * xnorm[i] > thr[k], with
-    S = Wa[rows] X^T. Parallel over blocks of ``block`` rows (default 64): each thread
-    computes its block's scores with dgemm tiles of at most 2^18 multiply-adds (so OpenBLAS
-    runs them on the calling thread, as in the dense kernels: no pooled BLAS threads competing
-    with the OpenMP ones), tests them and appends the kept point ids to its own buffer; the
-    buffers are then copied into place. Returns (ptr (len(rows) + 1,) int64, idx int32
-    sorted within each row, band, inner products) where band counts the kept pairs with
-    S + budget*xnorm - thr <= band_h (density estimate). ``block`` in [0, 2**20] (0: 64)."""
+    S = Wa[rows] X^T (xnorm[i] >= |x_i|_2). Parallel over blocks of ``block`` rows (default
+    64): each thread computes its block's scores with gemm tiles of at most 2^18
+    multiply-adds (so OpenBLAS runs them on the calling thread, as in the dense kernels: no
+    pooled BLAS threads competing with the OpenMP ones), tests them and appends the kept point
+    ids to its own buffer; the buffers are then copied into place. ``single`` (default): the
+    scores in float32 (sgemm) with the float32 screen's bound folded into the test, so the
+    lists are a superset of the float64 test's, larger only by the pairs within that bound
+    (about 1e-5 relative) of the threshold; float64 (dgemm) when False or when a norm is not
+    below 2^60. Returns (ptr (len(rows) + 1,) int64, idx int32 sorted within each row, band,
+    inner products) where band counts the kept pairs with S + budget*xnorm - thr <= band_h
+    (density estimate). ``block`` in [0, 2**20] (0: 64)."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0]
     # RB: rows per block (one dgemm score block S of RB x n per thread); PT: points per dgemm
     # tile (RB * PT * d <= 2^18 multiply-adds); tbuf/tlen/tcap: per-thread kept-id buffers
@@ -68,6 +76,10 @@ def anchor_candidates(const double[:, ::1] X not None, const double[:, ::1] Wa n
     ptr = np.zeros(nr + 1, dtype=np.int64)
     if nr == 0 or n == 0:
         return ptr, np.zeros(0, dtype=np.int32), 0, 0
+    if single and d <= SA_SCREEN_MAXD and float(np.max(xnorm)) < 1.152921504606846976e18:
+        out = _anchor_candidates32(X, Wa, rows, thr, budget, xnorm, band_h, blk_rows)
+        if out is not None:             # None: a row's norm is not below 2^60
+            return out
     RB = blk_rows if blk_rows > 0 else 64
     PT = (1 << 18) // (RB * d) if RB * d < (1 << 18) else 1
     if PT > n:
@@ -482,3 +494,122 @@ def row_drift32(const double[:, ::1] W not None, const float[:, ::1] Wa not None
                 N1[r] = s1
             if S32 != NULL:
                 SE[r] = sa_screen_row(&W[r, 0], d, S32 + r * d)
+
+
+def _anchor_candidates32(const double[:, ::1] X, const double[:, ::1] Wa,
+                         const cnp.int64_t[::1] rows, const double[::1] thr,
+                         const double[::1] budget, const double[::1] xnorm, double band_h,
+                         Py_ssize_t blk_rows):
+    """anchor_candidates with float32 scores (validated by it): S32 = fl32(Wa[rows])
+    fl32(X)^T by sgemm, and |S32 - S| <= e_k (|x_i|_2 + 2^-50) with e_k = c_d (|w_k|_2 +
+    2^-50) (the float32 screen's bound, sa_simd.h), folded into the test as
+    budget[k] + e_k and thr[k] - e_k 2^-50. None when a row's norm is not below 2^60."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0]
+    cdef Py_ssize_t RB, PT, nblk, T, j, k, k0, k1, kb, i0, ib, tid, need, cap, i, q
+    cdef cnp.int64_t tot
+    cdef double e, cE = sa_screen_c(d), tiny = 8.8817841970012523e-16
+    RB = blk_rows if blk_rows > 0 else 64
+    PT = (1 << 18) // (RB * d) if RB * d < (1 << 18) else 1
+    if PT > n:
+        PT = n
+    nblk = (nr + RB - 1) // RB
+    T = _nthreads()
+    cdef Py_ssize_t kb_max = RB if RB < nr else nr
+    check_allocation("block", T * kb_max * (n + d + 4) * 4, "the per-thread score blocks")
+    x32_a = np.empty((n, d), dtype=np.float32)
+    cdef float[:, ::1] x32 = x32_a
+    with nogil:
+        for i in range(n):
+            for q in range(d):
+                x32[i, q] = <float>X[i, q]
+    cnt_arr = np.zeros(nr, dtype=np.int64)
+    band_arr = np.zeros(nr, dtype=np.int64)
+    blk_arr = np.zeros((nblk, 2), dtype=np.int64)
+    cdef cnp.int64_t[::1] cnt = cnt_arr, band = band_arr
+    cdef cnp.int64_t[:, ::1] blk = blk_arr
+    cdef cnp.int32_t** tbuf = <cnp.int32_t**>calloc(T, sizeof(cnp.int32_t*))
+    cdef Py_ssize_t* tlen = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
+    cdef Py_ssize_t* tcap = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
+    cdef int failed = 0, too_big = 0
+    cdef int* failed_p = &failed
+    cdef int* big_p = &too_big
+    cdef float* S
+    cdef float* Wb
+    cdef double* adj
+    cdef cnp.int32_t* grown
+    if tbuf == NULL or tlen == NULL or tcap == NULL:
+        free(tbuf); free(tlen); free(tcap)
+        raise MemoryError()
+    with nogil, parallel(num_threads=T):
+        S = <float*>malloc(kb_max * n * sizeof(float))
+        Wb = <float*>malloc(kb_max * d * sizeof(float))
+        adj = <double*>malloc(2 * kb_max * sizeof(double))
+        if S == NULL or Wb == NULL or adj == NULL:
+            failed_p[0] = 1
+        for j in prange(nblk, schedule='dynamic'):
+            if S == NULL or Wb == NULL or adj == NULL or failed_p[0] or big_p[0]:
+                continue
+            tid = sa_omp_thread_num()
+            k0 = j * RB
+            k1 = k0 + RB if k0 + RB < nr else nr
+            kb = k1 - k0
+            for k in range(kb):
+                # the row in float32 and its factor c_d (|w|_2 + 2^-50) (inf past 2^60)
+                e = sa_screen_row(&Wa[rows[k0 + k], 0], d, Wb + k * d)
+                if not e < 1.7976931348623157e308:
+                    big_p[0] = 1
+                adj[k] = budget[k0 + k] + e                 # budget + e_k
+                adj[kb_max + k] = thr[k0 + k] - e * tiny    # thr - e_k 2^-50
+            if big_p[0]:
+                continue
+            i0 = 0
+            while i0 < n:
+                ib = PT if i0 + PT <= n else n - i0
+                sgemm_rm(b'N', b'T', <int>kb, <int>ib, <int>d, 1.0, Wb, <int>d,
+                         &x32[i0, 0], <int>d, 0.0, S + i0, <int>n)
+                i0 = i0 + PT
+            need = tlen[tid] + kb * n               # room for every point of every row
+            if need > tcap[tid]:
+                cap = 2 * tcap[tid] if tcap[tid] > 0 else 4096
+                while cap < need:
+                    cap = 2 * cap
+                grown = <cnp.int32_t*>realloc(tbuf[tid], cap * sizeof(cnp.int32_t))
+                if grown == NULL:
+                    failed_p[0] = 1
+                    continue
+                tbuf[tid] = grown
+                tcap[tid] = cap
+            sa_anchor_rows32(S, n, adj + kb_max, adj, &xnorm[0], band_h, 0, kb, &cnt[k0],
+                             &band[k0], tbuf[tid] + tlen[tid])
+            blk[j, 0] = tid
+            blk[j, 1] = tlen[tid]
+            for k in range(kb):
+                tlen[tid] = tlen[tid] + cnt[k0 + k]
+        free(S)
+        free(Wb)
+        free(adj)
+    if failed or too_big:
+        for j in range(T):
+            free(tbuf[j])
+        free(tbuf); free(tlen); free(tcap)
+        if failed:
+            raise MemoryError()
+        return None
+    ptr = np.zeros(nr + 1, dtype=np.int64)
+    np.cumsum(cnt_arr, out=ptr[1:])
+    cdef cnp.int64_t[::1] pv = ptr
+    tot = pv[nr]
+    idx = np.empty(tot, dtype=np.int32)
+    cdef cnp.int32_t[::1] iv = idx
+    if tot > 0:
+        with nogil:
+            for j in prange(nblk, schedule='static'):
+                k0 = j * RB
+                k1 = k0 + RB if k0 + RB < nr else nr
+                if pv[k1] > pv[k0]:
+                    memcpy(&iv[pv[k0]], tbuf[blk[j, 0]] + blk[j, 1],
+                           (pv[k1] - pv[k0]) * sizeof(cnp.int32_t))
+    for j in range(T):
+        free(tbuf[j])
+    free(tbuf); free(tlen); free(tcap)
+    return ptr, idx, int(band_arr.sum()), int(nr) * int(n)

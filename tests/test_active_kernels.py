@@ -156,19 +156,32 @@ def test_anchor_filter_and_splice(m, n, d):
     thr = rng.standard_normal(m)
     S = Wa @ X.T
     keep = S + budget[:, None] * xnorm[None, :] > thr[:, None]
-    ptr, idx, band, ip = _core.anchor_candidates(X, Wa, rows, thr, budget, xnorm, 0.5, block=7)
+    ptr, idx, band, ip = _core.anchor_candidates(X, Wa, rows, thr, budget, xnorm, 0.5, block=7,
+                                                 single=False)
     assert ip == m * n
     c2, i2 = _nm(keep)
     assert np.array_equal(ptr, c2) and np.array_equal(idx, i2)
     v = S + budget[:, None] * xnorm[None, :] - thr[:, None]
     assert band == ((v > 0) & (v <= 0.5)).sum()
+    # float32 scores (the default): every pair of the float64 test, and besides it only
+    # pairs within the float32 screen's bound of the threshold
+    p32, i32, band32, ip32 = _core.anchor_candidates(X, Wa, rows, thr, budget, xnorm, 0.5,
+                                                     block=7)
+    assert ip32 == m * n
+    K32 = np.zeros((m, n), bool)
+    K32[np.repeat(np.arange(m), np.diff(p32)), i32] = True
+    assert all(np.all(np.diff(i32[p32[k]:p32[k + 1]]) > 0) for k in range(m))
+    assert np.all(K32[keep])
+    bound = (2 * (d + 3) * 2.0 ** -24 * (np.linalg.norm(Wa, axis=1)[:, None] + 2.0 ** -50)
+             * (xnorm[None, :] + 2.0 ** -50))
+    assert np.all(np.abs(v[K32 & ~keep]) <= bound[K32 & ~keep])
     # filter with raised thresholds == fresh anchoring at those thresholds
     sub = np.arange(0, m, 2, dtype=np.int64)
     thr2 = thr[sub] + 0.3
     b2 = budget[sub] * 0.5
     p3, i3, ip3 = _core.filter_candidates(X, Wa, sub, thr2, b2, xnorm, ptr, idx)
     assert ip3 == keep[sub].sum()
-    p4, i4, _, _ = _core.anchor_candidates(X, Wa, sub, thr2, b2, xnorm)
+    p4, i4, _, _ = _core.anchor_candidates(X, Wa, sub, thr2, b2, xnorm, single=False)
     assert np.array_equal(p3, p4) and np.array_equal(i3, i4)
     # splice them back in
     cp, ci = _core.csr_replace_rows(ptr, idx, sub, p3, i3)

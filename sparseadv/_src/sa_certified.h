@@ -183,6 +183,35 @@ sa_track_flip(int on, double c, const double* w, ptrdiff_t d, double* h, double*
     }
 }
 
+/* sa_anchor_rows on float32 scores, in one pass: the kept point ids of row k are appended
+   to out (which has room for (k1 - k0) n more), their number to cnt[k] and the band count
+   to band[k]. The caller folds the float32 scores' error bound into budget and thr. */
+SA_BODY void
+sa_anchor_rows32_body(const float* S, int64_t n, const double* thr, const double* budget,
+                      const double* xnorm, double h, int64_t k0, int64_t k1, int64_t* cnt,
+                      int64_t* band, int32_t* out)
+{
+    int64_t k, i, o = 0;
+    for (k = k0; k < k1; ++k) {
+        const float* s = S + k * n;
+        const double t = thr[k], B = budget[k];
+        int64_t c = 0, bc = 0;
+        for (i = 0; i < n; ++i) {
+            const double v = (double)s[i] + B * xnorm[i] - t;
+            out[o + c] = (int32_t)i;                /* branch-free append */
+            c += v > 0.0;
+            bc += (v > 0.0) & (v <= h);
+        }
+        o += c;
+        cnt[k] = c;
+        band[k] = bc;
+    }
+}
+SA_KERNEL(sa_anchor_rows32,
+    (const float* S, int64_t n, const double* thr, const double* budget, const double* xnorm,
+     double h, int64_t k0, int64_t k1, int64_t* cnt, int64_t* band, int32_t* out),
+    (S, n, thr, budget, xnorm, h, k0, k1, cnt, band, out))
+
 SA_KERNEL(sa_anchor_rows,
     (const double* S, int64_t n, const double* thr, const double* budget,
      const double* xnorm, double h, int64_t k0, int64_t k1, int mode, int64_t* cnt,
