@@ -1,5 +1,6 @@
-# The certified engine's neuron-major kernels (C in sparseadv/_src/sa_certified.h): forward,
-# weight gradient and tracked forward over a sparse set of (point, neuron) pairs.
+# The certified engine's neuron-major kernels (C in sparseadv/_src/sa_certified.h): the pass
+# (nm_pass, with the float32 screen's copy of the rows from screen_rows), the weight gradient,
+# and the plain float64 forward (nm_forward, the oracle's).
 #
 # Two layouts of a pair set (the second is the tree engine's, see _pointmajor.pxi):
 #
@@ -10,28 +11,26 @@
 # * POINT-MAJOR: ``indptr`` (n + 1, int64) and ``indices`` (int64 neuron ids), the layout of
 #   ``dense_fired_pairs`` and of a tree query; any order within a point.
 #
-# Every kernel evaluates z = <w_r, x_i> for every listed pair and only uses the pairs with
-# z > b, so a superset of the fired pairs may be passed. They return the number of inner
-# products evaluated and the number of pairs that fired. The exception is the tracked pass
-# (``nm_track_forward``): over a list that stays fixed while the points move, it carries each
-# pair's last score and decides most pairs by two-sided bounds, evaluating only the rest.
+# nm_forward evaluates every listed pair in float64 and uses the pairs with z > b, so a
+# superset of the fired pairs may be passed. nm_pass decides the pairs (the float32 screen,
+# float64 where it cannot tell), keeps a state byte per pair and, between the passes of an
+# iteration, float32 deadlines that let it skip the pairs that cannot have changed.
 #
-# Parallelism and determinism. The neuron-major forward kernel splits the POINTS into one
-# contiguous block per thread and walks the neurons in chunks (a chunk of W, ~512 KB, is read
-# from memory once and shared by the threads through the L3 cache); within its block a thread
-# finds each neuron's sub-list by binary search. Every point therefore accumulates its
-# contributions in increasing neuron order, whatever the thread count: results are bitwise
-# independent of the number of threads (and of the blocking). The weight-gradient kernel is
-# parallel over neurons (no collisions); each neuron sums its points in increasing order.
-# The tracked pass splits points like the forward kernel and adds or removes a point's terms
-# in increasing neuron order within a pass. No atomics.
+# Parallelism and determinism. nm_forward splits the POINTS into one contiguous block per
+# thread and walks the neurons in chunks (a chunk of W, ~512 KB, is read from memory once and
+# shared by the threads through the L3 cache); within its block a thread finds each neuron's
+# sub-list by binary search. nm_pass decides in parallel over chunks of neurons and then sums
+# in parallel over blocks of points, from records merged in neuron order. Either way every
+# point accumulates its contributions in increasing neuron order, whatever the thread count:
+# results are bitwise independent of the number of threads (and of the blocking). The
+# weight-gradient kernel is parallel over neurons (no collisions); each neuron sums its points
+# in increasing order. No atomics.
 #
-# The inner loops are C with explicit 4-wide vector accumulators. With GCC or clang on x86,
-# each kernel is instantiated twice, once with __attribute__((target("avx2,fma"))) and once
-# for the baseline ISA, and a small wrapper dispatches on CPU features detected once at
-# import (``sa_cpu_init``, sa_simd.h; manual dispatch, not target_clones): the package is
-# built without -march=native. FMA contraction in the AVX2 build means the last bits can
-# differ between CPUs (not between thread counts).
+# The inner loops are C with explicit vector types. With GCC or clang on x86, each kernel is
+# instantiated three times (AVX-512, AVX2+FMA, baseline) and a small wrapper dispatches on CPU
+# features detected once at import (``sa_cpu_init``, sa_simd.h; capped by SPARSEADV_SIMD):
+# the package is built without -march=native. AVX2 and AVX-512 give the same bits; the
+# baseline build has no FMA, so its last bits differ.
 #
 # Validation: shapes always; offsets, sortedness and index ranges unless ``check=False``
 # (the engines' own CSR arrays).

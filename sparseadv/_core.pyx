@@ -27,8 +27,8 @@ header also compiles standalone with -Wall -Wextra -Werror, see .ci/check_c_warn
 * ``_pointmajor.pxi`` the tree engine's kernels over point-major pairs (``sa_pointmajor.h``):
                       forward, CSR transpose, weight gradient.
 * ``_certified.pxi``  the certified engine's neuron-major kernels (``sa_certified.h``): forward,
-                      weight gradient, tracked forward.
-* ``_candidates.pxi`` the certified engine's candidate sets: anchoring, filtering, compaction,
+                      weight gradient, the pass with the float32 screen and deadlines.
+* ``_candidates.pxi`` the certified engine's candidate sets: anchoring, filtering,
                       row replacement, row norms and drifts.
 * ``_step.pxi``       the in-place weight step W[rows] -= lr * G.
 

@@ -1,5 +1,7 @@
 /* sa_certified.h: the neuron-major kernels of the certified engine (docs/design.md §3):
-   forward over candidate pairs, weight gradient, the tracked pass, the anchoring test.
+   the float64 forward over candidate pairs (the oracle's), the weight gradient, the
+   anchoring test (float64 and float32 scores), and the engine's pass (sa_nm_pass: the
+   float32 screen, pair states and deadlines, records merged into the sums).
    Declared to Cython in sparseadv/_certified.pxi and sparseadv/_candidates.pxi. */
 #ifndef SPARSEADV_SA_CERTIFIED_H
 #define SPARSEADV_SA_CERTIFIED_H

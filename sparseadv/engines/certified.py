@@ -11,11 +11,12 @@ kernels and counts as the dense engine does.
 The sets depend on the clean points, the ball (ε, norm) and the network's b:
 ``begin_iteration`` rebuilds them when the clean points or the ball differ from those they were
 built for. The weights are followed through the protocol: ``weights_changed(rows)`` measures
-the drift of the moved rows and re-anchors the neurons past their budgets (one blocked GEMM of
-those rows against all n clean points, spliced into the CSR); ``weights_reset()`` drops the
-sets (rebuilt at the next iteration). ``verify=True`` checks every evaluated point set against
-brute force, and that indexed passes lie in the balls, and raises RuntimeError on any fired
-pair that is not a candidate.
+the drift of the moved rows and sets the neurons past their budgets aside; the next
+``begin_iteration`` re-anchors them (one blocked GEMM of those rows against all n clean points,
+spliced into the CSR); ``weights_reset()`` drops the sets (rebuilt at the next iteration).
+``verify=True`` checks every pass against brute force (every fired pair is a candidate, the
+fired counts and every pair's state are the brute-force ones) and that indexed passes lie in
+the balls, and raises RuntimeError on any difference.
 
 Mini-batches (``begin_iteration(..., batch=Batch(points, index))``, docs/design.md §3). The
 sets are built for all n training points and stay a proof for every one of them, whichever
@@ -30,40 +31,47 @@ by sqrt(n / |B|) and re-anchoring gets rarer) and the restriction's index work. 
 training-set object as in the previous batch is taken to be the same data (no O(n d)
 comparison per iteration).
 
+Passes (docs/design.md §3, "How the sets are used"; kernel ``_core.nm_pass``). The first
+pass of an iteration (pass 0, at the clean points when ``threat.starts_clean``) evaluates
+every candidate and starts the per-point sums H_i = Σ_fired scale·a_r w_r, F0_i =
+Σ_fired scale·a_r and the fired counts, from which f_i = ⟨H_i, x̃_i⟩ − b F0_i. Each pair gets
+a state byte (bit 0 fired, bit 1 kept by the refinement).
+
 Per-iteration refinement (``refine=True``). The anchored sets hold for every weight within the
-budget; within one iteration the weights are fixed, so pass 0, when it is at the clean points
-(``threat.starts_clean``), also marks the candidates with ⟨w_r, x_i⟩ > b − ε‖w_r‖_p* − slack at
-the CURRENT weights (``nm_forward``'s keep mask, no extra inner products). Every pair that can
-fire anywhere in the ε-balls passes that test (⟨w_r, x̃⟩ ≤ ⟨w_r, x_i⟩ + ε‖w_r‖_p*), so the
-marked pairs (``compact_pairs``) are a complete candidate set for the other passes of the
-iteration: the budget margin B_r(‖x_i‖ + ε₂) is dropped for them.
+budget; within one iteration the weights are fixed, so pass 0, when it is at the clean points,
+also keeps the candidates with ⟨w_r, x_i⟩ > b − ε‖w_r‖_p* − slack at the CURRENT weights (no
+extra inner products). Every pair that can fire anywhere in the ε-balls passes that test
+(⟨w_r, x̃⟩ ≤ ⟨w_r, x_i⟩ + ε‖w_r‖_p*), so the later passes evaluate only kept pairs: the budget
+margin B_r(‖x_i‖ + ε₂) is dropped for them.
 
-Tracked passes (``lazy=True``). The refined sets stay fixed for the rest of the iteration
-while the points move, so the engine carries a state from pass to pass (``nm_track_forward``,
-``_TrackedPasses``): per pair, its score when last evaluated and the path length of its point
-at that time; per point, H_i = Σ_fired scale·a_r w_r, F0_i = Σ_fired scale·a_r and the fired
-count. Pass 0 gives the exact start state. A point's later position lies within min(path length
-since then, 2ε) of the earlier one (in the attack's norm, paired with ‖w_r‖₂ or ‖w_r‖₁), so
-|⟨w_r, x̃⟩ − z°| ≤ g_ri ‖w_r‖_*: a pair whose interval lies clear of b (by the slack) keeps its
-fired state without an inner product, only the others are evaluated, and only pairs whose
-state flips touch H_i, F0_i and the count. Then f_i = ⟨H_i, x̃_i⟩ − b F0_i (n inner products).
-Exact: every pair's state is decided by a proof or by its score; f and H differ from a fresh
-sum only by round-off (terms are added and removed instead of summed anew).
+Tracked passes (``lazy=True``). The later passes carry each pair's state and a float32
+deadline on a clock shared by the passes (the sum of the largest step any point took, attack
+norm, rounded up): a pair decided with margin M cannot change state before its point moves
+M / ‖w_r‖_*, so it is evaluated again only once the clock reaches its deadline (+inf when no
+position in the ball is that far, and for the pairs the refinement dropped); only pairs whose
+state flips change H_i, F0_i and the count. Exact: every pair's state is decided by a proof or
+by its score; f and H differ from a fresh sum only by round-off (terms are added and removed
+instead of summed anew). ``lazy=False``: every later pass evaluates every kept pair and sums
+afresh.
 
-Counters per iteration: ``inner_products`` = candidate inner products of every pass (attack
-steps and forward; tracked passes: the evaluated pairs plus n) + n per re-anchored neuron (the
-GEMM) + the re-tests of shrunk lists; ``candidate_pairs`` = the candidate set size summed over
-the passes that evaluate it (K attack steps + the forward pass; the weight gradient reuses the
-mask of the forward pass with the same index and is counted only when there is none);
-``fired_pairs`` = fired pairs at the final points; ``reanchored`` = neurons anchored this
-iteration (all m on a (re)build); ``nodes_visited`` = 0. ``verify`` work is not counted.
+Scores. Pairs are decided by the float32 screen (a float32 dot product within a proven bound of
+the float64 score, from the sets' float32 copy of the current rows); the few pairs it cannot
+tell are evaluated in float64, whose score defines "fired".
+
+Counters per iteration: ``inner_products`` = pairs evaluated by every pass (+1 for each float64
+re-evaluation, + n per pass for f) + n per re-anchored neuron (the GEMM) + the re-tests of
+shrunk lists; ``candidate_pairs`` = the candidate set size of every pass (pass 0: the anchored
+list; later passes: the pairs pass 0 kept); ``fired_pairs`` = fired pairs at the final points;
+``reanchored`` = neurons anchored in the iteration (all m on a (re)build; re-anchoring that a
+weight step sets aside is done at the start of the next iteration and counted there);
+``nodes_visited`` = 0. ``verify`` work is not counted.
 
 Results do not depend on the number of OpenMP threads (every point sums its neurons in
-increasing order, every neuron its points in increasing order; tracked passes add and remove a
-point's terms in increasing neuron order within each pass). Large per-iteration arrays (masks,
-the refined sets and their state, the CSR being spliced, the weight gradient) are work buffers
-of the engine (``Engine._work``); the anchored scores of pass 0 (8 bytes per anchored pair) and
-the tracked state (17 bytes per refined pair) are the largest; ``lazy=False`` drops the state.
+increasing order, every neuron its points in increasing order). Large per-iteration arrays
+(the pair states and deadlines, the records a pass hands from its decisions to its sums, the
+weight gradient) are work buffers of the engine (``Engine._work``); the deadlines and records
+go after the final forward pass, before the gradient is allocated, and the rest once the
+weights move.
 """
 from typing import NamedTuple
 
@@ -119,8 +127,8 @@ class CertifiedEngine(Engine):
         Narrow the candidate sets once per iteration at the current weights (module docstring,
         "Per-iteration refinement"); exact either way.
     lazy : bool
-        Tracked passes over the refined sets: evaluate only the pairs whose fired state is not
-        proven by carried score bounds (module docstring, "Tracked passes"); exact either way.
+        Tracked passes: evaluate only the pairs whose deadline has come (module docstring,
+        "Tracked passes"); exact either way.
     """
 
     name = "certified"
@@ -280,7 +288,7 @@ class CertifiedEngine(Engine):
         sets = self._sets
         norm2, norm1 = sets.norm2, sets.norm1   # the current rows' (kept by weights_moved)
         dual = norm1 if sets.norm == np.inf else norm2
-        # the tracked passes' slack also covers the round-off of the carried path lengths
+        # the deadlines' slack also covers the round-off of the clock
         slack = SLACK * (abs(sets.b)
                          + (norm2 + dual) * (sets.max_point_norm + sets.ball_l2_radius + 1.0))
         return sets.threshold(norm2, norm1, 0.0), dual, slack
