@@ -440,14 +440,12 @@ def copy_rows_norms32(const double[:, ::1] W not None, float[:, ::1] Wa not None
 def row_drift32(const double[:, ::1] W not None, const float[:, ::1] Wa not None,
                 const double[::1] scale not None, const double[::1] err not None,
                 const cnp.int64_t[::1] rows not None, double[::1] out not None,
-                double[::1] norm2=None, double[::1] norm1=None, float[:, ::1] W32=None,
-                double[::1] W32_err=None):
+                double[::1] norm2=None, double[::1] norm1=None):
     """out[k] >= ||W[r] - w°_r||_2 for r = rows[k], the anchor of ``copy_rows_norms32``:
     ||W[r] - scale[r] Wa[r]||_2 (rounded up) + err[r]. With ``norm2`` and ``norm1``
     (length m) also norm2[r], norm1[r] = ||W[r]||_2, ||W[r]||_1 of the same rows, with the
     bits of ``row_norms`` (the certified engine keeps the current rows' norms this way
-    instead of a pass over all m rows per iteration); with ``W32`` and ``W32_err`` also the
-    float32 screen's copy of the same rows (``screen_rows``), in the same pass over W."""
+    instead of a pass over all m rows per iteration)."""
     cdef Py_ssize_t m = W.shape[0], d = W.shape[1], nr = rows.shape[0], k, j, r
     cdef double s2, s1, t, su, inv
     _shapes("row_drift32", ("Wa", 0, Wa.shape[0], m), ("Wa", 1, Wa.shape[1], d),
@@ -457,17 +455,10 @@ def row_drift32(const double[:, ::1] W not None, const float[:, ::1] Wa not None
         raise InputError("row_drift32: norm2 and norm1 go together")
     if norm2 is not None:
         _shapes("row_drift32", ("norm2", 0, norm2.shape[0], m), ("norm1", 0, norm1.shape[0], m))
-    if (W32 is None) != (W32_err is None):
-        raise InputError("row_drift32: W32 and W32_err go together")
-    if W32 is not None:
-        _shapes("row_drift32", ("W32", 0, W32.shape[0], m), ("W32", 1, W32.shape[1], d),
-                ("W32_err", 0, W32_err.shape[0], m))
     if not _rows_in_range(rows, m):
         raise InputError("row_drift32: row out of range")
     cdef double* N2 = &norm2[0] if norm2 is not None and m > 0 else NULL
     cdef double* N1 = &norm1[0] if norm1 is not None and m > 0 else NULL
-    cdef float* S32 = &W32[0, 0] if W32 is not None and m > 0 and d > 0 else NULL
-    cdef double* SE = &W32_err[0] if W32 is not None and m > 0 else NULL
     with nogil:
         for k in prange(nr, schedule='static'):
             r = rows[k]
@@ -492,8 +483,6 @@ def row_drift32(const double[:, ::1] W not None, const float[:, ::1] Wa not None
             if N2 != NULL:
                 N2[r] = sqrt(s2)
                 N1[r] = s1
-            if S32 != NULL:
-                SE[r] = sa_screen_row(&W[r, 0], d, S32 + r * d)
 
 
 def _anchor_candidates32(const double[:, ::1] X, const double[:, ::1] Wa,

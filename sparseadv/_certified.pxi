@@ -1,5 +1,5 @@
 # The certified engine's neuron-major kernels (C in sparseadv/_src/sa_certified.h): the pass
-# (nm_pass, with the float32 screen's copy of the rows from screen_rows), the weight gradient,
+# (nm_pass, deciding pairs with the float32 screen where it can), the weight gradient,
 # and the plain float64 forward (nm_forward, the oracle's).
 #
 # Two layouts of a pair set (the second is the tree engine's, see _pointmajor.pxi):
@@ -55,8 +55,6 @@ cdef extern from "sa_certified.h":
         const float* x32
         double xmax
         const double* W
-        const float* W32
-        const double* er
         const double* a
         double b
         double scale
@@ -82,13 +80,11 @@ cdef extern from "sa_certified.h":
         cnp.int64_t cap
         int owned
     void sa_nm_pass(const sa_pass_args* A, Py_ssize_t d, cnp.int64_t r0, cnp.int64_t r1,
-                    cnp.int32_t* sel, sa_recs* out, const cnp.int32_t* block,
+                    cnp.int32_t* sel, float* w32, sa_recs* out, const cnp.int32_t* block,
                     cnp.int64_t* n_eval, cnp.int64_t* n_exact, cnp.int64_t* n_flip,
                     cnp.int64_t* n_kept, int* failed) noexcept nogil
     void sa_pass_sums_k(const sa_pass_args* A, Py_ssize_t d, const sa_recs* bufs,
                         cnp.int64_t nt, cnp.int64_t stride) noexcept nogil
-    void sa_screen_rows(const double* W, Py_ssize_t d, const cnp.int64_t* rows, cnp.int64_t k0,
-                        cnp.int64_t k1, float* W32, double* er) noexcept nogil
     double sa_screen_c(Py_ssize_t d) noexcept nogil
     int SA_SCREEN_MAXD
 
@@ -246,40 +242,12 @@ cdef object _screen_points(const double[:, ::1] X):
     return x32, top + 8.8817841970012523e-16
 
 
-def screen_rows(const double[:, ::1] W not None, float[:, ::1] W32 not None,
-                double[::1] err not None, const cnp.int64_t[::1] rows=None):
-    """The float32 screen's copy of the weights (docs/design.md §3): W32[r] = W[r] rounded to
-    float32 and err[r] = c_d (|W[r]|_2 + 2^-50) (+inf when that norm is not below 2^60), for
-    r in ``rows`` (sorted or not; every row when None). ``nm_pass`` needs them for the current
-    W: refresh the rows that move."""
-    cdef Py_ssize_t m = W.shape[0], d = W.shape[1], nr, k, nb, j, per = 1024
-    _shapes("screen_rows", ("W32", 0, W32.shape[0], m), ("W32", 1, W32.shape[1], d),
-            ("err", 0, err.shape[0], m))
-    cdef const cnp.int64_t* Rp = NULL
-    if rows is not None:
-        if not _rows_in_range(rows, m):
-            raise InputError(f"screen_rows: rows must be in [0, {m})")
-        nr = rows.shape[0]
-        if nr > 0:
-            Rp = &rows[0]
-    else:
-        nr = m
-    if nr == 0 or d == 0:
-        return
-    nb = (nr + per - 1) // per
-    with nogil:
-        for j in prange(nb, schedule='static'):
-            sa_screen_rows(&W[0, 0], d, Rp, j * per, (j + 1) * per if (j + 1) * per < nr else nr,
-                           &W32[0, 0], &err[0])
-
-
 def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
             const double[::1] a not None, double b, double scale,
             const cnp.int64_t[::1] cptr not None, const cnp.int32_t[::1] cidx not None,
             cnp.uint8_t[::1] state not None, double[:, ::1] H not None, double[::1] F0 not None,
             cnp.int64_t[::1] fired not None, double[::1] f_out not None, bint fresh,
             bint kept_only=False, const double[::1] keep_thr=None, screen=None,
-            const float[:, ::1] W32=None, const double[::1] W32_err=None,
             float[::1] deadline=None, double clock=0.0, const double[::1] dual_norm=None,
             const double[::1] slack=None, double cap=0.0, cnp.int64_t[::1] records=None,
             bint check=True):
@@ -303,8 +271,7 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
     the clock below which its state cannot change (+inf for the pairs a fresh pass with
     ``keep_thr`` does not keep), and a pass that is not ``fresh`` evaluates only the pairs
     whose deadline the clock has reached. ``screen``: None (the float32 screen from d =
-    SCREEN_MIN_D), True or False. ``W32``, ``W32_err``: ``screen_rows`` of the current W (the
-    caller's responsibility; computed here when not given). ``records``: int64 memory the
+    SCREEN_MIN_D), True or False. ``records``: int64 memory the
     pass may use for the changes it hands from its decisions to its sums (about one entry per
     fired pair of a fresh pass, per flip of a tracked one; more goes to the heap): reusing it
     from pass to pass saves the page faults of fresh memory. Lists must be sorted within
@@ -333,11 +300,6 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
         use32 = bool(screen) and d <= SA_SCREEN_MAXD
     else:
         raise InputTypeError(f"nm_pass: screen must be None, True or False, got {screen!r}")
-    if (W32 is None) != (W32_err is None):
-        raise InputError("nm_pass: W32 and W32_err go together")
-    if W32 is not None:
-        _shapes("nm_pass", ("W32", 0, W32.shape[0], m), ("W32", 1, W32.shape[1], d),
-                ("W32_err", 0, W32_err.shape[0], m))
     A.dl = NULL
     A.wd = NULL
     A.slack = NULL
@@ -368,22 +330,13 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
         fired[:] = 0
     if n == 0:
         return 0, 0, 0, 0
-    if use32 and W32 is None and m > 0:
-        W32_a, err_a = np.empty((m, d), dtype=np.float32), np.empty(m)
-        screen_rows(W, W32_a, err_a)
-        W32, W32_err = W32_a, err_a
     x32_a, xmax = _screen_points(X) if use32 else (None, INFINITY)
     cdef const float[:, ::1] x32v
     A.X = &X[0, 0]
     A.x32 = NULL
-    A.W32 = NULL
-    A.er = NULL
     if use32:
         x32v = x32_a
         A.x32 = &x32v[0, 0]
-        if m > 0:
-            A.W32 = &W32[0, 0]
-            A.er = &W32_err[0]
     A.xmax = xmax
     A.W = &W[0, 0] if m > 0 else NULL
     A.a = &a[0] if m > 0 else NULL
@@ -416,6 +369,8 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
     longest = int(np.diff(np.asarray(cptr)).max()) if m > 0 else 0
     sel_a = np.empty((T, longest + 1), dtype=np.int32)
     cdef cnp.int32_t[:, ::1] sel = sel_a
+    w32_a = np.empty((T, d + 16), dtype=np.float32)
+    cdef float[:, ::1] w32 = w32_a
     cdef sa_recs* recs = <sa_recs*>calloc(T * nb, sizeof(sa_recs))
     if recs == NULL:
         raise MemoryError()
@@ -434,9 +389,9 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
                     tid = sa_omp_thread_num()
                     c0 = j * chunk
                     c1 = c0 + chunk if c0 + chunk < m else m
-                    sa_nm_pass(&A, d, c0, c1, &sel[tid, 0], recs + tid * nb, &blk[0],
-                               &cnt[0, tid], &cnt[1, tid], &cnt[2, tid], &cnt[3, tid],
-                               &failed)
+                    sa_nm_pass(&A, d, c0, c1, &sel[tid, 0], &w32[tid, 0], recs + tid * nb,
+                               &blk[0], &cnt[0, tid], &cnt[1, tid], &cnt[2, tid],
+                               &cnt[3, tid], &failed)
             if not failed:
                 for j in prange(nb, schedule='static', num_threads=nb):
                     sa_pass_sums_k(&A, d, recs + j, T, nb)

@@ -441,7 +441,6 @@ def test_wrappers_reject_bad_input_without_crashing():
     bad("column", _core.nm_forward, X0, W0, a, b, 1.0, c0, i0, np.empty(n))
     bad("column", _core.nm_pass, X0, W0, a, b, 1.0, c0, i0, np.zeros(0, np.uint8),
         np.zeros((n, 0)), np.zeros(n), np.zeros(n, np.int64), np.zeros(n), True)
-    _core.screen_rows(W0, np.zeros((m, 0), np.float32), np.zeros(m))    # d = 0: no work
     bad("column", _core.anchor_candidates, X0, W0, i64(0, 1), np.zeros(2), np.zeros(2),
         np.ones(n))
     bad("leaf_size", _core._BallTree, W, 0)

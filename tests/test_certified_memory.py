@@ -201,8 +201,7 @@ def test_shrink_keeps_every_pair_of_the_exact_test():
 
 def test_current_row_norms_are_kept_with_the_bits_of_row_norms():
     """The refinement's norms of the current rows are updated by the drift pass of the moved
-    rows instead of a pass over all m rows: the same bits as row_norms after every step (and
-    the float32 screen's rows those of screen_rows)."""
+    rows instead of a pass over all m rows: the same bits as row_norms after every step."""
     X, y, (td, tc, _) = _trainers(steps=2, m=800)
     n2, n1 = np.empty(800), np.empty(800)
     for _ in range(4):
@@ -211,10 +210,6 @@ def test_current_row_norms_are_kept_with_the_bits_of_row_norms():
         sets = tc.engine._sets
         _core.row_norms(tc.net.W, n2, n1)
         assert np.array_equal(sets.norm2, n2) and np.array_equal(sets.norm1, n1)
-        # so are the float32 screen's rows and factors (screen_rows of the moved rows)
-        W32, err = np.empty((800, 8), np.float32), np.empty(800)
-        _core.screen_rows(tc.net.W, W32, err)
-        assert np.array_equal(sets.w32, W32) and np.array_equal(sets.w32_err, err)
     # row_drift32's norms: only of the given rows, the others untouched
     W = tc.net.W
     rows = np.array([1, 5, 7], dtype=np.int64)

@@ -48,8 +48,6 @@ CASES_SRC = textwrap.dedent(r'''
         rows = i64([0, 2, 4])
         nr = len(rows)
         tree = _core._BallTree(W, 2)
-        W32, W32_err = np.empty((m, d), np.float32), np.empty(m)
-        _core.screen_rows(W, W32, W32_err)
         return {
             "dense_forward": (_core.dense_forward, [X, W, a, b, 1.0, np.empty(n)],
                               dict(H_out=np.empty((n, d)), fired_out=np.empty(n, np.int64),
@@ -68,19 +66,17 @@ CASES_SRC = textwrap.dedent(r'''
                          np.zeros((n, d)), np.zeros(n), np.zeros(n, np.int64), np.empty(n),
                          True],
                         dict(kept_only=False, keep_thr=np.full(m, -0.5), screen=True,
-                             W32=W32, W32_err=W32_err, deadline=np.zeros(nnz, np.float32),
+                             deadline=np.zeros(nnz, np.float32), records=np.empty(5, np.int64),
                              clock=0.0, dual_norm=np.linalg.norm(W, axis=1),
                              slack=np.full(m, 1e-9), cap=0.5)),
             "nm_pass.tracked": (_core.nm_pass,
                                 [X + 0.01, W, a, b, 1.0, cptr, cidx,
                                  rng.integers(0, 4, nnz).astype(np.uint8), np.zeros((n, d)),
                                  np.zeros(n), np.zeros(n, np.int64), np.empty(n), False],
-                                dict(kept_only=True, screen=True, W32=W32, W32_err=W32_err,
+                                dict(kept_only=True, screen=True,
                                      deadline=rng.random(nnz).astype(np.float32), clock=0.5,
                                      dual_norm=np.linalg.norm(W, axis=1),
                                      slack=np.full(m, 1e-9), cap=1.0)),
-            "screen_rows": (_core.screen_rows,
-                            [W, np.empty((m, d), np.float32), np.empty(m)], dict(rows=rows)),
             "nm_weight_grad": (_core.nm_weight_grad,
                                [X, W, a, b, np.ones(n), cptr, cidx, rows, np.empty((nr, d))],
                                dict(mask=np.ones(nnz, np.uint8))),
@@ -107,8 +103,7 @@ CASES_SRC = textwrap.dedent(r'''
             "row_drift32": (_core.row_drift32,
                             [W, W.astype(np.float32), np.ones(m), np.zeros(m), rows,
                              np.empty(nr)],
-                            dict(norm2=np.empty(m), norm1=np.empty(m),
-                                 W32=np.empty((m, d), np.float32), W32_err=np.empty(m))),
+                            dict(norm2=np.empty(m), norm1=np.empty(m))),
             "row_norms": (_core.row_norms, [W, np.empty(m), np.empty(m)], {}),
             "sub_scaled_rows": (_core.sub_scaled_rows,
                                 [W.copy(), rows, np.ones((nr, d)), 0.5],

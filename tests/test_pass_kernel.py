@@ -1,5 +1,5 @@
-"""The certified engine's pass kernel ``_core.nm_pass`` and the float32 screen's rows
-``_core.screen_rows`` (sparseadv/_src/sa_certified.h: the comment above ``sa_pass_args`` is the
+"""The certified engine's pass kernel ``_core.nm_pass`` and its float32 screen
+(sparseadv/_src/sa_certified.h: the comment above ``sa_pass_args`` is the
 contract) against slow, obviously right references:
 
 * "fired" is <w_r, x_i> > b with the score of the canonical float64 dot product (sa_dot), the
@@ -99,9 +99,15 @@ def _assert_sums(H, F0, cnt, f, ref, rel=1e-12):
 
 
 def _screen(W):
-    W32, err = np.empty(W.shape, np.float32), np.empty(W.shape[0])
-    _core.screen_rows(W, W32, err)
-    return W32, err
+    """The screen's factor of every row, c_d (|w|_2 + 2^-50), +inf at or past 2^60 or when
+    not finite (sa_screen_row, computed by nm_pass for each row it decides)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        big = np.abs(W).max(1) if W.shape[1] else np.zeros(W.shape[0])
+        safe = np.where((big > 0) & np.isfinite(big), big, 1.0)
+        norm = big * np.linalg.norm(W / safe[:, None], axis=1)
+    err = 2.0 * (W.shape[1] + 3) * U * (norm + TINY)
+    err[~(norm < 2.0 ** 60)] = np.inf
+    return err
 
 
 def _xmax(X):
@@ -177,8 +183,8 @@ def _problem(m, n, d, kind, seed, density=0.5):
 def test_fresh_pass_against_nm_forward_and_numpy(d, kind):
     """A fresh pass with keep thresholds: bit 0 is nm_forward's mask, bit 1 the exact
     score > keep_thr[r], the counts nm_forward's, H its bits, F0 and f the numpy sums; the
-    screen leaves exactly the undecidable pairs to float64; screen or not, W32 given or not:
-    the same bits. Without keep thresholds bit 1 is left alone."""
+    screen leaves exactly the undecidable pairs to float64; screen or not, run once or
+    twice: the same bits. Without keep thresholds bit 1 is left alone."""
     m, n = 300, 90
     rng, X, W, a, cptr, cidx = _problem(m, n, d, kind, seed=10 * d + len(kind))
     nnz, r = len(cidx), _rows_of(cptr)
@@ -191,15 +197,14 @@ def test_fresh_pass_against_nm_forward_and_numpy(d, kind):
     np.testing.assert_array_equal(mask, on)             # _scores is nm_forward's definition
     assert 0 < on.sum() < nnz
     ref = _sums(X, W, a, b, scale, cptr, cidx, z, on)
-    W32, err = _screen(W)
+    err = _screen(W)
     e = err[r] * _xmax(X)                               # the screen's band half-width
     runs = {}
     for screen in (True, False):
-        for given in (True, False):                     # W32 given, or computed by nm_pass
+        for given in (True, False):                     # twice: the same bits
             P = _Pass(n, d, nnz, fill=0xFF)
-            kw = dict(W32=W32, W32_err=err) if given else {}
             ev, ex, flips, kept = P.run(X, W, a, b, scale, cptr, cidx, True, keep_thr=keep,
-                                        screen=screen, **kw)
+                                        screen=screen)
             runs[screen, given] = P
             np.testing.assert_array_equal(P.state & 1, on)
             np.testing.assert_array_equal(P.state >> 1, z > keep[r])     # exact, ties too
@@ -495,8 +500,8 @@ def test_tracked_passes_match_fresh_evaluations(d, norm):
     nnz, r = len(cidx), _rows_of(cptr)
     b, scale = 0.3, 1 / np.sqrt(m)
     keep, dual, slack, radius = _engine_like(X0, W, b, eps, norm)
-    W32, err = _screen(W)
-    common = dict(W32=W32, W32_err=err, dual_norm=dual, slack=slack)
+    err = _screen(W)
+    common = dict(dual_norm=dual, slack=slack)
     z0 = _scores(X0, W, cptr, cidx)
     kept = z0 > keep[r]
     runs = {}
@@ -766,87 +771,18 @@ def test_bits_do_not_depend_on_the_simd_level_avx2_avx512(_simd_outputs):
     _compare_levels(_simd_outputs, "avx2", "avx512")
 
 
-# ----------------------------------------------------------------------------- screen_rows
-
-@pytest.mark.parametrize("d", [1, 3, 8, 16, 17, 64, 100])
-def test_screen_rows_against_numpy(d):
-    rng = np.random.default_rng(d)
-    m = 40
-    W = rng.standard_normal((m, d)) * np.logspace(-3, 3, m)[:, None]
-    W[0] = 0.0
-    W[1] *= 1e-200                                   # squares underflow: err = c (0 + 2^-50)
-    W[2] = 1e-40                                     # float32 subnormal entries
-    W[3] = 0.0
-    W[3, 0] = 2.0 ** 60                              # norm exactly 2^60: +inf
-    W[4] = 0.0
-    W[4, 0] = np.nextafter(2.0 ** 60, 0)             # just below: finite
-    W[5, 0] = np.nan
-    W[6, -1] = np.inf
-    W[7] = 1e39                                      # float32 overflow, norm > 2^60
-    W[8] *= 1e100
-    W32, err = np.full((m, d), np.nan, np.float32), np.full(m, np.nan)
-    assert _core.screen_rows(W, W32, err) is None
-    with np.errstate(over="ignore", invalid="ignore"):
-        ref32 = W.astype(np.float32)
-    assert np.array_equal(W32, ref32, equal_nan=True)
-    with np.errstate(over="ignore", invalid="ignore"):
-        big = np.abs(W).max(1)
-        safe = np.where(big > 0, big, 1.0)
-        norm = big * np.linalg.norm(W / np.where(np.isfinite(safe), safe, 1.0)[:, None],
-                                    axis=1)
-    c = 2.0 * (d + 3) * U
-    inf_rows = ~(norm < 2.0 ** 60)                   # huge or not finite
-    assert inf_rows[[3, 5, 6, 7, 8]].all() and not inf_rows[[0, 1, 2, 4]].any()
-    assert np.all(np.isposinf(err[inf_rows]))
-    want = c * (norm[~inf_rows] + TINY)
-    np.testing.assert_allclose(err[~inf_rows], want, rtol=8 * 2.0 ** -52, atol=0)
-    assert err[0] == c * TINY and err[1] == c * TINY
-    # only the listed rows change (any order, repeats allowed)
-    rows = np.array([9, 2, 30, 9], np.int64)
-    W2 = W.copy()
-    W2[rows] = rng.standard_normal((len(rows), d))
-    W32b, errb = W32.copy(), err.copy()
-    _core.screen_rows(W2, W32b, errb, rows)
-    other = np.setdiff1d(np.arange(m), rows)
-    assert np.array_equal(W32b[other], W32[other], equal_nan=True)
-    assert np.array_equal(errb[other], err[other])
-    full32, fullerr = _screen(W2)
-    assert np.array_equal(W32b[rows], full32[rows]) and np.array_equal(errb[rows], fullerr[rows])
-    _core.screen_rows(W2, W32b, errb, np.zeros(0, np.int64))       # no rows: no change
-    assert np.array_equal(errb[other], err[other])
-
-
-def test_screen_rows_refuses_bad_input():
-    W = np.random.default_rng(0).standard_normal((6, 5))
-    W32, err = np.empty((6, 5), np.float32), np.empty(6)
-    for args, word in (((W, np.empty((5, 5), np.float32), err), "W32"),
-                       ((W, np.empty((6, 4), np.float32), err), "W32"),
-                       ((W, W32, np.empty(7)), "err"),
-                       ((W, W32, np.empty(5)), "err"),
-                       ((W, W32, err, np.array([0, 6], np.int64)), "rows"),
-                       ((W, W32, err, np.array([-1], np.int64)), "rows")):
-        with pytest.raises(InputError, match=word):
-            _core.screen_rows(*args)
-    for args in ((W, np.empty((6, 5)), err),                       # float64 W32
-                 (W, W32, err, np.array([0, 1], np.int32)),        # int32 rows
-                 (W.astype(np.float32), W32, err), (W.T, W32, err), (W, W32, None)):
-        with pytest.raises((ValueError, TypeError)):
-            _core.screen_rows(*args)
-
-
 # ------------------------------------------------------------------------ argument checks
 
 def test_nm_pass_refuses_bad_arguments():
     m, n, d = 12, 9, 5
     rng, X, W, a, cptr, cidx = _problem(m, n, d, "l2", seed=1, density=0.7)
     nnz = len(cidx)
-    W32, err = _screen(W)
 
     def call(**change):
         args = dict(X=X, W=W, a=a, b=0.1, scale=1.0, cptr=cptr, cidx=cidx,
                     state=np.zeros(nnz, np.uint8), H=np.zeros((n, d)), F0=np.zeros(n),
                     fired=np.zeros(n, np.int64), f_out=np.zeros(n), fresh=True)
-        kw = dict(keep_thr=np.zeros(m), screen=True, W32=W32, W32_err=err,
+        kw = dict(keep_thr=np.zeros(m), screen=True,
                   deadline=np.zeros(nnz, np.float32), clock=0.5, dual_norm=np.ones(m),
                   slack=np.zeros(m), cap=1.0)
         for k, v in change.items():
@@ -861,7 +797,6 @@ def test_nm_pass_refuses_bad_arguments():
         W=np.zeros((m, d + 1)), a=np.zeros(m + 1), cptr=np.zeros(m, np.int64),
         state=np.zeros(nnz + 1, np.uint8), H=np.zeros((n + 1, d)), F0=np.zeros(n - 1),
         fired=np.zeros(n + 1, np.int64), f_out=np.zeros(n - 1), keep_thr=np.zeros(m + 1),
-        W32=np.zeros((m + 1, d), np.float32), W32_err=np.zeros(m - 1),
         deadline=np.zeros(nnz - 1, np.float32), dual_norm=np.zeros(m + 1),
         slack=np.zeros(m - 1))
     for name, v in bad_shapes.items():
@@ -869,13 +804,8 @@ def test_nm_pass_refuses_bad_arguments():
             call(**{name: v})
     with pytest.raises(InputError, match="H"):
         call(H=np.zeros((n, d + 1)))
-    with pytest.raises(InputError, match="W32"):
-        call(W32=np.zeros((m, d - 1), np.float32))
     with pytest.raises(InputError, match="column"):
         call(X=np.zeros((n, 0)), W=np.zeros((m, 0)), H=np.zeros((n, 0)))
-    for k in ("W32", "W32_err"):
-        with pytest.raises(InputError, match="together"):
-            call(**{k: None})
     for k in ("dual_norm", "slack"):
         with pytest.raises(InputError, match="deadline"):
             call(**{k: None})
@@ -897,7 +827,7 @@ def test_nm_pass_refuses_bad_arguments():
     with pytest.raises(InputError, match="cptr"):
         call(cptr=cptr[::-1].copy())
     for name, v in (("state", np.zeros(nnz, np.int8)), ("deadline", np.zeros(nnz)),
-                    ("W32", W32.astype(np.float64)), ("H", np.zeros((n, d), np.float32)),
+                    ("H", np.zeros((n, d), np.float32)),
                     ("X", np.asfortranarray(X)), ("state", None), ("fired", np.zeros(n))):
         with pytest.raises((ValueError, TypeError)):
             call(**{name: v})

@@ -234,10 +234,11 @@ SA_KERNEL(sa_anchor_rows,
    ball). With ``kept_only`` only pairs with bit 1 are candidates of the pass (the others
    cannot fire and keep bit 0 clear).
    Deciding a pair: its fired state is <w_r, x_i> > b with the score of sa_dot. With
-   ``screen`` it is decided by the float32 screen: W32 (m x d) and er (m) are every row's
-   sa_screen_row (kept up to date by the caller), x32 = X rounded to float32 and xmax >=
-   max_i |x_i|_2 + 2^-50 (or +inf); a float32 score that clears b by e = er[r] xmax (twice
-   its proven error) decides, the others are evaluated by sa_dot. Without it, sa_dot decides
+   ``screen`` it is decided by the float32 screen: the row rounded to float32 with its factor
+   er = sa_screen_row (made by the thread that decides the neuron, in its scratch w32),
+   x32 = X rounded to float32 and xmax >= max_i |x_i|_2 + 2^-50 (or +inf); a float32 score
+   that clears b by e = er xmax (twice its proven error) decides, the others are evaluated by
+   sa_dot. Without it, sa_dot decides
    every pair. With ``keep`` (per neuron, keep[r] <= b) bit 1 is set to <w_r, x_i> > keep[r],
    decided the same way, else left as it is.
    Deadlines (optional, ``dl``): the passes share a clock, ``clock`` >= the sum over the
@@ -255,10 +256,10 @@ SA_KERNEL(sa_anchor_rows,
    (the caller zeroed them); else only a pair whose bit 0 flips adds (on) or removes (off)
    its term (sa_track_flip). Per point in increasing neuron order either way: the bits do not
    depend on the thread count. Scratch per thread: sel (one int32 per listed pair of the
-   neuron). */
+   neuron), w32 (d floats). */
 typedef struct {
     const double* X; const float* x32; double xmax;
-    const double* W; const float* W32; const double* er; const double* a;
+    const double* W; const double* a;
     double b, scale;
     const int64_t* cptr; const int32_t* cidx;
     uint8_t* st; int screen, fresh, kept_only; const double* keep;
@@ -439,8 +440,8 @@ sa_pass_sums(const sa_pass_args* A, ptrdiff_t d, const sa_recs* bufs, int64_t nt
 
 SA_BODY void
 sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t* sel,
-                sa_recs* out, const int32_t* block, int64_t* n_eval, int64_t* n_exact,
-                int64_t* n_flip, int64_t* n_kept, int* failed)
+                float* w32, sa_recs* out, const int32_t* block, int64_t* n_eval,
+                int64_t* n_exact, int64_t* n_flip, int64_t* n_kept, int* failed)
 {
     const double* X = A->X;
     const float* x32 = A->x32;
@@ -455,9 +456,8 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
         if (p == q) continue;
         {
             const double* w = A->W + r * d;
-            const float* w32 = screen ? A->W32 + r * d : NULL;
             const double kr = keep ? keep[r] : 0.0;
-            const double e = screen ? A->er[r] * A->xmax : INFINITY;
+            const double e = screen ? sa_screen_row(w, d, w32) * A->xmax : INFINITY;
             /* a decided pair's margin loses the screen's bound (float64: none) and slack */
             const double sl = dl ? A->slack[r] : 0.0, inv_wd = dl ? 1.0 / A->wd[r] : 0.0;
             const int32_t* ci = A->cidx + p;
@@ -569,30 +569,14 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
 }
 
 SA_KERNEL_D(sa_nm_pass,
-    (const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t* sel, sa_recs* out,
-     const int32_t* block, int64_t* n_eval, int64_t* n_exact, int64_t* n_flip,
+    (const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t* sel, float* w32,
+     sa_recs* out, const int32_t* block, int64_t* n_eval, int64_t* n_exact, int64_t* n_flip,
      int64_t* n_kept, int* failed),
-    (A, d, r0, r1, sel, out, block, n_eval, n_exact, n_flip, n_kept, failed),
-    (A, sa_d, r0, r1, sel, out, block, n_eval, n_exact, n_flip, n_kept, failed))
+    (A, d, r0, r1, sel, w32, out, block, n_eval, n_exact, n_flip, n_kept, failed),
+    (A, sa_d, r0, r1, sel, w32, out, block, n_eval, n_exact, n_flip, n_kept, failed))
 #define sa_pass_sums_k_body sa_pass_sums
 SA_KERNEL_D(sa_pass_sums_k,
     (const sa_pass_args* A, ptrdiff_t d, const sa_recs* bufs, int64_t nt, int64_t stride),
     (A, d, bufs, nt, stride), (A, sa_d, bufs, nt, stride))
-
-/* sa_screen_row of the rows [k0, k1) of ``rows`` (all rows when rows is NULL). */
-SA_BODY void
-sa_screen_rows_body(const double* W, ptrdiff_t d, const int64_t* rows, int64_t k0, int64_t k1,
-                    float* W32, double* er)
-{
-    int64_t k;
-    for (k = k0; k < k1; ++k) {
-        const int64_t r = rows ? rows[k] : k;
-        er[r] = sa_screen_row(W + r * d, d, W32 + r * d);
-    }
-}
-SA_KERNEL_D(sa_screen_rows,
-    (const double* W, ptrdiff_t d, const int64_t* rows, int64_t k0, int64_t k1, float* W32,
-     double* er),
-    (W, d, rows, k0, k1, W32, er), (W, sa_d, rows, k0, k1, W32, er))
 
 #endif /* SPARSEADV_SA_CERTIFIED_H */

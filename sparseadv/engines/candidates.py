@@ -93,11 +93,6 @@ class AnchoredCandidates:
         self.band_rows = 0      # neurons those counts come from
         self.passes = 1         # P of the cost model, set by the engine every iteration
         self.batch_fraction = 1.0   # |B| / n of the current iteration (mini-batches)
-        # the current rows rounded to float32 and their screen factors (_core.screen_rows):
-        # the float32 screen of the engine's passes; kept up to date by weights_moved
-        self.w32 = np.empty((m, d), dtype=np.float32)
-        self.w32_err = np.empty(m)
-        _core.screen_rows(net.W, self.w32, self.w32_err)
         rows = all_rows(m)
         self._copy_anchor(net.W, rows)
         # ‖w_r‖₂, ‖w_r‖₁ at the CURRENT weights (the refinement's thresholds), the bits of
@@ -201,13 +196,13 @@ class AnchoredCandidates:
         return np.minimum(np.maximum(B, 1.1 * rate), np.maximum(cap, 1.1 * rate))
 
     def weights_moved(self, W, rows):
-        """After W[rows] moved (sorted distinct ids): measure the drifts (and refresh the
-        screen's float32 rows), adapt the budgets (auto), and set aside the neurons past their
+        """After W[rows] moved (sorted distinct ids): measure the drifts, adapt the budgets
+        (auto), and set aside the neurons past their
         budgets (re-anchored) and those whose lowered budgets shrink their lists, for
         ``settle``. Until then the lists of those neurons are stale: ``settled`` is False."""
         drift = np.empty(len(rows))
         _core.row_drift32(W, self.anchor32, self.anchor_scale, self.anchor_err, rows, drift,
-                          self.norm2, self.norm1, self.w32, self.w32_err)
+                          self.norm2, self.norm1)
         # every row moved (the usual full-batch step): slices, not gathers over m
         at = slice(None) if len(rows) == len(self.age) else rows
         self.age[at] += 1

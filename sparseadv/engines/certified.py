@@ -55,8 +55,8 @@ instead of summed anew). ``lazy=False``: every later pass evaluates every kept p
 afresh.
 
 Scores. Pairs are decided by the float32 screen (a float32 dot product within a proven bound of
-the float64 score, from the sets' float32 copy of the current rows); the few pairs it cannot
-tell are evaluated in float64, whose score defines "fired".
+the float64 score; each row is rounded to float32 by the thread that decides it); the few
+pairs it cannot tell are evaluated in float64, whose score defines "fired".
 
 Counters per iteration: ``inner_products`` = pairs evaluated by every pass (+1 for each float64
 re-evaluation, + n per pass for f) + n per re-anchored neuron (the GEMM) + the re-tests of
@@ -316,9 +316,8 @@ class CertifiedEngine(Engine):
         cap = sets.region_radius * (1.0 if clean else 2.0)
         ev, ex, _, kept = _core.nm_pass(
             Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, state, T.H, T.F0,
-            T.count, f, True, keep_thr=keep if refine else None, W32=sets.w32,
-            W32_err=sets.w32_err, deadline=deadline, dual_norm=dual, slack=slack, cap=cap,
-            records=self._records(), check=False)
+            T.count, f, True, keep_thr=keep if refine else None, deadline=deadline,
+            dual_norm=dual, slack=slack, cap=cap, records=self._records(), check=False)
         self._fired_hint = int(T.count.sum())
         T.kept = kept if refine else len(pairs.idx)
         self._passes = T
@@ -339,8 +338,8 @@ class CertifiedEngine(Engine):
         np.copyto(T.previous, Xt)
         ev, ex, _, _ = _core.nm_pass(
             Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, T.state, T.H, T.F0,
-            T.count, f, deadline is None, kept_only=T.kept_only, W32=sets.w32,
-            W32_err=sets.w32_err, deadline=deadline, clock=T.clock, dual_norm=T.dual_norm,
+            T.count, f, deadline is None, kept_only=T.kept_only, deadline=deadline,
+            clock=T.clock, dual_norm=T.dual_norm,
             slack=T.slack, cap=2.0 * sets.region_radius,
             records=self._records(fresh=deadline is None), check=False)
         self._add("candidate_pairs", T.kept)
