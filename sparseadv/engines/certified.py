@@ -67,11 +67,12 @@ weight step sets aside is done at the start of the next iteration and counted th
 ``nodes_visited`` = 0. ``verify`` work is not counted.
 
 Results do not depend on the number of OpenMP threads (every point sums its neurons in
-increasing order, every neuron its points in increasing order). Large per-iteration arrays
-(the pair states and deadlines, the records a pass hands from its decisions to its sums, the
-weight gradient) are work buffers of the engine (``Engine._work``); the deadlines and records
-go after the final forward pass, before the gradient is allocated, and the rest once the
-weights move.
+increasing order, every neuron its points in increasing order). The large per-iteration arrays
+are work buffers of the engine (``Engine._work``), kept from iteration to iteration (fresh
+memory would cost its page faults every time): the pair states, and one arena shared by the
+arrays that are never live together, the passes' deadlines and records (the changes a pass
+hands from its decisions to its sums) and then the weight gradient, so the peak holds the
+larger of the two, not both.
 """
 from typing import NamedTuple
 
@@ -222,15 +223,8 @@ class CertifiedEngine(Engine):
             ptr, idx = self._sets.restrict(index, self._work)
             self._batch = _PairList(ptr, idx, np.flatnonzero(np.diff(ptr)).astype(np.int64))
 
-    # per-iteration buffers, released once the weights move (not needed until the next
-    # iteration, which allocates them again): this keeps them out of the peak of the step and
-    # of the re-anchoring, at the cost of their page faults once per iteration
-    _ITERATION_BUFFERS = ("pass_state", "pass_deadline", "pass_records", "wgrad")
-
     def weights_changed(self, rows):
         self._clear_pass_state()
-        for key in self._ITERATION_BUFFERS:
-            self._bufs.pop(key, None)
         sets = self._sets
         if sets is None:
             return
@@ -302,10 +296,17 @@ class CertifiedEngine(Engine):
         refine = self.refine and clean
         lazy = self.lazy
         keep, dual, slack = self._refinement_thresholds() if (refine or lazy) else (None,) * 3
-        state = self._work("pass_state", len(pairs.idx), np.uint8)
-        deadline = self._work("pass_deadline", len(pairs.idx), np.float32) if lazy else None
+        nnz = len(pairs.idx)
+        state = self._work("pass_state", nnz, np.uint8)
+        # the deadlines and the records share the arena (the weight gradient's, later)
+        dl_bytes = -(-4 * nnz // 64) * 64 if lazy else 0
+        rec = int(1.25 * self._fired_hint) + 65536
+        arena = self._work("arena", dl_bytes + 8 * rec, np.uint8)
+        deadline = arena[:4 * nnz].view(np.float32) if lazy else None
+        records = arena[dl_bytes:dl_bytes + 8 * rec].view(np.int64)
         T = _PassState(
-            pairs=pairs, state=state, deadline=deadline, kept_only=refine, kept=0, calls=1,
+            pairs=pairs, state=state, deadline=deadline, records=records, kept_only=refine,
+            kept=0, calls=1,
             H=self._work("pass_H", n * net.d).reshape(n, net.d), F0=self._work("pass_F0", n),
             count=self._work("pass_count", n, np.int64), clock=0.0,
             previous=self._work("pass_previous", Xt.size).reshape(Xt.shape),
@@ -317,7 +318,7 @@ class CertifiedEngine(Engine):
         ev, ex, _, kept = _core.nm_pass(
             Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, state, T.H, T.F0,
             T.count, f, True, keep_thr=keep if refine else None, deadline=deadline,
-            dual_norm=dual, slack=slack, cap=cap, records=self._records(), check=False)
+            dual_norm=dual, slack=slack, cap=cap, records=records, check=False)
         self._fired_hint = int(T.count.sum())
         T.kept = kept if refine else len(pairs.idx)
         self._passes = T
@@ -340,19 +341,18 @@ class CertifiedEngine(Engine):
             Xt, net.W, net.a, net.b, net.scale, pairs.ptr, pairs.idx, T.state, T.H, T.F0,
             T.count, f, deadline is None, kept_only=T.kept_only, deadline=deadline,
             clock=T.clock, dual_norm=T.dual_norm,
-            slack=T.slack, cap=2.0 * sets.region_radius,
-            records=self._records(fresh=deadline is None), check=False)
+            slack=T.slack, cap=2.0 * sets.region_radius, records=T.records, check=False)
         self._add("candidate_pairs", T.kept)
         return ev + ex + Xt.shape[0]
 
-    def _records(self, fresh=True):
-        """The memory a pass hands its changes over in (``nm_pass(records=)``): a fresh pass
-        records its fired pairs, sized from the last fresh pass with a quarter to spare; a
-        tracked pass records only its flips and reuses what is there."""
-        if not fresh and "pass_records" in self._bufs:
-            return self._bufs["pass_records"]
-        size = int(1.25 * self._fired_hint) + 65536
-        return self._work("pass_records", size, np.int64)
+    def _release_arena(self):
+        """The passes give the arena up (after the final forward, or to the weight gradient):
+        a later pass of this iteration, outside the protocol, sums afresh over the kept pairs
+        and hands its changes over in fresh memory."""
+        T = self._passes
+        if T is not None:
+            T.deadline = None
+            T.records = None
 
     def _evaluate(self, Xt, pairs, pass_index, f, H, fired):
         """One pass at Xt: the first of the iteration, or the next over its pairs. Writes f
@@ -391,13 +391,8 @@ class CertifiedEngine(Engine):
         nf = self._evaluate(Xt, pairs, pass_index, f, None, fired)
         # bit 0 of the pass state is this pass's fired mask (the weight gradient's)
         self._forward_mask = (pass_index, pairs, self._passes.state)
-        if pass_index == self.threat.steps and self._passes.deadline is not None:
-            # the final pass: the gradient needs only the mask, so the deadlines go before
-            # the gradient is allocated (a later pass of this iteration, outside the
-            # protocol, evaluates every kept pair afresh instead)
-            self._passes.deadline = None
-            for key in ("pass_deadline", "pass_records"):
-                self._bufs.pop(key, None)
+        if pass_index == self.threat.steps:
+            self._release_arena()
         self._add("fired_pairs", nf)
         return f, fired
 
@@ -416,7 +411,10 @@ class CertifiedEngine(Engine):
             if self.verify:
                 self._verify(Xt, None, pairs)
             self._add("candidate_pairs", len(pairs.idx))
-        G = self._work("wgrad", len(pairs.rows) * net.d).reshape(len(pairs.rows), net.d)
+        # the gradient in the arena (the passes' deadlines and records are done with)
+        self._release_arena()
+        G = self._work("arena", 8 * len(pairs.rows) * net.d, np.uint8)
+        G = G[:8 * len(pairs.rows) * net.d].view(np.float64).reshape(len(pairs.rows), net.d)
         ev, _ = _core.nm_weight_grad(Xt, net.W, net.a, net.b, coef, pairs.ptr, pairs.idx,
                                      pairs.rows, G, mask, False)
         self._add("inner_products", ev)
