@@ -185,7 +185,9 @@ class AnchoredCandidates:
                                                   out_idx=arena)
         buf = self._idx_buf
         if buf is None or len(buf) < len(new_idx):
-            buf = np.empty(len(new_idx) + len(new_idx) // 20 + 1024, dtype=np.int32)
+            # the old lists are done with (the new ones are in the arena): drop them first
+            self.idx = self._idx_buf = buf = None
+            buf = np.empty(len(new_idx) + len(new_idx) // 8 + 1024, dtype=np.int32)
         buf[:len(new_idx)] = new_idx
         self._idx_buf = buf
         self._set_csr(new_ptr, buf[:len(new_idx)])
