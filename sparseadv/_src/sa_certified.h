@@ -455,20 +455,11 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
         q = A->cptr[r + 1];
         if (p == q) continue;
         {
-            const double* w = A->W + r * d;
-            const double kr = keep ? keep[r] : 0.0;
-            const double e = screen ? sa_screen_row(w, d, w32) * A->xmax : INFINITY;
-            /* a decided pair's margin loses the screen's bound (float64: none) and slack */
-            const double sl = dl ? A->slack[r] : 0.0, inv_wd = dl ? 1.0 / A->wd[r] : 0.0;
             const int32_t* ci = A->cidx + p;
             uint8_t* sp = A->st + p;
             float* dp = dl ? dl + p : NULL;
             const int64_t len = q - p;
             const int ident = !(!fresh && dp) && !A->kept_only;
-            int64_t nf = 0;
-            double bh, bl, kh = -INFINITY, kl = -INFINITY;
-            sa_screen_band(b, e, &bh, &bl);
-            if (keep) sa_screen_band(kr, e, &kh, &kl);
             if (!fresh && dp) {             /* tracked: the pairs past their deadline */
                 const float now = A->clock_up;
                 ns = 0;
@@ -482,7 +473,18 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
             } else {                        /* every pair: sel is the identity, not built */
                 ns = len;
             }
+            if (ns == 0) continue;          /* the row is not even read */
             ev += ns;
+        {
+            const double* w = A->W + r * d;
+            const double kr = keep ? keep[r] : 0.0;
+            const double e = screen ? sa_screen_row(w, d, w32) * A->xmax : INFINITY;
+            /* a decided pair's margin loses the screen's bound (float64: none) and slack */
+            const double sl = dl ? A->slack[r] : 0.0, inv_wd = dl ? 1.0 / A->wd[r] : 0.0;
+            int64_t nf = 0;
+            double bh, bl, kh = -INFINITY, kl = -INFINITY;
+            sa_screen_band(b, e, &bh, &bl);
+            if (keep) sa_screen_band(kr, e, &kh, &kl);
 #define SA_SEL(t) (ident ? (int32_t)(t) : sel[t])
             for (s = 0; s < ns; s += 4) {
                 float z32[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -559,6 +561,7 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
                 bad |= sa_recs_push(out + block[i], r << 33 | (int64_t)i << 1 | 1);
             }
 #undef SA_SEL
+        }
         }
     }
     *n_eval += ev;
