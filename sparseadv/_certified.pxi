@@ -80,7 +80,8 @@ cdef extern from "sa_certified.h":
         cnp.int64_t cap
         int owned
     void sa_nm_pass(const sa_pass_args* A, Py_ssize_t d, cnp.int64_t r0, cnp.int64_t r1,
-                    cnp.int32_t* sel, float* w32, sa_recs* out, const cnp.int32_t* block,
+                    cnp.int32_t* sel, float* w32, float* zs, sa_recs* out,
+                    const cnp.int32_t* block,
                     cnp.int64_t* n_eval, cnp.int64_t* n_exact, cnp.int64_t* n_flip,
                     cnp.int64_t* n_kept, int* failed) noexcept nogil
     void sa_pass_sums_k(const sa_pass_args* A, Py_ssize_t d, const sa_recs* bufs,
@@ -371,6 +372,8 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
     cdef cnp.int32_t[:, ::1] sel = sel_a
     w32_a = np.empty((T, d + 16), dtype=np.float32)
     cdef float[:, ::1] w32 = w32_a
+    zs_a = np.empty((T, longest + 8), dtype=np.float32)
+    cdef float[:, ::1] zs = zs_a
     cdef sa_recs* recs = <sa_recs*>calloc(T * nb, sizeof(sa_recs))
     if recs == NULL:
         raise MemoryError()
@@ -389,9 +392,9 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
                     tid = sa_omp_thread_num()
                     c0 = j * chunk
                     c1 = c0 + chunk if c0 + chunk < m else m
-                    sa_nm_pass(&A, d, c0, c1, &sel[tid, 0], &w32[tid, 0], recs + tid * nb,
-                               &blk[0], &cnt[0, tid], &cnt[1, tid], &cnt[2, tid],
-                               &cnt[3, tid], &failed)
+                    sa_nm_pass(&A, d, c0, c1, &sel[tid, 0], &w32[tid, 0], &zs[tid, 0],
+                               recs + tid * nb, &blk[0], &cnt[0, tid], &cnt[1, tid],
+                               &cnt[2, tid], &cnt[3, tid], &failed)
             if not failed:
                 for j in prange(nb, schedule='static', num_threads=nb):
                     sa_pass_sums_k(&A, d, recs + j, T, nb)

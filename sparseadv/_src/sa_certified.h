@@ -256,7 +256,7 @@ SA_KERNEL(sa_anchor_rows,
    (the caller zeroed them); else only a pair whose bit 0 flips adds (on) or removes (off)
    its term (sa_track_flip). Per point in increasing neuron order either way: the bits do not
    depend on the thread count. Scratch per thread: sel (one int32 per listed pair of the
-   neuron), w32 (d floats). */
+   neuron), w32 (d floats), zs (one float per listed pair of the neuron, plus 3). */
 typedef struct {
     const double* X; const float* x32; double xmax;
     const double* W; const double* a;
@@ -284,7 +284,7 @@ sa_screen_band(double t, double e, double* hi, double* lo)
 
 #define SA_PF_H 4
 #if defined(__GNUC__)
-typedef float sa_v4f __attribute__((vector_size(16)));
+typedef float sa_v4f __attribute__((vector_size(16), aligned(4)));
 typedef long long sa_v4l __attribute__((vector_size(32)));
 #if defined(__x86_64__) || defined(__i386__)
 typedef double sa_v2d __attribute__((vector_size(16)));
@@ -440,7 +440,7 @@ sa_pass_sums(const sa_pass_args* A, ptrdiff_t d, const sa_recs* bufs, int64_t nt
 
 SA_BODY void
 sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t* sel,
-                float* w32, sa_recs* out, const int32_t* block, int64_t* n_eval,
+                float* w32, float* zs, sa_recs* out, const int32_t* block, int64_t* n_eval,
                 int64_t* n_exact, int64_t* n_flip, int64_t* n_kept, int* failed)
 {
     const double* X = A->X;
@@ -475,6 +475,10 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
             }
             if (ns == 0) continue;          /* the row is not even read */
             ev += ns;
+            if (r + 1 < r1) {               /* the next row, while this one is decided */
+                ptrdiff_t j;
+                for (j = 0; j < d; j += 8) __builtin_prefetch(A->W + (r + 1) * d + j, 0, 3);
+            }
         {
             const double* w = A->W + r * d;
             const double kr = keep ? keep[r] : 0.0;
@@ -486,8 +490,21 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
             sa_screen_band(b, e, &bh, &bl);
             if (keep) sa_screen_band(kr, e, &kh, &kl);
 #define SA_SEL(t) (ident ? (int32_t)(t) : sel[t])
+            /* every float32 score first (independent products, no decision in between: the
+               core overlaps them), then the decisions */
+            if (screen) {
+                for (s = 0; s < ns; s += 4) {
+                    const int n4 = (ns - s) < 4 ? (int)(ns - s) : 4;
+                    const int32_t i0 = ci[SA_SEL(s)];
+                    const int32_t i1 = n4 > 1 ? ci[SA_SEL(s + 1)] : i0;
+                    const int32_t i2 = n4 > 2 ? ci[SA_SEL(s + 2)] : i0;
+                    const int32_t i3 = n4 > 3 ? ci[SA_SEL(s + 3)] : i0;
+                    sa_sdot4(w32, x32 + (int64_t)i0 * d, x32 + (int64_t)i1 * d,
+                             x32 + (int64_t)i2 * d, x32 + (int64_t)i3 * d, d, zs + s);
+                }
+            }
             for (s = 0; s < ns; s += 4) {
-                float z32[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                const float* z32 = zs + s;
                 double z64[4] = {0.0, 0.0, 0.0, 0.0}, err[4] = {e, e, e, e};
                 const int n4 = (ns - s) < 4 ? (int)(ns - s) : 4, valid = (1 << n4) - 1;
                 const int32_t i0 = ci[SA_SEL(s)];
@@ -496,8 +513,6 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
                 const int32_t i3 = n4 > 3 ? ci[SA_SEL(s + 3)] : i0;
                 int t, on, kon, slow;
                 if (screen) {
-                    sa_sdot4(w32, x32 + (int64_t)i0 * d, x32 + (int64_t)i1 * d,
-                             x32 + (int64_t)i2 * d, x32 + (int64_t)i3 * d, d, z32);
                     kon = 0;
                     slow = sa_screen4(z32, bh, bl, kh, kl, &on, keep ? &kon : NULL) & valid;
                     for (t = 0; t < 4; ++t) z64[t] = (double)z32[t];
@@ -573,10 +588,10 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
 
 SA_KERNEL_D(sa_nm_pass,
     (const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t* sel, float* w32,
-     sa_recs* out, const int32_t* block, int64_t* n_eval, int64_t* n_exact, int64_t* n_flip,
-     int64_t* n_kept, int* failed),
-    (A, d, r0, r1, sel, w32, out, block, n_eval, n_exact, n_flip, n_kept, failed),
-    (A, sa_d, r0, r1, sel, w32, out, block, n_eval, n_exact, n_flip, n_kept, failed))
+     float* zs, sa_recs* out, const int32_t* block, int64_t* n_eval, int64_t* n_exact,
+     int64_t* n_flip, int64_t* n_kept, int* failed),
+    (A, d, r0, r1, sel, w32, zs, out, block, n_eval, n_exact, n_flip, n_kept, failed),
+    (A, sa_d, r0, r1, sel, w32, zs, out, block, n_eval, n_exact, n_flip, n_kept, failed))
 #define sa_pass_sums_k_body sa_pass_sums
 SA_KERNEL_D(sa_pass_sums_k,
     (const sa_pass_args* A, ptrdiff_t d, const sa_recs* bufs, int64_t nt, int64_t stride),
