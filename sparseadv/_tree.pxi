@@ -15,8 +15,11 @@
 #     the contiguous slice data[node_start[i]:node_end[i]] (leaf scans read memory
 #     sequentially). ``W`` (m, d) keeps the rows in ORIGINAL order as well (the wrapper's
 #     read-only ``W``, the GEMM fallback, and rebuilds read it); the memory cost is m*d*8 bytes.
-#     ``soa`` (d, m) holds ``data`` transposed, so the engine's fused leaf scan
-#     (``sa_leaf_forward``) loads four rows' entries k at once; another m*d*8 bytes.
+#     ``soa`` (d, ms) holds ``data`` transposed, ms = m rounded up to a multiple of 8 (zeros
+#     past m), so the engine's pass (``sa_tree_scan``) loads eight rows' entries k at once;
+#     another m*d*8 bytes. ``rec`` (n_nodes * (d + 2),) holds per node the centre, the radius
+#     and K = fl(||c|| + R), siblings interleaved (``sa_tree_rec_at``: the pass tests two
+#     siblings at once), and ``ct`` (ms,) the pass's coefficients scale * a[idx[p]] in tree order (per call).
 #   * Per node: ``centers`` (n_nodes, d) the mean of its rows at build time, ``radius``
 #     (n_nodes,) an upper bound on ||w - c|| over its rows, ``radius0`` the build-time radius,
 #     ``cnorm`` = ||c||, ``node_start``/``node_end`` its position range.
@@ -78,10 +81,13 @@ cdef class _BallTree:
     """Flat-array ball tree (see the header of _tree.pxi). Inputs are trusted: C-contiguous
     float64, finite, validated by sparseadv.hsr.PartitionTree."""
     cdef readonly object W_arr, data_arr, idx_arr, pos_arr, nstart_arr, nend_arr
-    cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr, soa_arr
+    cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr, soa_arr, rec_arr
+    cdef object ct_arr
     cdef double[:, ::1] W
     cdef double[:, ::1] data
     cdef double[:, ::1] soa
+    cdef double[::1] rec
+    cdef double[::1] ct
     cdef cnp.int64_t[::1] idx
     cdef cnp.int64_t[::1] pos
     cdef cnp.int64_t[::1] nstart
@@ -90,7 +96,7 @@ cdef class _BallTree:
     cdef double[::1] radius
     cdef double[::1] radius0
     cdef double[::1] cnorm
-    cdef readonly Py_ssize_t m, d, leaf_size, n_levels, n_nodes, first_leaf
+    cdef readonly Py_ssize_t m, d, leaf_size, n_levels, n_nodes, first_leaf, ms
     cdef readonly double loose_sum, base_sum
     cdef int key_bits
     # per-thread answer buffers of query_batch, kept between calls: their pages are touched
@@ -143,6 +149,7 @@ cdef class _BallTree:
         d = W.shape[1]
         self.m = m
         self.d = d
+        self.ms = (m + 7) // 8 * 8
         self.leaf_size = ls
         q = (m - 1) // ls
         self.n_levels = 1
@@ -212,16 +219,20 @@ cdef class _BallTree:
         self.radius0 = radius0
         self.data_arr = np.empty_like(W)
         self.data = self.data_arr
-        self.soa_arr = np.empty((self.d, self.m), dtype=np.float64)
+        self.soa_arr = np.zeros((self.d, self.ms), dtype=np.float64)
         self.soa = self.soa_arr
+        self.rec_arr = np.empty(self.n_nodes * (self.d + 2), dtype=np.float64)
+        self.rec = self.rec_arr
+        self.ct_arr = np.zeros(self.ms, dtype=np.float64)
+        self.ct = self.ct_arr
         self.pos_arr = np.empty(self.m, dtype=np.int64)
         self.pos = self.pos_arr
         self.cnorm_arr = np.empty(self.n_nodes, dtype=np.float64)
         self.cnorm = self.cnorm_arr
 
     cdef void _derive(self) noexcept:
-        """data, pos, cnorm and base_sum from W, idx, centers, radius0."""
-        cdef Py_ssize_t p, k, i
+        """data, soa, pos, cnorm, rec and base_sum from W, idx, centers, radius, radius0."""
+        cdef Py_ssize_t p, k, i, d = self.d
         cdef double s, tot = 0.0
         with nogil:
             for p in range(self.m):
@@ -232,6 +243,10 @@ cdef class _BallTree:
             for i in range(self.n_nodes):
                 self.cnorm[i] = sa_norm_safe(&self.centers[i, 0], self.d)
                 tot = tot + (self.nend[i] - self.nstart[i]) * self.radius0[i]
+                for k in range(d):
+                    self.rec[sa_tree_rec_at(i, k, d)] = self.centers[i, k]
+                self.rec[sa_tree_rec_at(i, d, d)] = self.radius[i]
+                self.rec[sa_tree_rec_at(i, d + 1, d)] = self.cnorm[i] + self.radius[i]
         self.base_sum = tot
 
     def rebuild(self):
@@ -264,13 +279,13 @@ cdef class _BallTree:
     @property
     def nbytes(self):
         return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.soa_arr,
+                                           self.rec_arr, self.ct_arr,
                                            self.idx_arr, self.pos_arr, self.nstart_arr, self.nend_arr,
                                            self.centers_arr, self.radius_arr,
                                            self.radius0_arr, self.cnorm_arr)))
 
     cdef void _view(self, _TreeView* t) noexcept:
         t.data = &self.data[0, 0]
-        t.soa = &self.soa[0, 0]
         t.idx = &self.idx[0]
         t.centers = &self.centers[0, 0]
         t.radius = &self.radius[0]
@@ -335,8 +350,10 @@ cdef class _BallTree:
         """The query of every row x_i of X fused with the forward pass over its answer (the
         tree engine's pass, docs/design.md §3): f_out[i] = sum_r scale a_r (<w_r, x_i> - b),
         H_out[i] = sum_r scale a_r w_r (optional), fired_out[i] = the count (optional), over
-        the rows r that fire on x_i, summed in the traversal order (deterministic), with the
-        leaf scan's score (``sa_dot_seq``), so no score is computed twice. With ``pairs``,
+        the rows r that fire on x_i, summed in 8 lanes by tree position (lane p mod 8, each in
+        the deterministic traversal order, combined in a fixed order: ``sa_tree_scan``,
+        sparseadv/_src/sa_tree.h), with the scan's score (``sa_dot_seq``'s operations), so no
+        score is computed twice. With ``pairs``,
         also the fired rows as CSR in that order (``out`` as in ``query_batch``). Returns
         (indptr, indices, counters), indptr and indices None without ``pairs``; counters as
         in ``query_batch``, every row of a node wholly inside the half-space evaluated."""
@@ -406,6 +423,15 @@ cdef class _BallTree:
         cdef cnp.uint64_t* bitmaps = <cnp.uint64_t*>calloc(T * nw, sizeof(cnp.uint64_t))
         cdef cnp.int64_t c0 = 0, c1 = 0, c2 = 0
         cdef bint oom = False
+        # the pass (modes 1, 2): per thread the scan ranges (at most one per leaf) and the
+        # scan's scratch (8 d doubles, 64-byte aligned); the coefficients in tree order
+        cdef Py_ssize_t nrg = 2 * (self.n_nodes - self.first_leaf) if mode != 0 else 0
+        cdef Py_ssize_t nsc = 8 * d + 8 if mode != 0 else 0
+        cdef cnp.int64_t* rgs = <cnp.int64_t*>malloc((T * nrg + 1) * sizeof(cnp.int64_t))
+        cdef double* scr = <double*>malloc((T * nsc + 1) * sizeof(double))
+        cdef double* scr0
+        cdef sa_tree_pass tp
+        cdef double[::1] ctv
         indptr = np.zeros(n + 1, dtype=np.int64)
         seg_tid = np.zeros(n, dtype=np.int64)
         seg_off = np.zeros(n, dtype=np.int64)
@@ -413,10 +439,27 @@ cdef class _BallTree:
         cdef cnp.int64_t[::1] stid = seg_tid
         cdef cnp.int64_t[::1] soff = seg_off
         cdef cnp.int64_t[::1] ind
-        if stacks == NULL or cnts == NULL or fail == NULL or bitmaps == NULL:
-            free(stacks); free(cnts); free(fail); free(bitmaps)
+        if (stacks == NULL or cnts == NULL or fail == NULL or bitmaps == NULL or rgs == NULL
+                or scr == NULL):
+            free(stacks); free(cnts); free(fail); free(bitmaps); free(rgs); free(scr)
             raise MemoryError()
         self._view(&t)
+        if mode != 0:
+            # the tree's coefficient buffer, or a fresh one when another thread is querying
+            ctv = self.ct if bufs == self._qbufs else np.zeros(self.ms, dtype=np.float64)
+            with nogil:
+                for i in range(self.m):
+                    ctv[i] = scale * a[self.idx[i]]
+            tp.rec = &self.rec[0]
+            tp.nstart = &self.nstart[0]
+            tp.nend = &self.nend[0]
+            tp.soa = &self.soa[0, 0]
+            tp.ct = &ctv[0]
+            tp.idx = &self.idx[0]
+            tp.ms = self.ms
+            tp.d = d
+            tp.first_leaf = self.first_leaf
+            scr0 = <double*>((<size_t>scr + 63) & ~(<size_t>63))
         with nogil:
             for i in prange(n, schedule='dynamic', chunksize=4):
                 tid = sa_omp_thread_num()
@@ -427,10 +470,11 @@ cdef class _BallTree:
                                            bitmaps + tid * nw, stacks + tid * sl,
                                            cnts + tid * 8, sort) != 0:
                             fail[tid] = 1
-                    elif _tree_forward_one(&t, &X[i, 0], b, a, scale, f + i,
+                    elif _tree_forward_one(&tp, &X[i, 0], b, f + i,
                                            H + i * d if H != NULL else NULL, fired + i,
-                                           &bufs[tid] if mode == 2 else NULL,
-                                           stacks + tid * sl, cnts + tid * 8) != 0:
+                                           &bufs[tid] if mode == 2 else NULL, rgs + tid * nrg,
+                                           stacks + tid * sl, scr0 + tid * nsc,
+                                           cnts + tid * 8) != 0:
                         fail[tid] = 1
                 stid[i] = tid
                 soff[i] = off
@@ -457,7 +501,7 @@ cdef class _BallTree:
                     if ip[i + 1] > ip[i]:
                         memcpy(&ind[ip[i]], bufs[stid[i]].a + soff[i],
                                (ip[i + 1] - ip[i]) * sizeof(cnp.int64_t))
-        free(stacks); free(cnts); free(fail); free(bitmaps)
+        free(stacks); free(cnts); free(fail); free(bitmaps); free(rgs); free(scr)
         if oom:
             raise MemoryError()
         return (indptr if mode != 1 else None), indices, (int(c0), int(c1), int(c2))
@@ -515,6 +559,8 @@ cdef class _BallTree:
                         grow = grow + ((self.nend[node] - self.nstart[node])
                                        * (dist - self.radius[node]))
                         self.radius[node] = dist
+                        self.rec[sa_tree_rec_at(node, d, d)] = dist
+                        self.rec[sa_tree_rec_at(node, d + 1, d)] = self.cnorm[node] + dist
                     if node >= self.first_leaf:
                         break
                     left = 2 * node + 1

@@ -14,11 +14,21 @@ cdef extern from "sa_tree.h":
                          Py_ssize_t d) noexcept nogil
     int sa_tree_node_decide(double cx, double radius, double cn, double xn, double b,
                             Py_ssize_t d) noexcept nogil
-    void sa_leaf_forward(const double* soa, Py_ssize_t m, const double* data,
-                         const cnp.int64_t* idx, Py_ssize_t s, Py_ssize_t e, Py_ssize_t d,
-                         const double* x, double b, const double* a, double scale, double* f,
-                         double* h, cnp.int64_t* fired, cnp.int64_t* out,
-                         Py_ssize_t* nout) noexcept nogil
+    ctypedef struct sa_tree_pass:
+        const double* rec
+        const cnp.int64_t* nstart
+        const cnp.int64_t* nend
+        const double* soa
+        const double* ct
+        const cnp.int64_t* idx
+        Py_ssize_t ms, d, first_leaf
+    Py_ssize_t sa_tree_rec_at(Py_ssize_t node, Py_ssize_t f, Py_ssize_t d) noexcept nogil
+    Py_ssize_t sa_tree_walk(const sa_tree_pass* t, const double* x, double b, cnp.int64_t* rg,
+                            cnp.int64_t* stack, cnp.int64_t* cnt) noexcept nogil
+    cnp.int64_t sa_tree_scan(const sa_tree_pass* t, const cnp.int64_t* rg, Py_ssize_t nr,
+                             const double* x, double b, double* f, double* h,
+                             cnp.int64_t* fired, cnp.int64_t* out,
+                             double* scratch) noexcept nogil
 
 cdef enum:
     _INSERTION_MAX = 48
@@ -26,7 +36,6 @@ cdef enum:
 
 ctypedef struct _TreeView:
     const double* data
-    const double* soa       # the rows transposed: soa[k * m + p] = data[p, k]
     const cnp.int64_t* idx
     const double* centers
     const double* radius
@@ -239,61 +248,27 @@ cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf*
                      (t.m + 63) // 64)
 
 
-cdef inline void _scan_forward(const _TreeView* t, Py_ssize_t s, Py_ssize_t e, const double* x,
-                               double b, const double* a, double scale, double* f, double* h,
-                               cnp.int64_t* fired, _IdxBuf* out) noexcept nogil:
-    """The forward pass over the rows at tree positions [s, e) that fire on x
-    (``sa_leaf_forward``, sparseadv/_src/sa_tree.h: the scores are the sequential dot
-    products that define "fired", four rows at a time from the transposed copy): for each
-    fired row in position order, f += scale a_r (z - b), h += scale a_r w_r (when h is not
-    NULL), fired += 1, and r appended to ``out`` (when not NULL; capacity reserved by the
-    caller). Whole nodes go through the same test: what is reported is what fired."""
-    if out != NULL:
-        sa_leaf_forward(t.soa, t.m, t.data, t.idx, s, e, t.d, x, b, a, scale, f, h, fired,
-                        out.a, &out.n)
-    else:
-        sa_leaf_forward(t.soa, t.m, t.data, t.idx, s, e, t.d, x, b, a, scale, f, h, fired,
-                        NULL, NULL)
-
-
-cdef int _tree_forward_one(const _TreeView* t, const double* x, double b, const double* a,
-                           double scale, double* f, double* h, cnp.int64_t* fired,
-                           _IdxBuf* out, cnp.int64_t* stack, cnp.int64_t* cnt) noexcept nogil:
-    """The query of ``_tree_query_one`` fused with the forward pass over its answer:
-    f = sum scale a_r (<w_r, x> - b), h = sum scale a_r w_r (d entries, overwritten; skipped
-    when NULL) and fired = the count, over the rows r that fire on x, in the deterministic
-    traversal order; with ``out`` not NULL the fired rows' original indices are appended in
-    that order. The traversal and node test are those of the query; a node found wholly inside
-    the half-space is scanned like a leaf (its rows' scores are needed for f), so cnt[1]
-    counts every row evaluated and cnt[2] stays 0. 0 on success, -1 when out of memory."""
-    cdef Py_ssize_t d = t.d, s, e, node, top
-    cdef double xn = sa_norm_safe(x, d), cx
-    cdef int decision
-    f[0] = 0.0
-    fired[0] = 0
-    if h != NULL:
-        memset(h, 0, d * sizeof(double))
-    stack[0] = 0
-    top = 1
-    while top > 0:
-        top = top - 1
-        node = stack[top]
-        cnt[0] += 1
-        cx = _center_dot(t.centers + node * d, x, d)
-        decision = sa_tree_node_decide(cx, t.radius[node], t.cnorm[node], xn, b, d)
-        if decision < 0:
-            continue
-        if decision == 0 and node < t.first_leaf:
-            stack[top] = 2 * node + 2
-            stack[top + 1] = 2 * node + 1
-            top = top + 2
-            continue
-        s = t.nstart[node]
-        e = t.nend[node]
-        if out != NULL and _buf_reserve(out, e - s) != 0:
-            return -1
-        _scan_forward(t, s, e, x, b, a, scale, f, h, fired, out)
-        cnt[1] += e - s
+cdef int _tree_forward_one(const sa_tree_pass* t, const double* x, double b, double* f,
+                           double* h, cnp.int64_t* fired, _IdxBuf* out, cnp.int64_t* rg,
+                           cnp.int64_t* stack, double* scratch, cnp.int64_t* cnt) noexcept nogil:
+    """The query of ``_tree_query_one`` fused with the forward pass over its answer (the tree
+    engine's pass, sparseadv/_src/sa_tree.h): ``sa_tree_walk`` lists the position ranges of
+    the leaves not pruned and of the nodes wholly inside the half-space (the same node test,
+    so the same nodes), ``sa_tree_scan`` evaluates their rows with the sequential dot product
+    and sums f = sum scale a_r (<w_r, x> - b) and h = sum scale a_r w_r (d entries,
+    overwritten; skipped when NULL) over the rows that fire, in 8 lanes by tree position;
+    fired = their count; with ``out``, their original indices are appended in scan order.
+    cnt[0] += nodes visited, cnt[1] += rows evaluated (cnt[2], rows reported without
+    evaluation, stays 0: f needs every score). 0 on success, -1 when out of memory."""
+    cdef Py_ssize_t nr
+    cdef cnp.int64_t before = cnt[1]
+    nr = sa_tree_walk(t, x, b, rg, stack, cnt)
+    if out == NULL:
+        sa_tree_scan(t, rg, nr, x, b, f, h, fired, NULL, scratch)
+        return 0
+    if _buf_reserve(out, cnt[1] - before) != 0:
+        return -1
+    out.n = out.n + sa_tree_scan(t, rg, nr, x, b, f, h, fired, out.a + out.n, scratch)
     return 0
 
 

@@ -386,8 +386,10 @@ class PartitionTree(_HSRBase):
         pass over its answer (``_BallTree.forward_batch``; each fired pair's score computed
         once): overwrites f_out[i] = sum_r scale a_r (<w_r, x_i> - b), H_out[i] (optional)
         = sum_r scale a_r w_r and fired_out[i] (optional) = the count, over the rows r that
-        fire on x_i, in the tree's deterministic traversal order. With ``pairs``, returns the
-        fired rows as CSR ``(indptr, indices)`` in that order (``out`` as in
+        fire on x_i (summed in 8 lanes by tree position, each lane in the tree's
+        deterministic traversal order, the lanes combined in a fixed order: the same bits on
+        every SIMD level and thread count). With ``pairs``, returns the fired rows as CSR
+        ``(indptr, indices)`` in traversal order (``out`` as in
         :meth:`query_batch`), else ``(None, None)``. Points the fallback policy sends to the
         GEMM path go through ``_core.pm_forward`` over its answer (counted in ``stats``)."""
         X = _as_matrix(X, "X", d=self._d)

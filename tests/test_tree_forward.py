@@ -3,8 +3,9 @@
 Two-sided and bit for bit: the fired set of every point is exactly {r : <w_r, x> > b} with the
 sequential dot product that defines "fired" (recomputed here in numpy: one rounded multiply
 and one rounded add per coordinate, in order, as ``sa_dot_seq``), ties included (dyadic data
-with b an attained score); f, H and the counts equal a plain sum, in the returned order, of
-scale a_r (z_r - b) and scale a_r w_r over those pairs. The weight gradient over the fused
+with b an attained score); f, H and the counts equal a plain sum of scale a_r (z_r - b) and
+scale a_r w_r over those pairs in the returned order, in 8 lanes by tree position combined
+in a fixed order (the pass's definition), on every SIMD level and thread count. The weight gradient over the fused
 pass's pairs with ``all_fired`` equals the one that re-evaluates every pair, and a numpy sum.
 """
 import numpy as np
@@ -24,15 +25,23 @@ def seq_scores(W, x):
     return z
 
 
-def plain_pass(W, a, scale, b, x, order):
-    """f, H of one point summed pair by pair in the given order of rows."""
-    f, h = 0.0, np.zeros(W.shape[1])
+def hsum8(v):
+    """The lanes' fixed combination: ((v0 + v4) + (v1 + v5)) + ((v2 + v6) + (v3 + v7))."""
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
+
+
+def plain_pass(W, a, scale, b, x, order, pos):
+    """f, H of one point summed pair by pair in the given order of rows, in 8 lanes by tree
+    position (lane pos[r] mod 8), the lanes combined by hsum8."""
+    d = W.shape[1]
+    F, Hl = np.zeros(8), np.zeros((8, d))
     z = seq_scores(W, x)
     for r in order:
         c = scale * a[r]
-        f = f + c * (z[r] - b)
-        h = h + c * W[r]
-    return f, h
+        j = pos[r] % 8
+        F[j] = F[j] + c * (z[r] - b)
+        Hl[j] = Hl[j] + c * W[r]
+    return hsum8(F), np.array([hsum8(Hl[:, k]) for k in range(d)])
 
 
 def check_fused(tree, W, a, scale, X, b):
@@ -48,7 +57,7 @@ def check_fused(tree, W, a, scale, X, b):
         got = ind[ip[i]:ip[i + 1]]
         z = seq_scores(W, X[i])
         np.testing.assert_array_equal(np.sort(got), np.flatnonzero(z > b))   # two-sided
-        fi, hi = plain_pass(W, a, scale, b, X[i], got)
+        fi, hi = plain_pass(W, a, scale, b, X[i], got, tree._tree.pos_arr)
         assert f[i] == fi and np.array_equal(H[i], hi), i                    # bit for bit
     # without pairs, and without H: the same bits
     f2, H2, fired2 = np.empty(n), np.empty((n, d)), np.empty(n, np.int64)
@@ -234,3 +243,41 @@ def test_weight_gradient_all_fired_same_bits_on_any_thread_count():
                            env={**__import__("os").environ, "OMP_NUM_THREADS": t}).stdout
             for t in ("1", "2", "3")}
     assert len(outs) == 1, outs
+
+
+def test_fused_pass_same_bits_on_every_simd_level_and_thread_count():
+    """The pass sums in 8 lanes by tree position with the same operations in every build
+    (baseline: lanes as arrays; AVX2: two ymm halves; AVX-512: one zmm and masked adds), one
+    point per thread: the same bytes for every SIMD level the CPU has and any thread count,
+    for the specialised widths (d = 2, 3, 4) and the generic ones (d = 1, 5, 9: the H lanes
+    in the scratch)."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import hashlib, numpy as np\n"
+        "from sparseadv.hsr import PartitionTree\n"
+        "out = []\n"
+        "for d in (1, 2, 3, 4, 5, 9):\n"
+        "    r = np.random.default_rng(d); m, n = 3001, 57\n"
+        "    W = r.standard_normal((m, d)) + 0.3; a = r.choice([-1.0, 1.0], m)\n"
+        "    X = r.standard_normal((n, d))\n"
+        "    for ls in (3, 16):\n"
+        "        t = PartitionTree(W, leaf_size=ls, fallback='tree')\n"
+        "        f, H, c = np.empty(n), np.empty((n, d)), np.empty(n, np.int64)\n"
+        "        ip, ind = t.forward_batch(X, 1.1, a, 0.7, f, H, c, pairs=True)\n"
+        "        out.append(b''.join(v.tobytes() for v in (f, H, c, ip, ind)))\n"
+        "print(hashlib.sha256(b''.join(out)).hexdigest())\n")
+    from sparseadv import _core
+    levels = ["baseline", "avx2", "avx512"][:("baseline", "avx2+fma", "avx512").index(
+        _core.active_kernels_simd()) + 1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = {}
+    for level in levels:
+        for threads in ("1", "3"):
+            env = dict(os.environ, SPARSEADV_SIMD=level, OMP_NUM_THREADS=threads,
+                       PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            outs[level, threads] = subprocess.run(
+                [sys.executable, "-c", code], env=env, check=True, capture_output=True,
+                text=True, timeout=300).stdout
+    assert len(set(outs.values())) == 1, outs

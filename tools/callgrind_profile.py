@@ -55,8 +55,11 @@ _PYX = re.compile(r"__pyx_pw_9sparseadv_5_core_(?:\d+_BallTree_)?\d+(\w+)")
 
 
 def _start(args, iters, out):
+    # valgrind has no AVX-512: the kernels' dispatch is capped at AVX2 (what the tree's leaf
+    # scan uses anyway) unless the caller chose a level
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                PYTHONHASHSEED="0")
+    env.setdefault("SPARSEADV_SIMD", "avx2")
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
            sys.executable, "-c", _CHILD, args.engine, str(args.m), str(args.n), str(args.d),
            str(args.steps), str(args.eps), str(args.seed), str(iters), repr(args.options), args.lr]

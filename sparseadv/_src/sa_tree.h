@@ -9,6 +9,9 @@
 #include <stddef.h>
 
 #include "sa_simd.h"
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 static inline int sa_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
@@ -58,80 +61,413 @@ static inline int sa_tree_node_decide(double cx, double radius, double cn, doubl
     return 0;
 }
 
-/* The fused leaf scan of the tree engine's pass (_tree_search.pxi, _scan_forward): rows at
-   tree positions [s, e), read from ``soa`` (the rows transposed, soa[k * m + p] = row p's
-   entry k) four at a time, z_p = (((0 + w_p0 x_0) + w_p1 x_1) + ...) in order, each product
-   and sum rounded separately (vector lanes do exactly the scalar operations: the target of
-   the fast instance is avx2 WITHOUT fma, so nothing is contracted): the sequential dot
-   product that defines "fired" (sa_dot_seq). For each row with z_p > b, in position order:
-   c = scale a[idx[p]], *f += c (z_p - b), h += c w_p (row p of ``data``, when h is not NULL),
-   *fired += 1, idx[p] appended to out (when not NULL; *nout entries so far). */
-SA_BODY void
-sa_leaf_forward_body(const double* soa, ptrdiff_t m, const double* data, const int64_t* idx,
-                     ptrdiff_t s, ptrdiff_t e, ptrdiff_t d, const double* x, double b,
-                     const double* a, double scale, double* f, double* h, int64_t* fired,
-                     int64_t* out, ptrdiff_t* nout)
+/* ---------------------------------------------------------------------------------------
+   The tree engine's pass (_BallTree.forward_batch, _tree_search.pxi): for one query (x, b),
+   the traversal (sa_tree_walk) lists the position ranges to scan, then the scan
+   (sa_tree_scan) evaluates their rows and sums the forward pass over the fired ones.
+
+   The tree as the pass reads it. ``rec``: the node records, the centre c, the radius R and
+   K = fl(||c|| + R) (so the slack below is sa_tree_slack's expression, bit for bit): the
+   root's first (d + 2 doubles: c, R, K), then the children of node i, nodes 2i + 1 and
+   2i + 2, interleaved from (d + 2) + i * 2 (d + 2): c_0 of both, c_1 of both, ..., R of
+   both, K of both (sa_tree_rec_at), so that the pass tests two siblings with 2-wide vector
+   operations. ``soa``: the rows in tree order transposed, entry k of position p at
+   soa[k * ms + p], ms a multiple of 8, zero past m; ``ct``: scale a[idx[p]] in tree order,
+   zero past m. */
+typedef struct {
+    const double* rec;
+    const int64_t* nstart;
+    const int64_t* nend;
+    const double* soa;
+    const double* ct;
+    const int64_t* idx;
+    ptrdiff_t ms, d, first_leaf;
+} sa_tree_pass;
+
+/* where field f (0 .. d - 1: the centre, d: R, d + 1: K) of ``node`` lives in ``rec`` */
+static inline ptrdiff_t sa_tree_rec_at(ptrdiff_t node, ptrdiff_t f, ptrdiff_t d)
 {
-    double fi = *f;
-    int64_t cnt = 0;
-    ptrdiff_t n = out ? *nout : 0, p, k, q;
-    for (p = s; p < e; p += 4) {
-        double z4[4];
-        const int len = e - p < 4 ? (int)(e - p) : 4;
-        int j, any = 0;
-#if defined(__GNUC__)
-        if (len == 4) {
-            sa_v4d z = SA_LD(soa + p) * x[0];
-            for (k = 1; k < d; ++k) z = z + SA_LD(soa + k * m + p) * x[k];
-            for (j = 0; j < 4; ++j) z4[j] = z[j];
-        } else
+    if (node == 0) return f;
+    return (d + 2) + ((node - 1) >> 1) * 2 * (d + 2) + 2 * f + ((node - 1) & 1);
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define SA_TREE_NOCONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define SA_TREE_NOCONTRACT
 #endif
-        for (j = 0; j < len; ++j) {
-            double zz = soa[p + j] * x[0];
-            for (k = 1; k < d; ++k) zz = zz + soa[k * m + p + j] * x[k];
-            z4[j] = zz;
+
+/* The traversal: depth first, left child first, the node test of sa_tree_node_decide (the
+   same operations, so the same decisions, and the same nodes visited): a pruned node is
+   skipped, an undecided inner node descended, a leaf that is not pruned or a node wholly
+   inside the half-space is listed for the scan (f needs its rows' scores). The children of a
+   descended node are tested together (two lanes: the same operations lane by lane). Ranges
+   come out in increasing position order; one that starts where the previous one ends is
+   merged into it. Writes the ranges as (s, e) pairs into rg (room for as many as there are
+   leaves), returns their number; cnt[0] += nodes visited, cnt[1] += rows listed. The stack
+   holds the right children still to visit (node, or ~node when it is to be scanned): room
+   for the depth. */
+#define SA_TREE_RANGE(NODE) do { \
+    const int64_t s_ = t->nstart[NODE], e_ = t->nend[NODE]; \
+    evals += e_ - s_; \
+    if (nr > 0 && rg[2 * nr - 1] == s_) { \
+        rg[2 * nr - 1] = e_; \
+    } else { \
+        rg[2 * nr] = s_; \
+        rg[2 * nr + 1] = e_; \
+        ++nr; \
+    } } while (0)
+
+SA_BODY ptrdiff_t
+sa_tree_walk_body(const sa_tree_pass* t, ptrdiff_t d, const double* x, double b, int64_t* rg,
+                  int64_t* stack, int64_t* cnt)
+{
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+    const double xn = sa_norm_safe(x, d), ab = fabs(b);
+    const double sabs = (2.0 * (double)d + 8.0) * 0x1p-1074;
+    const ptrdiff_t first_leaf = t->first_leaf, ps = 2 * (d + 2);
+    const double* rec = t->rec;
+    ptrdiff_t top = 0, node = 0, nr = 0, k;
+    int64_t nodes = 1, evals = 0;
+    {   /* the root */
+        double cx = rec[0] * x[0], rx, sl;
+        for (k = 1; k < d; ++k) cx = cx + rec[k] * x[k];
+        rx = rec[d] * xn;
+        sl = SA_TREE_SLACK_REL * (rec[d + 1] * xn + ab) + sabs;
+        if (cx + rx <= b - sl) goto done;
+        if (first_leaf == 0 || cx - rx > b + sl) {
+            SA_TREE_RANGE(0);
+            goto done;
         }
-        for (j = 0; j < len; ++j) any |= z4[j] > b;
-        if (!any) continue;
-        for (j = 0; j < len; ++j) {
-            if (z4[j] > b) {
-                const int64_t r = idx[p + j];
-                const double c = scale * a[r];
-                const double* w = data + (p + j) * d;
-                fi = fi + c * (z4[j] - b);
-                if (h) for (q = 0; q < d; ++q) h[q] = h[q] + c * w[q];
-                ++cnt;
-                if (out) out[n++] = r;
+    }
+    for (;;) {      /* test the children L = 2 node + 1 and L + 1 of ``node`` */
+        const double* r = rec + (d + 2) + node * ps;
+        const ptrdiff_t L = 2 * node + 1;
+        const int leaf = L >= first_leaf;
+        unsigned pruned, inside;
+#if defined(__SSE2__)
+        {
+            const __m128d xnv = _mm_set1_pd(xn), bv = _mm_set1_pd(b);
+            __m128d cx = _mm_mul_pd(_mm_loadu_pd(r), _mm_set1_pd(x[0])), rx, sl;
+            for (k = 1; k < d; ++k)
+                cx = _mm_add_pd(cx, _mm_mul_pd(_mm_loadu_pd(r + 2 * k), _mm_set1_pd(x[k])));
+            rx = _mm_mul_pd(_mm_loadu_pd(r + 2 * d), xnv);
+            sl = _mm_add_pd(_mm_mul_pd(_mm_set1_pd(SA_TREE_SLACK_REL),
+                                       _mm_add_pd(_mm_mul_pd(_mm_loadu_pd(r + 2 * d + 2), xnv),
+                                                  _mm_set1_pd(ab))),
+                            _mm_set1_pd(sabs));
+            pruned = (unsigned)_mm_movemask_pd(_mm_cmple_pd(_mm_add_pd(cx, rx),
+                                                            _mm_sub_pd(bv, sl)));
+            inside = (unsigned)_mm_movemask_pd(_mm_cmpgt_pd(_mm_sub_pd(cx, rx),
+                                                            _mm_add_pd(bv, sl)));
+        }
+#else
+        {
+            int j;
+            pruned = inside = 0;
+            for (j = 0; j < 2; ++j) {
+                double cx = r[j] * x[0], rx, sl;
+                for (k = 1; k < d; ++k) cx = cx + r[2 * k + j] * x[k];
+                rx = r[2 * d + j] * xn;
+                sl = SA_TREE_SLACK_REL * (r[2 * d + 2 + j] * xn + ab) + sabs;
+                pruned |= (unsigned)(cx + rx <= b - sl) << j;
+                inside |= (unsigned)(cx - rx > b + sl) << j;
+            }
+        }
+#endif
+        nodes += 2;
+        if (!(pruned & 2)) stack[top++] = leaf || (inside & 2) ? ~(L + 1) : L + 1;
+        if (!(pruned & 1)) {
+            if (!leaf && !(inside & 1)) {
+                node = L;
+                continue;
+            }
+            SA_TREE_RANGE(L);
+        }
+        for (;;) {
+            int64_t v;
+            if (top == 0) goto done;
+            v = stack[--top];
+            if (v >= 0) {
+                node = v;
+                break;
+            }
+            SA_TREE_RANGE(~v);
+        }
+    }
+done:
+    cnt[0] += nodes;
+    cnt[1] += evals;
+    return nr;
+}
+
+SA_TREE_NOCONTRACT SA_UNUSED static ptrdiff_t
+sa_tree_walk(const sa_tree_pass* t, const double* x, double b, int64_t* rg, int64_t* stack,
+             int64_t* cnt)
+{
+    switch (t->d) {
+    case 2: return sa_tree_walk_body(t, 2, x, b, rg, stack, cnt);
+    case 3: return sa_tree_walk_body(t, 3, x, b, rg, stack, cnt);
+    default: return sa_tree_walk_body(t, t->d, x, b, rg, stack, cnt);
+    }
+}
+
+/* The scan of the ranges rg[0 .. 2 nr), in aligned groups of 8 positions (p0 = p & ~7, the
+   lanes outside a range masked off). The score of row p is the sequential dot product
+   z_p = ((w_p0 x_0 + w_p1 x_1) + ...) + w_p(d-1) x_(d-1), each product and sum rounded
+   separately (no contraction into FMA in any build), i.e. sa_dot_seq, the arithmetic that
+   defines "fired": row p fires when z_p > b.
+
+   Sums: lane j of each accumulator collects, in scan order, the terms of the fired rows at
+   positions p = j (mod 8): F_j += ct_p (z_p - b), H_kj += ct_p w_pk (when h is not NULL).
+   At the end f = ((F0 + F4) + (F1 + F5)) + ((F2 + F6) + (F3 + F7)), and the same for each
+   h_k. An unfired lane adds nothing (or +0.0 and -0.0, which the lanes, never -0.0, do not
+   notice), so the baseline, AVX2 and AVX-512 builds give the same bits. *fired = the count;
+   with ``out``, the original indices idx[p] of the fired rows are written there in scan
+   order (the caller guarantees room for every row listed). ``scratch``: 8 d doubles aligned
+   to 64 bytes (used when d > 4). Returns the count. */
+#define SA_TREE_SCAN_PARAMS (const sa_tree_pass* t, const int64_t* rg, ptrdiff_t nr, \
+    const double* x, double b, double* f, double* h, int64_t* fired, int64_t* out, \
+    double* scratch)
+#define SA_TREE_SCAN_ARGS (t, rg, nr, x, b, f, h, fired, out, scratch)
+
+/* the lanes of positions p0 .. p0 + 7 that lie in [s, e), as bits */
+static inline unsigned sa_tree_lanes(ptrdiff_t p0, int64_t s, int64_t e)
+{
+    unsigned m = 0xFFu;
+    if (p0 < s) m &= 0xFFu << (s - p0);
+    if (p0 + 8 > e) m &= 0xFFu >> (p0 + 8 - e);
+    return m;
+}
+
+/* Portable instance (the baseline build, and compilers without the x86 intrinsics): the
+   eight lanes as arrays, the same operations lane by lane. */
+SA_BODY int64_t
+sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptrdiff_t nr,
+                      const double* x, double b, double* f, double* h, int64_t* fired,
+                      int64_t* out, double* scratch)
+{
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+    const ptrdiff_t ms = t->ms;
+    const double* soa = t->soa;
+    double F[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, hl[4 * 8];
+    double* H = d <= 4 ? hl : scratch;
+    int64_t nf = 0;
+    ptrdiff_t i, k, j;
+    for (k = 0; k < 8 * d; ++k) H[k] = 0.0;
+    for (i = 0; i < nr; ++i) {
+        const int64_t s = rg[2 * i], e = rg[2 * i + 1];
+        ptrdiff_t p;
+        for (p = s & ~(int64_t)7; p < e; p += 8) {
+            const unsigned lanes = sa_tree_lanes(p, s, e);
+            double z[8];
+            unsigned bits = 0;
+            for (j = 0; j < 8; ++j) {
+                double zz = soa[p + j] * x[0];
+                for (k = 1; k < d; ++k) zz = zz + soa[k * ms + p + j] * x[k];
+                z[j] = zz;
+                bits |= (unsigned)(zz > b) << j;
+            }
+            bits &= lanes;
+            while (bits) {
+                const ptrdiff_t l = sa_ctz64(bits), q = p + l;
+                const double c = t->ct[q];
+                F[l] = F[l] + c * (z[l] - b);
+                if (h) for (k = 0; k < d; ++k) H[k * 8 + l] = H[k * 8 + l] + c * soa[k * ms + q];
+                if (out) out[nf] = t->idx[q];
+                ++nf;
+                bits &= bits - 1;
             }
         }
     }
-    *f = fi;
-    *fired += cnt;
-    if (out) *nout = n;
+    *f = ((F[0] + F[4]) + (F[1] + F[5])) + ((F[2] + F[6]) + (F[3] + F[7]));
+    if (h) for (k = 0; k < d; ++k) {
+        const double* v = H + 8 * k;
+        h[k] = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+    }
+    *fired = nf;
+    return nf;
 }
-
-/* d = 3 as a compile-time constant (loops unrolled; no fma in either instance, so the same
-   operations as the generic width) */
-#define SA_LEAF_D() \
-    if (d == 3) sa_leaf_forward_body(soa, m, data, idx, s, e, 3, x, b, a, scale, f, h, fired, \
-                                     out, nout); \
-    else sa_leaf_forward_body(soa, m, data, idx, s, e, d, x, b, a, scale, f, h, fired, out, nout);
+#define SA_TREE_SCAN_D(body) \
+    switch (t->d) { \
+    case 2: return body(t, 2, rg, nr, x, b, f, h, fired, out, scratch); \
+    case 3: return body(t, 3, rg, nr, x, b, f, h, fired, out, scratch); \
+    case 4: return body(t, 4, rg, nr, x, b, f, h, fired, out, scratch); \
+    default: return body(t, t->d, rg, nr, x, b, f, h, fired, out, scratch); }
 
 #if SA_DISPATCH
-#define SA_LEAF_PARAMS (const double* soa, ptrdiff_t m, const double* data, const int64_t* idx, \
-    ptrdiff_t s, ptrdiff_t e, ptrdiff_t d, const double* x, double b, const double* a, \
-    double scale, double* f, double* h, int64_t* fired, int64_t* out, ptrdiff_t* nout)
-#define SA_LEAF_ARGS (soa, m, data, idx, s, e, d, x, b, a, scale, f, h, fired, out, nout)
-__attribute__((target("avx2"))) static void sa_leaf_forward_avx2 SA_LEAF_PARAMS { SA_LEAF_D() }
-static void sa_leaf_forward_base SA_LEAF_PARAMS { SA_LEAF_D() }
-SA_UNUSED static void sa_leaf_forward SA_LEAF_PARAMS
-{ if (sa_use_avx2) sa_leaf_forward_avx2 SA_LEAF_ARGS; else sa_leaf_forward_base SA_LEAF_ARGS; }
+#include <immintrin.h>
+#define SA_TREE_AVX2 __attribute__((target("avx2"))) SA_TREE_NOCONTRACT
+#define SA_TREE_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2"))) \
+    SA_TREE_NOCONTRACT
+
+/* AVX2: the eight lanes as two ymm halves (lanes 0-3, 4-7); an unfired lane adds +0.0.
+   SA_TREE_GRP_AVX2(p, LM): one group of 8 positions from p, LM the lanes to keep (as 8
+   int64 masks) or NULL for all. The empty asm after the test makes the fired branch load
+   the rows again, so the test's loads fold into its multiplies (no register holds them). */
+#define SA_TREE_GRP_AVX2(P, LM) do { \
+    const ptrdiff_t p_ = (P); \
+    const int64_t* lm_ = (LM); \
+    __m256d z0, z1, m0, m1, c0, c1; \
+    unsigned bits; \
+    z0 = _mm256_mul_pd(_mm256_loadu_pd(soa + p_), xv[0]); \
+    z1 = _mm256_mul_pd(_mm256_loadu_pd(soa + p_ + 4), xv[0]); \
+    for (k = 1; k < d; ++k) { \
+        const __m256d xk = d <= 4 ? xv[k] : _mm256_set1_pd(x[k]); \
+        z0 = _mm256_add_pd(z0, _mm256_mul_pd(_mm256_loadu_pd(soa + k * ms + p_), xk)); \
+        z1 = _mm256_add_pd(z1, _mm256_mul_pd(_mm256_loadu_pd(soa + k * ms + p_ + 4), xk)); \
+    } \
+    m0 = _mm256_cmp_pd(z0, bv, _CMP_GT_OQ); \
+    m1 = _mm256_cmp_pd(z1, bv, _CMP_GT_OQ); \
+    if (lm_) { \
+        m0 = _mm256_and_pd(m0, _mm256_loadu_pd((const double*)lm_)); \
+        m1 = _mm256_and_pd(m1, _mm256_loadu_pd((const double*)(lm_ + 4))); \
+    } \
+    bits = (unsigned)_mm256_movemask_pd(m0) | ((unsigned)_mm256_movemask_pd(m1) << 4); \
+    if (bits) { \
+        __asm__ volatile("" ::: "memory"); \
+        c0 = _mm256_loadu_pd(ct + p_); \
+        c1 = _mm256_loadu_pd(ct + p_ + 4); \
+        F0 = _mm256_add_pd(F0, _mm256_and_pd(_mm256_mul_pd(c0, _mm256_sub_pd(z0, bv)), m0)); \
+        F1 = _mm256_add_pd(F1, _mm256_and_pd(_mm256_mul_pd(c1, _mm256_sub_pd(z1, bv)), m1)); \
+        if (hv) { \
+            c0 = _mm256_and_pd(c0, m0); \
+            c1 = _mm256_and_pd(c1, m1); \
+            for (k = 0; k < d; ++k) { \
+                H[2 * k] = _mm256_add_pd(H[2 * k], \
+                                         _mm256_mul_pd(c0, _mm256_loadu_pd(soa + k * ms + p_))); \
+                H[2 * k + 1] = _mm256_add_pd(H[2 * k + 1], \
+                                         _mm256_mul_pd(c1, _mm256_loadu_pd(soa + k * ms + p_ + 4))); \
+            } \
+        } \
+        if (out) { \
+            do { \
+                out[nf++] = idx[p_ + sa_ctz64(bits)]; \
+                bits &= bits - 1; \
+            } while (bits); \
+        } else { \
+            nf += __builtin_popcount(bits); \
+        } \
+    } } while (0)
+
+SA_TREE_AVX2 SA_BODY int64_t
+sa_tree_scan_avx2_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptrdiff_t nr,
+                       const double* x, double b, double* f, double* h, int64_t* fired,
+                       int64_t* out, double* scratch)
+{
+    /* lanes + 8 - h: lanes j >= h set; lanes + 16 - t: lanes j < t set */
+    static const int64_t lanes[24] = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1,
+                                      0, 0, 0, 0, 0, 0, 0, 0};
+    const double* soa = t->soa;
+    const double* ct = t->ct;
+    const int64_t* idx = t->idx;
+    const ptrdiff_t ms = t->ms;
+    const __m256d zero = _mm256_setzero_pd(), bv = _mm256_set1_pd(b);
+    __m256d F0 = zero, F1 = zero, hl[8], xv[4];
+    __m256d* H = d <= 4 ? hl : (__m256d*)scratch;
+    const int hv = h != NULL;
+    int64_t nf = 0;
+    ptrdiff_t i, k;
+    for (k = 0; k < 2 * d; ++k) H[k] = zero;
+    for (k = 0; k < d && k < 4; ++k) xv[k] = _mm256_set1_pd(x[k]);
+    for (i = 0; i < nr; ++i) {
+        const int64_t s = rg[2 * i], e = rg[2 * i + 1];
+        ptrdiff_t p = s & ~(int64_t)7;
+        const ptrdiff_t pe = e & ~(int64_t)7;
+        if (p < s) {                /* the head: lanes j >= s - p, and j < e - p */
+            int64_t lm[8];
+            const int64_t* g = lanes + 8 - (s - p);
+            const int64_t* l = lanes + 16 - (e - p < 8 ? e - p : 8);
+            for (k = 0; k < 8; ++k) lm[k] = g[k] & l[k];
+            SA_TREE_GRP_AVX2(p, lm);
+            p += 8;
+        }
+        for (; p < pe; p += 8) SA_TREE_GRP_AVX2(p, NULL);
+        if (p < e) SA_TREE_GRP_AVX2(p, lanes + 16 - (e - p));  /* the tail: lanes j < e - p */
+    }
+    {
+        double v[4];
+        _mm256_storeu_pd(v, _mm256_add_pd(F0, F1));
+        *f = (v[0] + v[1]) + (v[2] + v[3]);
+        if (h) for (k = 0; k < d; ++k) {
+            _mm256_storeu_pd(v, _mm256_add_pd(H[2 * k], H[2 * k + 1]));
+            h[k] = (v[0] + v[1]) + (v[2] + v[3]);
+        }
+    }
+    *fired = nf;
+    return nf;
+}
+
+/* AVX-512: the eight lanes as one zmm, the fired lanes as a mask register (masked adds) */
+SA_TREE_AVX512 SA_BODY int64_t
+sa_tree_scan_avx512_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg,
+                         ptrdiff_t nr, const double* x, double b, double* f, double* h,
+                         int64_t* fired, int64_t* out, double* scratch)
+{
+    const ptrdiff_t ms = t->ms;
+    const double* soa = t->soa;
+    const __m512d bv = _mm512_set1_pd(b), zero = _mm512_setzero_pd();
+    __m512d F = zero, hl[4], xv[4];
+    __m512d* H = d <= 4 ? hl : (__m512d*)scratch;
+    int64_t nf = 0;
+    ptrdiff_t i, k;
+    for (k = 0; k < d; ++k) _mm512_storeu_pd((double*)(H + k), zero);
+    for (k = 0; k < d && k < 4; ++k) xv[k] = _mm512_set1_pd(x[k]);
+    for (i = 0; i < nr; ++i) {
+        const int64_t s = rg[2 * i], e = rg[2 * i + 1];
+        ptrdiff_t p;
+        for (p = s & ~(int64_t)7; p < e; p += 8) {
+            __m512d z, c;
+            __mmask8 m;
+            z = _mm512_mul_pd(_mm512_loadu_pd(soa + p), d <= 4 ? xv[0] : _mm512_set1_pd(x[0]));
+            for (k = 1; k < d; ++k)
+                z = _mm512_add_pd(z, _mm512_mul_pd(_mm512_loadu_pd(soa + k * ms + p),
+                                                   d <= 4 ? xv[k] : _mm512_set1_pd(x[k])));
+            m = _mm512_cmp_pd_mask(z, bv, _CMP_GT_OQ);
+            if (p < s || p + 8 > e) m &= (__mmask8)sa_tree_lanes(p, s, e);
+            if (!m) continue;
+            c = _mm512_loadu_pd(t->ct + p);
+            F = _mm512_mask_add_pd(F, m, F, _mm512_mul_pd(c, _mm512_sub_pd(z, bv)));
+            if (h) for (k = 0; k < d; ++k)
+                H[k] = _mm512_mask_add_pd(H[k], m, H[k],
+                                          _mm512_mul_pd(c, _mm512_loadu_pd(soa + k * ms + p)));
+            if (out)    /* a masked load: no lane past m is read */
+                _mm512_mask_compressstoreu_epi64(out + nf, m, _mm512_maskz_loadu_epi64(m, t->idx + p));
+            nf += __builtin_popcount((unsigned)m);
+        }
+    }
+    {
+        double v[8];
+        _mm512_storeu_pd(v, F);
+        *f = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+        if (h) for (k = 0; k < d; ++k) {
+            _mm512_storeu_pd(v, H[k]);
+            h[k] = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+        }
+    }
+    *fired = nf;
+    return nf;
+}
+
+SA_TREE_AVX512 static int64_t sa_tree_scan_avx512 SA_TREE_SCAN_PARAMS
+{ SA_TREE_SCAN_D(sa_tree_scan_avx512_body) }
+SA_TREE_AVX2 static int64_t sa_tree_scan_avx2 SA_TREE_SCAN_PARAMS
+{ SA_TREE_SCAN_D(sa_tree_scan_avx2_body) }
+SA_TREE_NOCONTRACT static int64_t sa_tree_scan_base SA_TREE_SCAN_PARAMS
+{ SA_TREE_SCAN_D(sa_tree_scan_gen_body) }
+SA_UNUSED static int64_t sa_tree_scan SA_TREE_SCAN_PARAMS
+{
+    if (sa_use_avx512) return sa_tree_scan_avx512 SA_TREE_SCAN_ARGS;
+    if (sa_use_avx2) return sa_tree_scan_avx2 SA_TREE_SCAN_ARGS;
+    return sa_tree_scan_base SA_TREE_SCAN_ARGS;
+}
 #else
-SA_UNUSED static void sa_leaf_forward(const double* soa, ptrdiff_t m, const double* data,
-    const int64_t* idx, ptrdiff_t s, ptrdiff_t e, ptrdiff_t d, const double* x, double b,
-    const double* a, double scale, double* f, double* h, int64_t* fired, int64_t* out,
-    ptrdiff_t* nout)
-{ SA_LEAF_D() }
+SA_TREE_NOCONTRACT SA_UNUSED static int64_t sa_tree_scan SA_TREE_SCAN_PARAMS
+{ SA_TREE_SCAN_D(sa_tree_scan_gen_body) }
 #endif
 
 #endif /* SPARSEADV_SA_TREE_H */
