@@ -81,7 +81,7 @@ cdef extern from "sa_certified.h":
         int owned
     void sa_nm_pass(const sa_pass_args* A, Py_ssize_t d, cnp.int64_t r0, cnp.int64_t r1,
                     cnp.int32_t* sel, float* w32, float* zs, sa_recs* out,
-                    const cnp.int32_t* block,
+                    cnp.int64_t nblk, const cnp.int32_t* block,
                     cnp.int64_t* n_eval, cnp.int64_t* n_exact, cnp.int64_t* n_flip,
                     cnp.int64_t* n_kept, int* failed) noexcept nogil
     void sa_pass_sums_k(const sa_pass_args* A, Py_ssize_t d, const sa_recs* bufs,
@@ -356,8 +356,6 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
     # decisions: chunks of neurons over the threads (each neuron's list by one thread);
     # sums: one block of points per thread, from every thread's records for it
     bounds, _ = _point_blocks(n)
-    if bounds.shape[0] > 65:            # sa_pass_sums merges at most 64 threads' records
-        bounds = (np.arange(65, dtype=np.int64) * n) // 64
     cdef cnp.int64_t[::1] bd = bounds
     nb = bd.shape[0] - 1
     cdef Py_ssize_t T = nb, tid, nchunk
@@ -388,12 +386,14 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
     try:
         with nogil:
             if nnz > 0:
-                for j in prange(nchunk, schedule='dynamic', num_threads=T):
+                # static: each thread a contiguous range of chunks, in thread order, so the
+                # sums read the threads' records one after the other in neuron order
+                for j in prange(nchunk, schedule='static', num_threads=T):
                     tid = sa_omp_thread_num()
                     c0 = j * chunk
                     c1 = c0 + chunk if c0 + chunk < m else m
                     sa_nm_pass(&A, d, c0, c1, &sel[tid, 0], &w32[tid, 0], &zs[tid, 0],
-                               recs + tid * nb, &blk[0], &cnt[0, tid], &cnt[1, tid],
+                               recs + tid * nb, nb, &blk[0], &cnt[0, tid], &cnt[1, tid],
                                &cnt[2, tid], &cnt[3, tid], &failed)
             if not failed:
                 for j in prange(nb, schedule='static', num_threads=nb):

@@ -391,47 +391,50 @@ static inline int sa_recs_push(sa_recs* b, int64_t code)
     return 0;
 }
 
+/* Room for ``extra`` more records (moved to the heap when the caller's slice is too
+   small); 0, or -1 when out of memory. */
+static inline int sa_recs_reserve(sa_recs* b, int64_t extra)
+{
+    if (b->n + extra > b->cap) {
+        int64_t cap = b->cap ? 2 * b->cap : 4096;
+        int64_t* v;
+        while (cap < b->n + extra) cap *= 2;
+        v = (int64_t*)(b->owned ? realloc(b->v, (size_t)cap * sizeof(int64_t))
+                                : malloc((size_t)cap * sizeof(int64_t)));
+        if (v == NULL) return -1;
+        if (!b->owned && b->n) memcpy(v, b->v, (size_t)b->n * sizeof(int64_t));
+        b->v = v;
+        b->cap = cap;
+        b->owned = 1;
+    }
+    return 0;
+}
+
 /* The sums phase for one block of points: the nt buffers bufs[t * stride] (one per thread of
-   the decision phase, each in increasing neuron order, no neuron in two of them) merged by
-   code and applied in that order, with the H and W rows of later records prefetched (a
-   record's H row is a random one, usually no longer in cache). */
+   the decision phase, which took contiguous ranges of neurons in thread order: one after
+   the other, they are in increasing neuron order) applied in that order, with the H and W
+   rows of later records prefetched (a record's H row is a random one, usually no longer in
+   cache). */
 #define SA_PF_FLIP 6
 SA_BODY void
 sa_pass_sums(const sa_pass_args* A, ptrdiff_t d, const sa_recs* bufs, int64_t nt,
              int64_t stride)
 {
-    int64_t pos[64] = {0}, t, k, ahead[SA_PF_FLIP + 1], na = 0, h = 0;
-    (void)k;
-    for (;;) {
-        /* the smallest head among the buffers: the next record in neuron order */
-        int64_t best = -1, code = 0;
-        for (t = 0; t < nt; ++t) {
-            const sa_recs* b = bufs + t * stride;
-            if (pos[t] < b->n && (best < 0 || b->v[pos[t]] < code)) {
-                best = t;
-                code = b->v[pos[t]];
-            }
-        }
-        if (best >= 0) {
-            ++pos[best];
-            {
-                const int64_t rr = code >> 33, ii = (code >> 1) & 0xffffffff;
+    int64_t t, k;
+    for (t = 0; t < nt; ++t) {
+        const int64_t* v = bufs[t * stride].v;
+        const int64_t n = bufs[t * stride].n;
+        for (k = 0; k < n; ++k) {
+            const int64_t c0 = v[k], r = c0 >> 33, i = (c0 >> 1) & 0xffffffff;
+            if (k + SA_PF_FLIP < n) {
+                const int64_t rr = v[k + SA_PF_FLIP] >> 33;
+                const int64_t ii = (v[k + SA_PF_FLIP] >> 1) & 0xffffffff;
                 ptrdiff_t j;
                 for (j = 0; j < d; j += 8) {
                     __builtin_prefetch(A->H + ii * d + j, 1, 3);
                     __builtin_prefetch(A->W + rr * d + j, 0, 3);
                 }
             }
-            ahead[(h + na) % (SA_PF_FLIP + 1)] = code;
-            ++na;
-            if (na <= SA_PF_FLIP) continue;         /* fill the prefetch window first */
-        } else if (na == 0) {
-            break;
-        }
-        {
-            const int64_t c0 = ahead[h], r = c0 >> 33, i = (c0 >> 1) & 0xffffffff;
-            h = (h + 1) % (SA_PF_FLIP + 1);
-            --na;
             sa_track_flip((int)(c0 & 1), A->scale * A->a[r], A->W + r * d, d, A->H + i * d,
                           A->F0 + i, A->cnt + i);
         }
@@ -440,8 +443,9 @@ sa_pass_sums(const sa_pass_args* A, ptrdiff_t d, const sa_recs* bufs, int64_t nt
 
 SA_BODY void
 sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t* sel,
-                float* w32, float* zs, sa_recs* out, const int32_t* block, int64_t* n_eval,
-                int64_t* n_exact, int64_t* n_flip, int64_t* n_kept, int* failed)
+                float* w32, float* zs, sa_recs* out, int64_t nblk, const int32_t* block,
+                int64_t* n_eval, int64_t* n_exact, int64_t* n_flip, int64_t* n_kept,
+                int* failed)
 {
     const double* X = A->X;
     const float* x32 = A->x32;
@@ -571,9 +575,16 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
                     }
                 }
             }
-            for (k = 0; k < nf; ++k) {              /* fresh: a record per fired pair */
-                const int32_t i = ci[sel[k]];
-                bad |= sa_recs_push(out + block[i], r << 33 | (int64_t)i << 1 | 1);
+            if (nf) {                               /* fresh: a record per fired pair */
+                int64_t j;
+                for (j = 0; j < nblk; ++j) bad |= sa_recs_reserve(out + j, nf);
+                if (!bad) {
+                    for (k = 0; k < nf; ++k) {
+                        const int32_t i = ci[sel[k]];
+                        sa_recs* o = out + block[i];
+                        o->v[o->n++] = r << 33 | (int64_t)i << 1 | 1;
+                    }
+                }
             }
 #undef SA_SEL
         }
@@ -588,10 +599,11 @@ sa_nm_pass_body(const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int3
 
 SA_KERNEL_D(sa_nm_pass,
     (const sa_pass_args* A, ptrdiff_t d, int64_t r0, int64_t r1, int32_t* sel, float* w32,
-     float* zs, sa_recs* out, const int32_t* block, int64_t* n_eval, int64_t* n_exact,
-     int64_t* n_flip, int64_t* n_kept, int* failed),
-    (A, d, r0, r1, sel, w32, zs, out, block, n_eval, n_exact, n_flip, n_kept, failed),
-    (A, sa_d, r0, r1, sel, w32, zs, out, block, n_eval, n_exact, n_flip, n_kept, failed))
+     float* zs, sa_recs* out, int64_t nblk, const int32_t* block, int64_t* n_eval,
+     int64_t* n_exact, int64_t* n_flip, int64_t* n_kept, int* failed),
+    (A, d, r0, r1, sel, w32, zs, out, nblk, block, n_eval, n_exact, n_flip, n_kept, failed),
+    (A, sa_d, r0, r1, sel, w32, zs, out, nblk, block, n_eval, n_exact, n_flip, n_kept,
+     failed))
 #define sa_pass_sums_k_body sa_pass_sums
 SA_KERNEL_D(sa_pass_sums_k,
     (const sa_pass_args* A, ptrdiff_t d, const sa_recs* bufs, int64_t nt, int64_t stride),
