@@ -72,7 +72,7 @@
 from libc.float cimport DBL_MAX
 from libc.math cimport sqrt, fabs, INFINITY
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memset, memcpy
+from libc.string cimport memset, memcpy, memcmp
 from cython.parallel cimport prange
 cimport numpy as cnp
 
@@ -82,12 +82,17 @@ cdef class _BallTree:
     float64, finite, validated by sparseadv.hsr.PartitionTree."""
     cdef readonly object W_arr, data_arr, idx_arr, pos_arr, nstart_arr, nend_arr
     cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr, soa_arr, rec_arr
-    cdef object ct_arr
+    cdef object ct_arr, blk_arr, bcn_arr, cta_arr
     cdef double[:, ::1] W
     cdef double[:, ::1] data
     cdef double[:, ::1] soa
     cdef double[::1] rec
     cdef double[::1] ct
+    cdef double[::1] cta            # the a and scale that ct was computed from (ct_ok)
+    cdef double ct_scale
+    cdef bint ct_ok
+    cdef double[::1] blk
+    cdef double[::1] bcn
     cdef cnp.int64_t[::1] idx
     cdef cnp.int64_t[::1] pos
     cdef cnp.int64_t[::1] nstart
@@ -96,7 +101,7 @@ cdef class _BallTree:
     cdef double[::1] radius
     cdef double[::1] radius0
     cdef double[::1] cnorm
-    cdef readonly Py_ssize_t m, d, leaf_size, n_levels, n_nodes, first_leaf, ms
+    cdef readonly Py_ssize_t m, d, leaf_size, n_levels, n_nodes, first_leaf, ms, nbs
     cdef readonly double loose_sum, base_sum
     cdef int key_bits
     # per-thread answer buffers of query_batch, kept between calls: their pages are touched
@@ -150,6 +155,7 @@ cdef class _BallTree:
         self.m = m
         self.d = d
         self.ms = (m + 7) // 8 * 8
+        self.nbs = self.ms // 8 + 8
         self.leaf_size = ls
         q = (m - 1) // ls
         self.n_levels = 1
@@ -225,14 +231,23 @@ cdef class _BallTree:
         self.rec = self.rec_arr
         self.ct_arr = np.zeros(self.ms, dtype=np.float64)
         self.ct = self.ct_arr
+        self.cta_arr = np.zeros(self.m, dtype=np.float64)
+        self.cta = self.cta_arr
+        self.ct_ok = False
+        self.blk_arr = np.zeros((self.d + 2) * self.nbs, dtype=np.float64)
+        self.blk = self.blk_arr
+        self.bcn_arr = np.zeros(self.nbs, dtype=np.float64)
+        self.bcn = self.bcn_arr
         self.pos_arr = np.empty(self.m, dtype=np.int64)
         self.pos = self.pos_arr
         self.cnorm_arr = np.empty(self.n_nodes, dtype=np.float64)
         self.cnorm = self.cnorm_arr
 
-    cdef void _derive(self) noexcept:
-        """data, soa, pos, cnorm, rec and base_sum from W, idx, centers, radius, radius0."""
+    cdef int _derive(self) except -1:
+        """data, soa, pos, cnorm, rec, the blocks' balls and base_sum from W, idx, centers,
+        radius, radius0."""
         cdef Py_ssize_t p, k, i, d = self.d
+        cdef int oom
         cdef double s, tot = 0.0
         with nogil:
             for p in range(self.m):
@@ -247,6 +262,10 @@ cdef class _BallTree:
                     self.rec[sa_tree_rec_at(i, k, d)] = self.centers[i, k]
                 self.rec[sa_tree_rec_at(i, d, d)] = self.radius[i]
                 self.rec[sa_tree_rec_at(i, d + 1, d)] = self.cnorm[i] + self.radius[i]
+            oom = _block_balls(&self.data[0, 0], self.m, d, self.nbs, &self.blk[0], &self.bcn[0])
+        if oom != 0:
+            raise MemoryError()
+        self.ct_ok = False          # idx may have changed
         self.base_sum = tot
 
     def rebuild(self):
@@ -279,7 +298,8 @@ cdef class _BallTree:
     @property
     def nbytes(self):
         return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.soa_arr,
-                                           self.rec_arr, self.ct_arr,
+                                           self.rec_arr, self.ct_arr, self.blk_arr,
+                                           self.bcn_arr, self.cta_arr,
                                            self.idx_arr, self.pos_arr, self.nstart_arr, self.nend_arr,
                                            self.centers_arr, self.radius_arr,
                                            self.radius0_arr, self.cnorm_arr)))
@@ -445,17 +465,28 @@ cdef class _BallTree:
             raise MemoryError()
         self._view(&t)
         if mode != 0:
-            # the tree's coefficient buffer, or a fresh one when another thread is querying
-            ctv = self.ct if bufs == self._qbufs else np.zeros(self.ms, dtype=np.float64)
-            with nogil:
-                for i in range(self.m):
-                    ctv[i] = scale * a[self.idx[i]]
+            # the tree's coefficient buffer, kept while a, scale and idx are those it was
+            # computed from (one comparison of m doubles), or a fresh one when another thread
+            # is querying
+            if bufs != self._qbufs:
+                ctv = np.zeros(self.ms, dtype=np.float64)
+                _tree_coefs(&ctv[0], a, scale, &self.idx[0], self.m)
+            else:
+                ctv = self.ct
+                if not (self.ct_ok and memcmp(&self.ct_scale, &scale, sizeof(double)) == 0
+                        and memcmp(&self.cta[0], a, self.m * sizeof(double)) == 0):
+                    _tree_coefs(&ctv[0], a, scale, &self.idx[0], self.m)
+                    memcpy(&self.cta[0], a, self.m * sizeof(double))
+                    self.ct_scale = scale
+                    self.ct_ok = True
             tp.rec = &self.rec[0]
             tp.nstart = &self.nstart[0]
             tp.nend = &self.nend[0]
             tp.soa = &self.soa[0, 0]
             tp.ct = &ctv[0]
             tp.idx = &self.idx[0]
+            tp.blk = &self.blk[0]
+            tp.nbs = self.nbs
             tp.ms = self.ms
             tp.d = d
             tp.first_leaf = self.first_leaf
@@ -515,6 +546,8 @@ cdef class _BallTree:
         pass: nothing is written otherwise). Returns the largest |entry| of the new rows."""
         cdef Py_ssize_t j, r, p, node, left, k, s, d = self.d
         cdef double dist, v, grow = 0.0, vmax = 0.0
+        cdef double* cb = NULL
+        cdef unsigned char* bmark = NULL
         cdef bint finite = True
         if values.shape[1] != d or (full and values.shape[0] != self.m) or (
                 not full and values.shape[0] != rows.shape[0]):
@@ -536,6 +569,11 @@ cdef class _BallTree:
         if vmax > max_abs:
             raise InputError(f"the new rows have entries up to {vmax:.3g}, above the limit "
                              f"{max_abs:.3g}")
+        cb = <double*>malloc(d * sizeof(double))
+        bmark = <unsigned char*>calloc(self.nbs, 1)
+        if cb == NULL or bmark == NULL:
+            free(cb); free(bmark)
+            raise MemoryError()
         with nogil:
             for j in range(rows.shape[0]):
                 r = rows[j]
@@ -565,5 +603,15 @@ cdef class _BallTree:
                         break
                     left = 2 * node + 1
                     node = left if p < self.nend[left] else left + 1
+                bmark[p >> 3] = 1
+            # the balls of the blocks of 8 positions that hold a new row, recomputed from
+            # their rows (tight again: the pass tests them before evaluating a block)
+            for j in range(rows.shape[0]):
+                p = self.pos[rows[j]] >> 3
+                if bmark[p]:
+                    bmark[p] = 0
+                    _block_ball(&self.data[0, 0], self.m, d, self.nbs, &self.blk[0],
+                                &self.bcn[0], p, cb)
+        free(cb); free(bmark)
         self.loose_sum += grow
         return vmax

@@ -3,6 +3,7 @@
 # flat arrays, sorting one answer, the leaf scan, one query's traversal with the node test of
 # sparseadv/_src/sa_tree.h, and the build (quickselect and node construction).
 from libc.math cimport sqrt
+from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy
 cimport numpy as cnp
 
@@ -21,14 +22,16 @@ cdef extern from "sa_tree.h":
         const double* soa
         const double* ct
         const cnp.int64_t* idx
-        Py_ssize_t ms, d, first_leaf
+        const double* blk
+        Py_ssize_t ms, d, first_leaf, nbs
     Py_ssize_t sa_tree_rec_at(Py_ssize_t node, Py_ssize_t f, Py_ssize_t d) noexcept nogil
     Py_ssize_t sa_tree_walk(const sa_tree_pass* t, const double* x, double b, cnp.int64_t* rg,
-                            cnp.int64_t* stack, cnp.int64_t* cnt) noexcept nogil
+                            cnp.int64_t* stack, cnp.int64_t* cnt,
+                            cnp.int64_t* listed) noexcept nogil
     cnp.int64_t sa_tree_scan(const sa_tree_pass* t, const cnp.int64_t* rg, Py_ssize_t nr,
                              const double* x, double b, double* f, double* h,
-                             cnp.int64_t* fired, cnp.int64_t* out,
-                             double* scratch) noexcept nogil
+                             cnp.int64_t* fired, cnp.int64_t* out, double* scratch,
+                             cnp.int64_t* cnt) noexcept nogil
 
 cdef enum:
     _INSERTION_MAX = 48
@@ -253,22 +256,23 @@ cdef int _tree_forward_one(const sa_tree_pass* t, const double* x, double b, dou
                            cnp.int64_t* stack, double* scratch, cnp.int64_t* cnt) noexcept nogil:
     """The query of ``_tree_query_one`` fused with the forward pass over its answer (the tree
     engine's pass, sparseadv/_src/sa_tree.h): ``sa_tree_walk`` lists the position ranges of
-    the leaves not pruned and of the nodes wholly inside the half-space (the same node test,
-    so the same nodes), ``sa_tree_scan`` evaluates their rows with the sequential dot product
-    and sums f = sum scale a_r (<w_r, x> - b) and h = sum scale a_r w_r (d entries,
-    overwritten; skipped when NULL) over the rows that fire, in 8 lanes by tree position;
-    fired = their count; with ``out``, their original indices are appended in scan order.
-    cnt[0] += nodes visited, cnt[1] += rows evaluated (cnt[2], rows reported without
-    evaluation, stays 0: f needs every score). 0 on success, -1 when out of memory."""
+    the leaves not pruned and of the nodes wholly inside the half-space (the same node test),
+    ``sa_tree_scan`` tests the blocks of 8 positions in them and evaluates the rows of the
+    blocks not pruned with the sequential dot product, summing f = sum scale a_r (<w_r, x> -
+    b) and h = sum scale a_r w_r (d entries, overwritten; skipped when NULL) over the rows
+    that fire, in 8 lanes by tree position; fired = their count; with ``out``, their original
+    indices are appended in scan order. cnt[0] += nodes and blocks tested, cnt[1] += rows
+    evaluated (cnt[2], rows reported without evaluation, stays 0: f needs every score). 0 on
+    success, -1 when out of memory."""
     cdef Py_ssize_t nr
-    cdef cnp.int64_t before = cnt[1]
-    nr = sa_tree_walk(t, x, b, rg, stack, cnt)
+    cdef cnp.int64_t listed = 0
+    nr = sa_tree_walk(t, x, b, rg, stack, cnt, &listed)
     if out == NULL:
-        sa_tree_scan(t, rg, nr, x, b, f, h, fired, NULL, scratch)
+        sa_tree_scan(t, rg, nr, x, b, f, h, fired, NULL, scratch, cnt)
         return 0
-    if _buf_reserve(out, cnt[1] - before) != 0:
+    if _buf_reserve(out, listed + 8) != 0:        # (8: room for the scan's packing)
         return -1
-    out.n = out.n + sa_tree_scan(t, rg, nr, x, b, f, h, fired, out.a + out.n, scratch)
+    out.n = out.n + sa_tree_scan(t, rg, nr, x, b, f, h, fired, out.a + out.n, scratch, cnt)
     return 0
 
 
@@ -378,6 +382,7 @@ cdef void _build_nodes(const double* W, Py_ssize_t m, Py_ssize_t d, cnp.int64_t*
                     best = dist
             radius[node] = best
         if node >= first_leaf:
+            _order_blocks(W, d, idx, s, e, key)
             continue
         mid = s + n // 2
         nstart[2 * node + 1] = s
@@ -407,3 +412,152 @@ cdef void _build_nodes(const double* W, Py_ssize_t m, Py_ssize_t d, cnp.int64_t*
                 v = v + w[k] * (wb[k] - wa[k])
             key[p] = v
         _select(key + s, idx + s, n, mid - s)
+
+
+cdef void _split_rows(const double* W, Py_ssize_t d, cnp.int64_t* idx, Py_ssize_t s,
+                      Py_ssize_t e, Py_ssize_t mid, double* key) noexcept nogil:
+    """Reorder idx[s:e) so that the rows before ``mid`` are those with the smallest
+    projections on u = w_b - w_a (w_a the row farthest from the mean, w_b the row farthest
+    from w_a: the split of ``_build_nodes``)."""
+    cdef Py_ssize_t p, k, far_a = s, far_b = s, n = e - s
+    cdef double dist, best, v
+    cdef double c[64]
+    cdef const double* w
+    cdef const double* wa
+    cdef const double* wb
+    if d > 64:
+        far_a = s           # wide rows: no mean, the first row serves as the anchor
+    else:
+        for k in range(d):
+            c[k] = 0.0
+        for p in range(s, e):
+            w = W + idx[p] * d
+            for k in range(d):
+                c[k] = c[k] + w[k]
+        for k in range(d):
+            c[k] = c[k] / n
+        best = -1.0
+        for p in range(s, e):
+            w = W + idx[p] * d
+            dist = 0.0
+            for k in range(d):
+                v = w[k] - c[k]
+                dist = dist + v * v
+            if dist > best:
+                best = dist
+                far_a = p
+    wa = W + idx[far_a] * d
+    best = -1.0
+    for p in range(s, e):
+        w = W + idx[p] * d
+        dist = 0.0
+        for k in range(d):
+            v = w[k] - wa[k]
+            dist = dist + v * v
+        if dist > best:
+            best = dist
+            far_b = p
+    if not best > 0.0:
+        return              # all rows identical (or not comparable): any order will do
+    wb = W + idx[far_b] * d
+    for p in range(s, e):
+        w = W + idx[p] * d
+        v = 0.0
+        for k in range(d):
+            v = v + w[k] * (wb[k] - wa[k])
+        key[p] = v
+    _select(key + s, idx + s, n, mid - s)
+
+
+cdef void _order_blocks(const double* W, Py_ssize_t d, cnp.int64_t* idx, Py_ssize_t s,
+                        Py_ssize_t e, double* key) noexcept nogil:
+    """Order the rows of a leaf, positions [s, e), so that each aligned block of 8 positions
+    holds rows close together (the pass tests a ball per block, sa_tree_scan): halve the
+    range at the multiple of 8 nearest its middle, recursively, while one lies strictly
+    inside (the split of ``_split_rows``)."""
+    cdef Py_ssize_t lo[64]
+    cdef Py_ssize_t hi[64]
+    cdef Py_ssize_t top = 1, a, z, first, last, mid
+    lo[0] = s
+    hi[0] = e
+    while top > 0:
+        top = top - 1
+        a = lo[top]
+        z = hi[top]
+        first = (a & ~7) + 8
+        last = (z - 1) & ~7
+        if first > last:
+            continue
+        mid = ((a + z) // 2 + 4) & ~7
+        if mid < first:
+            mid = first
+        elif mid > last:
+            mid = last
+        _split_rows(W, d, idx, a, z, mid, key)
+        if top + 2 > 64:
+            continue        # (unreachable: each halving at least halves the blocks)
+        lo[top] = a
+        hi[top] = mid
+        lo[top + 1] = mid
+        hi[top + 1] = z
+        top = top + 2
+
+
+cdef void _block_ball(const double* data, Py_ssize_t m, Py_ssize_t d, Py_ssize_t nbs,
+                      double* blk, double* bcn, Py_ssize_t j, double* c) noexcept nogil:
+    """The ball of block j (positions 8j .. 8j + 7 of the rows ``data`` in tree order): field f
+    at blk[f * nbs + j], the centre (the mean of its rows), the radius R (>= the distance of
+    each of its rows, computed as the node radii are) and K = fl(||c|| + R); bcn[j] = ||c||
+    (sa_norm_safe). ``c``: scratch of d doubles."""
+    cdef Py_ssize_t p, k, s = 8 * j, e = 8 * j + 8 if 8 * j + 8 <= m else m
+    cdef double dist, best
+    for k in range(d):
+        c[k] = 0.0
+    for p in range(s, e):
+        for k in range(d):
+            c[k] = c[k] + data[p * d + k]
+    for k in range(d):
+        c[k] = c[k] / (e - s)
+    best = -1.0
+    for p in range(s, e):
+        dist = 0.0
+        for k in range(d):
+            dist = dist + (data[p * d + k] - c[k]) * (data[p * d + k] - c[k])
+        if dist > best:
+            best = dist
+    if sa_sumsq_in_range(best):
+        best = sqrt(best)
+    else:
+        # tiny or huge rows: the sums of squares under- or overflowed; recompute safely
+        best = 0.0
+        for p in range(s, e):
+            dist = sa_dist_safe(data + p * d, c, d)
+            if dist > best:
+                best = dist
+    for k in range(d):
+        blk[k * nbs + j] = c[k]
+    blk[d * nbs + j] = best
+    bcn[j] = sa_norm_safe(c, d)
+    blk[(d + 1) * nbs + j] = bcn[j] + best
+
+
+cdef int _block_balls(const double* data, Py_ssize_t m, Py_ssize_t d, Py_ssize_t nbs,
+                      double* blk, double* bcn) noexcept nogil:
+    """``_block_ball`` of every block (blocks past the last row stay zero). 0, or -1 when out
+    of memory."""
+    cdef Py_ssize_t j
+    cdef double* c = <double*>malloc(d * sizeof(double))
+    if c == NULL:
+        return -1
+    for j in range((m + 7) // 8):
+        _block_ball(data, m, d, nbs, blk, bcn, j, c)
+    free(c)
+    return 0
+
+
+cdef void _tree_coefs(double* ct, const double* a, double scale, const cnp.int64_t* idx,
+                      Py_ssize_t m) noexcept nogil:
+    """The pass's coefficients in tree order: ct[p] = scale * a[idx[p]]."""
+    cdef Py_ssize_t p
+    for p in range(m):
+        ct[p] = scale * a[idx[p]]

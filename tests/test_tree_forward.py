@@ -281,3 +281,44 @@ def test_fused_pass_same_bits_on_every_simd_level_and_thread_count():
                 [sys.executable, "-c", code], env=env, check=True, capture_output=True,
                 text=True, timeout=300).stdout
     assert len(set(outs.values())) == 1, outs
+
+
+def test_fused_pass_coefficients_follow_a_scale_and_rebuilds():
+    """The pass keeps scale * a in tree order between calls; a changed in place, another
+    scale, a rebuild (new tree order) and a restored pickle must each be seen."""
+    import pickle
+    rng = np.random.default_rng(11)
+    m, n, d = 1500, 20, 3
+    W = rng.standard_normal((m, d)) + 0.4
+    a = rng.choice([-1.0, 1.0], m)
+    X = rng.standard_normal((n, d))
+    tree = PartitionTree(W, leaf_size=8, fallback="tree")
+    check_fused(tree, W, a, 0.5, X, 0.9)
+    a[::3] *= -2.0                                   # in place: the same array object
+    check_fused(tree, W, a, 0.5, X, 0.9)
+    check_fused(tree, W, a, -0.25, X, 0.9)
+    rows = np.sort(rng.choice(m, 700, replace=False))
+    W[rows] = rng.standard_normal((700, d)) * 3
+    tree.update(rows, W[rows])
+    tree.rebuild()
+    check_fused(tree, W, a, -0.25, X, 0.9)
+    check_fused(pickle.loads(pickle.dumps(tree)), W, a, -0.25, X, 0.9)
+
+
+@pytest.mark.parametrize("s", [1e-160, 1e-100, 1e140])
+def test_fused_pass_at_extreme_scales(s):
+    """Rows whose sums of squares underflow (1e-160) or pass 2^900 (1e140): the node and
+    block radii are then computed with scaling, and the pass stays exact (two-sided)."""
+    rng = np.random.default_rng(int(-np.log10(s)) % 97)
+    m, n, d = 1200, 15, 3
+    W = (rng.standard_normal((m, d)) + 0.5) * s
+    a = rng.choice([-1.0, 1.0], m)
+    X = rng.standard_normal((n, d)) / s
+    for b in (0.0, 0.7, 2.0):
+        tree = PartitionTree(W, leaf_size=8, fallback="tree")
+        check_fused(tree, W, a, 1.0, X, b)
+        rows = np.arange(0, m, 5)
+        W2 = W.copy()
+        W2[rows] *= 1.5
+        tree.update(rows, W2[rows])
+        check_fused(tree, W2, a, 1.0, X, b)

@@ -73,7 +73,10 @@ static inline int sa_tree_node_decide(double cx, double radius, double cn, doubl
    both, K of both (sa_tree_rec_at), so that the pass tests two siblings with 2-wide vector
    operations. ``soa``: the rows in tree order transposed, entry k of position p at
    soa[k * ms + p], ms a multiple of 8, zero past m; ``ct``: scale a[idx[p]] in tree order,
-   zero past m. */
+   zero past m. ``blk``: a ball per block of 8 positions (block j: positions 8j .. 8j + 7,
+   the rows of a leaf ordered so that a block holds close rows), field f of block j at
+   blk[f * nbs + j] (the centre, R, K as for the nodes; nbs >= blocks + 8, the rest zero), so
+   that the scan tests 4 or 8 blocks with vector operations. */
 typedef struct {
     const double* rec;
     const int64_t* nstart;
@@ -81,7 +84,8 @@ typedef struct {
     const double* soa;
     const double* ct;
     const int64_t* idx;
-    ptrdiff_t ms, d, first_leaf;
+    const double* blk;
+    ptrdiff_t ms, d, first_leaf, nbs;
 } sa_tree_pass;
 
 /* where field f (0 .. d - 1: the centre, d: R, d + 1: K) of ``node`` lives in ``rec`` */
@@ -104,7 +108,7 @@ static inline ptrdiff_t sa_tree_rec_at(ptrdiff_t node, ptrdiff_t f, ptrdiff_t d)
    descended node are tested together (two lanes: the same operations lane by lane). Ranges
    come out in increasing position order; one that starts where the previous one ends is
    merged into it. Writes the ranges as (s, e) pairs into rg (room for as many as there are
-   leaves), returns their number; cnt[0] += nodes visited, cnt[1] += rows listed. The stack
+   leaves), returns their number; cnt[0] += nodes visited, *listed = rows listed. The stack
    holds the right children still to visit (node, or ~node when it is to be scanned): room
    for the depth. */
 #define SA_TREE_RANGE(NODE) do { \
@@ -120,7 +124,7 @@ static inline ptrdiff_t sa_tree_rec_at(ptrdiff_t node, ptrdiff_t f, ptrdiff_t d)
 
 SA_BODY ptrdiff_t
 sa_tree_walk_body(const sa_tree_pass* t, ptrdiff_t d, const double* x, double b, int64_t* rg,
-                  int64_t* stack, int64_t* cnt)
+                  int64_t* stack, int64_t* cnt, int64_t* listed)
 {
 #if defined(__clang__)
 #pragma clang fp contract(off)
@@ -199,26 +203,28 @@ sa_tree_walk_body(const sa_tree_pass* t, ptrdiff_t d, const double* x, double b,
     }
 done:
     cnt[0] += nodes;
-    cnt[1] += evals;
+    *listed = evals;
     return nr;
 }
 
 SA_TREE_NOCONTRACT SA_UNUSED static ptrdiff_t
 sa_tree_walk(const sa_tree_pass* t, const double* x, double b, int64_t* rg, int64_t* stack,
-             int64_t* cnt)
+             int64_t* cnt, int64_t* listed)
 {
     switch (t->d) {
-    case 2: return sa_tree_walk_body(t, 2, x, b, rg, stack, cnt);
-    case 3: return sa_tree_walk_body(t, 3, x, b, rg, stack, cnt);
-    default: return sa_tree_walk_body(t, t->d, x, b, rg, stack, cnt);
+    case 2: return sa_tree_walk_body(t, 2, x, b, rg, stack, cnt, listed);
+    case 3: return sa_tree_walk_body(t, 3, x, b, rg, stack, cnt, listed);
+    default: return sa_tree_walk_body(t, t->d, x, b, rg, stack, cnt, listed);
     }
 }
 
-/* The scan of the ranges rg[0 .. 2 nr), in aligned groups of 8 positions (p0 = p & ~7, the
-   lanes outside a range masked off). The score of row p is the sequential dot product
-   z_p = ((w_p0 x_0 + w_p1 x_1) + ...) + w_p(d-1) x_(d-1), each product and sum rounded
-   separately (no contraction into FMA in any build), i.e. sa_dot_seq, the arithmetic that
-   defines "fired": row p fires when z_p > b.
+/* The scan of the ranges rg[0 .. 2 nr), block by block: each block of 8 positions that
+   meets a range is tested first (its ball, the node test's operations: pruned when
+   <c,x> + R ||x|| <= b - slack); the rows of a block that is not pruned and lie in the range
+   are evaluated together (one aligned group, the lanes outside the range masked off). The
+   score of row p is the sequential dot product z_p = ((w_p0 x_0 + w_p1 x_1) + ...) +
+   w_p(d-1) x_(d-1), each product and sum rounded separately (no contraction into FMA in any
+   build), i.e. sa_dot_seq, the arithmetic that defines "fired": row p fires when z_p > b.
 
    Sums: lane j of each accumulator collects, in scan order, the terms of the fired rows at
    positions p = j (mod 8): F_j += ct_p (z_p - b), H_kj += ct_p w_pk (when h is not NULL).
@@ -226,12 +232,14 @@ sa_tree_walk(const sa_tree_pass* t, const double* x, double b, int64_t* rg, int6
    h_k. An unfired lane adds nothing (or +0.0 and -0.0, which the lanes, never -0.0, do not
    notice), so the baseline, AVX2 and AVX-512 builds give the same bits. *fired = the count;
    with ``out``, the original indices idx[p] of the fired rows are written there in scan
-   order (the caller guarantees room for every row listed). ``scratch``: 8 d doubles aligned
-   to 64 bytes (used when d > 4). Returns the count. */
+   order (the caller guarantees room for every row listed, plus 8: the AVX2 build writes 4
+   entries per half group and advances by the count). ``scratch``: 8 d doubles aligned
+   to 64 bytes (used when d > 4). cnt[0] += blocks tested, cnt[1] += rows evaluated.
+   Returns the count. */
 #define SA_TREE_SCAN_PARAMS (const sa_tree_pass* t, const int64_t* rg, ptrdiff_t nr, \
     const double* x, double b, double* f, double* h, int64_t* fired, int64_t* out, \
-    double* scratch)
-#define SA_TREE_SCAN_ARGS (t, rg, nr, x, b, f, h, fired, out, scratch)
+    double* scratch, int64_t* cnt)
+#define SA_TREE_SCAN_ARGS (t, rg, nr, x, b, f, h, fired, out, scratch, cnt)
 
 /* the lanes of positions p0 .. p0 + 7 that lie in [s, e), as bits */
 static inline unsigned sa_tree_lanes(ptrdiff_t p0, int64_t s, int64_t e)
@@ -243,29 +251,39 @@ static inline unsigned sa_tree_lanes(ptrdiff_t p0, int64_t s, int64_t e)
 }
 
 /* Portable instance (the baseline build, and compilers without the x86 intrinsics): the
-   eight lanes as arrays, the same operations lane by lane. */
+   blocks one at a time, the eight lanes as arrays, the same operations lane by lane. */
 SA_BODY int64_t
 sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptrdiff_t nr,
                       const double* x, double b, double* f, double* h, int64_t* fired,
-                      int64_t* out, double* scratch)
+                      int64_t* out, double* scratch, int64_t* cnt)
 {
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
-    const ptrdiff_t ms = t->ms;
+    const ptrdiff_t ms = t->ms, nbs = t->nbs;
     const double* soa = t->soa;
+    const double* bk = t->blk;
+    const double xn = sa_norm_safe(x, d), ab = fabs(b);
+    const double sabs = (2.0 * (double)d + 8.0) * 0x1p-1074;
     double F[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, hl[4 * 8];
     double* H = d <= 4 ? hl : scratch;
-    int64_t nf = 0;
+    int64_t nf = 0, tests = 0, evals = 0;
     ptrdiff_t i, k, j;
     for (k = 0; k < 8 * d; ++k) H[k] = 0.0;
     for (i = 0; i < nr; ++i) {
         const int64_t s = rg[2 * i], e = rg[2 * i + 1];
-        ptrdiff_t p;
-        for (p = s & ~(int64_t)7; p < e; p += 8) {
-            const unsigned lanes = sa_tree_lanes(p, s, e);
-            double z[8];
-            unsigned bits = 0;
+        ptrdiff_t jb;
+        tests += ((e + 7) >> 3) - (s >> 3);
+        for (jb = s >> 3; jb < (e + 7) >> 3; ++jb) {
+            const ptrdiff_t p = jb << 3;
+            double cx = bk[jb] * x[0], rx, sl, z[8];
+            unsigned bits = 0, lanes;
+            for (k = 1; k < d; ++k) cx = cx + bk[k * nbs + jb] * x[k];
+            rx = bk[d * nbs + jb] * xn;
+            sl = SA_TREE_SLACK_REL * (bk[(d + 1) * nbs + jb] * xn + ab) + sabs;
+            if (cx + rx <= b - sl) continue;
+            lanes = sa_tree_lanes(p, s, e);
+            evals += __builtin_popcount(lanes);
             for (j = 0; j < 8; ++j) {
                 double zz = soa[p + j] * x[0];
                 for (k = 1; k < d; ++k) zz = zz + soa[k * ms + p + j] * x[k];
@@ -290,14 +308,16 @@ sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptr
         h[k] = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
     }
     *fired = nf;
+    cnt[0] += tests;
+    cnt[1] += evals;
     return nf;
 }
 #define SA_TREE_SCAN_D(body) \
     switch (t->d) { \
-    case 2: return body(t, 2, rg, nr, x, b, f, h, fired, out, scratch); \
-    case 3: return body(t, 3, rg, nr, x, b, f, h, fired, out, scratch); \
-    case 4: return body(t, 4, rg, nr, x, b, f, h, fired, out, scratch); \
-    default: return body(t, t->d, rg, nr, x, b, f, h, fired, out, scratch); }
+    case 2: return body(t, 2, rg, nr, x, b, f, h, fired, out, scratch, cnt); \
+    case 3: return body(t, 3, rg, nr, x, b, f, h, fired, out, scratch, cnt); \
+    case 4: return body(t, 4, rg, nr, x, b, f, h, fired, out, scratch, cnt); \
+    default: return body(t, t->d, rg, nr, x, b, f, h, fired, out, scratch, cnt); }
 
 #if SA_DISPATCH
 #include <immintrin.h>
@@ -307,19 +327,30 @@ sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptr
 
 /* AVX2: the eight lanes as two ymm halves (lanes 0-3, 4-7); an unfired lane adds +0.0.
    SA_TREE_GRP_AVX2(p, LM): one group of 8 positions from p, LM the lanes to keep (as 8
-   int64 masks) or NULL for all. The empty asm after the test makes the fired branch load
-   the rows again, so the test's loads fold into its multiplies (no register holds them). */
+   int64 masks) or NULL for all; sk[k] = soa + k * ms. The empty asm after the test hides
+   the row pointers' values, so the fired branch loads the rows again and the test's loads
+   fold into its multiplies (no register holds them). The fired rows' indices are packed by
+   a permutation per half (sa_tree_pack4: writes 4 entries, advances by the count; the
+   caller leaves room for 8 more), loaded under the fired mask (no entry past m is read). */
+static const int32_t sa_tree_pack4[16][8] = {
+    {0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2, 3, 4, 5, 6, 7}, {2, 3, 0, 1, 4, 5, 6, 7},
+    {0, 1, 2, 3, 4, 5, 6, 7}, {4, 5, 0, 1, 2, 3, 6, 7}, {0, 1, 4, 5, 2, 3, 6, 7},
+    {2, 3, 4, 5, 0, 1, 6, 7}, {0, 1, 2, 3, 4, 5, 6, 7}, {6, 7, 0, 1, 2, 3, 4, 5},
+    {0, 1, 6, 7, 2, 3, 4, 5}, {2, 3, 6, 7, 0, 1, 4, 5}, {0, 1, 2, 3, 6, 7, 4, 5},
+    {4, 5, 6, 7, 0, 1, 2, 3}, {0, 1, 4, 5, 6, 7, 2, 3}, {2, 3, 4, 5, 6, 7, 0, 1},
+    {0, 1, 2, 3, 4, 5, 6, 7}};
 #define SA_TREE_GRP_AVX2(P, LM) do { \
     const ptrdiff_t p_ = (P); \
     const int64_t* lm_ = (LM); \
     __m256d z0, z1, m0, m1, c0, c1; \
     unsigned bits; \
-    z0 = _mm256_mul_pd(_mm256_loadu_pd(soa + p_), xv[0]); \
-    z1 = _mm256_mul_pd(_mm256_loadu_pd(soa + p_ + 4), xv[0]); \
+    z0 = _mm256_mul_pd(_mm256_loadu_pd(sk[0] + p_), xv[0]); \
+    z1 = _mm256_mul_pd(_mm256_loadu_pd(sk[0] + p_ + 4), xv[0]); \
     for (k = 1; k < d; ++k) { \
+        const double* w_ = d <= 4 ? sk[k] : soa + k * ms; \
         const __m256d xk = d <= 4 ? xv[k] : _mm256_set1_pd(x[k]); \
-        z0 = _mm256_add_pd(z0, _mm256_mul_pd(_mm256_loadu_pd(soa + k * ms + p_), xk)); \
-        z1 = _mm256_add_pd(z1, _mm256_mul_pd(_mm256_loadu_pd(soa + k * ms + p_ + 4), xk)); \
+        z0 = _mm256_add_pd(z0, _mm256_mul_pd(_mm256_loadu_pd(w_ + p_), xk)); \
+        z1 = _mm256_add_pd(z1, _mm256_mul_pd(_mm256_loadu_pd(w_ + p_ + 4), xk)); \
     } \
     m0 = _mm256_cmp_pd(z0, bv, _CMP_GT_OQ); \
     m1 = _mm256_cmp_pd(z1, bv, _CMP_GT_OQ); \
@@ -329,7 +360,7 @@ sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptr
     } \
     bits = (unsigned)_mm256_movemask_pd(m0) | ((unsigned)_mm256_movemask_pd(m1) << 4); \
     if (bits) { \
-        __asm__ volatile("" ::: "memory"); \
+        for (k = 0; k < d && k < 4; ++k) __asm__("" : "+r"(sk[k])); \
         c0 = _mm256_loadu_pd(ct + p_); \
         c1 = _mm256_loadu_pd(ct + p_ + 4); \
         F0 = _mm256_add_pd(F0, _mm256_and_pd(_mm256_mul_pd(c0, _mm256_sub_pd(z0, bv)), m0)); \
@@ -338,17 +369,23 @@ sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptr
             c0 = _mm256_and_pd(c0, m0); \
             c1 = _mm256_and_pd(c1, m1); \
             for (k = 0; k < d; ++k) { \
-                H[2 * k] = _mm256_add_pd(H[2 * k], \
-                                         _mm256_mul_pd(c0, _mm256_loadu_pd(soa + k * ms + p_))); \
+                const double* w_ = d <= 4 ? sk[k] : soa + k * ms; \
+                H[2 * k] = _mm256_add_pd(H[2 * k], _mm256_mul_pd(c0, _mm256_loadu_pd(w_ + p_))); \
                 H[2 * k + 1] = _mm256_add_pd(H[2 * k + 1], \
-                                         _mm256_mul_pd(c1, _mm256_loadu_pd(soa + k * ms + p_ + 4))); \
+                                             _mm256_mul_pd(c1, _mm256_loadu_pd(w_ + p_ + 4))); \
             } \
         } \
         if (out) { \
-            do { \
-                out[nf++] = idx[p_ + sa_ctz64(bits)]; \
-                bits &= bits - 1; \
-            } while (bits); \
+            const unsigned lo_ = bits & 15u, hi_ = bits >> 4; \
+            _mm256_storeu_si256((__m256i*)(out + nf), _mm256_permutevar8x32_epi32( \
+                _mm256_maskload_epi64((const long long*)(idx + p_), _mm256_castpd_si256(m0)), \
+                _mm256_loadu_si256((const __m256i*)sa_tree_pack4[lo_]))); \
+            nf += __builtin_popcount(lo_); \
+            _mm256_storeu_si256((__m256i*)(out + nf), _mm256_permutevar8x32_epi32( \
+                _mm256_maskload_epi64((const long long*)(idx + p_ + 4), \
+                                      _mm256_castpd_si256(m1)), \
+                _mm256_loadu_si256((const __m256i*)sa_tree_pack4[hi_]))); \
+            nf += __builtin_popcount(hi_); \
         } else { \
             nf += __builtin_popcount(bits); \
         } \
@@ -357,37 +394,65 @@ sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptr
 SA_TREE_AVX2 SA_BODY int64_t
 sa_tree_scan_avx2_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptrdiff_t nr,
                        const double* x, double b, double* f, double* h, int64_t* fired,
-                       int64_t* out, double* scratch)
+                       int64_t* out, double* scratch, int64_t* cnt)
 {
     /* lanes + 8 - h: lanes j >= h set; lanes + 16 - t: lanes j < t set */
     static const int64_t lanes[24] = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1,
                                       0, 0, 0, 0, 0, 0, 0, 0};
     const double* soa = t->soa;
     const double* ct = t->ct;
+    const double* bk = t->blk;
     const int64_t* idx = t->idx;
-    const ptrdiff_t ms = t->ms;
-    const __m256d zero = _mm256_setzero_pd(), bv = _mm256_set1_pd(b);
+    const ptrdiff_t ms = t->ms, nbs = t->nbs;
+    const double xn = sa_norm_safe(x, d);
+    const __m256d zero = _mm256_setzero_pd(), bv = _mm256_set1_pd(b), xnv = _mm256_set1_pd(xn);
+    const __m256d abv = _mm256_set1_pd(fabs(b)), relv = _mm256_set1_pd(SA_TREE_SLACK_REL);
+    const __m256d sabsv = _mm256_set1_pd((2.0 * (double)d + 8.0) * 0x1p-1074);
     __m256d F0 = zero, F1 = zero, hl[8], xv[4];
     __m256d* H = d <= 4 ? hl : (__m256d*)scratch;
+    const double* sk[4];
     const int hv = h != NULL;
-    int64_t nf = 0;
+    int64_t nf = 0, tests = 0, evals = 0;
     ptrdiff_t i, k;
     for (k = 0; k < 2 * d; ++k) H[k] = zero;
-    for (k = 0; k < d && k < 4; ++k) xv[k] = _mm256_set1_pd(x[k]);
+    for (k = 0; k < d && k < 4; ++k) {
+        xv[k] = _mm256_set1_pd(x[k]);
+        sk[k] = soa + k * ms;
+    }
     for (i = 0; i < nr; ++i) {
         const int64_t s = rg[2 * i], e = rg[2 * i + 1];
-        ptrdiff_t p = s & ~(int64_t)7;
-        const ptrdiff_t pe = e & ~(int64_t)7;
-        if (p < s) {                /* the head: lanes j >= s - p, and j < e - p */
-            int64_t lm[8];
-            const int64_t* g = lanes + 8 - (s - p);
-            const int64_t* l = lanes + 16 - (e - p < 8 ? e - p : 8);
-            for (k = 0; k < 8; ++k) lm[k] = g[k] & l[k];
-            SA_TREE_GRP_AVX2(p, lm);
-            p += 8;
+        const ptrdiff_t j1 = (e + 7) >> 3;
+        ptrdiff_t jb;
+        tests += j1 - (s >> 3);
+        for (jb = s >> 3; jb < j1; jb += 4) {       /* blocks jb .. jb + 3 */
+            __m256d cx, rx, sl;
+            unsigned keep;
+            cx = _mm256_mul_pd(_mm256_loadu_pd(bk + jb), xv[0]);
+            for (k = 1; k < d; ++k)
+                cx = _mm256_add_pd(cx, _mm256_mul_pd(_mm256_loadu_pd(bk + k * nbs + jb),
+                                                     d <= 4 ? xv[k] : _mm256_set1_pd(x[k])));
+            rx = _mm256_mul_pd(_mm256_loadu_pd(bk + d * nbs + jb), xnv);
+            sl = _mm256_add_pd(_mm256_mul_pd(relv, _mm256_add_pd(
+                     _mm256_mul_pd(_mm256_loadu_pd(bk + (d + 1) * nbs + jb), xnv), abv)), sabsv);
+            keep = (unsigned)_mm256_movemask_pd(_mm256_cmp_pd(
+                _mm256_add_pd(cx, rx), _mm256_sub_pd(bv, sl), _CMP_NLE_UQ));
+            if (j1 - jb < 4) keep &= (1u << (j1 - jb)) - 1u;
+            while (keep) {
+                const ptrdiff_t p = (jb + sa_ctz64(keep)) << 3;
+                keep &= keep - 1;
+                if (p >= s && p + 8 <= e) {
+                    evals += 8;
+                    SA_TREE_GRP_AVX2(p, NULL);
+                } else {
+                    int64_t lm[8];
+                    const int64_t* g = lanes + 8 - (p < s ? s - p : 0);
+                    const int64_t* l = lanes + 16 - (e - p < 8 ? e - p : 8);
+                    for (k = 0; k < 8; ++k) lm[k] = g[k] & l[k];
+                    evals += __builtin_popcount(sa_tree_lanes(p, s, e));
+                    SA_TREE_GRP_AVX2(p, lm);
+                }
+            }
         }
-        for (; p < pe; p += 8) SA_TREE_GRP_AVX2(p, NULL);
-        if (p < e) SA_TREE_GRP_AVX2(p, lanes + 16 - (e - p));  /* the tail: lanes j < e - p */
     }
     {
         double v[4];
@@ -399,45 +464,77 @@ sa_tree_scan_avx2_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, pt
         }
     }
     *fired = nf;
+    cnt[0] += tests;
+    cnt[1] += evals;
     return nf;
 }
 
-/* AVX-512: the eight lanes as one zmm, the fired lanes as a mask register (masked adds) */
+/* AVX-512: eight blocks tested at once; the eight lanes as one zmm, the fired lanes as a
+   mask register (masked adds) */
 SA_TREE_AVX512 SA_BODY int64_t
 sa_tree_scan_avx512_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg,
                          ptrdiff_t nr, const double* x, double b, double* f, double* h,
-                         int64_t* fired, int64_t* out, double* scratch)
+                         int64_t* fired, int64_t* out, double* scratch, int64_t* cnt)
 {
-    const ptrdiff_t ms = t->ms;
+    const ptrdiff_t ms = t->ms, nbs = t->nbs;
     const double* soa = t->soa;
-    const __m512d bv = _mm512_set1_pd(b), zero = _mm512_setzero_pd();
+    const double* bk = t->blk;
+    const double xn = sa_norm_safe(x, d);
+    const __m512d bv = _mm512_set1_pd(b), zero = _mm512_setzero_pd(), xnv = _mm512_set1_pd(xn);
+    const __m512d abv = _mm512_set1_pd(fabs(b)), relv = _mm512_set1_pd(SA_TREE_SLACK_REL);
+    const __m512d sabsv = _mm512_set1_pd((2.0 * (double)d + 8.0) * 0x1p-1074);
     __m512d F = zero, hl[4], xv[4];
     __m512d* H = d <= 4 ? hl : (__m512d*)scratch;
-    int64_t nf = 0;
+    int64_t nf = 0, tests = 0, evals = 0;
     ptrdiff_t i, k;
-    for (k = 0; k < d; ++k) _mm512_storeu_pd((double*)(H + k), zero);
+    for (k = 0; k < d; ++k) H[k] = zero;
     for (k = 0; k < d && k < 4; ++k) xv[k] = _mm512_set1_pd(x[k]);
     for (i = 0; i < nr; ++i) {
         const int64_t s = rg[2 * i], e = rg[2 * i + 1];
-        ptrdiff_t p;
-        for (p = s & ~(int64_t)7; p < e; p += 8) {
-            __m512d z, c;
-            __mmask8 m;
-            z = _mm512_mul_pd(_mm512_loadu_pd(soa + p), d <= 4 ? xv[0] : _mm512_set1_pd(x[0]));
+        const ptrdiff_t j1 = (e + 7) >> 3;
+        ptrdiff_t jb;
+        tests += j1 - (s >> 3);
+        for (jb = s >> 3; jb < j1; jb += 8) {       /* blocks jb .. jb + 7 */
+            __m512d cx, rx, sl;
+            unsigned keep;
+            cx = _mm512_mul_pd(_mm512_loadu_pd(bk + jb), xv[0]);
             for (k = 1; k < d; ++k)
-                z = _mm512_add_pd(z, _mm512_mul_pd(_mm512_loadu_pd(soa + k * ms + p),
-                                                   d <= 4 ? xv[k] : _mm512_set1_pd(x[k])));
-            m = _mm512_cmp_pd_mask(z, bv, _CMP_GT_OQ);
-            if (p < s || p + 8 > e) m &= (__mmask8)sa_tree_lanes(p, s, e);
-            if (!m) continue;
-            c = _mm512_loadu_pd(t->ct + p);
-            F = _mm512_mask_add_pd(F, m, F, _mm512_mul_pd(c, _mm512_sub_pd(z, bv)));
-            if (h) for (k = 0; k < d; ++k)
-                H[k] = _mm512_mask_add_pd(H[k], m, H[k],
-                                          _mm512_mul_pd(c, _mm512_loadu_pd(soa + k * ms + p)));
-            if (out)    /* a masked load: no lane past m is read */
-                _mm512_mask_compressstoreu_epi64(out + nf, m, _mm512_maskz_loadu_epi64(m, t->idx + p));
-            nf += __builtin_popcount((unsigned)m);
+                cx = _mm512_add_pd(cx, _mm512_mul_pd(_mm512_loadu_pd(bk + k * nbs + jb),
+                                                     d <= 4 ? xv[k] : _mm512_set1_pd(x[k])));
+            rx = _mm512_mul_pd(_mm512_loadu_pd(bk + d * nbs + jb), xnv);
+            sl = _mm512_add_pd(_mm512_mul_pd(relv, _mm512_add_pd(
+                     _mm512_mul_pd(_mm512_loadu_pd(bk + (d + 1) * nbs + jb), xnv), abv)), sabsv);
+            keep = (unsigned)_mm512_cmp_pd_mask(_mm512_add_pd(cx, rx), _mm512_sub_pd(bv, sl),
+                                                _CMP_NLE_UQ);
+            if (j1 - jb < 8) keep &= (1u << (j1 - jb)) - 1u;
+            while (keep) {
+                const ptrdiff_t p = (jb + sa_ctz64(keep)) << 3;
+                __m512d z, c;
+                __mmask8 m;
+                keep &= keep - 1;
+                z = _mm512_mul_pd(_mm512_loadu_pd(soa + p), xv[0]);
+                for (k = 1; k < d; ++k)
+                    z = _mm512_add_pd(z, _mm512_mul_pd(_mm512_loadu_pd(soa + k * ms + p),
+                                                       d <= 4 ? xv[k] : _mm512_set1_pd(x[k])));
+                m = _mm512_cmp_pd_mask(z, bv, _CMP_GT_OQ);
+                if (p < s || p + 8 > e) {
+                    const unsigned lanes = sa_tree_lanes(p, s, e);
+                    m &= (__mmask8)lanes;
+                    evals += __builtin_popcount(lanes);
+                } else {
+                    evals += 8;
+                }
+                if (!m) continue;
+                c = _mm512_loadu_pd(t->ct + p);
+                F = _mm512_mask_add_pd(F, m, F, _mm512_mul_pd(c, _mm512_sub_pd(z, bv)));
+                if (h) for (k = 0; k < d; ++k)
+                    H[k] = _mm512_mask_add_pd(H[k], m, H[k],
+                                              _mm512_mul_pd(c, _mm512_loadu_pd(soa + k * ms + p)));
+                if (out)    /* a masked load: no lane past m is read */
+                    _mm512_mask_compressstoreu_epi64(out + nf, m,
+                                                     _mm512_maskz_loadu_epi64(m, t->idx + p));
+                nf += __builtin_popcount((unsigned)m);
+            }
         }
     }
     {
@@ -450,6 +547,8 @@ sa_tree_scan_avx512_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg,
         }
     }
     *fired = nf;
+    cnt[0] += tests;
+    cnt[1] += evals;
     return nf;
 }
 
