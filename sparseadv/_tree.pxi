@@ -82,7 +82,8 @@ cdef class _BallTree:
     float64, finite, validated by sparseadv.hsr.PartitionTree."""
     cdef readonly object W_arr, data_arr, idx_arr, pos_arr, nstart_arr, nend_arr
     cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr, soa_arr, rec_arr
-    cdef object ct_arr, blk_arr, bcn_arr, cta_arr
+    cdef object ct_arr, blk_arr, bcn_arr, cta_arr, umark_arr
+    cdef cnp.uint8_t[::1] umark     # update's marks, one per position, zero between calls
     cdef double[:, ::1] W
     cdef double[:, ::1] data
     cdef double[:, ::1] soa
@@ -233,6 +234,8 @@ cdef class _BallTree:
         self.ct = self.ct_arr
         self.cta_arr = np.zeros(self.m, dtype=np.float64)
         self.cta = self.cta_arr
+        self.umark_arr = np.zeros(self.m, dtype=np.uint8)
+        self.umark = self.umark_arr
         self.ct_ok = False
         self.blk_arr = np.zeros((self.d + 2) * self.nbs, dtype=np.float64)
         self.blk = self.blk_arr
@@ -262,7 +265,8 @@ cdef class _BallTree:
                     self.rec[sa_tree_rec_at(i, k, d)] = self.centers[i, k]
                 self.rec[sa_tree_rec_at(i, d, d)] = self.radius[i]
                 self.rec[sa_tree_rec_at(i, d + 1, d)] = self.cnorm[i] + self.radius[i]
-            oom = _block_balls(&self.data[0, 0], self.m, d, self.nbs, &self.blk[0], &self.bcn[0])
+            oom = _block_balls(&self.soa[0, 0], self.ms, self.m, d, self.nbs, &self.blk[0],
+                               &self.bcn[0])
         if oom != 0:
             raise MemoryError()
         self.ct_ok = False          # idx may have changed
@@ -299,10 +303,26 @@ cdef class _BallTree:
     def nbytes(self):
         return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.soa_arr,
                                            self.rec_arr, self.ct_arr, self.blk_arr,
-                                           self.bcn_arr, self.cta_arr,
+                                           self.bcn_arr, self.cta_arr, self.umark_arr,
                                            self.idx_arr, self.pos_arr, self.nstart_arr, self.nend_arr,
                                            self.centers_arr, self.radius_arr,
                                            self.radius0_arr, self.cnorm_arr)))
+
+    cdef void _view_upd(self, sa_tree_upd* t) noexcept:
+        t.rec = &self.rec[0]
+        t.radius = &self.radius[0]
+        t.centers = &self.centers[0, 0]
+        t.cnorm = &self.cnorm[0]
+        t.nstart = &self.nstart[0]
+        t.nend = &self.nend[0]
+        t.blk = &self.blk[0]
+        t.bcn = &self.bcn[0]
+        t.soa = &self.soa[0, 0]
+        t.m = self.m
+        t.ms = self.ms
+        t.d = self.d
+        t.n_nodes = self.n_nodes
+        t.nbs = self.nbs
 
     cdef void _view(self, _TreeView* t) noexcept:
         t.data = &self.data[0, 0]
@@ -544,10 +564,13 @@ cdef class _BallTree:
         values[rows[j]] is (so a caller holding all of W need not gather a copy). The new
         rows must be finite with entries of magnitude <= ``max_abs`` (checked first, in one
         pass: nothing is written otherwise). Returns the largest |entry| of the new rows."""
-        cdef Py_ssize_t j, r, p, node, left, k, s, d = self.d
-        cdef double dist, v, grow = 0.0, vmax = 0.0
+        cdef Py_ssize_t j, r, p, k, s, d = self.d
+        cdef double v, grow = 0.0, vmax = 0.0
         cdef double* cb = NULL
-        cdef unsigned char* bmark = NULL
+        cdef cnp.int64_t* P = NULL
+        cdef double* V = NULL
+        cdef Py_ssize_t u
+        cdef sa_tree_upd up
         cdef bint finite = True
         if values.shape[1] != d or (full and values.shape[0] != self.m) or (
                 not full and values.shape[0] != rows.shape[0]):
@@ -570,10 +593,12 @@ cdef class _BallTree:
             raise InputError(f"the new rows have entries up to {vmax:.3g}, above the limit "
                              f"{max_abs:.3g}")
         cb = <double*>malloc(d * sizeof(double))
-        bmark = <unsigned char*>calloc(self.nbs, 1)
-        if cb == NULL or bmark == NULL:
-            free(cb); free(bmark)
+        P = <cnp.int64_t*>malloc((rows.shape[0] + 1) * sizeof(cnp.int64_t))
+        V = <double*>malloc((rows.shape[0] * d + 1) * sizeof(double))
+        if cb == NULL or P == NULL or V == NULL:
+            free(cb); free(P); free(V)
             raise MemoryError()
+        self._view_upd(&up)
         with nogil:
             for j in range(rows.shape[0]):
                 r = rows[j]
@@ -583,35 +608,16 @@ cdef class _BallTree:
                 memcpy(&self.data[p, 0], &values[s, 0], d * sizeof(double))
                 for k in range(d):
                     self.soa[k, p] = values[s, k]
-                node = 0
-                while True:
-                    dist = 0.0
-                    for k in range(d):
-                        v = values[s, k] - self.centers[node, k]
-                        dist = dist + v * v
-                    if sa_sumsq_in_range(dist):
-                        dist = sqrt(dist)
-                    else:
-                        dist = sa_dist_safe(&values[s, 0], &self.centers[node, 0], d)
-                    if dist > self.radius[node]:
-                        grow = grow + ((self.nend[node] - self.nstart[node])
-                                       * (dist - self.radius[node]))
-                        self.radius[node] = dist
-                        self.rec[sa_tree_rec_at(node, d, d)] = dist
-                        self.rec[sa_tree_rec_at(node, d + 1, d)] = self.cnorm[node] + dist
-                    if node >= self.first_leaf:
-                        break
-                    left = 2 * node + 1
-                    node = left if p < self.nend[left] else left + 1
-                bmark[p >> 3] = 1
-            # the balls of the blocks of 8 positions that hold a new row, recomputed from
-            # their rows (tight again: the pass tests them before evaluating a block)
-            for j in range(rows.shape[0]):
-                p = self.pos[rows[j]] >> 3
-                if bmark[p]:
-                    bmark[p] = 0
-                    _block_ball(&self.data[0, 0], self.m, d, self.nbs, &self.blk[0],
-                                &self.bcn[0], p, cb)
-        free(cb); free(bmark)
+                self.umark[p] = 1
+            # the positions that changed, increasing (the mark array is left zero again)
+            u = 0
+            for p in range(self.m):
+                if self.umark[p]:
+                    self.umark[p] = 0
+                    P[u] = p
+                    u = u + 1
+            # radii widened on the paths, the blocks' balls recomputed (sa_tree_update)
+            grow = sa_tree_update(&up, P, u, V, cb)
+        free(cb); free(P); free(V)
         self.loose_sum += grow
         return vmax

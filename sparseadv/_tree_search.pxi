@@ -25,6 +25,22 @@ cdef extern from "sa_tree.h":
         const double* blk
         Py_ssize_t ms, d, first_leaf, nbs
     Py_ssize_t sa_tree_rec_at(Py_ssize_t node, Py_ssize_t f, Py_ssize_t d) noexcept nogil
+    ctypedef struct sa_tree_upd:
+        double* rec
+        double* radius
+        const double* centers
+        const double* cnorm
+        const cnp.int64_t* nstart
+        const cnp.int64_t* nend
+        double* blk
+        double* bcn
+        const double* soa
+        Py_ssize_t m, ms, d, n_nodes, nbs
+    void sa_tree_block_ball(const double* soa, Py_ssize_t ms, Py_ssize_t m, Py_ssize_t d,
+                            Py_ssize_t nbs, double* blk, double* bcn, Py_ssize_t j,
+                            double* c) noexcept nogil
+    double sa_tree_update(const sa_tree_upd* t, const cnp.int64_t* P, Py_ssize_t u, double* V,
+                          double* c) noexcept nogil
     Py_ssize_t sa_tree_walk(const sa_tree_pass* t, const double* x, double b, cnp.int64_t* rg,
                             cnp.int64_t* stack, cnp.int64_t* cnt,
                             cnp.int64_t* listed) noexcept nogil
@@ -503,54 +519,16 @@ cdef void _order_blocks(const double* W, Py_ssize_t d, cnp.int64_t* idx, Py_ssiz
         top = top + 2
 
 
-cdef void _block_ball(const double* data, Py_ssize_t m, Py_ssize_t d, Py_ssize_t nbs,
-                      double* blk, double* bcn, Py_ssize_t j, double* c) noexcept nogil:
-    """The ball of block j (positions 8j .. 8j + 7 of the rows ``data`` in tree order): field f
-    at blk[f * nbs + j], the centre (the mean of its rows), the radius R (>= the distance of
-    each of its rows, computed as the node radii are) and K = fl(||c|| + R); bcn[j] = ||c||
-    (sa_norm_safe). ``c``: scratch of d doubles."""
-    cdef Py_ssize_t p, k, s = 8 * j, e = 8 * j + 8 if 8 * j + 8 <= m else m
-    cdef double dist, best
-    for k in range(d):
-        c[k] = 0.0
-    for p in range(s, e):
-        for k in range(d):
-            c[k] = c[k] + data[p * d + k]
-    for k in range(d):
-        c[k] = c[k] / (e - s)
-    best = -1.0
-    for p in range(s, e):
-        dist = 0.0
-        for k in range(d):
-            dist = dist + (data[p * d + k] - c[k]) * (data[p * d + k] - c[k])
-        if dist > best:
-            best = dist
-    if sa_sumsq_in_range(best):
-        best = sqrt(best)
-    else:
-        # tiny or huge rows: the sums of squares under- or overflowed; recompute safely
-        best = 0.0
-        for p in range(s, e):
-            dist = sa_dist_safe(data + p * d, c, d)
-            if dist > best:
-                best = dist
-    for k in range(d):
-        blk[k * nbs + j] = c[k]
-    blk[d * nbs + j] = best
-    bcn[j] = sa_norm_safe(c, d)
-    blk[(d + 1) * nbs + j] = bcn[j] + best
-
-
-cdef int _block_balls(const double* data, Py_ssize_t m, Py_ssize_t d, Py_ssize_t nbs,
-                      double* blk, double* bcn) noexcept nogil:
-    """``_block_ball`` of every block (blocks past the last row stay zero). 0, or -1 when out
-    of memory."""
+cdef int _block_balls(const double* soa, Py_ssize_t ms, Py_ssize_t m, Py_ssize_t d,
+                      Py_ssize_t nbs, double* blk, double* bcn) noexcept nogil:
+    """The ball of every block of 8 positions (``sa_tree_block_ball``; blocks past the last
+    row stay zero). 0, or -1 when out of memory."""
     cdef Py_ssize_t j
     cdef double* c = <double*>malloc(d * sizeof(double))
     if c == NULL:
         return -1
     for j in range((m + 7) // 8):
-        _block_ball(data, m, d, nbs, blk, bcn, j, c)
+        sa_tree_block_ball(soa, ms, m, d, nbs, blk, bcn, j, c)
     free(c)
     return 0
 

@@ -100,6 +100,12 @@ static inline ptrdiff_t sa_tree_rec_at(ptrdiff_t node, ptrdiff_t f, ptrdiff_t d)
 #else
 #define SA_TREE_NOCONTRACT
 #endif
+#if SA_DISPATCH
+#include <immintrin.h>
+#define SA_TREE_AVX2 __attribute__((target("avx2"))) SA_TREE_NOCONTRACT
+#define SA_TREE_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2"))) \
+    SA_TREE_NOCONTRACT
+#endif
 
 /* The traversal: depth first, left child first, the node test of sa_tree_node_decide (the
    same operations, so the same decisions, and the same nodes visited): a pruned node is
@@ -218,6 +224,198 @@ sa_tree_walk(const sa_tree_pass* t, const double* x, double b, int64_t* rg, int6
     }
 }
 
+/* ---------------------------------------------------------------------------------------
+   Updates (_BallTree.update, after the new rows are written into data and soa). ``P``: the
+   u distinct tree positions of the new rows, increasing; ``V``: scratch for their rows,
+   d * u doubles. Every node holding one of them gets R = max(R, max over its new rows of
+   ||w - c||) (the distance as the build computes it: sqrt of the sum of squares in order,
+   or sa_dist_safe outside [2^-900, 2^900]), its record updated, and the growth
+   size * (R_new - R_old) added to the returned sum; nodes are taken level by level, each
+   with the slice of P inside its range (one binary search). Then the ball of every block of
+   8 positions holding a new row is recomputed from its rows (sa_tree_block_ball). */
+typedef struct {
+    double* rec;
+    double* radius;
+    const double* centers;
+    const double* cnorm;
+    const int64_t* nstart;
+    const int64_t* nend;
+    double* blk;
+    double* bcn;
+    const double* soa;
+    ptrdiff_t m, ms, d, n_nodes, nbs;
+} sa_tree_upd;
+
+/* The ball of block j from its rows in soa: the centre sum_i w_i / count with the sum in the
+   order ((w0 + w4) + (w1 + w5)) + ((w2 + w6) + (w3 + w7)) (missing rows of the last block
+   count as +0.0), R = the largest distance of its rows as the node radii are computed, K =
+   fl(||c|| + R); bcn[j] = ||c||. The same bits in every build. */
+static inline void
+sa_tree_block_ball(const double* soa, ptrdiff_t ms, ptrdiff_t m, ptrdiff_t d, ptrdiff_t nbs,
+                   double* blk, double* bcn, ptrdiff_t j, double* c)
+{
+    const ptrdiff_t s = 8 * j, cntr = m - s < 8 ? m - s : 8;
+    double best = -1.0, v[8];
+    ptrdiff_t k, i;
+    for (k = 0; k < d; ++k) {
+        const double* w = soa + k * ms + s;
+        for (i = 0; i < 8; ++i) v[i] = i < cntr ? w[i] : 0.0;
+        c[k] = (((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))) / (double)cntr;
+    }
+    for (i = 0; i < cntr; ++i) {
+        double q = 0.0;
+        for (k = 0; k < d; ++k) {
+            const double t = soa[k * ms + s + i] - c[k];
+            q = q + t * t;
+        }
+        if (q > best) best = q;
+    }
+    if (sa_sumsq_in_range(best)) {
+        best = sqrt(best);
+    } else {        /* tiny or huge rows: the sums of squares under- or overflowed */
+        best = 0.0;
+        for (i = 0; i < cntr; ++i) {
+            double sc = 0.0, q = 0.0, t;
+            for (k = 0; k < d; ++k) { t = fabs(soa[k * ms + s + i] - c[k]); if (t > sc) sc = t; }
+            if (sc > 0.0 && sc <= DBL_MAX) {
+                for (k = 0; k < d; ++k) { t = (soa[k * ms + s + i] - c[k]) / sc; q += t * t; }
+                sc = sc * sqrt(q);
+            }
+            if (sc > best) best = sc;
+        }
+    }
+    for (k = 0; k < d; ++k) blk[k * nbs + j] = c[k];
+    blk[d * nbs + j] = best;
+    bcn[j] = sa_norm_safe(c, d);
+    blk[(d + 1) * nbs + j] = bcn[j] + best;
+}
+
+/* first index in P[lo, hi) with P[index] >= key */
+static inline ptrdiff_t sa_tree_lower(const int64_t* P, ptrdiff_t lo, ptrdiff_t hi, int64_t key)
+{
+    while (lo < hi) {
+        const ptrdiff_t mid = lo + (hi - lo) / 2;
+        if (P[mid] < key) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* The largest sum of squares sum_k (V[k * u + j] - c_k)^2 (in order of k) over rows
+   j0 .. j1 - 1 of the SoA scratch V (u rows); -1 when there are none. */
+SA_BODY double
+sa_tree_maxq_body(const double* V, ptrdiff_t u, ptrdiff_t j0, ptrdiff_t j1, const double* c,
+                  ptrdiff_t d)
+{
+    double best = -1.0;
+    ptrdiff_t j, k;
+    for (j = j0; j < j1; ++j) {
+        double q = 0.0;
+        for (k = 0; k < d; ++k) {
+            const double v = V[k * u + j] - c[k];
+            q = q + v * v;
+        }
+        if (q > best) best = q;
+    }
+    return best;
+}
+#if SA_DISPATCH
+SA_TREE_AVX2 static inline double
+sa_tree_maxq_avx2(const double* V, ptrdiff_t u, ptrdiff_t j0, ptrdiff_t j1,
+                       const double* c, ptrdiff_t d)
+{
+    __m256d best = _mm256_set1_pd(-1.0);
+    double v4[4], b;
+    ptrdiff_t j = j0, k;
+    for (; j + 4 <= j1; j += 4) {
+        __m256d t = _mm256_sub_pd(_mm256_loadu_pd(V + j), _mm256_set1_pd(c[0])), q;
+        q = _mm256_mul_pd(t, t);
+        for (k = 1; k < d; ++k) {
+            t = _mm256_sub_pd(_mm256_loadu_pd(V + k * u + j), _mm256_set1_pd(c[k]));
+            q = _mm256_add_pd(q, _mm256_mul_pd(t, t));
+        }
+        best = _mm256_max_pd(best, q);
+    }
+    _mm256_storeu_pd(v4, best);
+    b = sa_tree_maxq_body(V, u, j, j1, c, d);
+    for (k = 0; k < 4; ++k) if (v4[k] > b) b = v4[k];
+    return b;
+}
+#endif
+
+SA_BODY double
+sa_tree_update_body(const sa_tree_upd* t, ptrdiff_t d, const int64_t* P, ptrdiff_t u,
+                    double* V, double* c, const int lvl)
+{
+    const ptrdiff_t ms = t->ms;
+    double grow = 0.0;
+    ptrdiff_t j, k, first, node, prev;
+    for (k = 0; k < d; ++k)
+        for (j = 0; j < u; ++j) V[k * u + j] = t->soa[k * ms + P[j]];
+    for (first = 0; first < t->n_nodes; first = 2 * first + 1) {      /* level by level */
+        ptrdiff_t j0 = 0;
+        for (node = first; node < 2 * first + 1 && j0 < u; ++node) {
+            const ptrdiff_t j1 = sa_tree_lower(P, j0, u, t->nend[node]);
+            const double* cn = t->centers + node * d;
+            double best, dist;
+            if (j1 == j0) continue;
+#if SA_DISPATCH
+            best = lvl ? sa_tree_maxq_avx2(V, u, j0, j1, cn, d)
+                       : sa_tree_maxq_body(V, u, j0, j1, cn, d);
+#else
+            (void)lvl;
+            best = sa_tree_maxq_body(V, u, j0, j1, cn, d);
+#endif
+            if (sa_sumsq_in_range(best)) {
+                dist = sqrt(best);
+            } else {
+                dist = 0.0;
+                for (j = j0; j < j1; ++j) {
+                    double dj;
+                    for (k = 0; k < d; ++k) c[k] = V[k * u + j];
+                    dj = sa_dist_safe(c, cn, d);
+                    if (dj > dist) dist = dj;
+                }
+            }
+            if (dist > t->radius[node]) {
+                grow += (double)(t->nend[node] - t->nstart[node]) * (dist - t->radius[node]);
+                t->radius[node] = dist;
+                t->rec[sa_tree_rec_at(node, d, d)] = dist;
+                t->rec[sa_tree_rec_at(node, d + 1, d)] = t->cnorm[node] + dist;
+            }
+            j0 = j1;
+        }
+    }
+    for (j = 0, prev = -1; j < u; ++j) {
+        const ptrdiff_t blkj = P[j] >> 3;
+        if (blkj != prev)
+            sa_tree_block_ball(t->soa, ms, t->m, d, t->nbs, t->blk, t->bcn, blkj, c);
+        prev = blkj;
+    }
+    return grow;
+}
+#define SA_TREE_UPD_D(lvl) \
+    switch (t->d) { \
+    case 3: return sa_tree_update_body(t, 3, P, u, V, c, lvl); \
+    default: return sa_tree_update_body(t, t->d, P, u, V, c, lvl); }
+#if SA_DISPATCH
+SA_TREE_AVX2 static double
+sa_tree_update_avx2(const sa_tree_upd* t, const int64_t* P, ptrdiff_t u, double* V, double* c)
+{ SA_TREE_UPD_D(1) }
+SA_TREE_NOCONTRACT static double
+sa_tree_update_base(const sa_tree_upd* t, const int64_t* P, ptrdiff_t u, double* V, double* c)
+{ SA_TREE_UPD_D(0) }
+SA_UNUSED static double
+sa_tree_update(const sa_tree_upd* t, const int64_t* P, ptrdiff_t u, double* V, double* c)
+{
+    if (sa_use_avx2) return sa_tree_update_avx2(t, P, u, V, c);
+    return sa_tree_update_base(t, P, u, V, c);
+}
+#else
+SA_TREE_NOCONTRACT SA_UNUSED static double
+sa_tree_update(const sa_tree_upd* t, const int64_t* P, ptrdiff_t u, double* V, double* c)
+{ SA_TREE_UPD_D(0) }
+#endif
+
 /* The scan of the ranges rg[0 .. 2 nr), block by block: each block of 8 positions that
    meets a range is tested first (its ball, the node test's operations: pruned when
    <c,x> + R ||x|| <= b - slack); the rows of a block that is not pruned and lie in the range
@@ -320,10 +518,6 @@ sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptr
     default: return body(t, t->d, rg, nr, x, b, f, h, fired, out, scratch, cnt); }
 
 #if SA_DISPATCH
-#include <immintrin.h>
-#define SA_TREE_AVX2 __attribute__((target("avx2"))) SA_TREE_NOCONTRACT
-#define SA_TREE_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2"))) \
-    SA_TREE_NOCONTRACT
 
 /* AVX2: the eight lanes as two ymm halves (lanes 0-3, 4-7); an unfired lane adds +0.0.
    SA_TREE_GRP_AVX2(p, LM): one group of 8 positions from p, LM the lanes to keep (as 8
