@@ -375,22 +375,6 @@ sa_deadline4(double p0, const double* z, double b, const double* err, double inv
    from pass to pass, no page faults) and moves to the heap if it outgrows it. */
 typedef struct { int64_t* v; int64_t n, cap; int owned; } sa_recs;
 
-static inline int sa_recs_push(sa_recs* b, int64_t code)
-{
-    if (b->n == b->cap) {
-        const int64_t cap = b->cap ? 2 * b->cap : 4096;
-        int64_t* v = (int64_t*)(b->owned ? realloc(b->v, (size_t)cap * sizeof(int64_t))
-                                          : malloc((size_t)cap * sizeof(int64_t)));
-        if (v == NULL) return -1;
-        if (!b->owned && b->n) memcpy(v, b->v, (size_t)b->n * sizeof(int64_t));
-        b->v = v;
-        b->cap = cap;
-        b->owned = 1;
-    }
-    b->v[b->n++] = code;
-    return 0;
-}
-
 /* Room for ``extra`` more records (moved to the heap when the caller's slice is too
    small); 0, or -1 when out of memory. */
 static inline int sa_recs_reserve(sa_recs* b, int64_t extra)
@@ -407,6 +391,13 @@ static inline int sa_recs_reserve(sa_recs* b, int64_t extra)
         b->cap = cap;
         b->owned = 1;
     }
+    return 0;
+}
+
+static inline int sa_recs_push(sa_recs* b, int64_t code)
+{
+    if (b->n == b->cap && sa_recs_reserve(b, 1)) return -1;
+    b->v[b->n++] = code;
     return 0;
 }
 

@@ -96,6 +96,12 @@ SA_UNUSED static int sa_cpu_init(int cap)
 #else
 #define SA_SERIAL(v) ((void)0)
 #endif
+/* The scalar tails t = j .. d-1 of four dot products of w with x0..x3, into s0..s3. */
+#define SA_TAILS4(s0, s1, s2, s3, w, x0, x1, x2, x3, j, d, t) do { \
+        for (t = j; t < d; ++t) { s0 += w[t] * x0[t]; SA_SERIAL(s0); } \
+        for (t = j; t < d; ++t) { s1 += w[t] * x1[t]; SA_SERIAL(s1); } \
+        for (t = j; t < d; ++t) { s2 += w[t] * x2[t]; SA_SERIAL(s2); } \
+        for (t = j; t < d; ++t) { s3 += w[t] * x3[t]; SA_SERIAL(s3); } } while (0)
 
 /* The canonical dot product: two 4-wide accumulators (lanes j mod 8 < 4 and >= 4) over
    blocks of 8, a last block of 4 into the first, then a fixed-order horizontal sum and
@@ -172,10 +178,7 @@ sa_dot4(const double* w, const double* x0, const double* x1, const double* x2,
     {
         double s0 = sa_hsum(a0, b0), s1 = sa_hsum(a1, b1);
         double s2 = sa_hsum(a2, b2), s3 = sa_hsum(a3, b3);
-        for (t = j; t < d; ++t) { s0 += w[t] * x0[t]; SA_SERIAL(s0); }
-        for (t = j; t < d; ++t) { s1 += w[t] * x1[t]; SA_SERIAL(s1); }
-        for (t = j; t < d; ++t) { s2 += w[t] * x2[t]; SA_SERIAL(s2); }
-        for (t = j; t < d; ++t) { s3 += w[t] * x3[t]; SA_SERIAL(s3); }
+        SA_TAILS4(s0, s1, s2, s3, w, x0, x1, x2, x3, j, d, t);
         z[0] = s0; z[1] = s1; z[2] = s2; z[3] = s3;
     }
 }
@@ -298,10 +301,7 @@ sa_sdot4(const float* w, const float* x0, const float* x1, const float* x2, cons
 #endif
     if (j < d) {                        /* one multiply-add at a time (SA_SERIAL) */
         float s0 = z[0], s1 = z[1], s2 = z[2], s3 = z[3];
-        for (t = j; t < d; ++t) { s0 += w[t] * x0[t]; SA_SERIAL(s0); }
-        for (t = j; t < d; ++t) { s1 += w[t] * x1[t]; SA_SERIAL(s1); }
-        for (t = j; t < d; ++t) { s2 += w[t] * x2[t]; SA_SERIAL(s2); }
-        for (t = j; t < d; ++t) { s3 += w[t] * x3[t]; SA_SERIAL(s3); }
+        SA_TAILS4(s0, s1, s2, s3, w, x0, x1, x2, x3, j, d, t);
         z[0] = s0; z[1] = s1; z[2] = s2; z[3] = s3;
     }
 }
