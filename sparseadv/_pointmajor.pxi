@@ -19,6 +19,13 @@ cdef extern from "sa_pointmajor.h":
                          const cnp.int64_t* indptr, const cnp.int64_t* indices, cnp.int64_t n,
                          cnp.int64_t r0, cnp.int64_t r1, double* G,
                          cnp.uint8_t* mark) noexcept nogil
+    void sa_pm_wgrad_all4(const double* X, const double* a, const double* coef,
+                          const cnp.int64_t* indptr, const cnp.int64_t* indices, cnp.int64_t n,
+                          cnp.int64_t r0, cnp.int64_t r1, double* G4,
+                          cnp.uint8_t* mark) noexcept nogil
+    cnp.int64_t sa_pm_count_marks(const cnp.uint8_t* mark, cnp.int64_t m) noexcept nogil
+    void sa_pm_compact(double* G, Py_ssize_t gs, Py_ssize_t d, cnp.uint8_t* mark,
+                       cnp.int64_t m, cnp.int64_t* rows, double* Gout) noexcept nogil
 
 
 def pm_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
@@ -107,16 +114,22 @@ def csr_transpose(const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1]
 def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not None,
                    const double[::1] a not None, double b, const double[::1] coef not None,
                    const cnp.int64_t[::1] indptr not None, const cnp.int64_t[::1] indices not None,
-                   bint check=True, bint all_fired=False):
+                   bint check=True, bint all_fired=False, scratch=None, out=None):
     """Weight gradient over point-major pairs: transposes them to neuron-major (counting sort)
     and runs ``nm_weight_grad``. ``check`` is passed to ``csr_transpose`` (False skips the
     validation of the pairs: only for pairs known valid, e.g. a tree query's answer).
     ``all_fired``: every listed pair fires (the fired pairs of ``forward_batch`` at the same
-    points), so none is re-evaluated (``nm_weight_grad`` with an all-ones mask). Returns
-    (rows, G_rows, inner products, fired pairs) with rows the sorted int64 ids of the neurons
-    listed at least once (a superset of the neurons with a non-zero gradient) and G_rows[k]
-    the gradient of neuron rows[k]."""
-    cdef Py_ssize_t m = W.shape[0]
+    points), so none is re-evaluated: the pairs are scattered straight into the rows'
+    gradients (``sa_pm_wgrad_all``; at d = 3 rows of stride 4, ``sa_pm_wgrad_all4``: the same
+    bits) and the rows listed are gathered in increasing order. With ``all_fired``,
+    ``scratch`` may hold the full-size buffers, kept by the caller between calls: a tuple
+    (G (m, gs) float64 with gs = 4 at d = 3 and d otherwise, mark (m,) uint8), all zero,
+    and left zero (no m x d allocation per call); ``out`` a float64 array with room for the
+    gradient rows (G_rows is then a view of its head). Returns (rows, G_rows, inner
+    products, fired pairs) with rows the sorted int64 ids of the neurons listed at least once
+    (a superset of the neurons with a non-zero gradient) and G_rows[k] the gradient of
+    neuron rows[k]."""
+    cdef Py_ssize_t m = W.shape[0], d = X.shape[1], gs, nr
     cdef int code = 0
     _shapes("pm_weight_grad", ("coef", 0, coef.shape[0], X.shape[0]),
             ("indptr", 0, indptr.shape[0], X.shape[0] + 1))
@@ -126,27 +139,64 @@ def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not N
         G = np.empty((rows.shape[0], X.shape[1]))
         ev, nf = nm_weight_grad(X, W, a, b, coef, cptr, cidx, rows, G, None, False)
         return rows, G, ev, nf
-    _shapes("pm_weight_grad", ("W", 1, W.shape[1], X.shape[1]), ("a", 0, a.shape[0], m))
+    _shapes("pm_weight_grad", ("W", 1, W.shape[1], d), ("a", 0, a.shape[0], m))
     if check:
         with nogil:
             code = _check_pm_csr(indptr, indices, m)
         _raise_csr(code, "pm_weight_grad", "indptr", "indices")
-    check_allocation("W", m * (X.shape[1] * 8 + 1), "the gradient of every row")
-    # every pair fires: scatter into a full m x d gradient, T disjoint neuron ranges in
-    # parallel (each row's sum in the same order whatever T), then keep the rows listed
-    Gfull = np.zeros((m, X.shape[1]))
-    mark = np.zeros(m, dtype=np.uint8)
+    gs = 4 if d == 3 else d
+    if scratch is None:
+        check_allocation("W", m * (gs * 8 + 1), "the gradient of every row")
+        Gfull = np.zeros((m, gs))
+        mark = np.zeros(m, dtype=np.uint8)
+    else:
+        Gfull, mark = scratch
+        if not (isinstance(Gfull, np.ndarray) and Gfull.dtype == np.float64
+                and Gfull.shape == (m, gs) and Gfull.flags.c_contiguous
+                and isinstance(mark, np.ndarray) and mark.dtype == np.uint8
+                and mark.shape == (m,) and mark.flags.c_contiguous):
+            raise InputError(f"pm_weight_grad: scratch must be (G of shape ({m}, {gs}) "
+                             f"float64, mark of shape ({m},) uint8), C-contiguous")
+    # every pair fires: scatter into a full-size gradient, T disjoint neuron ranges in
+    # parallel (each row's sum in the same order whatever T), then gather the rows listed
     cdef double[:, ::1] Gv = Gfull
     cdef cnp.uint8_t[::1] mv = mark
     cdef Py_ssize_t T = max(1, min(sa_omp_max_threads(), m)), t
     cdef const cnp.int64_t* Ip = &indices[0] if indices.shape[0] > 0 else NULL
     with nogil:
         if T == 1:
-            sa_pm_wgrad_all(&X[0, 0], X.shape[1], &a[0], &coef[0], &indptr[0], Ip,
-                            X.shape[0], 0, INT64_MAX, &Gv[0, 0], &mv[0])
+            if gs == 4:
+                sa_pm_wgrad_all4(&X[0, 0], &a[0], &coef[0], &indptr[0], Ip, X.shape[0], 0,
+                                 INT64_MAX, &Gv[0, 0], &mv[0])
+            else:
+                sa_pm_wgrad_all(&X[0, 0], d, &a[0], &coef[0], &indptr[0], Ip, X.shape[0], 0,
+                                INT64_MAX, &Gv[0, 0], &mv[0])
         else:
             for t in prange(T, schedule='static', num_threads=T):
-                sa_pm_wgrad_all(&X[0, 0], X.shape[1], &a[0], &coef[0], &indptr[0], Ip,
-                                X.shape[0], m * t // T, m * (t + 1) // T, &Gv[0, 0], &mv[0])
-    rows = np.flatnonzero(mark).astype(np.int64, copy=False)
-    return rows, Gfull[rows], 0, int(indices.shape[0])
+                if gs == 4:
+                    sa_pm_wgrad_all4(&X[0, 0], &a[0], &coef[0], &indptr[0], Ip, X.shape[0],
+                                     m * t // T, m * (t + 1) // T, &Gv[0, 0], &mv[0])
+                else:
+                    sa_pm_wgrad_all(&X[0, 0], d, &a[0], &coef[0], &indptr[0], Ip,
+                                    X.shape[0], m * t // T, m * (t + 1) // T, &Gv[0, 0],
+                                    &mv[0])
+        nr = sa_pm_count_marks(&mv[0], m)
+    cdef cnp.int64_t[::1] rv
+    cdef double[:, ::1] Go
+    try:
+        rows = np.empty(nr, dtype=np.int64)
+        if (isinstance(out, np.ndarray) and out.dtype == np.float64 and out.ndim == 1
+                and out.flags.c_contiguous and out.flags.writeable and out.shape[0] >= nr * d):
+            G = out[:nr * d].reshape(nr, d)
+        else:
+            G = np.empty((nr, d))
+        rv = rows
+        Go = G
+    except BaseException:
+        Gfull.fill(0.0)             # the caller's scratch must be left zero
+        mark.fill(0)
+        raise
+    if nr > 0:
+        with nogil:
+            sa_pm_compact(&Gv[0, 0], gs, d, &mv[0], m, &rv[0], &Go[0, 0])
+    return rows, G, 0, int(indices.shape[0])

@@ -322,3 +322,36 @@ def test_fused_pass_at_extreme_scales(s):
         W2[rows] *= 1.5
         tree.update(rows, W2[rows])
         check_fused(tree, W2, a, 1.0, X, b)
+
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+def test_weight_gradient_all_fired_with_kept_scratch(d):
+    """The engine's path: full-size buffers kept zero between calls and an output buffer;
+    the same rows and bits as fresh buffers, the scratch left zero, bad scratch refused."""
+    rng = np.random.default_rng(d)
+    m, n = 700, 40
+    W, X, a = rng.standard_normal((m, d)), rng.standard_normal((n, d)), rng.choice([-1.0, 1.0], m)
+    tree = PartitionTree(W, leaf_size=8, fallback="tree")
+    gs = 4 if d == 3 else d
+    scratch = (np.zeros((m, gs)), np.zeros(m, dtype=np.uint8))
+    out = np.full(m * d, np.nan)
+    for b in (0.3, 1.1, -2.0):
+        ip, ind = tree.forward_batch(X, b, a, 1.0, np.empty(n), pairs=True)
+        coef = rng.standard_normal(n)
+        rows, G, _, nf = _core.pm_weight_grad(X, W, a, b, coef, ip, ind, False, all_fired=True)
+        rows2, G2, _, nf2 = _core.pm_weight_grad(X, W, a, b, coef, ip, ind, False,
+                                                 all_fired=True, scratch=scratch, out=out)
+        np.testing.assert_array_equal(rows2, rows)
+        np.testing.assert_array_equal(G2, G)
+        assert nf2 == nf and np.shares_memory(G2, out)
+        assert not scratch[0].any() and not scratch[1].any()
+        # and a numpy sum over the pairs (each row's points in increasing order)
+        ref = np.zeros((m, d))
+        for i in range(n):
+            for r in ind[ip[i]:ip[i + 1]]:
+                ref[r] += coef[i] * a[r] * X[i]
+        np.testing.assert_array_equal(rows, np.unique(ind))
+        np.testing.assert_allclose(G, ref[rows], rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="scratch"):
+        _core.pm_weight_grad(X, W, a, 0.0, np.ones(n), ip, ind, False, all_fired=True,
+                             scratch=(np.zeros((m, gs + 1)), np.zeros(m, np.uint8)))

@@ -90,4 +90,79 @@ SA_KERNEL(sa_pm_wgrad_all,
      const int64_t* indices, int64_t n, int64_t r0, int64_t r1, double* G, uint8_t* mark),
     (X, d, a, coef, indptr, indices, n, r0, r1, G, mark))
 
+/* The same for d = 3 with G rows of stride 4 (the tree engine's regime): one 4-wide
+   g + alpha x4 per pair, x4 = (x_0, x_1, x_2, 0), each lane the element-wise operation of
+   sa_axpy (contracted into an fma exactly where sa_axpy's is: the same bits); lane 3 stays
+   zero. */
+SA_BODY void
+sa_pm_wgrad_all4_body(const double* X, const double* a, const double* coef,
+                      const int64_t* indptr, const int64_t* indices, int64_t n, int64_t r0,
+                      int64_t r1, double* G4, uint8_t* mark)
+{
+    int64_t i, k;
+    const int whole = r0 == 0 && r1 == INT64_MAX;
+    for (i = 0; i < n; ++i) {
+        const double ci = coef[i];
+#if defined(__GNUC__)
+        const sa_v4d x4 = {X[3 * i], X[3 * i + 1], X[3 * i + 2], 0.0};
+#endif
+        for (k = indptr[i]; k < indptr[i + 1]; ++k) {
+            const int64_t r = indices[k];
+            if (!whole && (r < r0 || r >= r1)) continue;
+#if defined(__GNUC__)
+            *(sa_v4d*)(G4 + 4 * r) = SA_LD(G4 + 4 * r) + (ci * a[r]) * x4;
+#else
+            sa_axpy(ci * a[r], X + 3 * i, G4 + 4 * r, 3);
+#endif
+            mark[r] = 1;
+        }
+    }
+}
+SA_KERNEL(sa_pm_wgrad_all4,
+    (const double* X, const double* a, const double* coef, const int64_t* indptr,
+     const int64_t* indices, int64_t n, int64_t r0, int64_t r1, double* G4, uint8_t* mark),
+    (X, a, coef, indptr, indices, n, r0, r1, G4, mark))
+
+/* The rows marked in mark[0 .. m) (0/1 bytes), increasing: their count. */
+SA_UNUSED static int64_t sa_pm_count_marks(const uint8_t* mark, int64_t m)
+{
+    int64_t r = 0, cnt = 0;
+    for (; r + 8 <= m; r += 8) {
+        uint64_t w;
+        memcpy(&w, mark + r, 8);
+#if defined(__GNUC__)
+        cnt += __builtin_popcountll(w);     /* bytes of 0 or 1: the bits are the marks */
+#else
+        for (; w; w &= w - 1) ++cnt;
+#endif
+    }
+    for (; r < m; ++r) cnt += mark[r];
+    return cnt;
+}
+
+/* Gather the marked rows of G (stride gs >= d) into rows[] (increasing) and Gout (nr x d),
+   and leave G and mark zero there again (the caller keeps them for the next call). */
+SA_UNUSED static void sa_pm_compact(double* G, ptrdiff_t gs, ptrdiff_t d, uint8_t* mark,
+                                    int64_t m, int64_t* rows, double* Gout)
+{
+    int64_t r = 0, j = 0;
+    ptrdiff_t k;
+    while (r < m) {
+        uint64_t w = 1;
+        if (r + 8 <= m) memcpy(&w, mark + r, 8);
+        if (!w) { r += 8; continue; }
+        {
+            const int64_t e = r + 8 <= m ? r + 8 : m;
+            for (; r < e; ++r) {
+                if (!mark[r]) continue;
+                mark[r] = 0;
+                rows[j] = r;
+                for (k = 0; k < d; ++k) Gout[j * d + k] = G[r * gs + k];
+                for (k = 0; k < gs; ++k) G[r * gs + k] = 0.0;
+                ++j;
+            }
+        }
+    }
+}
+
 #endif /* SPARSEADV_SA_POINTMAJOR_H */

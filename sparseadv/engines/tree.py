@@ -116,11 +116,29 @@ class TreeEngine(Engine):
         else:
             indptr, indices = self._query(Xt)
             all_fired = False
-        # the pairs come from the tree: no re-validation before the transpose
+        # the pairs come from the tree: no re-validation before the transpose. Pairs that all
+        # fire are scattered into full-size buffers kept zero between iterations (no m x d
+        # allocation, zeroing or page faults per step) and the rows gathered into a work
+        # buffer the trainer consumes.
+        scratch = out = None
+        if all_fired:
+            scratch = self._grad_scratch()
+            out = self._work("grad", net.m * net.d)
         rows, G, ev, _ = _core.pm_weight_grad(Xt, net.W, net.a, net.b, coef, indptr, indices,
-                                              False, all_fired=all_fired)
+                                              False, all_fired=all_fired, scratch=scratch,
+                                              out=out)
         self._add("inner_products", ev)
         return rows, G
+
+    def _grad_scratch(self):
+        """(G (m, 4 at d = 3 else d) float64, mark (m,) uint8), zero: ``pm_weight_grad``
+        leaves them zero again."""
+        m, d = self.net.m, self.net.d
+        gs = 4 if d == 3 else d
+        sc = getattr(self, "_gscratch", None)
+        if sc is None or sc[0].shape != (m, gs):
+            sc = self._gscratch = (np.zeros((m, gs)), np.zeros(m, dtype=np.uint8))
+        return sc
 
     def weights_changed(self, rows):
         self._forward_pairs = None
