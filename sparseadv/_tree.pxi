@@ -111,6 +111,9 @@ cdef class _BallTree:
     cdef _IdxBuf* _qtmps
     cdef Py_ssize_t _nq
     cdef bint _qbusy
+    cdef readonly cnp.int64_t version     # changes with every update and rebuild
+    cdef _Anchor _anc                     # forward_batch's anchor during the call (or None)
+    cdef Py_ssize_t _anc_row
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -289,6 +292,7 @@ cdef class _BallTree:
         free(key)
         self._derive()
         self.loose_sum = 0.0
+        self.version += 1
 
     def get_state(self):
         """The flat arrays that define the tree (copies)."""
@@ -386,17 +390,20 @@ cdef class _BallTree:
     def forward_batch(self, const double[:, ::1] X not None, double b,
                       const double[::1] a not None, double scale, double[::1] f_out not None,
                       double[:, ::1] H_out=None, cnp.int64_t[::1] fired_out=None,
-                      bint pairs=False, out=None):
+                      bint pairs=False, out=None, _Anchor anchor=None, Py_ssize_t anchor_row=0):
         """The query of every row x_i of X fused with the forward pass over its answer (the
         tree engine's pass, docs/design.md §3): f_out[i] = sum_r scale a_r (<w_r, x_i> - b),
         H_out[i] = sum_r scale a_r w_r (optional), fired_out[i] = the count (optional), over
         the rows r that fire on x_i, summed in 8 lanes by tree position (lane p mod 8, each in
         the deterministic traversal order, combined in a fixed order: ``sa_tree_scan``,
         sparseadv/_src/sa_tree.h), with the scan's score (``sa_dot_seq``'s operations), so no
-        score is computed twice. With ``pairs``,
-        also the fired rows as CSR in that order (``out`` as in ``query_batch``). Returns
-        (indptr, indices, counters), indptr and indices None without ``pairs``; counters as
-        in ``query_batch``, every row of a node wholly inside the half-space evaluated."""
+        score is computed twice. With ``pairs``, also the fired rows as CSR in that order
+        (``out`` as in ``query_batch``). ``anchor`` (from ``anchor()``, of this tree): x_i
+        is point anchor_row + i of its clean points; when x_i lies within its radius of that
+        point, the walk is the anchored one, done once and kept (``_Anchor``), else a walk
+        at x_i. Returns (indptr, indices, counters), indptr and indices None without
+        ``pairs``; counters as in ``query_batch``, every row of a node wholly inside the
+        half-space evaluated."""
         cdef Py_ssize_t n = X.shape[0]
         if X.shape[1] != self.d:
             raise InputError(f"_BallTree.forward_batch: X must have {self.d} columns, got "
@@ -409,11 +416,35 @@ cdef class _BallTree:
             fired_out = np.empty(n, dtype=np.int64)
         elif fired_out.shape[0] != n:
             raise InputError("_BallTree.forward_batch: fired_out must have length n")
+        if anchor is not None and (anchor.tree is not self or anchor_row < 0
+                                   or anchor_row + n > anchor.n):
+            raise InputError("_BallTree.forward_batch: the anchor must be one of this tree's "
+                             "with rows anchor_row .. anchor_row + n")
         if n == 0:
             indptr = np.zeros(1, dtype=np.int64) if pairs else None
             return indptr, (np.zeros(0, dtype=np.int64) if pairs else None), (0, 0, 0)
-        return self._batch(X, b, False, out, 2 if pairs else 1, &a[0], scale, &f_out[0],
-                           &H_out[0, 0] if H_out is not None else NULL, &fired_out[0])
+        self._anc = anchor
+        self._anc_row = anchor_row
+        try:
+            return self._batch(X, b, False, out, 2 if pairs else 1, &a[0], scale, &f_out[0],
+                               &H_out[0, 0] if H_out is not None else NULL, &fired_out[0])
+        finally:
+            self._anc = None
+
+    def anchor(self, const double[:, ::1] X0 not None, double rho, _Anchor reuse=None):
+        """An anchor for the passes of one attack around the clean points X0 (n x d): every
+        later point within ``rho`` (l2) of its clean point is answered from one anchored walk
+        per point (``sa_tree_walk_anchor``: the nodes that may hold a row firing anywhere in
+        that ball), computed at the first pass that needs it and kept while the tree is not
+        changed (an update or rebuild makes the anchor stale: walks at the points again).
+        ``reuse``: an anchor of this tree whose buffers are taken over (no allocation)."""
+        if X0.shape[1] != self.d:
+            raise InputError(f"_BallTree.anchor: X0 must have {self.d} columns")
+        if not (rho >= 0.0 and rho <= DBL_MAX):
+            raise InputError(f"_BallTree.anchor: rho must be finite and >= 0, got {rho!r}")
+        anc = reuse if reuse is not None and reuse.tree is self else _Anchor()
+        anc._reset(self, X0, rho)
+        return anc
 
     cdef object _batch(self, const double[:, ::1] X, double b, bint sort, object out, int mode,
                        const double* a, double scale, double* f, double* H,
@@ -472,6 +503,14 @@ cdef class _BallTree:
         cdef double* scr0
         cdef sa_tree_pass tp
         cdef double[::1] ctv
+        cdef _Anchor anc = self._anc
+        cdef bint anchored = False
+        cdef Py_ssize_t arow = self._anc_row, j, nra
+        cdef double* ax0 = NULL
+        cdef cnp.int64_t* arec = NULL
+        cdef _IdxBuf* abufs = NULL
+        cdef double rho = 0.0
+        cdef cnp.int64_t listed
         indptr = np.zeros(n + 1, dtype=np.int64)
         seg_tid = np.zeros(n, dtype=np.int64)
         seg_off = np.zeros(n, dtype=np.int64)
@@ -511,7 +550,40 @@ cdef class _BallTree:
             tp.d = d
             tp.first_leaf = self.first_leaf
             scr0 = <double*>((<size_t>scr + 63) & ~(<size_t>63))
+            if anc is not None and anc.version == self.version and (
+                    not anc.has_b or memcmp(&anc.b, &b, sizeof(double)) == 0):
+                if anc._reserve(T) != 0:
+                    free(stacks); free(cnts); free(fail); free(bitmaps); free(rgs); free(scr)
+                    raise MemoryError()
+                anc.b = b
+                anc.has_b = True
+                anchored = True
+                ax0 = &anc.X0[0, 0]
+                arec = &anc.rec[0, 0]
+                abufs = anc.bufs
+                rho = anc.rho
         with nogil:
+            if anchored:
+                # the anchored walks still missing for the points of this call that lie in
+                # their balls, each into its thread's buffer (no buffer moves in the scans)
+                for i in prange(n, schedule='dynamic', chunksize=4):
+                    tid = sa_omp_thread_num()
+                    j = arow + i
+                    if (fail[tid] == 0 and arec[4 * j + 2] < 0
+                            and _within(&X[i, 0], ax0 + j * d, d, rho, scr0 + tid * nsc)):
+                        if _buf_reserve(&abufs[tid], nrg) != 0:
+                            fail[tid] = 1
+                        else:
+                            listed = 0
+                            nra = sa_tree_walk_anchor(&tp, ax0 + j * d, rho, b,
+                                                      abufs[tid].a + abufs[tid].n,
+                                                      stacks + tid * sl, cnts + tid * 8,
+                                                      &listed)
+                            arec[4 * j] = tid
+                            arec[4 * j + 1] = abufs[tid].n
+                            arec[4 * j + 3] = listed
+                            arec[4 * j + 2] = nra
+                            abufs[tid].n = abufs[tid].n + 2 * nra
             for i in prange(n, schedule='dynamic', chunksize=4):
                 tid = sa_omp_thread_num()
                 off = bufs[tid].n
@@ -521,12 +593,25 @@ cdef class _BallTree:
                                            bitmaps + tid * nw, stacks + tid * sl,
                                            cnts + tid * 8, sort) != 0:
                             fail[tid] = 1
-                    elif _tree_forward_one(&tp, &X[i, 0], b, f + i,
-                                           H + i * d if H != NULL else NULL, fired + i,
-                                           &bufs[tid] if mode == 2 else NULL, rgs + tid * nrg,
-                                           stacks + tid * sl, scr0 + tid * nsc,
-                                           cnts + tid * 8) != 0:
-                        fail[tid] = 1
+                    else:
+                        j = arow + i
+                        if (anchored and arec[4 * j + 2] >= 0
+                                and _within(&X[i, 0], ax0 + j * d, d, rho, scr0 + tid * nsc)):
+                            nra = arec[4 * j + 2]       # the anchored walk's ranges
+                            listed = arec[4 * j + 3]
+                            if _tree_forward_one(&tp, &X[i, 0], b, f + i,
+                                                 H + i * d if H != NULL else NULL, fired + i,
+                                                 &bufs[tid] if mode == 2 else NULL,
+                                                 abufs[arec[4 * j]].a + arec[4 * j + 1], nra,
+                                                 listed, stacks + tid * sl, scr0 + tid * nsc,
+                                                 cnts + tid * 8) != 0:
+                                fail[tid] = 1
+                        elif _tree_forward_one(&tp, &X[i, 0], b, f + i,
+                                               H + i * d if H != NULL else NULL, fired + i,
+                                               &bufs[tid] if mode == 2 else NULL,
+                                               rgs + tid * nrg, -1, 0, stacks + tid * sl,
+                                               scr0 + tid * nsc, cnts + tid * 8) != 0:
+                            fail[tid] = 1
                 stid[i] = tid
                 soff[i] = off
                 ip[i + 1] = bufs[tid].n - off
@@ -619,5 +704,64 @@ cdef class _BallTree:
             # radii widened on the paths, the blocks' balls recomputed (sa_tree_update)
             grow = sa_tree_update(&up, P, u, V, cb)
         free(cb); free(P); free(V)
+        self.version += 1
         self.loose_sum += grow
         return vmax
+
+
+cdef class _Anchor:
+    """The anchored walks of a batch of clean points X0 (``_BallTree.anchor``): per point j,
+    the position ranges of the nodes that may hold a row firing on some x with ||x - x0_j||
+    <= rho (``sa_tree_walk_anchor``), computed at the first pass that needs them and kept for
+    the later ones while the tree's version and the threshold b are those they were computed
+    for. Ranges live in per-thread buffers; rec[j] = (thread, offset, count, rows listed),
+    count -1 while not computed. Not for concurrent use by several Python threads."""
+    cdef readonly object X0_arr
+    cdef double[:, ::1] X0
+    cdef readonly double rho
+    cdef double b
+    cdef bint has_b
+    cdef readonly Py_ssize_t n
+    cdef readonly object tree
+    cdef cnp.int64_t version
+    cdef object rec_arr
+    cdef cnp.int64_t[:, ::1] rec
+    cdef _IdxBuf* bufs
+    cdef Py_ssize_t nb
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.bufs != NULL:
+            for i in range(self.nb):
+                free(self.bufs[i].a)
+        free(self.bufs)
+
+    cdef int _reserve(self, Py_ssize_t T):
+        """At least T thread buffers (new ones empty); -1 when out of memory."""
+        cdef _IdxBuf* nbuf
+        if T > self.nb:
+            nbuf = <_IdxBuf*>realloc(self.bufs, T * sizeof(_IdxBuf))
+            if nbuf == NULL:
+                return -1
+            memset(nbuf + self.nb, 0, (T - self.nb) * sizeof(_IdxBuf))
+            self.bufs = nbuf
+            self.nb = T
+        return 0
+
+    cdef _reset(self, _BallTree tree, const double[:, ::1] X0, double rho):
+        cdef Py_ssize_t i
+        self.tree = tree
+        self.version = tree.version
+        self.rho = rho
+        self.has_b = False
+        self.n = X0.shape[0]
+        if (self.X0_arr is None or self.X0_arr.shape[0] < self.n
+                or self.X0_arr.shape[1] != X0.shape[1]):
+            self.X0_arr = np.empty((self.n, X0.shape[1]))
+            self.rec_arr = np.empty((self.n, 4), dtype=np.int64)
+        self.X0 = self.X0_arr[:self.n]
+        self.X0[:, :] = X0
+        self.rec = self.rec_arr[:self.n]
+        self.rec[:, 2] = -1
+        for i in range(self.nb):
+            self.bufs[i].n = 0

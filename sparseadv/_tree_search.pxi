@@ -44,6 +44,9 @@ cdef extern from "sa_tree.h":
     Py_ssize_t sa_tree_walk(const sa_tree_pass* t, const double* x, double b, cnp.int64_t* rg,
                             cnp.int64_t* stack, cnp.int64_t* cnt,
                             cnp.int64_t* listed) noexcept nogil
+    Py_ssize_t sa_tree_walk_anchor(const sa_tree_pass* t, const double* x0, double rho,
+                                   double b, cnp.int64_t* rg, cnp.int64_t* stack,
+                                   cnp.int64_t* cnt, cnp.int64_t* listed) noexcept nogil
     cnp.int64_t sa_tree_scan(const sa_tree_pass* t, const cnp.int64_t* rg, Py_ssize_t nr,
                              const double* x, double b, double* f, double* h,
                              cnp.int64_t* fired, cnp.int64_t* out, double* scratch,
@@ -269,20 +272,21 @@ cdef int _tree_query_one(const _TreeView* t, const double* x, double b, _IdxBuf*
 
 cdef int _tree_forward_one(const sa_tree_pass* t, const double* x, double b, double* f,
                            double* h, cnp.int64_t* fired, _IdxBuf* out, cnp.int64_t* rg,
-                           cnp.int64_t* stack, double* scratch, cnp.int64_t* cnt) noexcept nogil:
+                           Py_ssize_t nr, cnp.int64_t listed, cnp.int64_t* stack,
+                           double* scratch, cnp.int64_t* cnt) noexcept nogil:
     """The query of ``_tree_query_one`` fused with the forward pass over its answer (the tree
     engine's pass, sparseadv/_src/sa_tree.h): ``sa_tree_walk`` lists the position ranges of
-    the leaves not pruned and of the nodes wholly inside the half-space (the same node test),
-    ``sa_tree_scan`` tests the blocks of 8 positions in them and evaluates the rows of the
-    blocks not pruned with the sequential dot product, summing f = sum scale a_r (<w_r, x> -
-    b) and h = sum scale a_r w_r (d entries, overwritten; skipped when NULL) over the rows
-    that fire, in 8 lanes by tree position; fired = their count; with ``out``, their original
-    indices are appended in scan order. cnt[0] += nodes and blocks tested, cnt[1] += rows
-    evaluated (cnt[2], rows reported without evaluation, stays 0: f needs every score). 0 on
-    success, -1 when out of memory."""
-    cdef Py_ssize_t nr
-    cdef cnp.int64_t listed = 0
-    nr = sa_tree_walk(t, x, b, rg, stack, cnt, &listed)
+    the leaves not pruned and of the nodes wholly inside the half-space (the same node test)
+    into rg, unless ``nr`` >= 0: then rg already holds nr ranges of ``listed`` rows (an
+    anchored walk's, valid for x); ``sa_tree_scan`` tests the blocks of 8 positions in them
+    and evaluates the rows of the blocks not pruned with the sequential dot product, summing
+    f = sum scale a_r (<w_r, x> - b) and h = sum scale a_r w_r (d entries, overwritten;
+    skipped when NULL) over the rows that fire, in 8 lanes by tree position; fired = their
+    count; with ``out``, their original indices are appended in scan order. cnt[0] += nodes
+    and blocks tested, cnt[1] += rows evaluated (cnt[2], rows reported without evaluation,
+    stays 0: f needs every score). 0 on success, -1 when out of memory."""
+    if nr < 0:
+        nr = sa_tree_walk(t, x, b, rg, stack, cnt, &listed)
     if out == NULL:
         sa_tree_scan(t, rg, nr, x, b, f, h, fired, NULL, scratch, cnt)
         return 0
@@ -290,6 +294,16 @@ cdef int _tree_forward_one(const sa_tree_pass* t, const double* x, double b, dou
         return -1
     out.n = out.n + sa_tree_scan(t, rg, nr, x, b, f, h, fired, out.a + out.n, scratch, cnt)
     return 0
+
+
+cdef inline bint _within(const double* x, const double* x0, Py_ssize_t d, double rho,
+                         double* diff) noexcept nogil:
+    """||x - x0||_2 <= rho, with room for the rounding of the computed norm (a relative
+    1e-12: the computed difference and norm are within a few ulps)."""
+    cdef Py_ssize_t k
+    for k in range(d):
+        diff[k] = x[k] - x0[k]
+    return sa_norm_safe(diff, d) * (1.0 + 1e-12) <= rho
 
 
 def _tree_node_decision(double cx, double radius, double cnorm, double xn, double b, Py_ssize_t d):

@@ -381,7 +381,7 @@ class PartitionTree(_HSRBase):
         return self._policy(X.shape[0], out, tree_part, lambda lo, hi: self._brute(X[lo:hi], b))
 
     def forward_batch(self, X, b, a, scale, f_out, H_out=None, fired_out=None, pairs=False,
-                      out=None):
+                      out=None, anchor=None):
         """The tree engine's pass: the query of every row x_i of X fused with the forward
         pass over its answer (``_BallTree.forward_batch``; each fired pair's score computed
         once): overwrites f_out[i] = sum_r scale a_r (<w_r, x_i> - b), H_out[i] (optional)
@@ -391,7 +391,13 @@ class PartitionTree(_HSRBase):
         every SIMD level and thread count). With ``pairs``, returns the fired rows as CSR
         ``(indptr, indices)`` in traversal order (``out`` as in
         :meth:`query_batch`), else ``(None, None)``. Points the fallback policy sends to the
-        GEMM path go through ``_core.pm_forward`` over its answer (counted in ``stats``)."""
+        GEMM path go through ``_core.pm_forward`` over its answer (counted in ``stats``).
+
+        ``anchor``: from :meth:`anchor` for the clean points of these rows (row i of X is
+        point i of the anchor): a row within the anchor's radius of its clean point skips the
+        traversal and scans the nodes of its anchored walk (done once per point, at the first
+        pass that needs it); the answers are the same. An anchor of an older tree (before a
+        rebuild, or with other rows) is ignored."""
         X = _as_matrix(X, "X", d=self._d)
         b = check_real("b", b)
         scale = check_real("scale", scale)
@@ -406,9 +412,14 @@ class PartitionTree(_HSRBase):
             if A is not None and getattr(A, "shape", None) != shape:
                 raise InputError(f"{name} must have shape {shape}")
 
+        if anchor is not None and (getattr(anchor, "tree", None) is not self._tree
+                                   or anchor.n != n):
+            anchor = None
+
         def tree_part(lo, hi, buf):
             return self._tree.forward_batch(X[lo:hi], b, a, scale, f_out[lo:hi],
-                                            _rows(H_out, lo, hi), fired_out[lo:hi], pairs, buf)
+                                            _rows(H_out, lo, hi), fired_out[lo:hi], pairs, buf,
+                                            anchor, lo)
 
         def brute_part(lo, hi):
             ip, ind = self._brute(X[lo:hi], b)
@@ -418,6 +429,22 @@ class PartitionTree(_HSRBase):
             self._stats["inner_products"] += ev
             return (ip, ind) if pairs else (None, None)
         return self._policy(n, out if pairs else None, tree_part, brute_part)
+
+    def anchor(self, X0, rho, reuse=None):
+        """An anchor for the passes of one attack around the clean points X0 (n x d, the
+        batch's rows), every attacked point within l2 distance ``rho`` of its clean point:
+        pass it to :meth:`forward_batch`. Per point, one anchored walk (the nodes that may
+        hold a row firing on any point of that ball: the node bounds widened by rho (||c|| +
+        R), a proof like the plain ones) replaces the walk of every pass; the blocks of 8 rows
+        in those nodes are still tested at each pass's point, so the answers are exact and
+        the same. Valid until the tree changes (``update``, ``rebuild``): later passes then
+        walk again. ``reuse``: an earlier anchor of this tree whose buffers are reused."""
+        X0 = _as_matrix(X0, "X0", d=self._d)
+        rho = check_real("rho", rho, low=0.0)
+        _check_query_range("X0", X0, self._wmax, self._d)
+        if reuse is not None and getattr(reuse, "tree", None) is not self._tree:
+            reuse = None
+        return self._tree.anchor(X0, rho, reuse)
 
     def _policy(self, n, out, tree_part, brute_part):
         """The fallback policy over rows [0, n): ``tree_part(lo, hi, buf)`` -> (indptr,

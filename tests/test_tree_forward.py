@@ -355,3 +355,113 @@ def test_weight_gradient_all_fired_with_kept_scratch(d):
     with pytest.raises(ValueError, match="scratch"):
         _core.pm_weight_grad(X, W, a, 0.0, np.ones(n), ip, ind, False, all_fired=True,
                              scratch=(np.zeros((m, gs + 1)), np.zeros(m, np.uint8)))
+
+
+def _ball_points(rng, X0, r):
+    """X0 moved by exactly l2 distance r (rounded), in random directions."""
+    U = rng.standard_normal(X0.shape)
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    return X0 + r * U
+
+
+@pytest.mark.parametrize("d,leaf_size", [(2, 4), (3, 8), (3, 32), (5, 16)])
+def test_anchored_passes_are_exact_and_the_same_bits(d, leaf_size):
+    """The passes of one attack with an anchor: points inside the ball (anchored walk, done
+    once) and outside it (walked), ties included: the same fired sets as brute force
+    (two-sided), and the same bits as the pass without an anchor, every pass."""
+    rng = np.random.default_rng(100 + d)
+    m, n, rho = 2500, 40, 0.3
+    W = rng.standard_normal((m, d)) + 0.3
+    a = rng.choice([-1.0, 1.0], m)
+    X0 = rng.standard_normal((n, d))
+    tree = PartitionTree(W, leaf_size=leaf_size, fallback="tree")
+    for b in (0.5, 1.5):
+        anchor = tree.anchor(X0, rho)
+        for r in (0.0, 0.5 * rho, 0.999 * rho, 1.5 * rho):
+            X = _ball_points(rng, X0, r)
+            if r == 0.0:
+                X[5] = X0[5]
+            f, H, c = np.empty(n), np.empty((n, d)), np.empty(n, np.int64)
+            ip, ind = tree.forward_batch(X, b, a, 0.7, f, H, c, pairs=True, anchor=anchor)
+            f2, H2, c2 = np.empty(n), np.empty((n, d)), np.empty(n, np.int64)
+            ip2, ind2 = tree.forward_batch(X, b, a, 0.7, f2, H2, c2, pairs=True)
+            for got, want in ((f, f2), (H, H2), (c, c2), (ip, ip2), (ind, ind2)):
+                np.testing.assert_array_equal(got, want)
+            for i in range(n):
+                z = seq_scores(W, X[i])
+                np.testing.assert_array_equal(np.sort(ind[ip[i]:ip[i + 1]]),
+                                              np.flatnonzero(z > b))
+
+
+def test_anchor_walks_once_and_goes_stale_with_the_tree():
+    """An anchor's walk is done at the first pass (nodes visited then; later passes only test
+    blocks); a changed threshold or tree is not served from it; an anchor of another tree is
+    ignored by PartitionTree.forward_batch and refused by the core."""
+    rng = np.random.default_rng(8)
+    m, n, d, rho = 4000, 30, 3, 0.05
+    W = rng.standard_normal((m, d))
+    a = rng.choice([-1.0, 1.0], m)
+    X0 = rng.standard_normal((n, d))
+    X0 /= np.linalg.norm(X0, axis=1, keepdims=True)
+    tree = PartitionTree(W, leaf_size=32, fallback="tree")
+    anchor = tree.anchor(X0, rho)
+    f = np.empty(n)
+
+    def nodes(X, b=1.2, anc=anchor):
+        before = tree.stats["nodes_visited"]
+        tree.forward_batch(X, b, a, 1.0, f, anchor=anc)
+        return tree.stats["nodes_visited"] - before
+
+    first = nodes(X0)
+    plain = nodes(X0, anc=None)
+    second = nodes(_ball_points(rng, X0, 0.5 * rho))
+    assert second < first and second < plain        # no walk: the blocks only
+    assert nodes(X0, b=1.3) == nodes(X0, b=1.3, anc=None)      # another b: walks again
+    rows = np.arange(0, m, 7)
+    W[rows] += 0.01
+    tree.update(rows, W[rows])
+    check_fused(tree, W, a, 1.0, _ball_points(rng, X0, 0.5 * rho), 1.2)
+    assert nodes(X0) == nodes(X0, anc=None)         # stale after the update: walks again
+    other = PartitionTree(W, leaf_size=32, fallback="tree")
+    other.forward_batch(X0, 1.2, a, 1.0, f, anchor=anchor)      # ignored
+    with pytest.raises(ValueError, match="anchor"):
+        other._tree.forward_batch(X0, 1.2, a, 1.0, f, anchor=anchor)
+    fresh = tree.anchor(X0, rho, reuse=anchor)
+    assert fresh is anchor                                      # buffers taken over
+    np.testing.assert_array_equal(_fwd(tree, X0, a, anchor), _fwd(tree, X0, a, None))
+
+
+def _fwd(tree, X, a, anchor):
+    f = np.empty(X.shape[0])
+    tree.forward_batch(X, 1.2, a, 1.0, f, anchor=anchor)
+    return f
+
+
+def test_anchor_with_the_pilot_split():
+    """fallback="auto" runs a pilot of the first rows, then the rest: the anchor's rows
+    follow (the later passes visit fewer nodes than plain walks: no row was checked against
+    another row's clean point), and the answers are exact."""
+    rng = np.random.default_rng(9)
+    m, n, d = 20000, 200, 3
+    W = rng.standard_normal((m, d))
+    a = rng.choice([-1.0, 1.0], m)
+    X0 = rng.standard_normal((n, d))
+    X0 /= np.linalg.norm(X0, axis=1, keepdims=True)
+    tree = PartitionTree(W, leaf_size=32)              # auto: the tree path here
+    anchor = tree.anchor(X0, 0.1)
+    for r in (0.0, 0.05, 0.099):
+        X = _ball_points(rng, X0, r)
+        f, f2 = np.empty(n), np.empty(n)
+        s0 = tree.stats["nodes_visited"]
+        ip, ind = tree.forward_batch(X, 1.7, a, 1.0, f, pairs=True, anchor=anchor)
+        s1 = tree.stats["nodes_visited"]
+        ip2, ind2 = tree.forward_batch(X, 1.7, a, 1.0, f2, pairs=True)
+        s2 = tree.stats["nodes_visited"]
+        np.testing.assert_array_equal(f, f2)
+        np.testing.assert_array_equal(ind, ind2)
+        if r > 0:
+            assert s1 - s0 < 0.8 * (s2 - s1)
+        for i in range(0, n, 7):
+            np.testing.assert_array_equal(np.sort(ind[ip[i]:ip[i + 1]]),
+                                          np.flatnonzero(seq_scores(W, X[i]) > 1.7))
+    assert tree.stats["brute_force_queries"] == 0

@@ -129,13 +129,13 @@ static inline ptrdiff_t sa_tree_rec_at(ptrdiff_t node, ptrdiff_t f, ptrdiff_t d)
     } } while (0)
 
 SA_BODY ptrdiff_t
-sa_tree_walk_body(const sa_tree_pass* t, ptrdiff_t d, const double* x, double b, int64_t* rg,
-                  int64_t* stack, int64_t* cnt, int64_t* listed)
+sa_tree_walk_body(const sa_tree_pass* t, ptrdiff_t d, const double* x, double rho, double b,
+                  int64_t* rg, int64_t* stack, int64_t* cnt, int64_t* listed, const int anch)
 {
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
-    const double xn = sa_norm_safe(x, d), ab = fabs(b);
+    const double xn = sa_norm_safe(x, d), ab = fabs(b), xs = anch ? xn + rho : xn;
     const double sabs = (2.0 * (double)d + 8.0) * 0x1p-1074;
     const ptrdiff_t first_leaf = t->first_leaf, ps = 2 * (d + 2);
     const double* rec = t->rec;
@@ -145,7 +145,8 @@ sa_tree_walk_body(const sa_tree_pass* t, ptrdiff_t d, const double* x, double b,
         double cx = rec[0] * x[0], rx, sl;
         for (k = 1; k < d; ++k) cx = cx + rec[k] * x[k];
         rx = rec[d] * xn;
-        sl = SA_TREE_SLACK_REL * (rec[d + 1] * xn + ab) + sabs;
+        if (anch) rx = rx + rho * rec[d + 1];
+        sl = SA_TREE_SLACK_REL * (rec[d + 1] * xs + ab) + sabs;
         if (cx + rx <= b - sl) goto done;
         if (first_leaf == 0 || cx - rx > b + sl) {
             SA_TREE_RANGE(0);
@@ -159,14 +160,15 @@ sa_tree_walk_body(const sa_tree_pass* t, ptrdiff_t d, const double* x, double b,
         unsigned pruned, inside;
 #if defined(__SSE2__)
         {
-            const __m128d xnv = _mm_set1_pd(xn), bv = _mm_set1_pd(b);
+            const __m128d xnv = _mm_set1_pd(xn), xsv = _mm_set1_pd(xs), bv = _mm_set1_pd(b);
+            const __m128d kv = _mm_loadu_pd(r + 2 * d + 2);
             __m128d cx = _mm_mul_pd(_mm_loadu_pd(r), _mm_set1_pd(x[0])), rx, sl;
             for (k = 1; k < d; ++k)
                 cx = _mm_add_pd(cx, _mm_mul_pd(_mm_loadu_pd(r + 2 * k), _mm_set1_pd(x[k])));
             rx = _mm_mul_pd(_mm_loadu_pd(r + 2 * d), xnv);
+            if (anch) rx = _mm_add_pd(rx, _mm_mul_pd(_mm_set1_pd(rho), kv));
             sl = _mm_add_pd(_mm_mul_pd(_mm_set1_pd(SA_TREE_SLACK_REL),
-                                       _mm_add_pd(_mm_mul_pd(_mm_loadu_pd(r + 2 * d + 2), xnv),
-                                                  _mm_set1_pd(ab))),
+                                       _mm_add_pd(_mm_mul_pd(kv, xsv), _mm_set1_pd(ab))),
                             _mm_set1_pd(sabs));
             pruned = (unsigned)_mm_movemask_pd(_mm_cmple_pd(_mm_add_pd(cx, rx),
                                                             _mm_sub_pd(bv, sl)));
@@ -181,7 +183,8 @@ sa_tree_walk_body(const sa_tree_pass* t, ptrdiff_t d, const double* x, double b,
                 double cx = r[j] * x[0], rx, sl;
                 for (k = 1; k < d; ++k) cx = cx + r[2 * k + j] * x[k];
                 rx = r[2 * d + j] * xn;
-                sl = SA_TREE_SLACK_REL * (r[2 * d + 2 + j] * xn + ab) + sabs;
+                if (anch) rx = rx + rho * r[2 * d + 2 + j];
+                sl = SA_TREE_SLACK_REL * (r[2 * d + 2 + j] * xs + ab) + sabs;
                 pruned |= (unsigned)(cx + rx <= b - sl) << j;
                 inside |= (unsigned)(cx - rx > b + sl) << j;
             }
@@ -218,9 +221,27 @@ sa_tree_walk(const sa_tree_pass* t, const double* x, double b, int64_t* rg, int6
              int64_t* cnt, int64_t* listed)
 {
     switch (t->d) {
-    case 2: return sa_tree_walk_body(t, 2, x, b, rg, stack, cnt, listed);
-    case 3: return sa_tree_walk_body(t, 3, x, b, rg, stack, cnt, listed);
-    default: return sa_tree_walk_body(t, t->d, x, b, rg, stack, cnt, listed);
+    case 2: return sa_tree_walk_body(t, 2, x, 0.0, b, rg, stack, cnt, listed, 0);
+    case 3: return sa_tree_walk_body(t, 3, x, 0.0, b, rg, stack, cnt, listed, 0);
+    default: return sa_tree_walk_body(t, t->d, x, 0.0, b, rg, stack, cnt, listed, 0);
+    }
+}
+
+/* The anchored walk: the ranges of the nodes that may hold a row firing on ANY query x with
+   ||x - x0||_2 <= rho (the points of one attack around a clean point x0). For such x and a
+   row w of a node, <w, x> = <c, x0> + <w - c, x0> + <w, x - x0> <= <c, x0> + R ||x0|| +
+   (||c|| + R) rho, and >= <c, x0> - R ||x0|| - (||c|| + R) rho: the node test with the reach
+   R ||x0|| + rho K and the slack's norm ||x0|| + rho (a bound on ||x||, so the slack covers
+   the rounding of the scores at x as before). A node so pruned has no row firing on any
+   such x; the scan then tests the blocks at x itself. */
+SA_TREE_NOCONTRACT SA_UNUSED static ptrdiff_t
+sa_tree_walk_anchor(const sa_tree_pass* t, const double* x0, double rho, double b, int64_t* rg,
+                    int64_t* stack, int64_t* cnt, int64_t* listed)
+{
+    switch (t->d) {
+    case 2: return sa_tree_walk_body(t, 2, x0, rho, b, rg, stack, cnt, listed, 1);
+    case 3: return sa_tree_walk_body(t, 3, x0, rho, b, rg, stack, cnt, listed, 1);
+    default: return sa_tree_walk_body(t, t->d, x0, rho, b, rg, stack, cnt, listed, 1);
     }
 }
 

@@ -2,21 +2,25 @@
 
 Every attack step and the weight step query the ``PartitionTree`` (sparseadv.hsr) with each
 (perturbed) point for its fired neurons; the query and the forward pass are one traversal
-(``PartitionTree.forward_batch``): a fired row's score, computed once by the leaf scan (the
-sequential dot product that defines "fired", docs/design.md §3), goes straight into f and H,
-the rows of a leaf are read in place (tree order, contiguous), and the attack passes write no
-pairs at all. The final pass also returns its fired pairs (CSR over points), and the weight
-gradient transposes them to neuron-major and sums them without evaluating any pair again
-(``_core.pm_weight_grad(all_fired=True)``: every pair it is handed fired). After the weight
-step the rows that changed are updated in the tree (which rebuilds itself when its bounds
-have grown loose, see ``PartitionTree``).
+(``PartitionTree.forward_batch``): the tree's walk lists the nodes that may hold a fired
+row, the scan tests the blocks of 8 rows in them and evaluates the rows of the blocks that
+may fire with the sequential dot product that defines "fired" (docs/design.md §3), whose
+scores go straight into f and H (8 lanes by tree position), and the attack passes write no
+pairs at all. The passes of one iteration stay in the threat's ball around the clean points,
+so the walk is done once per point per iteration: the anchored walk (``PartitionTree.anchor``,
+the node bounds widened by the ball's radius) serves every pass, whose blocks are still
+tested at the pass's own points. The final pass also returns its fired pairs (CSR over
+points), and the weight gradient scatters them into the rows' gradients without evaluating
+any pair again (``_core.pm_weight_grad(all_fired=True)`` over buffers the engine keeps zero).
+After the weight step the rows that changed are updated in the tree (which rebuilds itself
+when its bounds have grown loose, see ``PartitionTree``), which ends the anchor's validity.
 
-Work counted per iteration: ``inner_products`` = the dot products the tree evaluated (leaf
-scans and the rows of nodes found wholly inside the half-space, whose scores f needs; at high
-d, where the tree's policy sends points to the GEMM path, the kernel's products over that
-answer); ``candidate_pairs`` = pairs the tree reported (= fired pairs of that pass), summed over
-the K + 1 passes of the iteration; ``nodes_visited`` from the tree; ``fired_pairs`` at the final
-points, as every engine counts them.
+Work counted per iteration: ``inner_products`` = the dot products the tree evaluated (the rows
+of the blocks not pruned; at high d, where the tree's policy sends points to the GEMM path,
+the kernel's products over that answer); ``candidate_pairs`` = pairs the tree reported (=
+fired pairs of that pass), summed over the K + 1 passes of the iteration; ``nodes_visited``
+from the tree (nodes of the walks and blocks tested); ``fired_pairs`` at the final points,
+as every engine counts them.
 
 The tree follows ``net.W`` through the protocol (docs/design.md §6): ``weights_changed(rows)``
 updates those rows in the tree; ``weights_reset()`` (new weights, or a rolled-back step) marks it
@@ -48,10 +52,31 @@ class TreeEngine(Engine):
         """Rebuild the tree from ``net.W`` (after the weights were changed outside training)."""
         self.tree = PartitionTree(self.net.W, **self.tree_options)
         self._stale = False
+        self._anchored = False          # the anchor belonged to the old tree
 
     def begin_iteration(self, X, y, threat, batch=None):
         super().begin_iteration(X, y, threat, batch)
         self._forward_pairs = None
+        # the passes of this iteration stay within the threat's ball around X: one anchored
+        # walk per point serves them all (PartitionTree.anchor), set up at the first pass
+        self._clean = X
+        self._anchored = False
+
+    def _anchor_for(self, Xt):
+        """The anchor of this iteration's clean points (None when there is none: no
+        iteration begun, another batch shape). Its radius is the threat's ball in l2 with a
+        relative margin of 1e-9 (the projection's rounding); a point outside it is walked
+        as usual."""
+        clean = getattr(self, "_clean", None)
+        if clean is None or clean.shape != Xt.shape:
+            return None
+        if not self._anchored:
+            t = self.threat
+            rho = t.eps * (1.0 if t.norm == 2 else float(np.sqrt(clean.shape[1])))
+            self._anchor = self.tree.anchor(clean, rho * (1.0 + 1e-9),
+                                            reuse=getattr(self, "_anchor", None))
+            self._anchored = True
+        return self._anchor
 
     def _counted(self, before):
         after = self.tree.stats
@@ -85,9 +110,11 @@ class TreeEngine(Engine):
         n = Xt.shape[0]
         f = np.empty(n)
         fired = np.empty(n, dtype=np.int64)
+        anchor = self._anchor_for(Xt)
         before = self.tree.stats
         indptr, indices = self.tree.forward_batch(Xt, net.b, net.a, net.scale, f, H, fired,
-                                                  pairs, self._buffer() if pairs else None)
+                                                  pairs, self._buffer() if pairs else None,
+                                                  anchor)
         brute = self._counted(before)
         self._add("candidate_pairs", int(fired.sum()))
         if pairs:
