@@ -15,8 +15,9 @@
 #     the contiguous slice data[node_start[i]:node_end[i]] (leaf scans read memory
 #     sequentially). ``W`` (m, d) keeps the rows in ORIGINAL order as well (the wrapper's
 #     read-only ``W``, the GEMM fallback, and rebuilds read it); the memory cost is m*d*8 bytes.
-#     ``soa`` (d, ms) holds ``data`` transposed, ms = m rounded up to a multiple of 8 (zeros
-#     past m), so the engine's pass (``sa_tree_scan``) loads eight rows' entries k at once;
+#     ``tile`` (ms * d,) holds ``data`` transposed per block of 8 positions (ms = m rounded up
+#     to a multiple of 8, zeros past m; entry k of position p at SA_TILE(p, k, d)), so the
+#     engine's pass (``sa_tree_scan``) loads eight rows' entries k at once from one base;
 #     another m*d*8 bytes. ``rec`` (n_nodes * (d + 2),) holds per node the centre, the radius
 #     and K = fl(||c|| + R), siblings interleaved (``sa_tree_rec_at``: the pass tests two
 #     siblings at once), and ``ct`` (ms,) the pass's coefficients scale * a[idx[p]] in tree order (per call).
@@ -81,12 +82,12 @@ cdef class _BallTree:
     """Flat-array ball tree (see the header of _tree.pxi). Inputs are trusted: C-contiguous
     float64, finite, validated by sparseadv.hsr.PartitionTree."""
     cdef readonly object W_arr, data_arr, idx_arr, pos_arr, nstart_arr, nend_arr
-    cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr, soa_arr, rec_arr
+    cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr, tile_arr, rec_arr
     cdef object ct_arr, blk_arr, bcn_arr, cta_arr, umark_arr
     cdef cnp.uint8_t[::1] umark     # update's marks, one per position, zero between calls
     cdef double[:, ::1] W
     cdef double[:, ::1] data
-    cdef double[:, ::1] soa
+    cdef double[::1] tile
     cdef double[::1] rec
     cdef double[::1] ct
     cdef double[::1] cta            # the a and scale that ct was computed from (ct_ok)
@@ -229,8 +230,8 @@ cdef class _BallTree:
         self.radius0 = radius0
         self.data_arr = np.empty_like(W)
         self.data = self.data_arr
-        self.soa_arr = np.zeros((self.d, self.ms), dtype=np.float64)
-        self.soa = self.soa_arr
+        self.tile_arr = np.zeros(self.ms * self.d, dtype=np.float64)
+        self.tile = self.tile_arr
         self.rec_arr = np.empty(self.n_nodes * (self.d + 2), dtype=np.float64)
         self.rec = self.rec_arr
         self.ct_arr = np.zeros(self.ms, dtype=np.float64)
@@ -250,7 +251,7 @@ cdef class _BallTree:
         self.cnorm = self.cnorm_arr
 
     cdef int _derive(self) except -1:
-        """data, soa, pos, cnorm, rec, the blocks' balls and base_sum from W, idx, centers,
+        """data, tile, pos, cnorm, rec, the blocks' balls and base_sum from W, idx, centers,
         radius, radius0."""
         cdef Py_ssize_t p, k, i, d = self.d
         cdef int oom
@@ -260,7 +261,7 @@ cdef class _BallTree:
                 memcpy(&self.data[p, 0], &self.W[self.idx[p], 0], self.d * sizeof(double))
                 self.pos[self.idx[p]] = p
                 for k in range(self.d):
-                    self.soa[k, p] = self.data[p, k]
+                    self.tile[SA_TILE(p, k, d)] = self.data[p, k]
             for i in range(self.n_nodes):
                 self.cnorm[i] = sa_norm_safe(&self.centers[i, 0], self.d)
                 tot = tot + (self.nend[i] - self.nstart[i]) * self.radius0[i]
@@ -268,8 +269,7 @@ cdef class _BallTree:
                     self.rec[sa_tree_rec_at(i, k, d)] = self.centers[i, k]
                 self.rec[sa_tree_rec_at(i, d, d)] = self.radius[i]
                 self.rec[sa_tree_rec_at(i, d + 1, d)] = self.cnorm[i] + self.radius[i]
-            oom = _block_balls(&self.soa[0, 0], self.ms, self.m, d, self.nbs, &self.blk[0],
-                               &self.bcn[0])
+            oom = _block_balls(&self.tile[0], self.m, d, self.nbs, &self.blk[0], &self.bcn[0])
         if oom != 0:
             raise MemoryError()
         self.ct_ok = False          # idx may have changed
@@ -305,7 +305,7 @@ cdef class _BallTree:
 
     @property
     def nbytes(self):
-        return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.soa_arr,
+        return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.tile_arr,
                                            self.rec_arr, self.ct_arr, self.blk_arr,
                                            self.bcn_arr, self.cta_arr, self.umark_arr,
                                            self.idx_arr, self.pos_arr, self.nstart_arr, self.nend_arr,
@@ -321,9 +321,8 @@ cdef class _BallTree:
         t.nend = &self.nend[0]
         t.blk = &self.blk[0]
         t.bcn = &self.bcn[0]
-        t.soa = &self.soa[0, 0]
+        t.tile = &self.tile[0]
         t.m = self.m
-        t.ms = self.ms
         t.d = self.d
         t.n_nodes = self.n_nodes
         t.nbs = self.nbs
@@ -541,12 +540,11 @@ cdef class _BallTree:
             tp.rec = &self.rec[0]
             tp.nstart = &self.nstart[0]
             tp.nend = &self.nend[0]
-            tp.soa = &self.soa[0, 0]
+            tp.tile = &self.tile[0]
             tp.ct = &ctv[0]
             tp.idx = &self.idx[0]
             tp.blk = &self.blk[0]
             tp.nbs = self.nbs
-            tp.ms = self.ms
             tp.d = d
             tp.first_leaf = self.first_leaf
             scr0 = <double*>((<size_t>scr + 63) & ~(<size_t>63))
@@ -692,7 +690,7 @@ cdef class _BallTree:
                 memcpy(&self.W[r, 0], &values[s, 0], d * sizeof(double))
                 memcpy(&self.data[p, 0], &values[s, 0], d * sizeof(double))
                 for k in range(d):
-                    self.soa[k, p] = values[s, k]
+                    self.tile[SA_TILE(p, k, d)] = values[s, k]
                 self.umark[p] = 1
             # the positions that changed, increasing (the mark array is left zero again)
             u = 0

@@ -19,11 +19,11 @@ cdef extern from "sa_tree.h":
         const double* rec
         const cnp.int64_t* nstart
         const cnp.int64_t* nend
-        const double* soa
+        const double* tile
         const double* ct
         const cnp.int64_t* idx
         const double* blk
-        Py_ssize_t ms, d, first_leaf, nbs
+        Py_ssize_t d, first_leaf, nbs
     Py_ssize_t sa_tree_rec_at(Py_ssize_t node, Py_ssize_t f, Py_ssize_t d) noexcept nogil
     ctypedef struct sa_tree_upd:
         double* rec
@@ -34,11 +34,11 @@ cdef extern from "sa_tree.h":
         const cnp.int64_t* nend
         double* blk
         double* bcn
-        const double* soa
-        Py_ssize_t m, ms, d, n_nodes, nbs
-    void sa_tree_block_ball(const double* soa, Py_ssize_t ms, Py_ssize_t m, Py_ssize_t d,
-                            Py_ssize_t nbs, double* blk, double* bcn, Py_ssize_t j,
-                            double* c) noexcept nogil
+        const double* tile
+        Py_ssize_t m, d, n_nodes, nbs
+    void sa_tree_block_ball(const double* tile, Py_ssize_t m, Py_ssize_t d, Py_ssize_t nbs,
+                            double* blk, double* bcn, Py_ssize_t j, double* c) noexcept nogil
+    Py_ssize_t SA_TILE(Py_ssize_t p, Py_ssize_t k, Py_ssize_t d) noexcept nogil
     double sa_tree_update(const sa_tree_upd* t, const cnp.int64_t* P, Py_ssize_t u, double* V,
                           double* c) noexcept nogil
     Py_ssize_t sa_tree_walk(const sa_tree_pass* t, const double* x, double b, cnp.int64_t* rg,
@@ -533,8 +533,8 @@ cdef void _order_blocks(const double* W, Py_ssize_t d, cnp.int64_t* idx, Py_ssiz
         top = top + 2
 
 
-cdef int _block_balls(const double* soa, Py_ssize_t ms, Py_ssize_t m, Py_ssize_t d,
-                      Py_ssize_t nbs, double* blk, double* bcn) noexcept nogil:
+cdef int _block_balls(const double* tile, Py_ssize_t m, Py_ssize_t d, Py_ssize_t nbs,
+                      double* blk, double* bcn) noexcept nogil:
     """The ball of every block of 8 positions (``sa_tree_block_ball``; blocks past the last
     row stay zero). 0, or -1 when out of memory."""
     cdef Py_ssize_t j
@@ -542,7 +542,7 @@ cdef int _block_balls(const double* soa, Py_ssize_t ms, Py_ssize_t m, Py_ssize_t
     if c == NULL:
         return -1
     for j in range((m + 7) // 8):
-        sa_tree_block_ball(soa, ms, m, d, nbs, blk, bcn, j, c)
+        sa_tree_block_ball(tile, m, d, nbs, blk, bcn, j, c)
     free(c)
     return 0
 

@@ -71,8 +71,9 @@ static inline int sa_tree_node_decide(double cx, double radius, double cn, doubl
    root's first (d + 2 doubles: c, R, K), then the children of node i, nodes 2i + 1 and
    2i + 2, interleaved from (d + 2) + i * 2 (d + 2): c_0 of both, c_1 of both, ..., R of
    both, K of both (sa_tree_rec_at), so that the pass tests two siblings with 2-wide vector
-   operations. ``soa``: the rows in tree order transposed, entry k of position p at
-   soa[k * ms + p], ms a multiple of 8, zero past m; ``ct``: scale a[idx[p]] in tree order,
+   operations. ``tile``: the rows in tree order, transposed per block of 8 positions (the
+   block's entries k of its 8 rows contiguous): entry k of position p at tile[SA_TILE(p, k,
+   d)], zero past m (m rounded up to 8 positions); ``ct``: scale a[idx[p]] in tree order,
    zero past m. ``blk``: a ball per block of 8 positions (block j: positions 8j .. 8j + 7,
    the rows of a leaf ordered so that a block holds close rows), field f of block j at
    blk[f * nbs + j] (the centre, R, K as for the nodes; nbs >= blocks + 8, the rest zero), so
@@ -81,12 +82,14 @@ typedef struct {
     const double* rec;
     const int64_t* nstart;
     const int64_t* nend;
-    const double* soa;
+    const double* tile;
     const double* ct;
     const int64_t* idx;
     const double* blk;
-    ptrdiff_t ms, d, first_leaf, nbs;
+    ptrdiff_t d, first_leaf, nbs;
 } sa_tree_pass;
+
+#define SA_TILE(p, k, d) (((p) & ~(ptrdiff_t)7) * (d) + 8 * (k) + ((p) & 7))
 
 /* where field f (0 .. d - 1: the centre, d: R, d + 1: K) of ``node`` lives in ``rec`` */
 static inline ptrdiff_t sa_tree_rec_at(ptrdiff_t node, ptrdiff_t f, ptrdiff_t d)
@@ -246,7 +249,7 @@ sa_tree_walk_anchor(const sa_tree_pass* t, const double* x0, double rho, double 
 }
 
 /* ---------------------------------------------------------------------------------------
-   Updates (_BallTree.update, after the new rows are written into data and soa). ``P``: the
+   Updates (_BallTree.update, after the new rows are written into data and tile). ``P``: the
    u distinct tree positions of the new rows, increasing; ``V``: scratch for their rows,
    d * u doubles. Every node holding one of them gets R = max(R, max over its new rows of
    ||w - c||) (the distance as the build computes it: sqrt of the sum of squares in order,
@@ -263,30 +266,31 @@ typedef struct {
     const int64_t* nend;
     double* blk;
     double* bcn;
-    const double* soa;
-    ptrdiff_t m, ms, d, n_nodes, nbs;
+    const double* tile;
+    ptrdiff_t m, d, n_nodes, nbs;
 } sa_tree_upd;
 
-/* The ball of block j from its rows in soa: the centre sum_i w_i / count with the sum in the
+/* The ball of block j from its rows in tile: the centre sum_i w_i / count with the sum in the
    order ((w0 + w4) + (w1 + w5)) + ((w2 + w6) + (w3 + w7)) (missing rows of the last block
    count as +0.0), R = the largest distance of its rows as the node radii are computed, K =
    fl(||c|| + R); bcn[j] = ||c||. The same bits in every build. */
 static inline void
-sa_tree_block_ball(const double* soa, ptrdiff_t ms, ptrdiff_t m, ptrdiff_t d, ptrdiff_t nbs,
-                   double* blk, double* bcn, ptrdiff_t j, double* c)
+sa_tree_block_ball(const double* tile, ptrdiff_t m, ptrdiff_t d, ptrdiff_t nbs, double* blk,
+                   double* bcn, ptrdiff_t j, double* c)
 {
     const ptrdiff_t s = 8 * j, cntr = m - s < 8 ? m - s : 8;
+    const double* tb = tile + s * d;        /* entry k of row i of the block: tb[8 k + i] */
     double best = -1.0, v[8];
     ptrdiff_t k, i;
     for (k = 0; k < d; ++k) {
-        const double* w = soa + k * ms + s;
+        const double* w = tb + 8 * k;
         for (i = 0; i < 8; ++i) v[i] = i < cntr ? w[i] : 0.0;
         c[k] = (((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))) / (double)cntr;
     }
     for (i = 0; i < cntr; ++i) {
         double q = 0.0;
         for (k = 0; k < d; ++k) {
-            const double t = soa[k * ms + s + i] - c[k];
+            const double t = tb[8 * k + i] - c[k];
             q = q + t * t;
         }
         if (q > best) best = q;
@@ -297,9 +301,9 @@ sa_tree_block_ball(const double* soa, ptrdiff_t ms, ptrdiff_t m, ptrdiff_t d, pt
         best = 0.0;
         for (i = 0; i < cntr; ++i) {
             double sc = 0.0, q = 0.0, t;
-            for (k = 0; k < d; ++k) { t = fabs(soa[k * ms + s + i] - c[k]); if (t > sc) sc = t; }
+            for (k = 0; k < d; ++k) { t = fabs(tb[8 * k + i] - c[k]); if (t > sc) sc = t; }
             if (sc > 0.0 && sc <= DBL_MAX) {
-                for (k = 0; k < d; ++k) { t = (soa[k * ms + s + i] - c[k]) / sc; q += t * t; }
+                for (k = 0; k < d; ++k) { t = (tb[8 * k + i] - c[k]) / sc; q += t * t; }
                 sc = sc * sqrt(q);
             }
             if (sc > best) best = sc;
@@ -367,11 +371,10 @@ SA_BODY double
 sa_tree_update_body(const sa_tree_upd* t, ptrdiff_t d, const int64_t* P, ptrdiff_t u,
                     double* V, double* c, const int lvl)
 {
-    const ptrdiff_t ms = t->ms;
     double grow = 0.0;
     ptrdiff_t j, k, first, node, prev;
     for (k = 0; k < d; ++k)
-        for (j = 0; j < u; ++j) V[k * u + j] = t->soa[k * ms + P[j]];
+        for (j = 0; j < u; ++j) V[k * u + j] = t->tile[SA_TILE(P[j], k, d)];
     for (first = 0; first < t->n_nodes; first = 2 * first + 1) {      /* level by level */
         ptrdiff_t j0 = 0;
         for (node = first; node < 2 * first + 1 && j0 < u; ++node) {
@@ -409,7 +412,7 @@ sa_tree_update_body(const sa_tree_upd* t, ptrdiff_t d, const int64_t* P, ptrdiff
     for (j = 0, prev = -1; j < u; ++j) {
         const ptrdiff_t blkj = P[j] >> 3;
         if (blkj != prev)
-            sa_tree_block_ball(t->soa, ms, t->m, d, t->nbs, t->blk, t->bcn, blkj, c);
+            sa_tree_block_ball(t->tile, t->m, d, t->nbs, t->blk, t->bcn, blkj, c);
         prev = blkj;
     }
     return grow;
@@ -479,8 +482,8 @@ sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptr
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
-    const ptrdiff_t ms = t->ms, nbs = t->nbs;
-    const double* soa = t->soa;
+    const ptrdiff_t nbs = t->nbs;
+    const double* tile = t->tile;
     const double* bk = t->blk;
     const double xn = sa_norm_safe(x, d), ab = fabs(b);
     const double sabs = (2.0 * (double)d + 8.0) * 0x1p-1074;
@@ -504,8 +507,8 @@ sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptr
             lanes = sa_tree_lanes(p, s, e);
             evals += __builtin_popcount(lanes);
             for (j = 0; j < 8; ++j) {
-                double zz = soa[p + j] * x[0];
-                for (k = 1; k < d; ++k) zz = zz + soa[k * ms + p + j] * x[k];
+                double zz = tile[p * d + j] * x[0];
+                for (k = 1; k < d; ++k) zz = zz + tile[p * d + 8 * k + j] * x[k];
                 z[j] = zz;
                 bits |= (unsigned)(zz > b) << j;
             }
@@ -514,7 +517,7 @@ sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptr
                 const ptrdiff_t l = sa_ctz64(bits), q = p + l;
                 const double c = t->ct[q];
                 F[l] = F[l] + c * (z[l] - b);
-                if (h) for (k = 0; k < d; ++k) H[k * 8 + l] = H[k * 8 + l] + c * soa[k * ms + q];
+                if (h) for (k = 0; k < d; ++k) H[k * 8 + l] = H[k * 8 + l] + c * tile[p * d + 8 * k + l];
                 if (out) out[nf] = t->idx[q];
                 ++nf;
                 bits &= bits - 1;
@@ -542,9 +545,9 @@ sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptr
 
 /* AVX2: the eight lanes as two ymm halves (lanes 0-3, 4-7); an unfired lane adds +0.0.
    SA_TREE_GRP_AVX2(p, LM): one group of 8 positions from p, LM the lanes to keep (as 8
-   int64 masks) or NULL for all; sk[k] = soa + k * ms. The empty asm after the test hides
-   the row pointers' values, so the fired branch loads the rows again and the test's loads
-   fold into its multiplies (no register holds them). The fired rows' indices are packed by
+   int64 masks) or NULL for all; the group's rows at t_ = tile + p d (entry k of its 8 rows
+   at t_ + 8 k). The empty asm after the test hides t_'s value, so the fired branch loads
+   the rows again and the test's loads fold into its multiplies (no register holds them). The fired rows' indices are packed by
    a permutation per half (sa_tree_pack4: writes 4 entries, advances by the count; the
    caller leaves room for 8 more), loaded under the fired mask (no entry past m is read). */
 static const int32_t sa_tree_pack4[16][8] = {
@@ -557,15 +560,15 @@ static const int32_t sa_tree_pack4[16][8] = {
 #define SA_TREE_GRP_AVX2(P, LM) do { \
     const ptrdiff_t p_ = (P); \
     const int64_t* lm_ = (LM); \
+    const double* t_ = tile + p_ * d; \
     __m256d z0, z1, m0, m1, c0, c1; \
     unsigned bits; \
-    z0 = _mm256_mul_pd(_mm256_loadu_pd(sk[0] + p_), xv[0]); \
-    z1 = _mm256_mul_pd(_mm256_loadu_pd(sk[0] + p_ + 4), xv[0]); \
+    z0 = _mm256_mul_pd(_mm256_loadu_pd(t_), xv[0]); \
+    z1 = _mm256_mul_pd(_mm256_loadu_pd(t_ + 4), xv[0]); \
     for (k = 1; k < d; ++k) { \
-        const double* w_ = d <= 4 ? sk[k] : soa + k * ms; \
         const __m256d xk = d <= 4 ? xv[k] : _mm256_set1_pd(x[k]); \
-        z0 = _mm256_add_pd(z0, _mm256_mul_pd(_mm256_loadu_pd(w_ + p_), xk)); \
-        z1 = _mm256_add_pd(z1, _mm256_mul_pd(_mm256_loadu_pd(w_ + p_ + 4), xk)); \
+        z0 = _mm256_add_pd(z0, _mm256_mul_pd(_mm256_loadu_pd(t_ + 8 * k), xk)); \
+        z1 = _mm256_add_pd(z1, _mm256_mul_pd(_mm256_loadu_pd(t_ + 8 * k + 4), xk)); \
     } \
     m0 = _mm256_cmp_pd(z0, bv, _CMP_GT_OQ); \
     m1 = _mm256_cmp_pd(z1, bv, _CMP_GT_OQ); \
@@ -575,7 +578,7 @@ static const int32_t sa_tree_pack4[16][8] = {
     } \
     bits = (unsigned)_mm256_movemask_pd(m0) | ((unsigned)_mm256_movemask_pd(m1) << 4); \
     if (bits) { \
-        for (k = 0; k < d && k < 4; ++k) __asm__("" : "+r"(sk[k])); \
+        __asm__("" : "+r"(t_)); \
         c0 = _mm256_loadu_pd(ct + p_); \
         c1 = _mm256_loadu_pd(ct + p_ + 4); \
         F0 = _mm256_add_pd(F0, _mm256_and_pd(_mm256_mul_pd(c0, _mm256_sub_pd(z0, bv)), m0)); \
@@ -584,10 +587,9 @@ static const int32_t sa_tree_pack4[16][8] = {
             c0 = _mm256_and_pd(c0, m0); \
             c1 = _mm256_and_pd(c1, m1); \
             for (k = 0; k < d; ++k) { \
-                const double* w_ = d <= 4 ? sk[k] : soa + k * ms; \
-                H[2 * k] = _mm256_add_pd(H[2 * k], _mm256_mul_pd(c0, _mm256_loadu_pd(w_ + p_))); \
+                H[2 * k] = _mm256_add_pd(H[2 * k], _mm256_mul_pd(c0, _mm256_loadu_pd(t_ + 8 * k))); \
                 H[2 * k + 1] = _mm256_add_pd(H[2 * k + 1], \
-                                             _mm256_mul_pd(c1, _mm256_loadu_pd(w_ + p_ + 4))); \
+                                             _mm256_mul_pd(c1, _mm256_loadu_pd(t_ + 8 * k + 4))); \
             } \
         } \
         if (out) { \
@@ -614,26 +616,22 @@ sa_tree_scan_avx2_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, pt
     /* lanes + 8 - h: lanes j >= h set; lanes + 16 - t: lanes j < t set */
     static const int64_t lanes[24] = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1,
                                       0, 0, 0, 0, 0, 0, 0, 0};
-    const double* soa = t->soa;
+    const double* tile = t->tile;
     const double* ct = t->ct;
     const double* bk = t->blk;
     const int64_t* idx = t->idx;
-    const ptrdiff_t ms = t->ms, nbs = t->nbs;
+    const ptrdiff_t nbs = t->nbs;
     const double xn = sa_norm_safe(x, d);
     const __m256d zero = _mm256_setzero_pd(), bv = _mm256_set1_pd(b), xnv = _mm256_set1_pd(xn);
     const __m256d abv = _mm256_set1_pd(fabs(b)), relv = _mm256_set1_pd(SA_TREE_SLACK_REL);
     const __m256d sabsv = _mm256_set1_pd((2.0 * (double)d + 8.0) * 0x1p-1074);
     __m256d F0 = zero, F1 = zero, hl[8], xv[4];
     __m256d* H = d <= 4 ? hl : (__m256d*)scratch;
-    const double* sk[4];
     const int hv = h != NULL;
     int64_t nf = 0, tests = 0, evals = 0;
     ptrdiff_t i, k;
     for (k = 0; k < 2 * d; ++k) H[k] = zero;
-    for (k = 0; k < d && k < 4; ++k) {
-        xv[k] = _mm256_set1_pd(x[k]);
-        sk[k] = soa + k * ms;
-    }
+    for (k = 0; k < d && k < 4; ++k) xv[k] = _mm256_set1_pd(x[k]);
     for (i = 0; i < nr; ++i) {
         const int64_t s = rg[2 * i], e = rg[2 * i + 1];
         const ptrdiff_t j1 = (e + 7) >> 3;
@@ -691,8 +689,8 @@ sa_tree_scan_avx512_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg,
                          ptrdiff_t nr, const double* x, double b, double* f, double* h,
                          int64_t* fired, int64_t* out, double* scratch, int64_t* cnt)
 {
-    const ptrdiff_t ms = t->ms, nbs = t->nbs;
-    const double* soa = t->soa;
+    const ptrdiff_t nbs = t->nbs;
+    const double* tile = t->tile;
     const double* bk = t->blk;
     const double xn = sa_norm_safe(x, d);
     const __m512d bv = _mm512_set1_pd(b), zero = _mm512_setzero_pd(), xnv = _mm512_set1_pd(xn);
@@ -727,9 +725,10 @@ sa_tree_scan_avx512_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg,
                 __m512d z, c;
                 __mmask8 m;
                 keep &= keep - 1;
-                z = _mm512_mul_pd(_mm512_loadu_pd(soa + p), xv[0]);
+                const double* tp = tile + p * d;
+                z = _mm512_mul_pd(_mm512_loadu_pd(tp), xv[0]);
                 for (k = 1; k < d; ++k)
-                    z = _mm512_add_pd(z, _mm512_mul_pd(_mm512_loadu_pd(soa + k * ms + p),
+                    z = _mm512_add_pd(z, _mm512_mul_pd(_mm512_loadu_pd(tp + 8 * k),
                                                        d <= 4 ? xv[k] : _mm512_set1_pd(x[k])));
                 m = _mm512_cmp_pd_mask(z, bv, _CMP_GT_OQ);
                 if (p < s || p + 8 > e) {
@@ -744,7 +743,7 @@ sa_tree_scan_avx512_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg,
                 F = _mm512_mask_add_pd(F, m, F, _mm512_mul_pd(c, _mm512_sub_pd(z, bv)));
                 if (h) for (k = 0; k < d; ++k)
                     H[k] = _mm512_mask_add_pd(H[k], m, H[k],
-                                              _mm512_mul_pd(c, _mm512_loadu_pd(soa + k * ms + p)));
+                                              _mm512_mul_pd(c, _mm512_loadu_pd(tp + 8 * k)));
                 if (out)    /* a masked load: no lane past m is read */
                     _mm512_mask_compressstoreu_epi64(out + nf, m,
                                                      _mm512_maskz_loadu_epi64(m, t->idx + p));
