@@ -1,7 +1,8 @@
 # The tree engine's point-major kernels (C in sparseadv/_src/sa_pointmajor.h): the forward
 # pass over the pairs a tree query (or ``dense_fired_pairs``) reports, CSR over points (the
 # engine's own passes are fused into the query: PartitionTree.forward_batch), and the weight
-# gradient: pairs that all fire (``all_fired``) scattered straight into the rows' gradients,
+# gradient: pairs that all fire (``all_fired``) scattered straight into the rows' gradients
+# (from a CSR, or from the pairs a tree kept in its buffers: ``_pm_weight_grad_kept``),
 # others transposed to neuron-major (``csr_transpose``) and re-tested by ``nm_weight_grad``
 # (_certified.pxi). Parallel over points; with neuron ids sorted within each point the
 # forward's bits are those of ``nm_forward`` on the same pairs.
@@ -15,14 +16,10 @@ cdef extern from "sa_pointmajor.h":
                    double scale, const cnp.int64_t* indptr, const cnp.int64_t* indices,
                    cnp.int64_t i0, cnp.int64_t i1, double* f, double* H, cnp.int64_t* fired,
                    cnp.int64_t* n_eval, cnp.int64_t* n_fired) noexcept nogil
-    void sa_pm_wgrad_all(const double* X, Py_ssize_t d, const double* a, const double* coef,
-                         const cnp.int64_t* indptr, const cnp.int64_t* indices, cnp.int64_t n,
-                         cnp.int64_t r0, cnp.int64_t r1, double* G,
-                         cnp.uint8_t* mark) noexcept nogil
-    void sa_pm_wgrad_all4(const double* X, const double* a, const double* coef,
-                          const cnp.int64_t* indptr, const cnp.int64_t* indices, cnp.int64_t n,
-                          cnp.int64_t r0, cnp.int64_t r1, double* G4,
-                          cnp.uint8_t* mark) noexcept nogil
+    void sa_pm_wgrad_seg(const double* X, Py_ssize_t d, const double* a, const double* coef,
+                         const cnp.int64_t* const* segp, const cnp.int64_t* segn,
+                         cnp.int64_t n, cnp.int64_t r0, cnp.int64_t r1, double* G,
+                         Py_ssize_t gs, cnp.uint8_t* mark) noexcept nogil
     cnp.int64_t sa_pm_count_marks(const cnp.uint8_t* mark, cnp.int64_t m) noexcept nogil
     void sa_pm_compact(double* G, Py_ssize_t gs, Py_ssize_t d, cnp.uint8_t* mark,
                        cnp.int64_t m, cnp.int64_t* rows, double* Gout) noexcept nogil
@@ -129,7 +126,7 @@ def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not N
     products, fired pairs) with rows the sorted int64 ids of the neurons listed at least once
     (a superset of the neurons with a non-zero gradient) and G_rows[k] the gradient of
     neuron rows[k]."""
-    cdef Py_ssize_t m = W.shape[0], d = X.shape[1], gs, nr
+    cdef Py_ssize_t m = W.shape[0], d = X.shape[1]
     cdef int code = 0
     _shapes("pm_weight_grad", ("coef", 0, coef.shape[0], X.shape[0]),
             ("indptr", 0, indptr.shape[0], X.shape[0] + 1))
@@ -144,7 +141,31 @@ def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not N
         with nogil:
             code = _check_pm_csr(indptr, indices, m)
         _raise_csr(code, "pm_weight_grad", "indptr", "indices")
-    gs = 4 if d == 3 else d
+    cdef Py_ssize_t n = X.shape[0], i
+    cdef const cnp.int64_t** segp = <const cnp.int64_t**>malloc((n + 1) * sizeof(void*))
+    cdef cnp.int64_t* segn = <cnp.int64_t*>malloc((n + 1) * sizeof(cnp.int64_t))
+    cdef const cnp.int64_t* Ip = &indices[0] if indices.shape[0] > 0 else NULL
+    if segp == NULL or segn == NULL:
+        free(segp); free(segn)
+        raise MemoryError()
+    for i in range(n):
+        segp[i] = Ip + indptr[i] if Ip != NULL else NULL
+        segn[i] = indptr[i + 1] - indptr[i]
+    try:
+        return _wgrad_all(X, a, coef, segp, segn, m, scratch, out, indices.shape[0])
+    finally:
+        free(segp); free(segn)
+
+
+cdef object _wgrad_all(const double[:, ::1] X, const double[::1] a, const double[::1] coef,
+                       const cnp.int64_t** segp, const cnp.int64_t* segn, Py_ssize_t m,
+                       object scratch, object out, Py_ssize_t npairs):
+    """The all_fired gradient over the pairs of each point i, neuron ids segp[i][0 ..
+    segn[i]): scattered into a full-size gradient (``scratch`` or fresh zeros), T disjoint
+    neuron ranges in parallel (each row's sum in the same order whatever T), then the rows
+    listed gathered in increasing order (into ``out`` when it has room) and the scratch left
+    zero. Returns (rows, G_rows, 0, npairs)."""
+    cdef Py_ssize_t d = X.shape[1], gs = 4 if X.shape[1] == 3 else X.shape[1], nr
     if scratch is None:
         check_allocation("W", m * (gs * 8 + 1), "the gradient of every row")
         Gfull = np.zeros((m, gs))
@@ -157,29 +178,17 @@ def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not N
                 and mark.shape == (m,) and mark.flags.c_contiguous):
             raise InputError(f"pm_weight_grad: scratch must be (G of shape ({m}, {gs}) "
                              f"float64, mark of shape ({m},) uint8), C-contiguous")
-    # every pair fires: scatter into a full-size gradient, T disjoint neuron ranges in
-    # parallel (each row's sum in the same order whatever T), then gather the rows listed
     cdef double[:, ::1] Gv = Gfull
     cdef cnp.uint8_t[::1] mv = mark
     cdef Py_ssize_t T = max(1, min(sa_omp_max_threads(), m)), t
-    cdef const cnp.int64_t* Ip = &indices[0] if indices.shape[0] > 0 else NULL
     with nogil:
         if T == 1:
-            if gs == 4:
-                sa_pm_wgrad_all4(&X[0, 0], &a[0], &coef[0], &indptr[0], Ip, X.shape[0], 0,
-                                 INT64_MAX, &Gv[0, 0], &mv[0])
-            else:
-                sa_pm_wgrad_all(&X[0, 0], d, &a[0], &coef[0], &indptr[0], Ip, X.shape[0], 0,
-                                INT64_MAX, &Gv[0, 0], &mv[0])
+            sa_pm_wgrad_seg(&X[0, 0], d, &a[0], &coef[0], segp, segn, X.shape[0], 0, INT64_MAX,
+                            &Gv[0, 0], gs, &mv[0])
         else:
             for t in prange(T, schedule='static', num_threads=T):
-                if gs == 4:
-                    sa_pm_wgrad_all4(&X[0, 0], &a[0], &coef[0], &indptr[0], Ip, X.shape[0],
-                                     m * t // T, m * (t + 1) // T, &Gv[0, 0], &mv[0])
-                else:
-                    sa_pm_wgrad_all(&X[0, 0], d, &a[0], &coef[0], &indptr[0], Ip,
-                                    X.shape[0], m * t // T, m * (t + 1) // T, &Gv[0, 0],
-                                    &mv[0])
+                sa_pm_wgrad_seg(&X[0, 0], d, &a[0], &coef[0], segp, segn, X.shape[0],
+                                m * t // T, m * (t + 1) // T, &Gv[0, 0], gs, &mv[0])
         nr = sa_pm_count_marks(&mv[0], m)
     cdef cnp.int64_t[::1] rv
     cdef double[:, ::1] Go
@@ -199,4 +208,34 @@ def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not N
     if nr > 0:
         with nogil:
             sa_pm_compact(&Gv[0, 0], gs, d, &mv[0], m, &rv[0], &Go[0, 0])
-    return rows, G, 0, int(indices.shape[0])
+    return rows, G, 0, int(npairs)
+
+
+def _pm_weight_grad_kept(_BallTree tree, const double[:, ::1] X not None,
+                        const double[::1] a not None, const double[::1] coef not None,
+                        scratch=None, out=None):
+    """``pm_weight_grad(all_fired=True)`` over the pairs the tree kept from its last
+    ``forward_batch(keep=...)`` (its per-thread buffers, not copied into a CSR): the same
+    rows and bits. X, coef: that batch's points and coefficients. Raises InputError when
+    the tree holds no complete kept batch of len(X) points (another query since, an
+    update)."""
+    cdef Py_ssize_t n = X.shape[0], m = tree.m, i
+    cdef const cnp.int64_t** segp
+    cdef cnp.int64_t* segn
+    cdef cnp.int64_t npairs = 0
+    _shapes("_pm_weight_grad_kept", ("X", 1, X.shape[1], tree.d), ("a", 0, a.shape[0], m),
+            ("coef", 0, coef.shape[0], n))
+    if not tree._kept_ready(n):
+        raise InputError("_pm_weight_grad_kept: the tree holds no kept pairs of these points")
+    segp = <const cnp.int64_t**>malloc((n + 1) * sizeof(void*))
+    segn = <cnp.int64_t*>malloc((n + 1) * sizeof(cnp.int64_t))
+    if segp == NULL or segn == NULL:
+        free(segp); free(segn)
+        raise MemoryError()
+    tree._kept_segments(segp, segn)
+    for i in range(n):
+        npairs += segn[i]
+    try:
+        return _wgrad_all(X, a, coef, segp, segn, m, scratch, out, npairs)
+    finally:
+        free(segp); free(segn)

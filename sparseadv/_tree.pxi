@@ -115,6 +115,12 @@ cdef class _BallTree:
     cdef readonly cnp.int64_t version     # changes with every update and rebuild
     cdef _Anchor _anc                     # forward_batch's anchor during the call (or None)
     cdef Py_ssize_t _anc_row
+    # the pairs of the last forward_batch(keep=...) left in the thread buffers: per row of the
+    # kept batch (thread, offset, count); _kept_n rows, rows [0, _kept_next) written so far
+    cdef object _kseg_arr
+    cdef cnp.int64_t[:, ::1] _kseg
+    cdef Py_ssize_t _kept_n, _kept_next, _keep_lo, _keep_n
+    cdef cnp.int64_t _kept_ver
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -125,8 +131,9 @@ cdef class _BallTree:
         free(self._qbufs)
         free(self._qtmps)
 
-    cdef int _reserve_threads(self, Py_ssize_t T):
-        """Make the per-thread buffers hold T threads and empty them; -1 when out of memory."""
+    cdef int _reserve_threads(self, Py_ssize_t T, bint empty=True):
+        """Make the per-thread buffers hold T threads and empty them (unless ``empty`` is
+        false: a kept batch continues); -1 when out of memory."""
         cdef Py_ssize_t i
         cdef _IdxBuf* nb
         cdef _IdxBuf* nt
@@ -142,10 +149,23 @@ cdef class _BallTree:
             memset(self._qbufs + self._nq, 0, (T - self._nq) * sizeof(_IdxBuf))
             memset(self._qtmps + self._nq, 0, (T - self._nq) * sizeof(_IdxBuf))
             self._nq = T
-        for i in range(self._nq):
-            self._qbufs[i].n = 0
-            self._qtmps[i].n = 0
+        if empty:
+            for i in range(self._nq):
+                self._qbufs[i].n = 0
+                self._qtmps[i].n = 0
         return 0
+
+    cdef bint _kept_ready(self, Py_ssize_t n):
+        """The tree holds the kept pairs of a whole batch of n points, unchanged since."""
+        return (self._kept_n == n and self._kept_next == n and self._kept_ver == self.version
+                and not self._qbusy)
+
+    cdef void _kept_segments(self, const cnp.int64_t** segp, cnp.int64_t* segn):
+        """Pointers to and lengths of the kept pairs of each point (``_kept_ready``)."""
+        cdef Py_ssize_t i
+        for i in range(self._kept_n):
+            segp[i] = self._qbufs[self._kseg[i, 0]].a + self._kseg[i, 1]
+            segn[i] = self._kseg[i, 2]
 
     def __init__(self, W, leaf_size, state=None):
         """Build from W (copied), or restore from ``state`` (the dict of ``get_state``)."""
@@ -159,6 +179,8 @@ cdef class _BallTree:
         d = W.shape[1]
         self.m = m
         self.d = d
+        self._kept_n = -1
+        self._keep_n = -1
         self.ms = (m + 7) // 8 * 8
         self.nbs = self.ms // 8 + 8
         self.leaf_size = ls
@@ -389,7 +411,8 @@ cdef class _BallTree:
     def forward_batch(self, const double[:, ::1] X not None, double b,
                       const double[::1] a not None, double scale, double[::1] f_out not None,
                       double[:, ::1] H_out=None, cnp.int64_t[::1] fired_out=None,
-                      bint pairs=False, out=None, _Anchor anchor=None, Py_ssize_t anchor_row=0):
+                      bint pairs=False, out=None, _Anchor anchor=None, Py_ssize_t anchor_row=0,
+                      keep=None):
         """The query of every row x_i of X fused with the forward pass over its answer (the
         tree engine's pass, docs/design.md §3): f_out[i] = sum_r scale a_r (<w_r, x_i> - b),
         H_out[i] = sum_r scale a_r w_r (optional), fired_out[i] = the count (optional), over
@@ -400,9 +423,12 @@ cdef class _BallTree:
         (``out`` as in ``query_batch``). ``anchor`` (from ``anchor()``, of this tree): x_i
         is point anchor_row + i of its clean points; when x_i lies within its radius of that
         point, the walk is the anchored one, done once and kept (``_Anchor``), else a walk
-        at x_i. Returns (indptr, indices, counters), indptr and indices None without
-        ``pairs``; counters as in ``query_batch``, every row of a node wholly inside the
-        half-space evaluated."""
+        at x_i. ``keep`` = (lo, n_batch), with ``pairs``: these rows are rows lo.. of a batch
+        of n_batch whose pairs stay in the tree's buffers for ``_pm_weight_grad_kept``
+        (indices is then None; a batch is kept when its calls come in order lo = 0, ...,
+        with no other query between them). Returns (indptr, indices, counters), indptr and
+        indices None without ``pairs``; counters as in ``query_batch``, every row of a node
+        wholly inside the half-space evaluated."""
         cdef Py_ssize_t n = X.shape[0]
         if X.shape[1] != self.d:
             raise InputError(f"_BallTree.forward_batch: X must have {self.d} columns, got "
@@ -424,11 +450,18 @@ cdef class _BallTree:
             return indptr, (np.zeros(0, dtype=np.int64) if pairs else None), (0, 0, 0)
         self._anc = anchor
         self._anc_row = anchor_row
+        self._keep_n = -1
+        if keep is not None and pairs:
+            self._keep_lo, self._keep_n = keep
+            if not (0 <= self._keep_lo and self._keep_lo + n <= self._keep_n):
+                raise InputError("_BallTree.forward_batch: keep must be (lo, n_batch) with "
+                                 "lo + n <= n_batch")
         try:
             return self._batch(X, b, False, out, 2 if pairs else 1, &a[0], scale, &f_out[0],
                                &H_out[0, 0] if H_out is not None else NULL, &fired_out[0])
         finally:
             self._anc = None
+            self._keep_n = -1
 
     def anchor(self, const double[:, ::1] X0 not None, double rho, _Anchor reuse=None):
         """An anchor for the passes of one attack around the clean points X0 (n x d): every
@@ -463,7 +496,15 @@ cdef class _BallTree:
                 free(bufs); free(tmps)
                 raise MemoryError()
         else:
-            if self._reserve_threads(T) != 0:
+            # a kept batch continues (the next rows, nothing changed, no query between) or
+            # starts; a pass without pairs (mode 1) writes nothing into the buffers and
+            # leaves them; any other call ends the kept pairs' validity
+            cont = mode == 1 or (
+                self._keep_n > 0 and self._keep_lo > 0 and self._kept_n == self._keep_n
+                and self._kept_next == self._keep_lo and self._kept_ver == self.version)
+            if not cont:
+                self._kept_n = -1
+            if self._reserve_threads(T, not cont) != 0:
                 raise MemoryError()
             bufs, tmps = self._qbufs, self._qtmps
             self._qbusy = True
@@ -622,6 +663,22 @@ cdef class _BallTree:
             for i in range(n):
                 ip[i + 1] += ip[i]
         indices = None
+        if not oom and mode == 2 and self._keep_n > 0 and bufs == self._qbufs and (
+                self._keep_lo == 0 or self._kept_n == self._keep_n):
+            # kept: (thread, offset, count) per row, the pairs stay in the buffers
+            if self._keep_lo == 0:
+                if self._kseg_arr is None or self._kseg_arr.shape[0] < self._keep_n:
+                    self._kseg_arr = np.empty((self._keep_n, 3), dtype=np.int64)
+                self._kseg = self._kseg_arr
+                self._kept_n = self._keep_n
+                self._kept_ver = self.version
+            for i in range(n):
+                self._kseg[self._keep_lo + i, 0] = stid[i]
+                self._kseg[self._keep_lo + i, 1] = soff[i]
+                self._kseg[self._keep_lo + i, 2] = ip[i + 1] - ip[i]
+            self._kept_next = self._keep_lo + n
+            free(stacks); free(cnts); free(fail); free(bitmaps); free(rgs); free(scr)
+            return indptr, None, (int(c0), int(c1), int(c2))
         if not oom and mode != 1:
             if (isinstance(out, np.ndarray) and out.dtype == np.int64 and out.ndim == 1
                     and out.flags.c_contiguous and out.flags.writeable
@@ -726,6 +783,7 @@ cdef class _Anchor:
     cdef cnp.int64_t[:, ::1] rec
     cdef _IdxBuf* bufs
     cdef Py_ssize_t nb
+    cdef public object path         # the wrapper's path decision for these points (or None)
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -750,6 +808,7 @@ cdef class _Anchor:
         cdef Py_ssize_t i
         self.tree = tree
         self.version = tree.version
+        self.path = None
         self.rho = rho
         self.has_b = False
         self.n = X0.shape[0]

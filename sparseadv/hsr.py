@@ -50,6 +50,8 @@ _STAT_KEYS = ("queries", "nodes_visited", "inner_products", "reported_without_ev
 # limit (the bounds use norms that do not underflow and an absolute underflow slack).
 _PRODUCT_MAX = 1e300
 
+_MIXED = object()       # _policy: pairs kept by the tree for a part of the rows only
+
 
 # ----------------------------------------------------------------------------- validation
 # Arrays and scalars are checked by the package-wide validators (same messages everywhere);
@@ -381,7 +383,7 @@ class PartitionTree(_HSRBase):
         return self._policy(X.shape[0], out, tree_part, lambda lo, hi: self._brute(X[lo:hi], b))
 
     def forward_batch(self, X, b, a, scale, f_out, H_out=None, fired_out=None, pairs=False,
-                      out=None, anchor=None):
+                      out=None, anchor=None, keep=False):
         """The tree engine's pass: the query of every row x_i of X fused with the forward
         pass over its answer (``_BallTree.forward_batch``; each fired pair's score computed
         once): overwrites f_out[i] = sum_r scale a_r (<w_r, x_i> - b), H_out[i] (optional)
@@ -397,7 +399,13 @@ class PartitionTree(_HSRBase):
         point i of the anchor): a row within the anchor's radius of its clean point skips the
         traversal and scans the nodes of its anchored walk (done once per point, at the first
         pass that needs it); the answers are the same. An anchor of an older tree (before a
-        rebuild, or with other rows) is ignored."""
+        rebuild, or with other rows) is ignored.
+
+        ``keep`` (with ``pairs``): the fired pairs stay in the tree's buffers instead of being
+        copied into a CSR, for ``_core._pm_weight_grad_kept(tree._tree, ...)`` (the tree
+        engine's gradient); the result is then ``(indptr, None)``. Any other query or update
+        of the tree ends their validity. Where the pairs cannot be kept (the GEMM path, a
+        concurrent query) they are returned as usual."""
         X = _as_matrix(X, "X", d=self._d)
         b = check_real("b", b)
         scale = check_real("scale", scale)
@@ -416,10 +424,17 @@ class PartitionTree(_HSRBase):
                                    or anchor.n != n):
             anchor = None
 
+        # with an anchor, its first pass's path decision holds for its later passes (the
+        # points move within the anchor's balls); pairs are kept only where the whole batch
+        # surely goes through the tree
+        decided = getattr(anchor, "path", None) if anchor is not None else None
+        keep = bool(keep) and pairs and (self.fallback == "tree" or decided == "tree"
+                                         or n <= self._pilot_size(n))
+
         def tree_part(lo, hi, buf):
             return self._tree.forward_batch(X[lo:hi], b, a, scale, f_out[lo:hi],
                                             _rows(H_out, lo, hi), fired_out[lo:hi], pairs, buf,
-                                            anchor, lo)
+                                            anchor, lo, (lo, n) if keep else None)
 
         def brute_part(lo, hi):
             ip, ind = self._brute(X[lo:hi], b)
@@ -428,7 +443,13 @@ class PartitionTree(_HSRBase):
                                      False)
             self._stats["inner_products"] += ev
             return (ip, ind) if pairs else (None, None)
-        return self._policy(n, out if pairs else None, tree_part, brute_part)
+        res = self._policy(n, out if pairs else None, tree_part, brute_part, decided)
+        if anchor is not None and decided is None:
+            anchor.path = self._last_path
+        if res is _MIXED:       # kept in part only (the pilot kept, the rest on the GEMM path)
+            return self.forward_batch(X, b, a, scale, f_out, H_out, fired_out, pairs, out,
+                                      anchor, keep=False)
+        return res
 
     def anchor(self, X0, rho, reuse=None):
         """An anchor for the passes of one attack around the clean points X0 (n x d, the
@@ -446,14 +467,18 @@ class PartitionTree(_HSRBase):
             reuse = None
         return self._tree.anchor(X0, rho, reuse)
 
-    def _policy(self, n, out, tree_part, brute_part):
+    def _policy(self, n, out, tree_part, brute_part, decided=None):
         """The fallback policy over rows [0, n): ``tree_part(lo, hi, buf)`` -> (indptr,
         indices, counters), ``brute_part(lo, hi)`` -> (indptr, indices) (both None: nothing
-        to join); returns the joined CSR, in ``out`` when it has room."""
-        if self.fallback == "brute":
+        to join); returns the joined CSR, in ``out`` when it has room. ``decided``: "tree"
+        or "brute", a path decided before (no pilot). The path taken for the rows after the
+        pilot is left in ``_last_path``."""
+        if self.fallback == "brute" or (decided == "brute" and self.fallback == "auto"):
+            self._last_path = "brute"
             return _into(out, *brute_part(0, n))
         k = self._pilot_size(n)
-        if self.fallback == "tree" or n <= k:
+        self._last_path = "tree"
+        if self.fallback == "tree" or n <= k or decided == "tree":
             indptr, ind, counts = tree_part(0, n, out)
             self._add(n, counts)
             return indptr, ind
@@ -464,6 +489,7 @@ class PartitionTree(_HSRBase):
         tree_cost = (ipr * (d + 2) + nv * (d + 8) + rep) / k
         brute_cost = m * (d * self.brute_flop_weight + 3.0)
         if tree_cost > brute_cost:
+            self._last_path = "brute"
             ip2, ind2 = brute_part(k, n)
         else:
             tail = (out[len(ind1):] if out is not None and ind1 is not None
@@ -473,6 +499,8 @@ class PartitionTree(_HSRBase):
         if ip1 is None:
             return None, None
         indptr = np.concatenate([ip1, ip2[1:] + ip1[-1]])
+        if ind1 is None or ind2 is None:        # forward_batch(keep=True)
+            return (indptr, None) if ind1 is None and ind2 is None else _MIXED
         total = len(ind1) + len(ind2)
         if out is not None and len(out) >= total:
             out[:len(ind1)] = ind1                    # the pilot's answer is a fresh array

@@ -465,3 +465,67 @@ def test_anchor_with_the_pilot_split():
             np.testing.assert_array_equal(np.sort(ind[ip[i]:ip[i + 1]]),
                                           np.flatnonzero(seq_scores(W, X[i]) > 1.7))
     assert tree.stats["brute_force_queries"] == 0
+
+
+def test_kept_pairs_give_the_gradient_of_the_csr():
+    """forward_batch(keep=True) leaves the pairs in the tree (indices None) and
+    _pm_weight_grad_kept gives the same rows and bits as pm_weight_grad over the CSR; a pass
+    without pairs keeps them, a query, another pass with pairs or an update ends them."""
+    rng = np.random.default_rng(21)
+    m, n, d = 5000, 70, 3
+    W = rng.standard_normal((m, d))
+    a = rng.choice([-1.0, 1.0], m)
+    X = rng.standard_normal((n, d))
+    coef = rng.standard_normal(n)
+    tree = PartitionTree(W, leaf_size=16, fallback="tree")
+    f, f2 = np.empty(n), np.empty(n)
+    ip, ind = tree.forward_batch(X, 1.1, a, 1.0, f, pairs=True)
+    ipk, indk = tree.forward_batch(X, 1.1, a, 1.0, f2, pairs=True, keep=True)
+    assert indk is None
+    np.testing.assert_array_equal(ipk, ip)
+    np.testing.assert_array_equal(f2, f)
+    rows, G, _, nf = _core.pm_weight_grad(X, W, a, 1.1, coef, ip, ind, False, all_fired=True)
+    tree.forward_batch(X + 0.1, 1.1, a, 1.0, np.empty(n))          # no pairs: kept stays
+    for scratch in (None, (np.zeros((m, 4)), np.zeros(m, np.uint8))):
+        rows2, G2, _, nf2 = _core._pm_weight_grad_kept(tree._tree, X, a, coef, scratch)
+        np.testing.assert_array_equal(rows2, rows)
+        np.testing.assert_array_equal(G2, G)
+        assert nf2 == nf == len(ind)
+    with pytest.raises(ValueError, match="kept"):
+        _core._pm_weight_grad_kept(tree._tree, X[:10], a, coef[:10])
+    for end in (lambda: tree.query_batch(X, 1.1),
+                lambda: tree.forward_batch(X, 1.1, a, 1.0, np.empty(n), pairs=True),
+                lambda: tree.update(np.array([3]), W[[3]] + 0.01)):
+        tree.forward_batch(X, 1.1, a, 1.0, f2, pairs=True, keep=True)
+        _core._pm_weight_grad_kept(tree._tree, X, a, coef)
+        end()
+        with pytest.raises(ValueError, match="kept"):
+            _core._pm_weight_grad_kept(tree._tree, X, a, coef)
+
+
+def test_kept_pairs_with_an_anchor_and_the_pilot():
+    """fallback="auto": the pilot's pass decides the path for the anchor's later passes, so
+    a later pass with pairs is kept whole (one call); without an anchor the pilot splits
+    the batch and the pairs come back as a CSR."""
+    rng = np.random.default_rng(22)
+    m, n, d = 20000, 200, 3
+    W = rng.standard_normal((m, d))
+    a = rng.choice([-1.0, 1.0], m)
+    X0 = rng.standard_normal((n, d))
+    X0 /= np.linalg.norm(X0, axis=1, keepdims=True)
+    coef = rng.standard_normal(n)
+    tree = PartitionTree(W, leaf_size=32)
+    anchor = tree.anchor(X0, 0.1)
+    f = np.empty(n)
+    assert tree.forward_batch(X0, 1.7, a, 1.0, f, anchor=anchor) == (None, None)
+    assert anchor.path == "tree"
+    X = _ball_points(rng, X0, 0.05)
+    ip, ind = tree.forward_batch(X, 1.7, a, 1.0, f, pairs=True)         # pilot split: CSR
+    assert ind is not None
+    ipk, indk = tree.forward_batch(X, 1.7, a, 1.0, f, pairs=True, anchor=anchor, keep=True)
+    assert indk is None
+    np.testing.assert_array_equal(ipk, ip)
+    rows, G, _, _ = _core.pm_weight_grad(X, W, a, 1.7, coef, ip, ind, False, all_fired=True)
+    rows2, G2, _, _ = _core._pm_weight_grad_kept(tree._tree, X, a, coef)
+    np.testing.assert_array_equal(rows2, rows)
+    np.testing.assert_array_equal(G2, G)

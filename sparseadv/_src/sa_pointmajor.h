@@ -50,14 +50,15 @@ SA_KERNEL_D(sa_pm_fwd,
     (X, sa_d, W, a, b, scale, indptr, indices, i0, i1, f, H, fired, n_eval, n_fired))
 
 /* Weight gradient over point-major pairs that all fire (the fused tree pass's answer):
-   G[r] += (coef[i] a[r]) x_i for every pair (i, r) of points [0, n) whose neuron r lies in
-   [r0, r1), and mark[r] = 1. Points in increasing order, so each row sums its points in
-   increasing order with the operations of nm_weight_grad over the transposed pairs: the same
-   bits, without the transpose. G (m x d) and mark are zeroed by the caller; disjoint neuron
-   ranges may run in parallel. */
+   the pairs of point i are the neuron ids segp[i][0 .. segn[i]) (a CSR's rows, or the
+   tree's kept per-thread segments); G[r] += (coef[i] a[r]) x_i for every pair (i, r) of
+   points [0, n) whose neuron r lies in [r0, r1), and mark[r] = 1. Points in increasing
+   order, so each row sums its points in increasing order with the operations of
+   nm_weight_grad over the transposed pairs: the same bits, without the transpose. G (m x d)
+   and mark are zeroed by the caller; disjoint neuron ranges may run in parallel. */
 SA_BODY void
-sa_pm_wgrad_all_d(const double* X, ptrdiff_t d, const double* a, const double* coef,
-                  const int64_t* indptr, const int64_t* indices, int64_t n, int64_t r0,
+sa_pm_wgrad_seg_d(const double* X, ptrdiff_t d, const double* a, const double* coef,
+                  const int64_t* const* segp, const int64_t* segn, int64_t n, int64_t r0,
                   int64_t r1, double* G, uint8_t* mark)
 {
     int64_t i, k;
@@ -65,8 +66,9 @@ sa_pm_wgrad_all_d(const double* X, ptrdiff_t d, const double* a, const double* c
     for (i = 0; i < n; ++i) {
         const double* x = X + i * d;
         const double ci = coef[i];
-        for (k = indptr[i]; k < indptr[i + 1]; ++k) {
-            const int64_t r = indices[k];
+        const int64_t* sg = segp[i];
+        for (k = 0; k < segn[i]; ++k) {
+            const int64_t r = sg[k];
             if (!whole && (r < r0 || r >= r1)) continue;
             sa_axpy(ci * a[r], x, G + r * d, d);
             mark[r] = 1;
@@ -74,40 +76,24 @@ sa_pm_wgrad_all_d(const double* X, ptrdiff_t d, const double* a, const double* c
     }
 }
 
-/* d = 3, the tree engine's regime, as a compile-time constant: the axpy unrolls into three
-   independent g[j] += alpha x[j] (each contracted into an fma where the generic loop's is,
-   so the same bits; checked against nm_weight_grad in tests/test_tree_forward.py) */
+/* d = 3, the tree engine's regime, with G rows of stride 4: one 4-wide g + alpha x4 per
+   pair, x4 = (x_0, x_1, x_2, 0), each lane the element-wise operation of sa_axpy
+   (contracted into an fma exactly where sa_axpy's is: the same bits); lane 3 stays zero. */
 SA_BODY void
-sa_pm_wgrad_all_body(const double* X, ptrdiff_t d, const double* a, const double* coef,
-                     const int64_t* indptr, const int64_t* indices, int64_t n, int64_t r0,
-                     int64_t r1, double* G, uint8_t* mark)
-{
-    if (d == 3) sa_pm_wgrad_all_d(X, 3, a, coef, indptr, indices, n, r0, r1, G, mark);
-    else sa_pm_wgrad_all_d(X, d, a, coef, indptr, indices, n, r0, r1, G, mark);
-}
-SA_KERNEL(sa_pm_wgrad_all,
-    (const double* X, ptrdiff_t d, const double* a, const double* coef, const int64_t* indptr,
-     const int64_t* indices, int64_t n, int64_t r0, int64_t r1, double* G, uint8_t* mark),
-    (X, d, a, coef, indptr, indices, n, r0, r1, G, mark))
-
-/* The same for d = 3 with G rows of stride 4 (the tree engine's regime): one 4-wide
-   g + alpha x4 per pair, x4 = (x_0, x_1, x_2, 0), each lane the element-wise operation of
-   sa_axpy (contracted into an fma exactly where sa_axpy's is: the same bits); lane 3 stays
-   zero. */
-SA_BODY void
-sa_pm_wgrad_all4_body(const double* X, const double* a, const double* coef,
-                      const int64_t* indptr, const int64_t* indices, int64_t n, int64_t r0,
-                      int64_t r1, double* G4, uint8_t* mark)
+sa_pm_wgrad_seg4_d(const double* X, const double* a, const double* coef,
+                   const int64_t* const* segp, const int64_t* segn, int64_t n, int64_t r0,
+                   int64_t r1, double* G4, uint8_t* mark)
 {
     int64_t i, k;
     const int whole = r0 == 0 && r1 == INT64_MAX;
     for (i = 0; i < n; ++i) {
         const double ci = coef[i];
+        const int64_t* sg = segp[i];
 #if defined(__GNUC__)
         const sa_v4d x4 = {X[3 * i], X[3 * i + 1], X[3 * i + 2], 0.0};
 #endif
-        for (k = indptr[i]; k < indptr[i + 1]; ++k) {
-            const int64_t r = indices[k];
+        for (k = 0; k < segn[i]; ++k) {
+            const int64_t r = sg[k];
             if (!whole && (r < r0 || r >= r1)) continue;
 #if defined(__GNUC__)
             *(sa_v4d*)(G4 + 4 * r) = SA_LD(G4 + 4 * r) + (ci * a[r]) * x4;
@@ -118,10 +104,21 @@ sa_pm_wgrad_all4_body(const double* X, const double* a, const double* coef,
         }
     }
 }
-SA_KERNEL(sa_pm_wgrad_all4,
-    (const double* X, const double* a, const double* coef, const int64_t* indptr,
-     const int64_t* indices, int64_t n, int64_t r0, int64_t r1, double* G4, uint8_t* mark),
-    (X, a, coef, indptr, indices, n, r0, r1, G4, mark))
+
+/* gs = 4 (d = 3): sa_pm_wgrad_seg4_d; otherwise stride d */
+SA_BODY void
+sa_pm_wgrad_seg_body(const double* X, ptrdiff_t d, const double* a, const double* coef,
+                     const int64_t* const* segp, const int64_t* segn, int64_t n, int64_t r0,
+                     int64_t r1, double* G, ptrdiff_t gs, uint8_t* mark)
+{
+    if (gs == 4 && d == 3) sa_pm_wgrad_seg4_d(X, a, coef, segp, segn, n, r0, r1, G, mark);
+    else sa_pm_wgrad_seg_d(X, d, a, coef, segp, segn, n, r0, r1, G, mark);
+}
+SA_KERNEL(sa_pm_wgrad_seg,
+    (const double* X, ptrdiff_t d, const double* a, const double* coef,
+     const int64_t* const* segp, const int64_t* segn, int64_t n, int64_t r0, int64_t r1,
+     double* G, ptrdiff_t gs, uint8_t* mark),
+    (X, d, a, coef, segp, segn, n, r0, r1, G, gs, mark))
 
 /* The rows marked in mark[0 .. m) (0/1 bytes), increasing: their count. */
 SA_UNUSED static int64_t sa_pm_count_marks(const uint8_t* mark, int64_t m)
@@ -130,11 +127,9 @@ SA_UNUSED static int64_t sa_pm_count_marks(const uint8_t* mark, int64_t m)
     for (; r + 8 <= m; r += 8) {
         uint64_t w;
         memcpy(&w, mark + r, 8);
-#if defined(__GNUC__)
-        cnt += __builtin_popcountll(w);     /* bytes of 0 or 1: the bits are the marks */
-#else
-        for (; w; w &= w - 1) ++cnt;
-#endif
+        w = (w + (w >> 8)) & 0x00FF00FF00FF00FFull;     /* bytes of 0 or 1: add them */
+        w = w + (w >> 16);
+        cnt += (int64_t)((w + (w >> 32)) & 0xFFFF);
     }
     for (; r < m; ++r) cnt += mark[r];
     return cnt;

@@ -31,6 +31,7 @@ pass k found (same points, by the protocol); at any other points it queries the 
 import numpy as np
 
 from .. import _core
+from ..errors import InputError
 from ..hsr import PartitionTree
 from .base import Engine
 
@@ -103,7 +104,8 @@ class TreeEngine(Engine):
 
     def _pass(self, Xt, H, pairs):
         """f (and H when given) at Xt by the fused query and forward; with ``pairs`` also the
-        fired pairs in the tree's deterministic traversal order."""
+        fired pairs in the tree's deterministic traversal order, left in the tree's buffers
+        (indices None: ``_pm_weight_grad_kept``) where it can keep them."""
         if self._stale:
             self.resync()
         net = self.net
@@ -114,11 +116,11 @@ class TreeEngine(Engine):
         before = self.tree.stats
         indptr, indices = self.tree.forward_batch(Xt, net.b, net.a, net.scale, f, H, fired,
                                                   pairs, self._buffer() if pairs else None,
-                                                  anchor)
+                                                  anchor, keep=pairs)
         brute = self._counted(before)
         self._add("candidate_pairs", int(fired.sum()))
         if pairs:
-            self._last_nnz = len(indices)
+            self._last_nnz = int(indptr[-1])
         return f, fired, indptr, indices, brute
 
     def input_direction(self, Xt, pass_index=None):
@@ -140,6 +142,14 @@ class TreeEngine(Engine):
         if (pass_index is not None and self._forward_pairs is not None
                 and self._forward_pairs[0] == pass_index):
             _, indptr, indices, all_fired = self._forward_pairs
+            if indices is None:         # kept in the tree's buffers: no CSR copy
+                try:
+                    return _core._pm_weight_grad_kept(self.tree._tree, Xt, net.a, coef,
+                                                     self._grad_scratch(),
+                                                     self._work("grad", net.m * net.d))[:2]
+                except InputError:      # (the tree was queried or changed since)
+                    indptr, indices = self._query(Xt)
+                    all_fired = False
         else:
             indptr, indices = self._query(Xt)
             all_fired = False
