@@ -23,6 +23,9 @@ cdef extern from "sa_pointmajor.h":
     cnp.int64_t sa_pm_count_marks(const cnp.uint8_t* mark, cnp.int64_t m) noexcept nogil
     void sa_pm_compact(double* G, Py_ssize_t gs, Py_ssize_t d, cnp.uint8_t* mark,
                        cnp.int64_t m, cnp.int64_t* rows, double* Gout) noexcept nogil
+    void sa_pm_compact_pos(double* G, Py_ssize_t gs, Py_ssize_t d, cnp.uint8_t* mark,
+                           cnp.int64_t m, const cnp.int64_t* pos, cnp.int64_t* rows,
+                           double* Gout) noexcept nogil
 
 
 def pm_forward(const double[:, ::1] X not None, const double[:, ::1] W not None,
@@ -152,19 +155,22 @@ def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not N
         segp[i] = Ip + indptr[i] if Ip != NULL else NULL
         segn[i] = indptr[i + 1] - indptr[i]
     try:
-        return _wgrad_all(X, a, coef, segp, segn, m, scratch, out, indices.shape[0])
+        return _wgrad_all(X, &a[0], coef, segp, segn, m, scratch, out, indices.shape[0])
     finally:
         free(segp); free(segn)
 
 
-cdef object _wgrad_all(const double[:, ::1] X, const double[::1] a, const double[::1] coef,
+cdef object _wgrad_all(const double[:, ::1] X, const double* a, const double[::1] coef,
                        const cnp.int64_t** segp, const cnp.int64_t* segn, Py_ssize_t m,
-                       object scratch, object out, Py_ssize_t npairs):
+                       object scratch, object out, Py_ssize_t npairs,
+                       const cnp.int64_t* pos=NULL):
     """The all_fired gradient over the pairs of each point i, neuron ids segp[i][0 ..
     segn[i]): scattered into a full-size gradient (``scratch`` or fresh zeros), T disjoint
     neuron ranges in parallel (each row's sum in the same order whatever T), then the rows
     listed gathered in increasing order (into ``out`` when it has room) and the scratch left
-    zero. Returns (rows, G_rows, 0, npairs)."""
+    zero. With ``pos``, the ids are tree positions (a too is in tree order): the gradient
+    is gathered by original row r = 0 .. m - 1 from position pos[r]. Returns (rows, G_rows,
+    0, npairs)."""
     cdef Py_ssize_t d = X.shape[1], gs = 4 if X.shape[1] == 3 else X.shape[1], nr
     if scratch is None:
         check_allocation("W", m * (gs * 8 + 1), "the gradient of every row")
@@ -183,11 +189,11 @@ cdef object _wgrad_all(const double[:, ::1] X, const double[::1] a, const double
     cdef Py_ssize_t T = max(1, min(sa_omp_max_threads(), m)), t
     with nogil:
         if T == 1:
-            sa_pm_wgrad_seg(&X[0, 0], d, &a[0], &coef[0], segp, segn, X.shape[0], 0, INT64_MAX,
+            sa_pm_wgrad_seg(&X[0, 0], d, a, &coef[0], segp, segn, X.shape[0], 0, INT64_MAX,
                             &Gv[0, 0], gs, &mv[0])
         else:
             for t in prange(T, schedule='static', num_threads=T):
-                sa_pm_wgrad_seg(&X[0, 0], d, &a[0], &coef[0], segp, segn, X.shape[0],
+                sa_pm_wgrad_seg(&X[0, 0], d, a, &coef[0], segp, segn, X.shape[0],
                                 m * t // T, m * (t + 1) // T, &Gv[0, 0], gs, &mv[0])
         nr = sa_pm_count_marks(&mv[0], m)
     cdef cnp.int64_t[::1] rv
@@ -207,7 +213,10 @@ cdef object _wgrad_all(const double[:, ::1] X, const double[::1] a, const double
         raise
     if nr > 0:
         with nogil:
-            sa_pm_compact(&Gv[0, 0], gs, d, &mv[0], m, &rv[0], &Go[0, 0])
+            if pos != NULL:
+                sa_pm_compact_pos(&Gv[0, 0], gs, d, &mv[0], m, pos, &rv[0], &Go[0, 0])
+            else:
+                sa_pm_compact(&Gv[0, 0], gs, d, &mv[0], m, &rv[0], &Go[0, 0])
     return rows, G, 0, int(npairs)
 
 
@@ -215,8 +224,9 @@ def _pm_weight_grad_kept(_BallTree tree, const double[:, ::1] X not None,
                         const double[::1] a not None, const double[::1] coef not None,
                         scratch=None, out=None):
     """``pm_weight_grad(all_fired=True)`` over the pairs the tree kept from its last
-    ``forward_batch(keep=...)`` (its per-thread buffers, not copied into a CSR): the same
-    rows and bits. X, coef: that batch's points and coefficients. Raises InputError when
+    ``forward_batch(keep=...)`` (its per-thread buffers, not copied into a CSR; tree
+    positions, so the scatter runs in tree order: every row's sum is the same, in the same
+    order): the same rows and bits. X, coef: that batch's points and coefficients. Raises InputError when
     the tree holds no complete kept batch of len(X) points (another query since, an
     update)."""
     cdef Py_ssize_t n = X.shape[0], m = tree.m, i
@@ -235,7 +245,13 @@ def _pm_weight_grad_kept(_BallTree tree, const double[:, ::1] X not None,
     tree._kept_segments(segp, segn)
     for i in range(n):
         npairs += segn[i]
+    # the kept ids are tree positions: scatter in tree order (each point's rows close
+    # together in memory) with a in tree order, gather by original row at the end
+    at_tmp = np.empty(m)
+    cdef double[::1] atv = at_tmp
+    cdef const cnp.int64_t[::1] posv = tree.pos_arr
     try:
-        return _wgrad_all(X, a, coef, segp, segn, m, scratch, out, npairs)
+        return _wgrad_all(X, tree._a_tree(&a[0], &atv[0]), coef, segp, segn, m, scratch, out,
+                          npairs, &posv[0])
     finally:
         free(segp); free(segn)

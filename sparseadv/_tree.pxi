@@ -83,7 +83,7 @@ cdef class _BallTree:
     float64, finite, validated by sparseadv.hsr.PartitionTree."""
     cdef readonly object W_arr, data_arr, idx_arr, pos_arr, nstart_arr, nend_arr
     cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr, tile_arr, rec_arr
-    cdef object ct_arr, blk_arr, bcn_arr, cta_arr, umark_arr
+    cdef object ct_arr, blk_arr, bcn_arr, cta_arr, umark_arr, at_arr, iota_arr
     cdef cnp.uint8_t[::1] umark     # update's marks, one per position, zero between calls
     cdef double[:, ::1] W
     cdef double[:, ::1] data
@@ -91,6 +91,8 @@ cdef class _BallTree:
     cdef double[::1] rec
     cdef double[::1] ct
     cdef double[::1] cta            # the a and scale that ct was computed from (ct_ok)
+    cdef double[::1] at             # a in tree order (with ct)
+    cdef cnp.int64_t[::1] iota      # 0 .. ms - 1: the ids a kept pass writes (positions)
     cdef double ct_scale
     cdef bint ct_ok
     cdef double[::1] blk
@@ -160,8 +162,17 @@ cdef class _BallTree:
         return (self._kept_n == n and self._kept_next == n and self._kept_ver == self.version
                 and not self._qbusy)
 
+    cdef const double* _a_tree(self, const double* a, double* tmp) noexcept:
+        """a in tree order: the tree's copy when a is the array it was made from, else
+        gathered into tmp (m doubles)."""
+        if self.ct_ok and memcmp(&self.cta[0], a, self.m * sizeof(double)) == 0:
+            return &self.at[0]
+        _tree_coefs(tmp, a, 1.0, &self.idx[0], self.m)
+        return tmp
+
     cdef void _kept_segments(self, const cnp.int64_t** segp, cnp.int64_t* segn):
-        """Pointers to and lengths of the kept pairs of each point (``_kept_ready``)."""
+        """Pointers to and lengths of the kept pairs of each point (``_kept_ready``): tree
+        positions, increasing within a point."""
         cdef Py_ssize_t i
         for i in range(self._kept_n):
             segp[i] = self._qbufs[self._kseg[i, 0]].a + self._kseg[i, 1]
@@ -260,6 +271,10 @@ cdef class _BallTree:
         self.ct = self.ct_arr
         self.cta_arr = np.zeros(self.m, dtype=np.float64)
         self.cta = self.cta_arr
+        self.at_arr = np.zeros(self.ms, dtype=np.float64)
+        self.at = self.at_arr
+        self.iota_arr = np.arange(self.ms, dtype=np.int64)
+        self.iota = self.iota_arr
         self.umark_arr = np.zeros(self.m, dtype=np.uint8)
         self.umark = self.umark_arr
         self.ct_ok = False
@@ -330,6 +345,7 @@ cdef class _BallTree:
         return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.tile_arr,
                                            self.rec_arr, self.ct_arr, self.blk_arr,
                                            self.bcn_arr, self.cta_arr, self.umark_arr,
+                                           self.at_arr, self.iota_arr,
                                            self.idx_arr, self.pos_arr, self.nstart_arr, self.nend_arr,
                                            self.centers_arr, self.radius_arr,
                                            self.radius0_arr, self.cnorm_arr)))
@@ -575,6 +591,7 @@ cdef class _BallTree:
                 if not (self.ct_ok and memcmp(&self.ct_scale, &scale, sizeof(double)) == 0
                         and memcmp(&self.cta[0], a, self.m * sizeof(double)) == 0):
                     _tree_coefs(&ctv[0], a, scale, &self.idx[0], self.m)
+                    _tree_coefs(&self.at[0], a, 1.0, &self.idx[0], self.m)
                     memcpy(&self.cta[0], a, self.m * sizeof(double))
                     self.ct_scale = scale
                     self.ct_ok = True
@@ -583,7 +600,9 @@ cdef class _BallTree:
             tp.nend = &self.nend[0]
             tp.tile = &self.tile[0]
             tp.ct = &ctv[0]
-            tp.idx = &self.idx[0]
+            # a kept pass writes positions (the gradient then works in tree order)
+            tp.idx = &self.iota[0] if (mode == 2 and self._keep_n > 0
+                                       and bufs == self._qbufs) else &self.idx[0]
             tp.blk = &self.blk[0]
             tp.nbs = self.nbs
             tp.d = d

@@ -474,7 +474,7 @@ def test_kept_pairs_give_the_gradient_of_the_csr():
     rng = np.random.default_rng(21)
     m, n, d = 5000, 70, 3
     W = rng.standard_normal((m, d))
-    a = rng.choice([-1.0, 1.0], m)
+    a = rng.standard_normal(m)              # not +-1: the gradient's a_r in tree order
     X = rng.standard_normal((n, d))
     coef = rng.standard_normal(n)
     tree = PartitionTree(W, leaf_size=16, fallback="tree")
@@ -493,6 +493,13 @@ def test_kept_pairs_give_the_gradient_of_the_csr():
         assert nf2 == nf == len(ind)
     with pytest.raises(ValueError, match="kept"):
         _core._pm_weight_grad_kept(tree._tree, X[:10], a, coef[:10])
+    # another a than the pass's (its tree-order copy does not serve): the same as the CSR's
+    a2 = a * 3.0
+    tree.forward_batch(X, 1.1, a, 1.0, f2, pairs=True, keep=True)
+    rows3, G3, _, _ = _core._pm_weight_grad_kept(tree._tree, X, a2, coef)
+    rows4, G4, _, _ = _core.pm_weight_grad(X, W, a2, 1.1, coef, ip, ind, False, all_fired=True)
+    np.testing.assert_array_equal(rows3, rows4)
+    np.testing.assert_array_equal(G3, G4)
     for end in (lambda: tree.query_batch(X, 1.1),
                 lambda: tree.forward_batch(X, 1.1, a, 1.0, np.empty(n), pairs=True),
                 lambda: tree.update(np.array([3]), W[[3]] + 0.01)):

@@ -160,4 +160,23 @@ SA_UNUSED static void sa_pm_compact(double* G, ptrdiff_t gs, ptrdiff_t d, uint8_
     }
 }
 
+/* sa_pm_compact for a gradient in tree order: G and mark indexed by position, gathered by
+   original row r = 0 .. m - 1 from position pos[r] (rows increasing). */
+SA_UNUSED static void sa_pm_compact_pos(double* G, ptrdiff_t gs, ptrdiff_t d, uint8_t* mark,
+                                        int64_t m, const int64_t* pos, int64_t* rows,
+                                        double* Gout)
+{
+    int64_t r, j = 0;
+    ptrdiff_t k;
+    for (r = 0; r < m; ++r) {
+        const int64_t p = pos[r];
+        if (!mark[p]) continue;
+        mark[p] = 0;
+        rows[j] = r;
+        for (k = 0; k < d; ++k) Gout[j * d + k] = G[p * gs + k];
+        for (k = 0; k < gs; ++k) G[p * gs + k] = 0.0;
+        ++j;
+    }
+}
+
 #endif /* SPARSEADV_SA_POINTMAJOR_H */
