@@ -33,6 +33,27 @@ def test_oracle_iterations_equal_the_dense_engine(norm):
         oracle.step()
 
 
+def test_oracle_evaluates_the_union_once_and_then_only_the_flips():
+    # the floor's work: pass 0 every pair of the union U of the iteration's fired pairs, a
+    # later pass exactly the pairs whose fired state changes, plus one <H_i, x_i> per point
+    # and pass; U holds every fired pair the dense engine finds at each pass
+    net, X, y, attack, lr = start(m=1024, n=40, d=4)
+    ref = AdversarialTrainer(net.copy(), attack, lr=lr, engine="dense")
+    oracle = OracleIteration(net, X, y, attack, lr)
+    for _ in range(2):
+        want = ref.step(X, y)
+        oracle.prepare()
+        (ptr, idx), due, rows = oracle._plan
+        flips = sum(int(np.count_nonzero(dl == 0)) for dl in due[1:])
+        assert all(np.all((dl == 0) | np.isinf(dl)) for dl in due[1:])
+        assert 0 < flips < len(idx)
+        got = oracle.step()
+        assert got["inner_products"] == len(idx) + flips + (attack.steps + 1) * len(X)
+        assert got["fired_pairs"] == want["fired_pairs"] <= len(idx)
+        assert np.all(np.diff(ptr)[rows] > 0)
+        np.testing.assert_allclose(net.W, ref.net.W, rtol=0, atol=1e-12)
+
+
 def test_oracle_leaves_the_weights_alone_while_preparing():
     net, X, y, attack, lr = start()
     W0 = net.W.copy()
