@@ -437,16 +437,22 @@ def _fwd(tree, X, a, anchor):
     return f
 
 
-def test_anchor_with_the_pilot_split():
-    """fallback="auto" runs a pilot of the first rows, then the rest: the anchor's rows
-    follow (the later passes visit fewer nodes than plain walks: no row was checked against
-    another row's clean point), and the answers are exact."""
-    rng = np.random.default_rng(9)
-    m, n, d = 20000, 200, 3
+def _pilot_problem(seed, m=20000, n=200, d=3):
+    """Gaussian rows, signs and unit points, large enough for the pilot to run."""
+    rng = np.random.default_rng(seed)
     W = rng.standard_normal((m, d))
     a = rng.choice([-1.0, 1.0], m)
     X0 = rng.standard_normal((n, d))
     X0 /= np.linalg.norm(X0, axis=1, keepdims=True)
+    return rng, W, a, X0
+
+
+def test_anchor_with_the_pilot_split():
+    """fallback="auto" runs a pilot of the first rows, then the rest: the anchor's rows
+    follow (the later passes visit fewer nodes than plain walks: no row was checked against
+    another row's clean point), and the answers are exact."""
+    rng, W, a, X0 = _pilot_problem(9)
+    (m, d), n = W.shape, len(X0)
     tree = PartitionTree(W, leaf_size=32)              # auto: the tree path here
     anchor = tree.anchor(X0, 0.1)
     for r in (0.0, 0.05, 0.099):
@@ -514,12 +520,8 @@ def test_kept_pairs_with_an_anchor_and_the_pilot():
     """fallback="auto": the pilot's pass decides the path for the anchor's later passes, so
     a later pass with pairs is kept whole (one call); without an anchor the pilot splits
     the batch and the pairs come back as a CSR."""
-    rng = np.random.default_rng(22)
-    m, n, d = 20000, 200, 3
-    W = rng.standard_normal((m, d))
-    a = rng.choice([-1.0, 1.0], m)
-    X0 = rng.standard_normal((n, d))
-    X0 /= np.linalg.norm(X0, axis=1, keepdims=True)
+    rng, W, a, X0 = _pilot_problem(22)
+    (m, d), n = W.shape, len(X0)
     coef = rng.standard_normal(n)
     tree = PartitionTree(W, leaf_size=32)
     anchor = tree.anchor(X0, 0.1)
