@@ -38,8 +38,7 @@ class _Passes:
         self.state = buf.state[:len(U[1])]
         self.H, self.F0 = np.zeros((n, net.d)), np.zeros(n)
         self.count = np.zeros(n, dtype=np.int64)
-        m = net.m
-        self._dual, self._slack = np.ones(m), np.zeros(m)
+        self._dual, self._slack = buf.dual[:net.m], buf.slack[:net.m]
 
     def forward(self, Xt):
         """f at Xt (pass self.k), the sums H, F0 and states updated; returns f."""
@@ -68,10 +67,11 @@ class _Passes:
 class _Buffers:
     """Work memory kept from iteration to iteration, as the engines keep theirs (no page
     faults of fresh memory inside the timed step): the kernel's records, the pair states,
-    the gradient rows."""
+    the gradient rows, and the per-neuron inputs of the deadlines (whatever deadlines the
+    kernel writes are replaced by the plan's before the next pass)."""
 
     def __init__(self):
-        self.records = self.state = self.G = None
+        self.records = self.state = self.G = self.dual = self.slack = None
 
     def fit(self, pairs, m, d):
         """Room for ``pairs`` pairs and m gradient rows, every page touched now."""
@@ -83,6 +83,9 @@ class _Buffers:
         if self.G is None or self.G.shape[0] < m * d:
             self.G = np.zeros(m * d)
             self.G.fill(0.0)
+        if self.dual is None or len(self.dual) < m:
+            self.dual, self.slack = np.ones(m), np.zeros(m)
+            self.slack.fill(0.0)
 
 
 def _iteration(net, X, y, attack, lr, U, due, buf, rows=None, states=None):
