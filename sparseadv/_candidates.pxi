@@ -21,6 +21,70 @@ cdef extern from "sa_certified.h":
                         cnp.int32_t* out) noexcept nogil
 
 
+# Per-thread lists of kept point ids, shared by the float64 and float32 anchoring: each
+# thread appends a block's lists to its own growing buffer and notes (thread, offset) per
+# block in ``blk``; ``_join_lists`` then copies the blocks into place in row order.
+cdef struct _ThreadLists:
+    cnp.int32_t** buf
+    Py_ssize_t* len
+    Py_ssize_t* cap
+    Py_ssize_t T
+
+
+cdef int _lists_open(_ThreadLists* L, Py_ssize_t T) noexcept:
+    L.T = T
+    L.buf = <cnp.int32_t**>calloc(T, sizeof(cnp.int32_t*))
+    L.len = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
+    L.cap = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
+    return L.buf != NULL and L.len != NULL and L.cap != NULL
+
+
+cdef void _lists_close(_ThreadLists* L) noexcept:
+    cdef Py_ssize_t j
+    if L.buf != NULL:
+        for j in range(L.T):
+            free(L.buf[j])
+    free(L.buf); free(L.len); free(L.cap)
+    L.buf = NULL; L.len = NULL; L.cap = NULL
+
+
+cdef int _lists_reserve(_ThreadLists* L, Py_ssize_t tid, Py_ssize_t need) noexcept nogil:
+    """Room for ``need`` ids in thread tid's buffer (doubling); 0 when out of memory."""
+    cdef Py_ssize_t cap
+    cdef cnp.int32_t* grown
+    if need <= L.cap[tid]:
+        return 1
+    cap = 2 * L.cap[tid] if L.cap[tid] > 0 else 4096
+    while cap < need:
+        cap = 2 * cap
+    grown = <cnp.int32_t*>realloc(L.buf[tid], cap * sizeof(cnp.int32_t))
+    if grown == NULL:
+        return 0
+    L.buf[tid] = grown
+    L.cap[tid] = cap
+    return 1
+
+
+cdef tuple _join_lists(_ThreadLists* L, cnp.int64_t[::1] cnt, cnp.int64_t[:, ::1] blk,
+                       Py_ssize_t nr, Py_ssize_t RB):
+    """(ptr, idx): the blocks' lists (cnt[k] ids for row k) copied into place in row order."""
+    cdef Py_ssize_t nblk = blk.shape[0], j, k0, k1
+    ptr = np.zeros(nr + 1, dtype=np.int64)
+    np.cumsum(cnt, out=ptr[1:])
+    cdef cnp.int64_t[::1] pv = ptr
+    idx = np.empty(pv[nr], dtype=np.int32)
+    cdef cnp.int32_t[::1] iv = idx
+    if pv[nr] > 0:
+        with nogil:
+            for j in prange(nblk, schedule='static'):
+                k0 = j * RB
+                k1 = k0 + RB if k0 + RB < nr else nr
+                if pv[k1] > pv[k0]:
+                    memcpy(&iv[pv[k0]], L.buf[blk[j, 0]] + blk[j, 1],
+                           (pv[k1] - pv[k0]) * sizeof(cnp.int32_t))
+    return ptr, idx
+
+
 def _out_int32(out, Py_ssize_t size, Py_ssize_t need, str what):
     """The head of length ``size`` of a caller's int32 output buffer (which must hold at least
     ``need`` entries), or a new array when ``out`` is None; a callable ``out`` is called with
@@ -60,8 +124,7 @@ def anchor_candidates(const double[:, ::1] X not None, const double[:, ::1] Wa n
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0]
     # RB: rows per block (one dgemm score block S of RB x n per thread); PT: points per dgemm
     # tile (RB * PT * d <= 2^18 multiply-adds); tbuf/tlen/tcap: per-thread kept-id buffers
-    cdef Py_ssize_t RB, PT, nblk, T, j, k, k0, k1, kb, i0, ib, tid, need, cap
-    cdef cnp.int64_t tot
+    cdef Py_ssize_t RB, PT, nblk, T, j, k, k0, k1, kb, i0, ib, tid, need
     cdef Py_ssize_t blk_rows = _int_arg("anchor_candidates", "block", block, 0, 2 ** 20)
     cdef Py_ssize_t kb_max
     if d < 1:
@@ -73,9 +136,8 @@ def anchor_candidates(const double[:, ::1] X not None, const double[:, ::1] Wa n
         raise InputError("anchor_candidates: n must be < 2**31")
     if not _rows_in_range(rows, Wa.shape[0]):
         raise InputError("anchor_candidates: row out of range")
-    ptr = np.zeros(nr + 1, dtype=np.int64)
     if nr == 0 or n == 0:
-        return ptr, np.zeros(0, dtype=np.int32), 0, 0
+        return np.zeros(nr + 1, dtype=np.int64), np.zeros(0, dtype=np.int32), 0, 0
     if single and d <= SA_SCREEN_MAXD and float(np.max(xnorm)) < 1.152921504606846976e18:
         out = _anchor_candidates32(X, Wa, rows, thr, budget, xnorm, band_h, blk_rows)
         if out is not None:             # None: a row's norm is not below 2^60
@@ -94,17 +156,14 @@ def anchor_candidates(const double[:, ::1] X not None, const double[:, ::1] Wa n
     blk_arr = np.zeros((nblk, 2), dtype=np.int64)        # (thread, offset in its buffer)
     cdef cnp.int64_t[::1] cnt = cnt_arr, band = band_arr
     cdef cnp.int64_t[:, ::1] blk = blk_arr
-    cdef cnp.int32_t** tbuf = <cnp.int32_t**>calloc(T, sizeof(cnp.int32_t*))
-    cdef Py_ssize_t* tlen = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
-    cdef Py_ssize_t* tcap = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
+    cdef _ThreadLists L
     cdef int failed = 0
     cdef int* failed_p = &failed
     cdef double* S
     cdef double* Wb
     cdef cnp.int64_t* offs
-    cdef cnp.int32_t* grown
-    if tbuf == NULL or tlen == NULL or tcap == NULL:
-        free(tbuf); free(tlen); free(tcap)
+    if not _lists_open(&L, T):
+        _lists_close(&L)
         raise MemoryError()
     with nogil, parallel(num_threads=T):
         S = <double*>malloc(kb_max * n * sizeof(double))
@@ -129,49 +188,27 @@ def anchor_candidates(const double[:, ::1] X not None, const double[:, ::1] Wa n
                 i0 = i0 + PT
             sa_anchor_rows(S, n, &thr[k0], &budget[k0], &xnorm[0], band_h, 0, kb, 0,
                            &cnt[k0], &band[k0], NULL, NULL)
-            offs[0] = tlen[tid]
+            offs[0] = L.len[tid]
             for k in range(kb):
                 offs[k + 1] = offs[k] + cnt[k0 + k]
             need = offs[kb]
-            if need > tcap[tid]:
-                cap = 2 * tcap[tid] if tcap[tid] > 0 else 4096
-                while cap < need:
-                    cap = 2 * cap
-                grown = <cnp.int32_t*>realloc(tbuf[tid], cap * sizeof(cnp.int32_t))
-                if grown == NULL:
-                    failed_p[0] = 1
-                    continue
-                tbuf[tid] = grown
-                tcap[tid] = cap
+            if not _lists_reserve(&L, tid, need):
+                failed_p[0] = 1
+                continue
             sa_anchor_rows(S, n, &thr[k0], &budget[k0], &xnorm[0], band_h, 0, kb, 1,
-                           &cnt[k0], &band[k0], offs, tbuf[tid])
+                           &cnt[k0], &band[k0], offs, L.buf[tid])
             blk[j, 0] = tid
-            blk[j, 1] = tlen[tid]
-            tlen[tid] = need
+            blk[j, 1] = L.len[tid]
+            L.len[tid] = need
         free(S)
         free(Wb)
         free(offs)
-    if failed:
-        for j in range(T):
-            free(tbuf[j])
-        free(tbuf); free(tlen); free(tcap)
-        raise MemoryError()
-    np.cumsum(cnt_arr, out=ptr[1:])
-    cdef cnp.int64_t[::1] pv = ptr
-    tot = pv[nr]
-    idx = np.empty(tot, dtype=np.int32)
-    cdef cnp.int32_t[::1] iv = idx
-    if tot > 0:
-        with nogil:
-            for j in prange(nblk, schedule='static'):
-                k0 = j * RB
-                k1 = k0 + RB if k0 + RB < nr else nr
-                if pv[k1] > pv[k0]:
-                    memcpy(&iv[pv[k0]], tbuf[blk[j, 0]] + blk[j, 1],
-                           (pv[k1] - pv[k0]) * sizeof(cnp.int32_t))
-    for j in range(T):
-        free(tbuf[j])
-    free(tbuf); free(tlen); free(tcap)
+    try:
+        if failed:
+            raise MemoryError()
+        ptr, idx = _join_lists(&L, cnt, blk, nr, RB)
+    finally:
+        _lists_close(&L)
     return ptr, idx, int(band_arr.sum()), int(nr) * int(n)
 
 
@@ -494,8 +531,7 @@ def _anchor_candidates32(const double[:, ::1] X, const double[:, ::1] Wa,
     2^-50) (the float32 screen's bound, sa_simd.h), folded into the test as
     budget[k] + e_k and thr[k] - e_k 2^-50. None when a row's norm is not below 2^60."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nr = rows.shape[0]
-    cdef Py_ssize_t RB, PT, nblk, T, j, k, k0, k1, kb, i0, ib, tid, need, cap, i, q
-    cdef cnp.int64_t tot
+    cdef Py_ssize_t RB, PT, nblk, T, j, k, k0, k1, kb, i0, ib, tid, i, q
     cdef double e, cE = sa_screen_c(d), tiny = 8.8817841970012523e-16
     RB = blk_rows if blk_rows > 0 else 64
     PT = (1 << 18) // (RB * d) if RB * d < (1 << 18) else 1
@@ -516,18 +552,15 @@ def _anchor_candidates32(const double[:, ::1] X, const double[:, ::1] Wa,
     blk_arr = np.zeros((nblk, 2), dtype=np.int64)
     cdef cnp.int64_t[::1] cnt = cnt_arr, band = band_arr
     cdef cnp.int64_t[:, ::1] blk = blk_arr
-    cdef cnp.int32_t** tbuf = <cnp.int32_t**>calloc(T, sizeof(cnp.int32_t*))
-    cdef Py_ssize_t* tlen = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
-    cdef Py_ssize_t* tcap = <Py_ssize_t*>calloc(T, sizeof(Py_ssize_t))
+    cdef _ThreadLists L
     cdef int failed = 0, too_big = 0
     cdef int* failed_p = &failed
     cdef int* big_p = &too_big
     cdef float* S
     cdef float* Wb
     cdef double* adj
-    cdef cnp.int32_t* grown
-    if tbuf == NULL or tlen == NULL or tcap == NULL:
-        free(tbuf); free(tlen); free(tcap)
+    if not _lists_open(&L, T):
+        _lists_close(&L)
         raise MemoryError()
     with nogil, parallel(num_threads=T):
         S = <float*>malloc(kb_max * n * sizeof(float))
@@ -557,48 +590,25 @@ def _anchor_candidates32(const double[:, ::1] X, const double[:, ::1] Wa,
                 sgemm_rm(b'N', b'T', <int>kb, <int>ib, <int>d, 1.0, Wb, <int>d,
                          &x32[i0, 0], <int>d, 0.0, S + i0, <int>n)
                 i0 = i0 + PT
-            need = tlen[tid] + kb * n               # room for every point of every row
-            if need > tcap[tid]:
-                cap = 2 * tcap[tid] if tcap[tid] > 0 else 4096
-                while cap < need:
-                    cap = 2 * cap
-                grown = <cnp.int32_t*>realloc(tbuf[tid], cap * sizeof(cnp.int32_t))
-                if grown == NULL:
-                    failed_p[0] = 1
-                    continue
-                tbuf[tid] = grown
-                tcap[tid] = cap
+            # room for every point of every row (the lists are written in one pass)
+            if not _lists_reserve(&L, tid, L.len[tid] + kb * n):
+                failed_p[0] = 1
+                continue
             sa_anchor_rows32(S, n, adj + kb_max, adj, &xnorm[0], band_h, 0, kb, &cnt[k0],
-                             &band[k0], tbuf[tid] + tlen[tid])
+                             &band[k0], L.buf[tid] + L.len[tid])
             blk[j, 0] = tid
-            blk[j, 1] = tlen[tid]
+            blk[j, 1] = L.len[tid]
             for k in range(kb):
-                tlen[tid] = tlen[tid] + cnt[k0 + k]
+                L.len[tid] = L.len[tid] + cnt[k0 + k]
         free(S)
         free(Wb)
         free(adj)
-    if failed or too_big:
-        for j in range(T):
-            free(tbuf[j])
-        free(tbuf); free(tlen); free(tcap)
+    try:
         if failed:
             raise MemoryError()
-        return None
-    ptr = np.zeros(nr + 1, dtype=np.int64)
-    np.cumsum(cnt_arr, out=ptr[1:])
-    cdef cnp.int64_t[::1] pv = ptr
-    tot = pv[nr]
-    idx = np.empty(tot, dtype=np.int32)
-    cdef cnp.int32_t[::1] iv = idx
-    if tot > 0:
-        with nogil:
-            for j in prange(nblk, schedule='static'):
-                k0 = j * RB
-                k1 = k0 + RB if k0 + RB < nr else nr
-                if pv[k1] > pv[k0]:
-                    memcpy(&iv[pv[k0]], tbuf[blk[j, 0]] + blk[j, 1],
-                           (pv[k1] - pv[k0]) * sizeof(cnp.int32_t))
-    for j in range(T):
-        free(tbuf[j])
-    free(tbuf); free(tlen); free(tcap)
+        if too_big:
+            return None
+        ptr, idx = _join_lists(&L, cnt, blk, nr, RB)
+    finally:
+        _lists_close(&L)
     return ptr, idx, int(band_arr.sum()), int(nr) * int(n)
