@@ -176,6 +176,12 @@ class Engine:
             self._bufs[key] = buf
         return buf[:size]
 
+    def _arena(self, count, dtype):
+        """The head of the engine's byte arena as ``count`` entries of ``dtype``: one buffer
+        for the arrays of an iteration that are never live at the same time (``_work``)."""
+        dtype = np.dtype(dtype)
+        return self._work("arena", count * dtype.itemsize, np.uint8).view(dtype)
+
     def _add(self, key, value):
         self.counters[key] += int(value)
 

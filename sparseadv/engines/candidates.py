@@ -180,7 +180,7 @@ class AnchoredCandidates:
         between iterations, when the sets settle), then copied back into the list buffer,
         which is kept and grows by a few percent when it must: no second list held at the peak,
         and no fresh memory (page faults) per splice."""
-        arena = lambda need: self._work("arena", 4 * need, np.uint8)[:4 * need].view(np.int32)
+        arena = lambda need: self._work("arena", 4 * need, np.uint8).view(np.int32)
         new_ptr, new_idx = _core.csr_replace_rows(self.ptr, self.idx, rows, ptr, idx,
                                                   out_idx=arena)
         buf = self._idx_buf

@@ -413,8 +413,7 @@ class CertifiedEngine(Engine):
             self._add("candidate_pairs", len(pairs.idx))
         # the gradient in the arena (the passes' deadlines and records are done with)
         self._release_arena()
-        G = self._work("arena", 8 * len(pairs.rows) * net.d, np.uint8)
-        G = G[:8 * len(pairs.rows) * net.d].view(np.float64).reshape(len(pairs.rows), net.d)
+        G = self._arena(len(pairs.rows) * net.d, np.float64).reshape(len(pairs.rows), net.d)
         ev, _ = _core.nm_weight_grad(Xt, net.W, net.a, net.b, coef, pairs.ptr, pairs.idx,
                                      pairs.rows, G, mask, False)
         self._add("inner_products", ev)
