@@ -50,8 +50,6 @@ _STAT_KEYS = ("queries", "nodes_visited", "inner_products", "reported_without_ev
 # limit (the bounds use norms that do not underflow and an absolute underflow slack).
 _PRODUCT_MAX = 1e300
 
-_MIXED = object()       # _policy: pairs kept by the tree for a part of the rows only
-
 
 # ----------------------------------------------------------------------------- validation
 # Arrays and scalars are checked by the package-wide validators (same messages everywhere);
@@ -446,9 +444,6 @@ class PartitionTree(_HSRBase):
         res = self._policy(n, out if pairs else None, tree_part, brute_part, decided)
         if anchor is not None and decided is None:
             anchor.path = self._last_path
-        if res is _MIXED:       # kept in part only (the pilot kept, the rest on the GEMM path)
-            return self.forward_batch(X, b, a, scale, f_out, H_out, fired_out, pairs, out,
-                                      anchor, keep=False)
         return res
 
     def anchor(self, X0, rho, reuse=None):
@@ -499,8 +494,6 @@ class PartitionTree(_HSRBase):
         if ip1 is None:
             return None, None
         indptr = np.concatenate([ip1, ip2[1:] + ip1[-1]])
-        if ind1 is None or ind2 is None:        # forward_batch(keep=True)
-            return (indptr, None) if ind1 is None and ind2 is None else _MIXED
         total = len(ind1) + len(ind2)
         if out is not None and len(out) >= total:
             out[:len(ind1)] = ind1                    # the pilot's answer is a fresh array
