@@ -20,8 +20,8 @@
 # thread and walks the neurons in chunks (a chunk of W, ~512 KB, is read from memory once and
 # shared by the threads through the L3 cache); within its block a thread finds each neuron's
 # sub-list by binary search. nm_pass decides in parallel over chunks of neurons and then sums
-# in parallel over blocks of points, from records merged in neuron order. Either way every
-# point accumulates its contributions in increasing neuron order, whatever the thread count:
+# in parallel over blocks of points, reading the threads' records in thread (= neuron) order.
+# Either way every point accumulates its contributions in increasing neuron order, whatever the thread count:
 # results are bitwise independent of the number of threads (and of the blocking). The
 # weight-gradient kernel is parallel over neurons (no collisions); each neuron sums its points
 # in increasing order. No atomics.

@@ -1,7 +1,7 @@
 /* sa_certified.h: the neuron-major kernels of the certified engine (docs/design.md §3):
    the float64 forward over candidate pairs (the oracle's), the weight gradient, the
    anchoring test (float64 and float32 scores), and the engine's pass (sa_nm_pass: the
-   float32 screen, pair states and deadlines, records merged into the sums).
+   float32 screen, pair states and deadlines, records handed to the sums).
    Declared to Cython in sparseadv/_certified.pxi and sparseadv/_candidates.pxi. */
 #ifndef SPARSEADV_SA_CERTIFIED_H
 #define SPARSEADV_SA_CERTIFIED_H
@@ -225,7 +225,7 @@ SA_KERNEL(sa_anchor_rows,
    list decided by one thread): the pairs' states and deadlines below, and a record (neuron
    r, point i, on) of every change the sums need, appended to the thread's buffer for the
    block of points that i lies in. Sums (sa_pass_sums, parallel over blocks of points): the
-   records of a block, from every thread's buffer merged in increasing neuron order, applied
+   records of a block, read from the threads' buffers in thread order (= neuron order), applied
    to H, F0 and the counts. The arguments that do not change within a pass travel in
    sa_pass_args:
 
