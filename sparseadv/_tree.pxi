@@ -83,7 +83,7 @@ cdef class _BallTree:
     float64, finite, validated by sparseadv.hsr.PartitionTree."""
     cdef readonly object W_arr, data_arr, idx_arr, pos_arr, nstart_arr, nend_arr
     cdef readonly object centers_arr, radius_arr, radius0_arr, cnorm_arr, tile_arr, rec_arr
-    cdef object ct_arr, blk_arr, bcn_arr, cta_arr, umark_arr, at_arr, iota_arr
+    cdef object ct_arr, blk_arr, cta_arr, umark_arr, at_arr, iota_arr
     cdef cnp.uint8_t[::1] umark     # update's marks, one per position, zero between calls
     cdef double[:, ::1] W
     cdef double[:, ::1] data
@@ -96,7 +96,6 @@ cdef class _BallTree:
     cdef double ct_scale
     cdef bint ct_ok
     cdef double[::1] blk
-    cdef double[::1] bcn
     cdef cnp.int64_t[::1] idx
     cdef cnp.int64_t[::1] pos
     cdef cnp.int64_t[::1] nstart
@@ -280,8 +279,6 @@ cdef class _BallTree:
         self.ct_ok = False
         self.blk_arr = np.zeros((self.d + 2) * self.nbs, dtype=np.float64)
         self.blk = self.blk_arr
-        self.bcn_arr = np.zeros(self.nbs, dtype=np.float64)
-        self.bcn = self.bcn_arr
         self.pos_arr = np.empty(self.m, dtype=np.int64)
         self.pos = self.pos_arr
         self.cnorm_arr = np.empty(self.n_nodes, dtype=np.float64)
@@ -306,7 +303,7 @@ cdef class _BallTree:
                     self.rec[sa_tree_rec_at(i, k, d)] = self.centers[i, k]
                 self.rec[sa_tree_rec_at(i, d, d)] = self.radius[i]
                 self.rec[sa_tree_rec_at(i, d + 1, d)] = self.cnorm[i] + self.radius[i]
-            oom = _block_balls(&self.tile[0], self.m, d, self.nbs, &self.blk[0], &self.bcn[0])
+            oom = _block_balls(&self.tile[0], self.m, d, self.nbs, &self.blk[0])
         if oom != 0:
             raise MemoryError()
         self.ct_ok = False          # idx may have changed
@@ -344,7 +341,7 @@ cdef class _BallTree:
     def nbytes(self):
         return int(sum(a.nbytes for a in (self.W_arr, self.data_arr, self.tile_arr,
                                            self.rec_arr, self.ct_arr, self.blk_arr,
-                                           self.bcn_arr, self.cta_arr, self.umark_arr,
+                                           self.cta_arr, self.umark_arr,
                                            self.at_arr, self.iota_arr,
                                            self.idx_arr, self.pos_arr, self.nstart_arr, self.nend_arr,
                                            self.centers_arr, self.radius_arr,
@@ -358,7 +355,6 @@ cdef class _BallTree:
         t.nstart = &self.nstart[0]
         t.nend = &self.nend[0]
         t.blk = &self.blk[0]
-        t.bcn = &self.bcn[0]
         t.tile = &self.tile[0]
         t.m = self.m
         t.d = self.d

@@ -33,11 +33,10 @@ cdef extern from "sa_tree.h":
         const cnp.int64_t* nstart
         const cnp.int64_t* nend
         double* blk
-        double* bcn
         const double* tile
         Py_ssize_t m, d, n_nodes, nbs
     void sa_tree_block_ball(const double* tile, Py_ssize_t m, Py_ssize_t d, Py_ssize_t nbs,
-                            double* blk, double* bcn, Py_ssize_t j, double* c) noexcept nogil
+                            double* blk, Py_ssize_t j, double* c) noexcept nogil
     Py_ssize_t SA_TILE(Py_ssize_t p, Py_ssize_t k, Py_ssize_t d) noexcept nogil
     double sa_tree_update(const sa_tree_upd* t, const cnp.int64_t* P, Py_ssize_t u, double* V,
                           double* c) noexcept nogil
@@ -534,7 +533,7 @@ cdef void _order_blocks(const double* W, Py_ssize_t d, cnp.int64_t* idx, Py_ssiz
 
 
 cdef int _block_balls(const double* tile, Py_ssize_t m, Py_ssize_t d, Py_ssize_t nbs,
-                      double* blk, double* bcn) noexcept nogil:
+                      double* blk) noexcept nogil:
     """The ball of every block of 8 positions (``sa_tree_block_ball``; blocks past the last
     row stay zero). 0, or -1 when out of memory."""
     cdef Py_ssize_t j
@@ -542,7 +541,7 @@ cdef int _block_balls(const double* tile, Py_ssize_t m, Py_ssize_t d, Py_ssize_t
     if c == NULL:
         return -1
     for j in range((m + 7) // 8):
-        sa_tree_block_ball(tile, m, d, nbs, blk, bcn, j, c)
+        sa_tree_block_ball(tile, m, d, nbs, blk, j, c)
     free(c)
     return 0
 

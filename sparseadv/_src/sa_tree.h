@@ -265,7 +265,6 @@ typedef struct {
     const int64_t* nstart;
     const int64_t* nend;
     double* blk;
-    double* bcn;
     const double* tile;
     ptrdiff_t m, d, n_nodes, nbs;
 } sa_tree_upd;
@@ -273,10 +272,10 @@ typedef struct {
 /* The ball of block j from its rows in tile: the centre sum_i w_i / count with the sum in the
    order ((w0 + w4) + (w1 + w5)) + ((w2 + w6) + (w3 + w7)) (missing rows of the last block
    count as +0.0), R = the largest distance of its rows as the node radii are computed, K =
-   fl(||c|| + R); bcn[j] = ||c||. The same bits in every build. */
+   fl(||c|| + R). The same bits in every build. */
 static inline void
 sa_tree_block_ball(const double* tile, ptrdiff_t m, ptrdiff_t d, ptrdiff_t nbs, double* blk,
-                   double* bcn, ptrdiff_t j, double* c)
+                   ptrdiff_t j, double* c)
 {
     const ptrdiff_t s = 8 * j, cntr = m - s < 8 ? m - s : 8;
     const double* tb = tile + s * d;        /* entry k of row i of the block: tb[8 k + i] */
@@ -311,8 +310,7 @@ sa_tree_block_ball(const double* tile, ptrdiff_t m, ptrdiff_t d, ptrdiff_t nbs, 
     }
     for (k = 0; k < d; ++k) blk[k * nbs + j] = c[k];
     blk[d * nbs + j] = best;
-    bcn[j] = sa_norm_safe(c, d);
-    blk[(d + 1) * nbs + j] = bcn[j] + best;
+    blk[(d + 1) * nbs + j] = sa_norm_safe(c, d) + best;
 }
 
 /* first index in P[lo, hi) with P[index] >= key */
@@ -412,7 +410,7 @@ sa_tree_update_body(const sa_tree_upd* t, ptrdiff_t d, const int64_t* P, ptrdiff
     for (j = 0, prev = -1; j < u; ++j) {
         const ptrdiff_t blkj = P[j] >> 3;
         if (blkj != prev)
-            sa_tree_block_ball(t->tile, t->m, d, t->nbs, t->blk, t->bcn, blkj, c);
+            sa_tree_block_ball(t->tile, t->m, d, t->nbs, t->blk, blkj, c);
         prev = blkj;
     }
     return grow;
