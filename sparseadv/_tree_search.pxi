@@ -368,12 +368,10 @@ cdef void _build_nodes(const double* W, Py_ssize_t m, Py_ssize_t d, cnp.int64_t*
                        Py_ssize_t n_nodes, Py_ssize_t first_leaf, cnp.int64_t* nstart,
                        cnp.int64_t* nend, double* centers, double* radius,
                        double* key) noexcept nogil:
-    cdef Py_ssize_t node, s, e, n, p, k, far_a, far_b, mid
-    cdef double dist, best, v, un
+    cdef Py_ssize_t node, s, e, n, p, k, far_a, mid
+    cdef double dist, best, v
     cdef double* c
     cdef const double* w
-    cdef const double* wa
-    cdef const double* wb
     nstart[0] = 0
     nend[0] = m
     for node in range(n_nodes):
@@ -418,29 +416,38 @@ cdef void _build_nodes(const double* W, Py_ssize_t m, Py_ssize_t d, cnp.int64_t*
         nend[2 * node + 1] = mid
         nstart[2 * node + 2] = mid
         nend[2 * node + 2] = e
-        # farthest row from a
-        wa = W + idx[far_a] * d
-        best = -1.0
-        far_b = far_a
-        for p in range(s, e):
-            w = W + idx[p] * d
-            dist = 0.0
-            for k in range(d):
-                v = w[k] - wa[k]
-                dist = dist + v * v
-            if dist > best:
-                best = dist
-                far_b = p
-        if best <= 0.0:
-            continue        # all rows identical: any split will do
-        wb = W + idx[far_b] * d
-        for p in range(s, e):
-            w = W + idx[p] * d
-            v = 0.0
-            for k in range(d):
-                v = v + w[k] * (wb[k] - wa[k])
-            key[p] = v
-        _select(key + s, idx + s, n, mid - s)
+        _split_from(W, d, idx, s, e, far_a, mid, key)
+
+
+cdef void _split_from(const double* W, Py_ssize_t d, cnp.int64_t* idx, Py_ssize_t s,
+                      Py_ssize_t e, Py_ssize_t far_a, Py_ssize_t mid, double* key) noexcept nogil:
+    """Reorder idx[s:e) so that the rows before ``mid`` are those with the smallest
+    projections on u = w_b - w_a, w_a the row at position ``far_a`` and w_b the row farthest
+    from it (the split of ``_build_nodes`` and ``_split_rows``)."""
+    cdef Py_ssize_t p, k, far_b = far_a
+    cdef double dist, best = -1.0, v
+    cdef const double* w
+    cdef const double* wa = W + idx[far_a] * d
+    cdef const double* wb
+    for p in range(s, e):
+        w = W + idx[p] * d
+        dist = 0.0
+        for k in range(d):
+            v = w[k] - wa[k]
+            dist = dist + v * v
+        if dist > best:
+            best = dist
+            far_b = p
+    if not best > 0.0:
+        return              # all rows identical (or not comparable): any order will do
+    wb = W + idx[far_b] * d
+    for p in range(s, e):
+        w = W + idx[p] * d
+        v = 0.0
+        for k in range(d):
+            v = v + w[k] * (wb[k] - wa[k])
+        key[p] = v
+    _select(key + s, idx + s, e - s, mid - s)
 
 
 cdef void _split_rows(const double* W, Py_ssize_t d, cnp.int64_t* idx, Py_ssize_t s,
@@ -448,12 +455,10 @@ cdef void _split_rows(const double* W, Py_ssize_t d, cnp.int64_t* idx, Py_ssize_
     """Reorder idx[s:e) so that the rows before ``mid`` are those with the smallest
     projections on u = w_b - w_a (w_a the row farthest from the mean, w_b the row farthest
     from w_a: the split of ``_build_nodes``)."""
-    cdef Py_ssize_t p, k, far_a = s, far_b = s, n = e - s
+    cdef Py_ssize_t p, k, far_a = s, n = e - s
     cdef double dist, best, v
     cdef double c[64]
     cdef const double* w
-    cdef const double* wa
-    cdef const double* wb
     if d > 64:
         far_a = s           # wide rows: no mean, the first row serves as the anchor
     else:
@@ -475,27 +480,7 @@ cdef void _split_rows(const double* W, Py_ssize_t d, cnp.int64_t* idx, Py_ssize_
             if dist > best:
                 best = dist
                 far_a = p
-    wa = W + idx[far_a] * d
-    best = -1.0
-    for p in range(s, e):
-        w = W + idx[p] * d
-        dist = 0.0
-        for k in range(d):
-            v = w[k] - wa[k]
-            dist = dist + v * v
-        if dist > best:
-            best = dist
-            far_b = p
-    if not best > 0.0:
-        return              # all rows identical (or not comparable): any order will do
-    wb = W + idx[far_b] * d
-    for p in range(s, e):
-        w = W + idx[p] * d
-        v = 0.0
-        for k in range(d):
-            v = v + w[k] * (wb[k] - wa[k])
-        key[p] = v
-    _select(key + s, idx + s, n, mid - s)
+    _split_from(W, d, idx, s, e, far_a, mid, key)
 
 
 cdef void _order_blocks(const double* W, Py_ssize_t d, cnp.int64_t* idx, Py_ssize_t s,
