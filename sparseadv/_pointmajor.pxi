@@ -120,8 +120,8 @@ def pm_weight_grad(const double[:, ::1] X not None, const double[:, ::1] W not N
     validation of the pairs: only for pairs known valid, e.g. a tree query's answer).
     ``all_fired``: every listed pair fires (the fired pairs of ``forward_batch`` at the same
     points), so none is re-evaluated: the pairs are scattered straight into the rows'
-    gradients (``sa_pm_wgrad_all``; at d = 3 rows of stride 4, ``sa_pm_wgrad_all4``: the same
-    bits) and the rows listed are gathered in increasing order. With ``all_fired``,
+    gradients (``sa_pm_wgrad_seg``; at d = 3 rows of stride 4, ``sa_pm_wgrad_seg4_d``: the
+    same bits) and the rows listed are gathered in increasing order. With ``all_fired``,
     ``scratch`` may hold the full-size buffers, kept by the caller between calls: a tuple
     (G (m, gs) float64 with gs = 4 at d = 3 and d otherwise, mark (m,) uint8), all zero,
     and left zero (no m x d allocation per call); ``out`` a float64 array with room for the

@@ -135,13 +135,23 @@ SA_UNUSED static int64_t sa_pm_count_marks(const uint8_t* mark, int64_t m)
     return cnt;
 }
 
+/* Row p of G (stride gs >= d) copied into gout (d entries), and G's row and mark[p] left
+   zero again. */
+static inline void sa_pm_take(double* G, ptrdiff_t gs, ptrdiff_t d, uint8_t* mark, int64_t p,
+                              double* gout)
+{
+    ptrdiff_t k;
+    mark[p] = 0;
+    for (k = 0; k < d; ++k) gout[k] = G[p * gs + k];
+    for (k = 0; k < gs; ++k) G[p * gs + k] = 0.0;
+}
+
 /* Gather the marked rows of G (stride gs >= d) into rows[] (increasing) and Gout (nr x d),
    and leave G and mark zero there again (the caller keeps them for the next call). */
 SA_UNUSED static void sa_pm_compact(double* G, ptrdiff_t gs, ptrdiff_t d, uint8_t* mark,
                                     int64_t m, int64_t* rows, double* Gout)
 {
     int64_t r = 0, j = 0;
-    ptrdiff_t k;
     while (r < m) {
         uint64_t w = 1;
         if (r + 8 <= m) memcpy(&w, mark + r, 8);
@@ -150,11 +160,8 @@ SA_UNUSED static void sa_pm_compact(double* G, ptrdiff_t gs, ptrdiff_t d, uint8_
             const int64_t e = r + 8 <= m ? r + 8 : m;
             for (; r < e; ++r) {
                 if (!mark[r]) continue;
-                mark[r] = 0;
-                rows[j] = r;
-                for (k = 0; k < d; ++k) Gout[j * d + k] = G[r * gs + k];
-                for (k = 0; k < gs; ++k) G[r * gs + k] = 0.0;
-                ++j;
+                sa_pm_take(G, gs, d, mark, r, Gout + j * d);
+                rows[j++] = r;
             }
         }
     }
@@ -167,15 +174,10 @@ SA_UNUSED static void sa_pm_compact_pos(double* G, ptrdiff_t gs, ptrdiff_t d, ui
                                         double* Gout)
 {
     int64_t r, j = 0;
-    ptrdiff_t k;
     for (r = 0; r < m; ++r) {
-        const int64_t p = pos[r];
-        if (!mark[p]) continue;
-        mark[p] = 0;
-        rows[j] = r;
-        for (k = 0; k < d; ++k) Gout[j * d + k] = G[p * gs + k];
-        for (k = 0; k < gs; ++k) G[p * gs + k] = 0.0;
-        ++j;
+        if (!mark[pos[r]]) continue;
+        sa_pm_take(G, gs, d, mark, pos[r], Gout + j * d);
+        rows[j++] = r;
     }
 }
 
