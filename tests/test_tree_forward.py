@@ -538,3 +538,108 @@ def test_kept_pairs_with_an_anchor_and_the_pilot():
     rows2, G2, _, _ = _core._pm_weight_grad_kept(tree._tree, X, a, coef)
     np.testing.assert_array_equal(rows2, rows)
     np.testing.assert_array_equal(G2, G)
+
+
+def _seq_dist(V, c):
+    """||v - c|| per row of V as the tree computes it: the sum of squares in order of the
+    coordinates, each product and sum rounded, then one sqrt."""
+    q = np.zeros(V.shape[0])
+    for k in range(V.shape[1]):
+        t = V[:, k] - c[k]
+        q = q + t * t
+    return np.sqrt(q)
+
+
+def _rec_at(node, f, d):
+    """Where field f of ``node`` lives in the tree's rec (sa_tree_rec_at)."""
+    if node == 0:
+        return f
+    return (d + 2) + ((node - 1) >> 1) * 2 * (d + 2) + 2 * f + ((node - 1) & 1)
+
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+def test_update_widens_each_node_radius_exactly(d):
+    """sa_tree_update (the nodes level by level, each with the new rows in its range):
+    against brute force, every node's radius is max(old radius, the largest distance of its
+    new rows) bit for bit (no widening missed, none extra), every row lies within the radius
+    of each node holding it, the pass's node records follow, loose_sum grows by the nodes'
+    size * widening, and the passes stay exact (the blocks' balls recomputed)."""
+    rng = np.random.default_rng(40 + d)
+    m = 3000
+    W = rng.standard_normal((m, d))
+    a = rng.choice([-1.0, 1.0], m)
+    X = rng.standard_normal((25, d))
+    tree = PartitionTree(W, leaf_size=8, fallback="tree", rebuild_factor=1e300,
+                         rebuild_fraction=1e300)
+    t = tree._tree
+    for size in (1, 7, 150, 600):
+        rows = rng.choice(m, size=size, replace=False)
+        vals = rng.standard_normal((size, d)) * rng.choice([0.5, 3.0])
+        R0, loose0 = t.radius_arr.copy(), t.loose_sum
+        tree.update(rows, vals)
+        W[rows] = vals
+        C, ns, ne, R = t.centers_arr, t.nstart_arr, t.nend_arr, t.radius_arr
+        P = t.pos_arr[rows]
+        want = R0.copy()
+        for node in range(t.n_nodes):
+            new = (P >= ns[node]) & (P < ne[node])
+            if new.any():
+                want[node] = max(R0[node], _seq_dist(vals[new], C[node]).max())
+            assert _seq_dist(W[t.idx_arr[ns[node]:ne[node]]], C[node]).max() <= R[node]
+            assert t.rec_arr[_rec_at(node, d, d)] == R[node]
+            assert t.rec_arr[_rec_at(node, d + 1, d)] == t.cnorm_arr[node] + R[node]
+        np.testing.assert_array_equal(R, want)
+        np.testing.assert_allclose(t.loose_sum - loose0, np.sum((ne - ns) * (want - R0)),
+                                   rtol=1e-12, atol=0)
+        check_fused(tree, W, a, 1.0, X, 0.8)
+    assert tree.n_rebuilds == 0
+
+
+def test_anchored_kept_and_updated_same_bits_on_every_simd_level_and_thread_count():
+    """The anchored walk's passes and the update's widening (sa_tree_update: AVX2 or
+    baseline distances) give the same bytes on every SIMD level the CPU has and any thread
+    count; at each level the kept pairs' gradient (stride 4 at d = 3) has the bits of the
+    re-evaluating nm_weight_grad over the CSR pairs (the gradient kernels contract into FMA
+    where the level has it, so its bits are compared within a level, not across)."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import hashlib, numpy as np\n"
+        "from sparseadv import _core\n"
+        "from sparseadv.hsr import PartitionTree\n"
+        "out = []\n"
+        "for d in (3, 5):\n"
+        "    r = np.random.default_rng(d); m, n = 3001, 57\n"
+        "    W = r.standard_normal((m, d)); a = r.standard_normal(m)\n"
+        "    X0 = r.standard_normal((n, d)); coef = r.standard_normal(n)\n"
+        "    t = PartitionTree(W, leaf_size=16, fallback='tree')\n"
+        "    anc = t.anchor(X0, 0.2)\n"
+        "    for step in range(3):\n"
+        "        U = r.standard_normal((n, d))\n"
+        "        X = X0 + 0.15 * U / np.linalg.norm(U, axis=1, keepdims=True)\n"
+        "        f, H, c = np.empty(n), np.empty((n, d)), np.empty(n, np.int64)\n"
+        "        ip, _ = t.forward_batch(X, 0.9, a, 0.7, f, H, c, pairs=True, anchor=anc,\n"
+        "                                keep=True)\n"
+        "        rows, G, _, _ = _core._pm_weight_grad_kept(t._tree, X, a, coef)\n"
+        "        ip2, ind2 = t.forward_batch(X, 0.9, a, 0.7, np.empty(n), pairs=True)\n"
+        "        rows2, G2, _, _ = _core.pm_weight_grad(X, W, a, 0.9, coef, ip2, ind2)\n"
+        "        assert np.array_equal(rows, rows2) and np.array_equal(G, G2)\n"
+        "        out += [f, H, c, ip, rows]\n"
+        "        up = r.choice(m, size=200, replace=False)\n"
+        "        W[up] = r.standard_normal((200, d)) * 2.0\n"
+        "        t.update(up, W[up])\n"
+        "        out += [t._tree.radius_arr, t._tree.rec_arr, np.array([t._tree.loose_sum])]\n"
+        "print(hashlib.sha256(b''.join(v.tobytes() for v in out)).hexdigest())\n")
+    levels = ["baseline", "avx2", "avx512"][:("baseline", "avx2+fma", "avx512").index(
+        _core.active_kernels_simd()) + 1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = {}
+    for level in levels:
+        for threads in ("1", "3"):
+            env = dict(os.environ, SPARSEADV_SIMD=level, OMP_NUM_THREADS=threads,
+                       PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            outs[level, threads] = subprocess.run(
+                [sys.executable, "-c", code], env=env, check=True, capture_output=True,
+                text=True, timeout=300).stdout
+    assert len(set(outs.values())) == 1, outs
