@@ -15,9 +15,13 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 static inline int sa_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
+static inline int sa_popcnt(unsigned x) { return __builtin_popcount(x); }
 #else
 static inline int sa_ctz64(unsigned long long x) {
     int k = 0; while (!(x & 1ULL)) { x >>= 1; ++k; } return k;
+}
+static inline int sa_popcnt(unsigned x) {
+    int k = 0; for (; x; x &= x - 1) ++k; return k;
 }
 #endif
 
@@ -503,7 +507,7 @@ sa_tree_scan_gen_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, ptr
             sl = SA_TREE_SLACK_REL * (bk[(d + 1) * nbs + jb] * xn + ab) + sabs;
             if (cx + rx <= b - sl) continue;
             lanes = sa_tree_lanes(p, s, e);
-            evals += __builtin_popcount(lanes);
+            evals += sa_popcnt(lanes);
             for (j = 0; j < 8; ++j) {
                 double zz = tile[p * d + j] * x[0];
                 for (k = 1; k < d; ++k) zz = zz + tile[p * d + 8 * k + j] * x[k];
@@ -595,14 +599,14 @@ static const int32_t sa_tree_pack4[16][8] = {
             _mm256_storeu_si256((__m256i*)(out + nf), _mm256_permutevar8x32_epi32( \
                 _mm256_maskload_epi64((const long long*)(idx + p_), _mm256_castpd_si256(m0)), \
                 _mm256_loadu_si256((const __m256i*)sa_tree_pack4[lo_]))); \
-            nf += __builtin_popcount(lo_); \
+            nf += sa_popcnt(lo_); \
             _mm256_storeu_si256((__m256i*)(out + nf), _mm256_permutevar8x32_epi32( \
                 _mm256_maskload_epi64((const long long*)(idx + p_ + 4), \
                                       _mm256_castpd_si256(m1)), \
                 _mm256_loadu_si256((const __m256i*)sa_tree_pack4[hi_]))); \
-            nf += __builtin_popcount(hi_); \
+            nf += sa_popcnt(hi_); \
         } else { \
-            nf += __builtin_popcount(bits); \
+            nf += sa_popcnt(bits); \
         } \
     } } while (0)
 
@@ -659,7 +663,7 @@ sa_tree_scan_avx2_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg, pt
                     const int64_t* g = lanes + 8 - (p < s ? s - p : 0);
                     const int64_t* l = lanes + 16 - (e - p < 8 ? e - p : 8);
                     for (k = 0; k < 8; ++k) lm[k] = g[k] & l[k];
-                    evals += __builtin_popcount(sa_tree_lanes(p, s, e));
+                    evals += sa_popcnt(sa_tree_lanes(p, s, e));
                     SA_TREE_GRP_AVX2(p, lm);
                 }
             }
@@ -732,7 +736,7 @@ sa_tree_scan_avx512_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg,
                 if (p < s || p + 8 > e) {
                     const unsigned lanes = sa_tree_lanes(p, s, e);
                     m &= (__mmask8)lanes;
-                    evals += __builtin_popcount(lanes);
+                    evals += sa_popcnt(lanes);
                 } else {
                     evals += 8;
                 }
@@ -745,7 +749,7 @@ sa_tree_scan_avx512_body(const sa_tree_pass* t, ptrdiff_t d, const int64_t* rg,
                 if (out)    /* a masked load: no lane past m is read */
                     _mm512_mask_compressstoreu_epi64(out + nf, m,
                                                      _mm512_maskz_loadu_epi64(m, t->idx + p));
-                nf += __builtin_popcount((unsigned)m);
+                nf += sa_popcnt((unsigned)m);
             }
         }
     }
