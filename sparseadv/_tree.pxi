@@ -116,11 +116,12 @@ cdef class _BallTree:
     cdef readonly cnp.int64_t version     # changes with every update and rebuild
     cdef _Anchor _anc                     # forward_batch's anchor during the call (or None)
     cdef Py_ssize_t _anc_row
-    # the pairs of the last forward_batch(keep=...) left in the thread buffers: per row of the
-    # kept batch (thread, offset, count); _kept_n rows, rows [0, _kept_next) written so far
+    # the pairs of the last forward_batch(keep=True) left in the thread buffers: per row of
+    # the kept batch (thread, offset, count); _kept_n rows (-1: none); _keep during the call
     cdef object _kseg_arr
     cdef cnp.int64_t[:, ::1] _kseg
-    cdef Py_ssize_t _kept_n, _kept_next, _keep_lo, _keep_n
+    cdef Py_ssize_t _kept_n
+    cdef bint _keep
     cdef cnp.int64_t _kept_ver
 
     def __dealloc__(self):
@@ -158,8 +159,7 @@ cdef class _BallTree:
 
     cdef bint _kept_ready(self, Py_ssize_t n):
         """The tree holds the kept pairs of a whole batch of n points, unchanged since."""
-        return (self._kept_n == n and self._kept_next == n and self._kept_ver == self.version
-                and not self._qbusy)
+        return self._kept_n == n and self._kept_ver == self.version and not self._qbusy
 
     cdef const double* _a_tree(self, const double* a, double* tmp) noexcept:
         """a in tree order: the tree's copy when a is the array it was made from, else
@@ -190,7 +190,6 @@ cdef class _BallTree:
         self.m = m
         self.d = d
         self._kept_n = -1
-        self._keep_n = -1
         self.ms = (m + 7) // 8 * 8
         self.nbs = self.ms // 8 + 8
         self.leaf_size = ls
@@ -424,7 +423,7 @@ cdef class _BallTree:
                       const double[::1] a not None, double scale, double[::1] f_out not None,
                       double[:, ::1] H_out=None, cnp.int64_t[::1] fired_out=None,
                       bint pairs=False, out=None, _Anchor anchor=None, Py_ssize_t anchor_row=0,
-                      keep=None):
+                      bint keep=False):
         """The query of every row x_i of X fused with the forward pass over its answer (the
         tree engine's pass, docs/design.md §3): f_out[i] = sum_r scale a_r (<w_r, x_i> - b),
         H_out[i] = sum_r scale a_r w_r (optional), fired_out[i] = the count (optional), over
@@ -435,10 +434,9 @@ cdef class _BallTree:
         (``out`` as in ``query_batch``). ``anchor`` (from ``anchor()``, of this tree): x_i
         is point anchor_row + i of its clean points; when x_i lies within its radius of that
         point, the walk is the anchored one, done once and kept (``_Anchor``), else a walk
-        at x_i. ``keep`` = (lo, n_batch), with ``pairs``: these rows are rows lo.. of a batch
-        of n_batch whose pairs stay in the tree's buffers for ``_pm_weight_grad_kept``
-        (indices is then None; a batch is kept when its calls come in order lo = 0, ...,
-        with no other query between them). Returns (indptr, indices, counters), indptr and
+        at x_i. ``keep``, with ``pairs``: the pairs of this batch (the whole batch, in this
+        one call) stay in the tree's buffers for ``_pm_weight_grad_kept`` (indices is then
+        None; kept until another query with pairs, a query or a change). Returns (indptr, indices, counters), indptr and
         indices None without ``pairs``; counters as in ``query_batch``, every row of a node
         wholly inside the half-space evaluated."""
         cdef Py_ssize_t n = X.shape[0]
@@ -462,18 +460,13 @@ cdef class _BallTree:
             return indptr, (np.zeros(0, dtype=np.int64) if pairs else None), (0, 0, 0)
         self._anc = anchor
         self._anc_row = anchor_row
-        self._keep_n = -1
-        if keep is not None and pairs:
-            self._keep_lo, self._keep_n = keep
-            if not (0 <= self._keep_lo and self._keep_lo + n <= self._keep_n):
-                raise InputError("_BallTree.forward_batch: keep must be (lo, n_batch) with "
-                                 "lo + n <= n_batch")
+        self._keep = keep and pairs
         try:
             return self._batch(X, b, False, out, 2 if pairs else 1, &a[0], scale, &f_out[0],
                                &H_out[0, 0] if H_out is not None else NULL, &fired_out[0])
         finally:
             self._anc = None
-            self._keep_n = -1
+            self._keep = False
 
     def anchor(self, const double[:, ::1] X0 not None, double rho, _Anchor reuse=None):
         """An anchor for the passes of one attack around the clean points X0 (n x d): every
@@ -508,15 +501,11 @@ cdef class _BallTree:
                 free(bufs); free(tmps)
                 raise MemoryError()
         else:
-            # a kept batch continues (the next rows, nothing changed, no query between) or
-            # starts; a pass without pairs (mode 1) writes nothing into the buffers and
-            # leaves them; any other call ends the kept pairs' validity
-            cont = mode == 1 or (
-                self._keep_n > 0 and self._keep_lo > 0 and self._kept_n == self._keep_n
-                and self._kept_next == self._keep_lo and self._kept_ver == self.version)
-            if not cont:
+            # a pass without pairs (mode 1) writes nothing into the buffers and leaves the
+            # kept pairs; any other call ends their validity
+            if mode != 1:
                 self._kept_n = -1
-            if self._reserve_threads(T, not cont) != 0:
+            if self._reserve_threads(T, mode != 1) != 0:
                 raise MemoryError()
             bufs, tmps = self._qbufs, self._qtmps
             self._qbusy = True
@@ -597,7 +586,7 @@ cdef class _BallTree:
             tp.tile = &self.tile[0]
             tp.ct = &ctv[0]
             # a kept pass writes positions (the gradient then works in tree order)
-            tp.idx = &self.iota[0] if (mode == 2 and self._keep_n > 0
+            tp.idx = &self.iota[0] if (mode == 2 and self._keep
                                        and bufs == self._qbufs) else &self.idx[0]
             tp.blk = &self.blk[0]
             tp.nbs = self.nbs
@@ -678,20 +667,17 @@ cdef class _BallTree:
             for i in range(n):
                 ip[i + 1] += ip[i]
         indices = None
-        if not oom and mode == 2 and self._keep_n > 0 and bufs == self._qbufs and (
-                self._keep_lo == 0 or self._kept_n == self._keep_n):
+        if not oom and mode == 2 and self._keep and bufs == self._qbufs:
             # kept: (thread, offset, count) per row, the pairs stay in the buffers
-            if self._keep_lo == 0:
-                if self._kseg_arr is None or self._kseg_arr.shape[0] < self._keep_n:
-                    self._kseg_arr = np.empty((self._keep_n, 3), dtype=np.int64)
-                self._kseg = self._kseg_arr
-                self._kept_n = self._keep_n
-                self._kept_ver = self.version
+            if self._kseg_arr is None or self._kseg_arr.shape[0] < n:
+                self._kseg_arr = np.empty((n, 3), dtype=np.int64)
+            self._kseg = self._kseg_arr
             for i in range(n):
-                self._kseg[self._keep_lo + i, 0] = stid[i]
-                self._kseg[self._keep_lo + i, 1] = soff[i]
-                self._kseg[self._keep_lo + i, 2] = ip[i + 1] - ip[i]
-            self._kept_next = self._keep_lo + n
+                self._kseg[i, 0] = stid[i]
+                self._kseg[i, 1] = soff[i]
+                self._kseg[i, 2] = ip[i + 1] - ip[i]
+            self._kept_n = n
+            self._kept_ver = self.version
             free(stacks); free(cnts); free(fail); free(bitmaps); free(rgs); free(scr)
             return indptr, None, (int(c0), int(c1), int(c2))
         if not oom and mode != 1:

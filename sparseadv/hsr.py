@@ -432,7 +432,7 @@ class PartitionTree(_HSRBase):
         def tree_part(lo, hi, buf):
             return self._tree.forward_batch(X[lo:hi], b, a, scale, f_out[lo:hi],
                                             _rows(H_out, lo, hi), fired_out[lo:hi], pairs, buf,
-                                            anchor, lo, (lo, n) if keep else None)
+                                            anchor, lo, keep)
 
         def brute_part(lo, hi):
             ip, ind = self._brute(X[lo:hi], b)
