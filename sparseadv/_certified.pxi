@@ -365,7 +365,12 @@ def nm_pass(const double[:, ::1] X not None, const double[:, ::1] W not None,
     cdef const cnp.int32_t[::1] blk = blk_a
     cnt4 = np.zeros((4, T), dtype=np.int64)
     cdef cnp.int64_t[:, ::1] cnt = cnt4
-    longest = int(np.diff(np.asarray(cptr)).max()) if m > 0 else 0
+    # the longest list sizes the per-thread scratch (a scan, not an m-sized temporary)
+    cdef cnp.int64_t longest = 0
+    with nogil:
+        for i in range(m):
+            if cptr[i + 1] - cptr[i] > longest:
+                longest = cptr[i + 1] - cptr[i]
     sel_a = np.empty((T, longest + 1), dtype=np.int32)
     cdef cnp.int32_t[:, ::1] sel = sel_a
     w32_a = np.empty((T, d + 16), dtype=np.float32)
