@@ -245,15 +245,32 @@ def test_weight_gradient_all_fired_same_bits_on_any_thread_count():
     assert len(outs) == 1, outs
 
 
+def _same_output_on_every_level(code):
+    """Run ``code`` in a fresh interpreter on every SIMD level this CPU has (SPARSEADV_SIMD)
+    with 1 and 3 threads; every run must print the same thing."""
+    import os
+    import subprocess
+    import sys
+    levels = ["baseline", "avx2", "avx512"][:("baseline", "avx2+fma", "avx512").index(
+        _core.active_kernels_simd()) + 1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = {}
+    for level in levels:
+        for threads in ("1", "3"):
+            env = dict(os.environ, SPARSEADV_SIMD=level, OMP_NUM_THREADS=threads,
+                       PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            outs[level, threads] = subprocess.run(
+                [sys.executable, "-c", code], env=env, check=True, capture_output=True,
+                text=True, timeout=300).stdout
+    assert len(set(outs.values())) == 1, outs
+
+
 def test_fused_pass_same_bits_on_every_simd_level_and_thread_count():
     """The pass sums in 8 lanes by tree position with the same operations in every build
     (baseline: lanes as arrays; AVX2: two ymm halves; AVX-512: one zmm and masked adds), one
     point per thread: the same bytes for every SIMD level the CPU has and any thread count,
     for the specialised widths (d = 2, 3, 4) and the generic ones (d = 1, 5, 9: the H lanes
     in the scratch)."""
-    import os
-    import subprocess
-    import sys
     code = (
         "import hashlib, numpy as np\n"
         "from sparseadv.hsr import PartitionTree\n"
@@ -268,19 +285,7 @@ def test_fused_pass_same_bits_on_every_simd_level_and_thread_count():
         "        ip, ind = t.forward_batch(X, 1.1, a, 0.7, f, H, c, pairs=True)\n"
         "        out.append(b''.join(v.tobytes() for v in (f, H, c, ip, ind)))\n"
         "print(hashlib.sha256(b''.join(out)).hexdigest())\n")
-    from sparseadv import _core
-    levels = ["baseline", "avx2", "avx512"][:("baseline", "avx2+fma", "avx512").index(
-        _core.active_kernels_simd()) + 1]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    outs = {}
-    for level in levels:
-        for threads in ("1", "3"):
-            env = dict(os.environ, SPARSEADV_SIMD=level, OMP_NUM_THREADS=threads,
-                       PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            outs[level, threads] = subprocess.run(
-                [sys.executable, "-c", code], env=env, check=True, capture_output=True,
-                text=True, timeout=300).stdout
-    assert len(set(outs.values())) == 1, outs
+    _same_output_on_every_level(code)
 
 
 def test_fused_pass_coefficients_follow_a_scale_and_rebuilds():
@@ -452,7 +457,7 @@ def test_anchor_with_the_pilot_split():
     follow (the later passes visit fewer nodes than plain walks: no row was checked against
     another row's clean point), and the answers are exact."""
     rng, W, a, X0 = _pilot_problem(9)
-    (m, d), n = W.shape, len(X0)
+    n = len(X0)
     tree = PartitionTree(W, leaf_size=32)              # auto: the tree path here
     anchor = tree.anchor(X0, 0.1)
     for r in (0.0, 0.05, 0.099):
@@ -521,7 +526,7 @@ def test_kept_pairs_with_an_anchor_and_the_pilot():
     a later pass with pairs is kept whole (one call); without an anchor the pilot splits
     the batch and the pairs come back as a CSR."""
     rng, W, a, X0 = _pilot_problem(22)
-    (m, d), n = W.shape, len(X0)
+    n = len(X0)
     coef = rng.standard_normal(n)
     tree = PartitionTree(W, leaf_size=32)
     anchor = tree.anchor(X0, 0.1)
@@ -601,9 +606,6 @@ def test_anchored_kept_and_updated_same_bits_on_every_simd_level_and_thread_coun
     count; at each level the kept pairs' gradient (stride 4 at d = 3) has the bits of the
     re-evaluating nm_weight_grad over the CSR pairs (the gradient kernels contract into FMA
     where the level has it, so its bits are compared within a level, not across)."""
-    import os
-    import subprocess
-    import sys
     code = (
         "import hashlib, numpy as np\n"
         "from sparseadv import _core\n"
@@ -631,15 +633,4 @@ def test_anchored_kept_and_updated_same_bits_on_every_simd_level_and_thread_coun
         "        t.update(up, W[up])\n"
         "        out += [t._tree.radius_arr, t._tree.rec_arr, np.array([t._tree.loose_sum])]\n"
         "print(hashlib.sha256(b''.join(v.tobytes() for v in out)).hexdigest())\n")
-    levels = ["baseline", "avx2", "avx512"][:("baseline", "avx2+fma", "avx512").index(
-        _core.active_kernels_simd()) + 1]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    outs = {}
-    for level in levels:
-        for threads in ("1", "3"):
-            env = dict(os.environ, SPARSEADV_SIMD=level, OMP_NUM_THREADS=threads,
-                       PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            outs[level, threads] = subprocess.run(
-                [sys.executable, "-c", code], env=env, check=True, capture_output=True,
-                text=True, timeout=300).stdout
-    assert len(set(outs.values())) == 1, outs
+    _same_output_on_every_level(code)
